@@ -1,0 +1,3 @@
+fn main() {
+    println!("claude-failover {}", env!("CARGO_PKG_VERSION"));
+}
