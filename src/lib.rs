@@ -3,3 +3,9 @@
 //! are laid out one per role plus one per outside format.
 
 pub mod config;
+pub mod control;
+pub mod events;
+pub mod heartbeat;
+pub mod metrics;
+pub mod status;
+pub mod time;

@@ -1,0 +1,64 @@
+//! Requests from the control plane to the coordinator, and what every role
+//! shares read-only: the published status, the event ring, metrics, heartbeats.
+//! Writes always go through the coordinator as a `ControlRequest` with a reply
+//! channel, so only the coordinator changes state.
+
+use crate::events::Events;
+use crate::heartbeat::Heartbeats;
+use crate::metrics::Metrics;
+use crate::status::Status;
+use crossbeam_channel::Sender;
+use parking_lot::RwLock;
+use std::fmt;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    /// Swap now, to a named account or to the best eligible one.
+    Failover {
+        to: Option<String>,
+    },
+    PauseDispatch,
+    ResumeDispatch,
+    /// Relaunch one session on the active account, resuming its conversation.
+    RestartSession(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ControlError {
+    /// 400: bad arguments (unknown or ineligible account, ...).
+    BadRequest(String),
+    /// 404: no such session.
+    NotFound(String),
+    /// 409: conflicts with what is running (a swap in progress).
+    Conflict(String),
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlError::BadRequest(m) | ControlError::NotFound(m) | ControlError::Conflict(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+impl std::error::Error for ControlError {}
+
+/// The reply body on success (JSON), or why not.
+pub type Reply = Result<serde_json::Value, ControlError>;
+
+pub struct ControlRequest {
+    pub control: Control,
+    pub reply: Sender<Reply>,
+}
+
+/// Read-only views every role may hold.
+#[derive(Clone)]
+pub struct Shared {
+    pub status: Arc<RwLock<Status>>,
+    pub events: Events,
+    pub metrics: Metrics,
+    pub heartbeats: Heartbeats,
+}

@@ -1,0 +1,190 @@
+//! Events worth a human's attention (SPEC §6): the ring behind `/events`, the
+//! log line, and the hand-off to the notifier. Emitting never blocks: the
+//! notifier's channel is unbounded here and the notifier bounds its own queue.
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// At least 1000 recent events are kept for `/events`.
+pub const RING_CAPACITY: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    FailoverStarted,
+    FailoverFinished,
+    FailoverFailed,
+    AllAccountsExhausted,
+    AccountRecovered,
+    TokenExpired,
+    SessionDied,
+    SessionRestarted,
+    SessionCrashLoop,
+    SessionWaiting,
+    TaskDispatched,
+    TaskDone,
+    TaskFailed,
+    ConfigReloaded,
+    ConfigRejected,
+    DaemonStarted,
+    DaemonStopping,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::FailoverStarted => "failover_started",
+            Kind::FailoverFinished => "failover_finished",
+            Kind::FailoverFailed => "failover_failed",
+            Kind::AllAccountsExhausted => "all_accounts_exhausted",
+            Kind::AccountRecovered => "account_recovered",
+            Kind::TokenExpired => "token_expired",
+            Kind::SessionDied => "session_died",
+            Kind::SessionRestarted => "session_restarted",
+            Kind::SessionCrashLoop => "session_crash_loop",
+            Kind::SessionWaiting => "session_waiting",
+            Kind::TaskDispatched => "task_dispatched",
+            Kind::TaskDone => "task_done",
+            Kind::TaskFailed => "task_failed",
+            Kind::ConfigReloaded => "config_reloaded",
+            Kind::ConfigRejected => "config_rejected",
+            Kind::DaemonStarted => "daemon_started",
+            Kind::DaemonStopping => "daemon_stopping",
+        }
+    }
+
+    /// Kinds that mean something went wrong, logged at warn.
+    pub fn is_trouble(self) -> bool {
+        matches!(
+            self,
+            Kind::FailoverFailed
+                | Kind::AllAccountsExhausted
+                | Kind::TokenExpired
+                | Kind::SessionDied
+                | Kind::SessionCrashLoop
+                | Kind::TaskFailed
+                | Kind::ConfigRejected
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Notice {
+    pub seq: u64,
+    pub at: String,
+    pub kind: Kind,
+    /// The account, session, task or project the event is about.
+    pub subject: String,
+    pub message: String,
+    #[serde(flatten)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+struct Ring {
+    next_seq: u64,
+    notices: VecDeque<Notice>,
+}
+
+/// Cloneable handle every role uses to emit events.
+#[derive(Clone)]
+pub struct Events {
+    ring: Arc<Mutex<Ring>>,
+    sink: Option<Sender<Notice>>,
+}
+
+impl Events {
+    /// `sink` receives a copy of every event (the notifier); `None` in tests.
+    pub fn new(sink: Option<Sender<Notice>>) -> Events {
+        Events {
+            ring: Arc::new(Mutex::new(Ring {
+                next_seq: 1,
+                notices: VecDeque::new(),
+            })),
+            sink,
+        }
+    }
+
+    /// Records an event; returns its sequence number. `details` must be a JSON
+    /// object (anything else is ignored).
+    pub fn emit(
+        &self,
+        kind: Kind,
+        subject: &str,
+        message: impl Into<String>,
+        details: serde_json::Value,
+    ) -> u64 {
+        let details = match details {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        let message = message.into();
+        if kind.is_trouble() {
+            log::warn!("{} {}: {}", kind.as_str(), subject, message);
+        } else {
+            log::info!("{} {}: {}", kind.as_str(), subject, message);
+        }
+        let notice = {
+            let mut ring = self.ring.lock();
+            let notice = Notice {
+                seq: ring.next_seq,
+                at: crate::time::rfc3339(SystemTime::now()),
+                kind,
+                subject: subject.to_string(),
+                message,
+                details,
+            };
+            ring.next_seq += 1;
+            if ring.notices.len() == RING_CAPACITY {
+                ring.notices.pop_front();
+            }
+            ring.notices.push_back(notice.clone());
+            notice
+        };
+        let seq = notice.seq;
+        if let Some(sink) = &self.sink {
+            // The notifier gone means we are shutting down; nothing to do.
+            let _ = sink.send(notice);
+        }
+        seq
+    }
+
+    /// Events with `seq > since`, oldest first.
+    pub fn since(&self, since: u64) -> Vec<Notice> {
+        self.ring
+            .lock()
+            .notices
+            .iter()
+            .filter(|n| n.seq > since)
+            .cloned()
+            .collect()
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.ring.lock().next_seq - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_ring_keeps_the_newest_and_numbers_them() {
+        let events = Events::new(None);
+        for i in 0..(RING_CAPACITY + 10) {
+            events.emit(Kind::TaskDone, "p", format!("task {i}"), json!({"task": i}));
+        }
+        let all = events.since(0);
+        assert_eq!(all.len(), RING_CAPACITY);
+        assert_eq!(all[0].seq, 11);
+        assert_eq!(events.since(events.last_seq() - 2).len(), 2);
+        let v = serde_json::to_value(&all[0]).unwrap();
+        assert_eq!(v["kind"], "task_done");
+        assert_eq!(v["task"], 10);
+    }
+}

@@ -1,0 +1,96 @@
+//! The `/status` document (SPEC §5) and what the coordinator publishes for the
+//! HTTP role to read. Plain data: the coordinator builds it, HTTP serialises it,
+//! `claude-failover status` parses it back for the table.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub version: String,
+    pub started_at: String,
+    pub active_account: Option<String>,
+    pub dispatch_paused: bool,
+    pub swap: SwapStatus,
+    pub accounts: Vec<AccountStatus>,
+    pub sessions: Vec<SessionStatus>,
+    pub queues: Vec<QueueStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SwapStatus {
+    pub in_progress: bool,
+    pub last: Option<SwapRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SwapRecord {
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub sessions_moved: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Window {
+    pub utilization: f64,
+    pub resets_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AccountStatus {
+    pub name: String,
+    /// active, standby, exhausted, token_expired, error (or unknown before the first poll).
+    pub state: String,
+    pub eligible: bool,
+    pub five_hour: Option<Window>,
+    pub seven_day: Option<Window>,
+    pub other_windows: BTreeMap<String, Window>,
+    pub last_poll_at: Option<String>,
+    pub last_error: Option<String>,
+    pub exhausted_until: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionStatus {
+    pub name: String,
+    pub project: String,
+    pub account: Option<String>,
+    /// starting, idle, busy, waiting, rate_limited, stopped, dead.
+    pub state: String,
+    pub claude_session_id: Option<String>,
+    pub task: Option<String>,
+    pub restarts: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct QueueStatus {
+    pub project: String,
+    pub inbox: usize,
+    pub active: usize,
+    pub done: usize,
+    pub failed: usize,
+}
+
+impl Status {
+    /// The one-line summary for systemd's `STATUS=`.
+    pub fn summary(&self) -> String {
+        let busy = self.sessions.iter().filter(|s| s.state == "busy").count();
+        let idle = self.sessions.iter().filter(|s| s.state == "idle").count();
+        let inbox: usize = self.queues.iter().map(|q| q.inbox).sum();
+        let mut line = format!(
+            "active {}; sessions {busy} busy, {idle} idle of {}; {inbox} queued",
+            self.active_account.as_deref().unwrap_or("none"),
+            self.sessions.len()
+        );
+        if self.swap.in_progress {
+            line.push_str("; swap in progress");
+        }
+        if self.dispatch_paused {
+            line.push_str("; dispatch paused");
+        }
+        line
+    }
+}
