@@ -350,6 +350,10 @@ impl Config {
     pub fn project(&self, name: &str) -> Option<&ProjectConfig> {
         self.projects.iter().find(|p| p.name == name)
     }
+
+    pub fn session(&self, name: &str) -> Option<&SessionConfig> {
+        self.sessions.iter().find(|s| s.name == name)
+    }
 }
 
 impl HttpConfig {

@@ -23,24 +23,39 @@ pub struct Heartbeats {
 struct Inner {
     roles: Mutex<Vec<(&'static str, Instant)>>,
     fault_dir: Option<PathBuf>,
+    stale_after: Duration,
 }
 
 impl Heartbeats {
     /// `fault_dir` is `Some(<state_dir>/faults)` only when the test fault
     /// switch is on (see the module doc).
     pub fn new(fault_dir: Option<PathBuf>) -> Heartbeats {
+        Heartbeats::with_stale_after(fault_dir, STALE_AFTER)
+    }
+
+    pub fn with_stale_after(fault_dir: Option<PathBuf>, stale_after: Duration) -> Heartbeats {
+        let roles = Mutex::new(Vec::new());
         Heartbeats {
             inner: Arc::new(Inner {
-                roles: Mutex::new(Vec::new()),
+                roles,
                 fault_dir,
+                stale_after,
             }),
         }
     }
 
-    /// Reads the test fault switch from the environment.
+    /// Reads the test fault switch from the environment. With the switch on, `CLAUDE_FAILOVER_TEST_STALE_SECS` may also shorten
+    /// the staleness limit so a test need not wait the production 20 s.
     pub fn from_env(state_dir: &std::path::Path) -> Heartbeats {
         let on = std::env::var("CLAUDE_FAILOVER_TEST_FAULTS").is_ok_and(|v| v == "1");
-        Heartbeats::new(on.then(|| state_dir.join("faults")))
+        if !on {
+            return Heartbeats::new(None);
+        }
+        let stale_after = std::env::var("CLAUDE_FAILOVER_TEST_STALE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(STALE_AFTER, Duration::from_secs);
+        Heartbeats::with_stale_after(Some(state_dir.join("faults")), stale_after)
     }
 
     /// Registers a role (fresh as of now) and returns its beat handle.
@@ -72,6 +87,15 @@ impl Heartbeats {
             .filter(|(_, last)| now.saturating_duration_since(*last) > max_age)
             .map(|(r, _)| *r)
             .collect()
+    }
+
+    /// Roles stale right now by the configured limit.
+    pub fn stale_now(&self) -> Vec<&'static str> {
+        self.stale(Instant::now(), self.inner.stale_after)
+    }
+
+    pub fn stale_after(&self) -> Duration {
+        self.inner.stale_after
     }
 
     pub fn roles(&self) -> Vec<&'static str> {

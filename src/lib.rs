@@ -4,8 +4,11 @@
 
 pub mod config;
 pub mod control;
+pub mod coordinator;
 pub mod events;
 pub mod heartbeat;
 pub mod metrics;
+pub mod runtime;
+pub mod signals;
 pub mod status;
 pub mod time;

@@ -1,0 +1,333 @@
+//! The coordinator: the one thread that owns the daemon's state and decides.
+//!
+//! Observers (signals, HTTP, and the session, queue and quota roles as they
+//! land) send it a closed set of events; it updates its state with plain
+//! functions of that state and `now`, tells executors what to do, and
+//! publishes a `Status` snapshot for readers. It does no blocking I/O itself:
+//! talking to systemd goes through the `Supervisor` trait.
+
+use crate::config::{Config, ConfigError};
+use crate::control::{Control, ControlError, ControlRequest, Reply, Shared};
+use crate::events::Kind;
+use crate::heartbeat::Beat;
+use crate::signals::SignalEvent;
+use crate::status::{AccountStatus, QueueStatus, SessionStatus, Status, SwapStatus};
+use crossbeam_channel::{select, Receiver};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// What the coordinator tells the service manager (systemd's sd_notify).
+pub trait Supervisor {
+    fn ready(&self);
+    fn status(&self, line: &str);
+    fn watchdog(&self);
+    fn reloading(&self);
+    fn stopping(&self);
+    /// How often to ping the watchdog, if one is armed.
+    fn watchdog_interval(&self) -> Option<Duration>;
+}
+
+/// Why the coordinator returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM/SIGINT or every input closed: a clean stop.
+    Stopped(&'static str),
+}
+
+pub struct Coordinator<S: Supervisor> {
+    config: Arc<Config>,
+    shared: Shared,
+    supervisor: S,
+    started_at: SystemTime,
+    active_account: Option<String>,
+    dispatch_paused: bool,
+    last_watchdog: Option<Instant>,
+    last_status_line: String,
+    /// The config was rejected on the last reload; kept in `STATUS=`.
+    reload_problem: Option<String>,
+}
+
+impl<S: Supervisor> Coordinator<S> {
+    pub fn new(config: Arc<Config>, shared: Shared, supervisor: S, now: SystemTime) -> Self {
+        let active_account = config.accounts.first().map(|a| a.name.clone());
+        let mut c = Coordinator {
+            config,
+            shared,
+            supervisor,
+            started_at: now,
+            active_account,
+            dispatch_paused: false,
+            last_watchdog: None,
+            last_status_line: String::new(),
+            reload_problem: None,
+        };
+        c.publish();
+        c
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The tick interval: fast enough for the watchdog, at most one second.
+    pub fn tick_interval(&self) -> Duration {
+        let watchdog = self.supervisor.watchdog_interval().map(|w| w / 2);
+        watchdog.map_or(Duration::from_secs(1), |w| {
+            w.clamp(Duration::from_millis(50), Duration::from_secs(1))
+        })
+    }
+
+    /// Runs until a stop signal or until every input closes.
+    pub fn run(
+        mut self,
+        signals: Receiver<SignalEvent>,
+        control: Receiver<ControlRequest>,
+        beat: Beat,
+    ) -> Exit {
+        let ticks = crossbeam_channel::tick(self.tick_interval());
+        let mut signals = Some(signals);
+        let mut control = Some(control);
+        self.on_tick(Instant::now());
+        self.supervisor.ready();
+        loop {
+            beat.beat();
+            let never_signal = crossbeam_channel::never();
+            let never_control = crossbeam_channel::never();
+            select! {
+                recv(signals.as_ref().unwrap_or(&never_signal)) -> msg => match msg {
+                    Ok(SignalEvent::Stop(why)) => return self.stop(why),
+                    Ok(SignalEvent::Reload(result)) => self.reload(*result),
+                    Err(_) => signals = None,
+                },
+                recv(control.as_ref().unwrap_or(&never_control)) -> msg => match msg {
+                    Ok(req) => {
+                        let reply = self.handle_control(req.control);
+                        let _ = req.reply.send(reply);
+                    }
+                    Err(_) => control = None,
+                },
+                recv(ticks) -> _ => self.on_tick(Instant::now()),
+            }
+            if signals.is_none() && control.is_none() {
+                return self.stop("inputs closed");
+            }
+        }
+    }
+
+    fn stop(&mut self, why: &'static str) -> Exit {
+        self.supervisor.stopping();
+        self.shared.events.emit(
+            Kind::DaemonStopping,
+            "daemon",
+            format!("stopping on {why}"),
+            json!({}),
+        );
+        Exit::Stopped(why)
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        self.publish();
+        if let Some(interval) = self.supervisor.watchdog_interval() {
+            let due = self
+                .last_watchdog
+                .is_none_or(|last| now.duration_since(last) >= interval);
+            if due {
+                let stale = self
+                    .shared
+                    .heartbeats
+                    .stale(now, self.shared.heartbeats.stale_after());
+                if stale.is_empty() {
+                    self.supervisor.watchdog();
+                    self.last_watchdog = Some(now);
+                } else {
+                    log::error!(
+                        "withholding the watchdog ping: roles not beating: {}",
+                        stale.join(", ")
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn handle_control(&mut self, control: Control) -> Reply {
+        match control {
+            Control::PauseDispatch | Control::ResumeDispatch => {
+                self.dispatch_paused = control == Control::PauseDispatch;
+                log::info!(
+                    "dispatch {} by request",
+                    if self.dispatch_paused {
+                        "paused"
+                    } else {
+                        "resumed"
+                    }
+                );
+                self.publish();
+                Ok(json!({"paused": self.dispatch_paused}))
+            }
+            Control::Failover { to } => {
+                if let Some(to) = &to {
+                    if self.config.account(to).is_none() {
+                        return Err(ControlError::BadRequest(format!(
+                            "no account named {to:?} in the config"
+                        )));
+                    }
+                    if self.active_account.as_deref() == Some(to.as_str()) {
+                        return Err(ControlError::BadRequest(format!(
+                            "{to} is already the active account"
+                        )));
+                    }
+                }
+                Err(ControlError::Conflict(
+                    "account swaps are not available in this build yet".into(),
+                ))
+            }
+            Control::RestartSession(name) => {
+                if self.config.session(&name).is_none() {
+                    return Err(ControlError::NotFound(format!(
+                        "no session named {name:?} in the config"
+                    )));
+                }
+                Err(ControlError::Conflict(
+                    "session restarts are not available in this build yet".into(),
+                ))
+            }
+        }
+    }
+
+    fn reload(&mut self, result: Result<Config, ConfigError>) {
+        self.supervisor.reloading();
+        match result {
+            Ok(new) => {
+                let restart_needed = restart_only_keys(&self.config, &new);
+                if !restart_needed.is_empty() {
+                    log::warn!(
+                        "reload: {} take effect only after a restart",
+                        restart_needed.join(", ")
+                    );
+                }
+                if self
+                    .active_account
+                    .as_deref()
+                    .is_none_or(|a| new.account(a).is_none())
+                {
+                    self.active_account = new.accounts.first().map(|a| a.name.clone());
+                }
+                self.config = Arc::new(new);
+                self.reload_problem = None;
+                let path = self.config.source.display().to_string();
+                self.shared.events.emit(
+                    Kind::ConfigReloaded,
+                    &path,
+                    "configuration reloaded",
+                    json!({}),
+                );
+            }
+            Err(err) => {
+                let path = self.config.source.display().to_string();
+                let problems: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+                self.reload_problem = Some(format!(
+                    "{} problem(s) in the new config, old config kept",
+                    problems.len()
+                ));
+                self.shared.events.emit(
+                    Kind::ConfigRejected,
+                    &path,
+                    format!(
+                        "new configuration rejected, old one kept: {}",
+                        problems.join("; ")
+                    ),
+                    json!({"problems": problems}),
+                );
+            }
+        }
+        self.publish();
+        self.supervisor.ready();
+    }
+
+    /// Builds the `/status` document from the state and hands it to readers;
+    /// tells systemd when the one-line summary changed.
+    fn publish(&mut self) {
+        let status = self.status();
+        let mut line = status.summary();
+        if let Some(problem) = &self.reload_problem {
+            line.push_str("; ");
+            line.push_str(problem);
+        }
+        *self.shared.status.write() = status;
+        if line != self.last_status_line {
+            self.supervisor.status(&line);
+            self.last_status_line = line;
+        }
+    }
+
+    fn status(&self) -> Status {
+        let accounts = self
+            .config
+            .accounts
+            .iter()
+            .map(|a| {
+                let active = self.active_account.as_deref() == Some(a.name.as_str());
+                AccountStatus {
+                    name: a.name.clone(),
+                    state: if active { "active" } else { "standby" }.into(),
+                    eligible: true,
+                    five_hour: None,
+                    seven_day: None,
+                    other_windows: Default::default(),
+                    last_poll_at: None,
+                    last_error: None,
+                    exhausted_until: None,
+                }
+            })
+            .collect();
+        let sessions = self
+            .config
+            .sessions
+            .iter()
+            .map(|s| SessionStatus {
+                name: s.name.clone(),
+                project: s.project.clone(),
+                account: None,
+                state: "stopped".into(),
+                claude_session_id: None,
+                task: None,
+                restarts: 0,
+            })
+            .collect();
+        let queues = self
+            .config
+            .projects
+            .iter()
+            .map(|p| QueueStatus {
+                project: p.name.clone(),
+                ..Default::default()
+            })
+            .collect();
+        Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at: crate::time::rfc3339(self.started_at),
+            active_account: self.active_account.clone(),
+            dispatch_paused: self.dispatch_paused,
+            swap: SwapStatus::default(),
+            accounts,
+            sessions,
+            queues,
+        }
+    }
+}
+
+/// Keys a reload cannot apply to a running daemon.
+fn restart_only_keys(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if old.state_dir != new.state_dir {
+        keys.push("state_dir");
+    }
+    if old.http.listen != new.http.listen {
+        keys.push("http.listen");
+    }
+    if old.tmux.socket_name != new.tmux.socket_name {
+        keys.push("tmux.socket_name");
+    }
+    keys
+}

@@ -1,0 +1,163 @@
+//! Starting and stopping the daemon: loads the config, starts one named thread
+//! per role around the coordinator, and joins them all on the way out.
+//!
+//! Shutdown order: the coordinator returns (after STOPPING=1), then every role
+//! handle is shut down (its channel closed, its thread joined). tmux sessions
+//! are never touched here: a daemon restart must not kill anyone's work.
+
+use crate::config::Config;
+use crate::control::Shared;
+use crate::coordinator::{Coordinator, Exit, Supervisor};
+use crate::events::{Events, Kind};
+use crate::heartbeat::{Beat, Heartbeats};
+use crate::metrics::Metrics;
+use crossbeam_channel::{select, Receiver, Sender};
+use parking_lot::RwLock;
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+/// EX_CONFIG from sysexits.h.
+pub const EXIT_CONFIG: i32 = 78;
+
+/// A role thread with a stop channel: dropping the sender ends it.
+pub struct RoleHandle {
+    name: &'static str,
+    stop: Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl RoleHandle {
+    pub fn spawn(
+        name: &'static str,
+        beat: Beat,
+        body: impl FnOnce(Receiver<()>, Beat) + Send + 'static,
+    ) -> std::io::Result<RoleHandle> {
+        let (stop, stopped) = crossbeam_channel::bounded(0);
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || body(stopped, beat))?;
+        Ok(RoleHandle { name, stop, thread })
+    }
+
+    pub fn shutdown(self) {
+        drop(self.stop);
+        if self.thread.join().is_err() {
+            log::error!("role {} had panicked", self.name);
+        }
+    }
+}
+
+/// The body of a role whose machinery is not built yet: it beats and waits.
+fn waiting_role(stopped: Receiver<()>, beat: Beat) {
+    loop {
+        beat.beat();
+        select! {
+            recv(stopped) -> _ => return,
+            default(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// `claude-failover run`: returns the process exit status.
+pub fn run(config_path: &Path, supervisor: impl Supervisor) -> i32 {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("claude-failover: invalid configuration:\n{err}");
+            return EXIT_CONFIG;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
+        log::error!(
+            "cannot create state_dir {}: {e}",
+            config.state_dir.display()
+        );
+        return 1;
+    }
+    match start(config, supervisor) {
+        Ok(Exit::Stopped(why)) => {
+            log::info!("stopped cleanly ({why})");
+            0
+        }
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
+}
+
+fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
+    let config = Arc::new(config);
+    let heartbeats = Heartbeats::from_env(&config.state_dir);
+    let shared = Shared {
+        status: Arc::new(RwLock::new(Default::default())),
+        events: Events::new(None),
+        metrics: Metrics::new(),
+        heartbeats: heartbeats.clone(),
+    };
+    let coordinator_beat = heartbeats.register("coordinator");
+    let (signal_tx, signal_rx) = crossbeam_channel::unbounded();
+    let (_control_tx, control_rx) = crossbeam_channel::unbounded();
+
+    let signals = crate::signals::spawn(
+        config.source.clone(),
+        signal_tx,
+        heartbeats.register("signals"),
+    )
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut roles = Vec::new();
+    for name in [
+        "dispatcher",
+        "quota",
+        "sessions",
+        "checkpoint",
+        "janitor",
+        "notifier",
+        "switcher",
+        "http",
+    ] {
+        let role = RoleHandle::spawn(name, heartbeats.register(name), waiting_role)
+            .map_err(|e| format!("cannot start the {name} thread: {e}"))?;
+        roles.push(role);
+    }
+
+    let coordinator = Coordinator::new(
+        Arc::clone(&config),
+        shared.clone(),
+        supervisor,
+        SystemTime::now(),
+    );
+    shared.events.emit(
+        Kind::DaemonStarted,
+        "daemon",
+        format!(
+            "claude-failover {} started with {}",
+            env!("CARGO_PKG_VERSION"),
+            config.source.display()
+        ),
+        json!({"accounts": config.accounts.len(), "sessions": config.sessions.len()}),
+    );
+    let exit = coordinator.run(signal_rx, control_rx, coordinator_beat);
+    signals.shutdown();
+    for role in roles {
+        role.shutdown();
+    }
+    Ok(exit)
+}
+
+/// A supervisor for running outside systemd: says nothing.
+pub struct NoSupervisor;
+
+impl Supervisor for NoSupervisor {
+    fn ready(&self) {}
+    fn status(&self, _line: &str) {}
+    fn watchdog(&self) {}
+    fn reloading(&self) {}
+    fn stopping(&self) {}
+    fn watchdog_interval(&self) -> Option<Duration> {
+        None
+    }
+}
