@@ -9,6 +9,7 @@ pub mod events;
 pub mod heartbeat;
 pub mod metrics;
 pub mod runtime;
+pub mod sessions;
 pub mod signals;
 pub mod status;
 pub mod time;

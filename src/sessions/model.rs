@@ -1,0 +1,338 @@
+//! What the coordinator knows about each configured session, and the pure
+//! decisions over it: what a new observation means, when a dead session is
+//! relaunched (backoff 1 s doubling to 5 min), when deaths make a crash loop.
+//! No I/O here: the sessions role observes and executes.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+pub const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// A session that ran this long since its launch resets its backoff.
+pub const STABLE_AFTER: Duration = Duration::from_secs(120);
+/// This many deaths within `CRASH_WINDOW` is a crash loop, reported once.
+pub const CRASH_LOOP_DEATHS: usize = 5;
+pub const CRASH_WINDOW: Duration = Duration::from_secs(600);
+
+/// The states of SPEC §5, as the coordinator tracks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    Starting,
+    Idle,
+    Busy,
+    Waiting,
+    RateLimited,
+    Stopped,
+    Dead,
+}
+
+impl Activity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activity::Starting => "starting",
+            Activity::Idle => "idle",
+            Activity::Busy => "busy",
+            Activity::Waiting => "waiting",
+            Activity::RateLimited => "rate_limited",
+            Activity::Stopped => "stopped",
+            Activity::Dead => "dead",
+        }
+    }
+}
+
+/// One observation of a session, already boiled down by the sessions role
+/// from Claude Code's session file, the hook spool, the transcript and the
+/// pane (in that order of trust).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// No tmux session, or its pane's process is gone.
+    Missing,
+    /// Running but not at its prompt yet.
+    Starting,
+    Idle,
+    Busy,
+    /// The "trust this folder?" dialog.
+    TrustDialog,
+    /// Any other dialog or question; never answered blindly.
+    Dialog(String),
+    /// A quota limit is on screen or in the transcript.
+    RateLimited,
+    /// The account's login is dead (401).
+    LoginNeeded,
+}
+
+/// What the coordinator should do about a session after an observation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Nothing,
+    /// Became idle, busy, ... (for status, dispatch and completion).
+    Changed {
+        from: Activity,
+        to: Activity,
+    },
+    /// Answer the trust dialog (the caller checks `auto_trust`).
+    AnswerTrust,
+    /// It died; relaunch at `at` (backoff); `crash_loop` is set the first
+    /// time the deaths make a loop.
+    Died {
+        relaunch_at: Instant,
+        crash_loop: bool,
+    },
+    /// A dialog holds it: report once.
+    NowWaiting(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub name: String,
+    pub project: String,
+    pub dispatch: bool,
+    /// The account it runs under (None until launched or adopted).
+    pub account: Option<String>,
+    pub claude_session_id: Option<String>,
+    pub activity: Activity,
+    pub waiting_for: Option<String>,
+    /// The task file it works on (a lease in active/).
+    pub task: Option<String>,
+    pub restarts: u32,
+    pub launched_at: Option<Instant>,
+    /// When to relaunch after a death; None while alive or not yet due.
+    pub relaunch_at: Option<Instant>,
+    backoff: Duration,
+    deaths: VecDeque<Instant>,
+    crash_loop_reported: bool,
+}
+
+impl Session {
+    pub fn new(name: &str, project: &str, dispatch: bool) -> Session {
+        Session {
+            name: name.into(),
+            project: project.into(),
+            dispatch,
+            account: None,
+            claude_session_id: None,
+            activity: Activity::Stopped,
+            waiting_for: None,
+            task: None,
+            restarts: 0,
+            launched_at: None,
+            relaunch_at: None,
+            backoff: BACKOFF_FIRST,
+            deaths: VecDeque::new(),
+            crash_loop_reported: false,
+        }
+    }
+
+    /// A launch (or adoption) was carried out at `now`.
+    pub fn launched(&mut self, account: &str, claude_session_id: &str, now: Instant) {
+        self.account = Some(account.into());
+        self.claude_session_id = Some(claude_session_id.into());
+        self.activity = Activity::Starting;
+        self.launched_at = Some(now);
+        self.relaunch_at = None;
+        self.waiting_for = None;
+    }
+
+    /// Folds one observation in; says what the coordinator should do.
+    pub fn observe(&mut self, seen: Seen, now: Instant) -> Step {
+        if self.activity == Activity::Stopped {
+            // Not launched by us (yet): observations mean nothing.
+            return Step::Nothing;
+        }
+        let to = match &seen {
+            Seen::Missing => return self.died(now),
+            Seen::Starting => Activity::Starting,
+            Seen::Idle => Activity::Idle,
+            Seen::Busy => Activity::Busy,
+            Seen::TrustDialog | Seen::Dialog(_) | Seen::LoginNeeded => Activity::Waiting,
+            Seen::RateLimited => Activity::RateLimited,
+        };
+        if let Some(launched) = self.launched_at {
+            if now.saturating_duration_since(launched) >= STABLE_AFTER {
+                self.backoff = BACKOFF_FIRST;
+            }
+        }
+        let from = self.activity;
+        self.activity = to;
+        match seen {
+            Seen::TrustDialog => {
+                self.waiting_for = Some("trust dialog".into());
+                Step::AnswerTrust
+            }
+            Seen::Dialog(what) => self.waiting(what),
+            Seen::LoginNeeded => self.waiting("login: the account needs /login".into()),
+            _ => {
+                self.waiting_for = None;
+                if from == to {
+                    Step::Nothing
+                } else {
+                    Step::Changed { from, to }
+                }
+            }
+        }
+    }
+
+    fn waiting(&mut self, what: String) -> Step {
+        if self.waiting_for.as_deref() == Some(what.as_str()) {
+            return Step::Nothing;
+        }
+        self.waiting_for = Some(what.clone());
+        Step::NowWaiting(what)
+    }
+
+    fn died(&mut self, now: Instant) -> Step {
+        if self.activity == Activity::Dead {
+            return Step::Nothing;
+        }
+        self.activity = Activity::Dead;
+        self.waiting_for = None;
+        let relaunch_at = now + self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        self.relaunch_at = Some(relaunch_at);
+        self.deaths.push_back(now);
+        while self
+            .deaths
+            .front()
+            .is_some_and(|d| now.saturating_duration_since(*d) > CRASH_WINDOW)
+        {
+            self.deaths.pop_front();
+        }
+        let crash_loop = self.deaths.len() >= CRASH_LOOP_DEATHS && !self.crash_loop_reported;
+        if crash_loop {
+            self.crash_loop_reported = true;
+        }
+        if self.deaths.len() < CRASH_LOOP_DEATHS {
+            self.crash_loop_reported = false;
+        }
+        Step::Died {
+            relaunch_at,
+            crash_loop,
+        }
+    }
+
+    /// Dead and its backoff has run out.
+    pub fn relaunch_due(&self, now: Instant) -> bool {
+        self.activity == Activity::Dead && self.relaunch_at.is_some_and(|at| now >= at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(now: Instant) -> Session {
+        let mut s = Session::new("s1", "p", true);
+        s.launched("alpha", "id-1", now);
+        s
+    }
+
+    #[test]
+    fn observations_move_the_activity() {
+        let t0 = Instant::now();
+        let mut s = running(t0);
+        let table = [
+            (Seen::Starting, Step::Nothing, Activity::Starting),
+            (
+                Seen::Idle,
+                Step::Changed {
+                    from: Activity::Starting,
+                    to: Activity::Idle,
+                },
+                Activity::Idle,
+            ),
+            (Seen::Idle, Step::Nothing, Activity::Idle),
+            (
+                Seen::Busy,
+                Step::Changed {
+                    from: Activity::Idle,
+                    to: Activity::Busy,
+                },
+                Activity::Busy,
+            ),
+            (
+                Seen::RateLimited,
+                Step::Changed {
+                    from: Activity::Busy,
+                    to: Activity::RateLimited,
+                },
+                Activity::RateLimited,
+            ),
+            (Seen::TrustDialog, Step::AnswerTrust, Activity::Waiting),
+            (
+                Seen::Dialog("permission".into()),
+                Step::NowWaiting("permission".into()),
+                Activity::Waiting,
+            ),
+            (
+                Seen::Dialog("permission".into()),
+                Step::Nothing,
+                Activity::Waiting,
+            ),
+            (
+                Seen::Idle,
+                Step::Changed {
+                    from: Activity::Waiting,
+                    to: Activity::Idle,
+                },
+                Activity::Idle,
+            ),
+        ];
+        for (seen, step, activity) in table {
+            assert_eq!(s.observe(seen.clone(), t0), step, "after {seen:?}");
+            assert_eq!(s.activity, activity, "after {seen:?}");
+        }
+    }
+
+    #[test]
+    fn deaths_back_off_doubling_to_five_minutes_and_a_loop_is_reported_once() {
+        let t0 = Instant::now();
+        let mut s = running(t0);
+        let mut now = t0;
+        let mut waits = Vec::new();
+        let mut loops = Vec::new();
+        for _ in 0..12 {
+            match s.observe(Seen::Missing, now) {
+                Step::Died {
+                    relaunch_at,
+                    crash_loop,
+                } => {
+                    waits.push(relaunch_at - now);
+                    loops.push(crash_loop);
+                    assert!(!s.relaunch_due(now));
+                    assert!(s.relaunch_due(relaunch_at));
+                    now = relaunch_at;
+                    s.launched("alpha", "id-1", now);
+                    now += Duration::from_secs(1);
+                }
+                other => panic!("expected a death, got {other:?}"),
+            }
+        }
+        let secs: Vec<u64> = waits.iter().map(|d| d.as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(loops.iter().filter(|l| **l).count(), 1);
+        assert!(loops[4]);
+    }
+
+    #[test]
+    fn a_stable_session_starts_its_backoff_afresh() {
+        let t0 = Instant::now();
+        let mut s = running(t0);
+        for i in 0..4 {
+            s.observe(Seen::Missing, t0 + Duration::from_secs(i));
+            s.launched("alpha", "id-1", t0 + Duration::from_secs(i));
+        }
+        let later = t0 + STABLE_AFTER + Duration::from_secs(10);
+        s.observe(Seen::Idle, later);
+        match s.observe(Seen::Missing, later) {
+            Step::Died { relaunch_at, .. } => assert_eq!(relaunch_at - later, BACKOFF_FIRST),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_session_not_launched_by_us_ignores_observations() {
+        let mut s = Session::new("s1", "p", true);
+        assert_eq!(s.observe(Seen::Missing, Instant::now()), Step::Nothing);
+        assert_eq!(s.activity, Activity::Stopped);
+    }
+}
