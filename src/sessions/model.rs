@@ -61,6 +61,29 @@ pub enum Seen {
     LoginNeeded,
 }
 
+/// A task handed to a session, followed until it settles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Work {
+    pub task: String,
+    /// The delivery was confirmed (busy, or the user turn in the transcript).
+    pub turn_seen: bool,
+    /// Idle continuously since then (None while busy or not yet seen idle).
+    pub idle_since: Option<Instant>,
+    /// A quota limit was hit during the task: not finished, continue after a swap.
+    pub limited: bool,
+}
+
+impl Work {
+    pub fn new(task: &str) -> Work {
+        Work {
+            task: task.into(),
+            turn_seen: false,
+            idle_since: None,
+            limited: false,
+        }
+    }
+}
+
 /// What the coordinator should do about a session after an observation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -92,8 +115,10 @@ pub struct Session {
     pub claude_session_id: Option<String>,
     pub activity: Activity,
     pub waiting_for: Option<String>,
-    /// The task file it works on (a lease in active/).
-    pub task: Option<String>,
+    /// The task it works on (a lease in active/).
+    pub work: Option<Work>,
+    /// Offered to the dispatcher and not answered yet: no second offer.
+    pub offered: bool,
     pub restarts: u32,
     pub launched_at: Option<Instant>,
     /// When to relaunch after a death; None while alive or not yet due.
@@ -113,7 +138,8 @@ impl Session {
             claude_session_id: None,
             activity: Activity::Stopped,
             waiting_for: None,
-            task: None,
+            work: None,
+            offered: false,
             restarts: 0,
             launched_at: None,
             relaunch_at: None,
@@ -154,6 +180,22 @@ impl Session {
         }
         let from = self.activity;
         self.activity = to;
+        if let Some(work) = &mut self.work {
+            match to {
+                Activity::Busy => {
+                    work.turn_seen = true;
+                    work.idle_since = None;
+                }
+                Activity::Idle => {
+                    work.idle_since.get_or_insert(now);
+                }
+                Activity::RateLimited => {
+                    work.limited = true;
+                    work.idle_since = None;
+                }
+                _ => work.idle_since = None,
+            }
+        }
         match seen {
             Seen::TrustDialog => {
                 self.waiting_for = Some("trust dialog".into());
@@ -208,6 +250,23 @@ impl Session {
             relaunch_at,
             crash_loop,
         }
+    }
+
+    /// The task's turn ran and the session has been idle for `settle` since,
+    /// with no limit hit in between: the task is finished.
+    pub fn settled(&self, now: Instant, settle: Duration) -> bool {
+        self.activity == Activity::Idle
+            && self.work.as_ref().is_some_and(|w| {
+                w.turn_seen
+                    && !w.limited
+                    && w.idle_since
+                        .is_some_and(|t| now.saturating_duration_since(t) >= settle)
+            })
+    }
+
+    /// Idle, dispatchable, not working and not already offered.
+    pub fn wants_work(&self) -> bool {
+        self.dispatch && self.activity == Activity::Idle && self.work.is_none() && !self.offered
     }
 
     /// Dead and its backoff has run out.
@@ -327,6 +386,32 @@ mod tests {
             Step::Died { relaunch_at, .. } => assert_eq!(relaunch_at - later, BACKOFF_FIRST),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_task_settles_after_idle_for_settle_secs_unless_a_limit_came_between() {
+        let t0 = Instant::now();
+        let settle = Duration::from_secs(5);
+        let mut s = running(t0);
+        s.observe(Seen::Idle, t0);
+        assert!(s.wants_work());
+        s.work = Some(Work::new("a.md"));
+        assert!(!s.wants_work());
+        // Idle before the turn was seen does not count.
+        s.observe(Seen::Idle, t0 + Duration::from_secs(1));
+        assert!(!s.settled(t0 + Duration::from_secs(10), settle));
+        s.observe(Seen::Busy, t0 + Duration::from_secs(2));
+        s.observe(Seen::Idle, t0 + Duration::from_secs(3));
+        assert!(!s.settled(t0 + Duration::from_secs(7), settle));
+        assert!(s.settled(t0 + Duration::from_secs(8), settle));
+        // Busy again restarts the settle clock.
+        s.observe(Seen::Busy, t0 + Duration::from_secs(9));
+        s.observe(Seen::Idle, t0 + Duration::from_secs(10));
+        assert!(!s.settled(t0 + Duration::from_secs(14), settle));
+        // A limit between: never settled by idling.
+        s.observe(Seen::RateLimited, t0 + Duration::from_secs(15));
+        s.observe(Seen::Idle, t0 + Duration::from_secs(16));
+        assert!(!s.settled(t0 + Duration::from_secs(60), settle));
     }
 
     #[test]
