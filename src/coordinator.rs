@@ -10,10 +10,13 @@ use crate::config::{Config, ConfigError};
 use crate::control::{Control, ControlError, ControlRequest, Reply, Shared};
 use crate::events::Kind;
 use crate::heartbeat::Beat;
+use crate::sessions::model::{Activity, Seen, Session, Step};
+use crate::sessions::{self, Report};
 use crate::signals::SignalEvent;
 use crate::status::{AccountStatus, QueueStatus, SessionStatus, Status, SwapStatus};
-use crossbeam_channel::{select, Receiver};
+use crossbeam_channel::{select, Receiver, Sender};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -28,6 +31,24 @@ pub trait Supervisor {
     fn watchdog_interval(&self) -> Option<Duration>;
 }
 
+/// Reports from the observer and executor roles.
+#[derive(Debug)]
+pub enum Event {
+    Session(Report),
+}
+
+/// Where the coordinator's orders go.
+pub struct Outputs {
+    pub sessions: Sender<sessions::Command>,
+}
+
+/// Everything the coordinator listens to.
+pub struct Inputs {
+    pub signals: Receiver<SignalEvent>,
+    pub control: Receiver<ControlRequest>,
+    pub events: Receiver<Event>,
+}
+
 /// Why the coordinator returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
@@ -39,6 +60,8 @@ pub struct Coordinator<S: Supervisor> {
     config: Arc<Config>,
     shared: Shared,
     supervisor: S,
+    outputs: Outputs,
+    sessions: BTreeMap<String, Session>,
     started_at: SystemTime,
     active_account: Option<String>,
     dispatch_paused: bool,
@@ -49,12 +72,30 @@ pub struct Coordinator<S: Supervisor> {
 }
 
 impl<S: Supervisor> Coordinator<S> {
-    pub fn new(config: Arc<Config>, shared: Shared, supervisor: S, now: SystemTime) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        shared: Shared,
+        supervisor: S,
+        outputs: Outputs,
+        now: SystemTime,
+    ) -> Self {
         let active_account = config.accounts.first().map(|a| a.name.clone());
+        let sessions = config
+            .sessions
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    Session::new(&s.name, &s.project, s.dispatch),
+                )
+            })
+            .collect();
         let mut c = Coordinator {
             config,
             shared,
             supervisor,
+            outputs,
+            sessions,
             started_at: now,
             active_account,
             dispatch_paused: false,
@@ -79,21 +120,19 @@ impl<S: Supervisor> Coordinator<S> {
     }
 
     /// Runs until a stop signal or until every input closes.
-    pub fn run(
-        mut self,
-        signals: Receiver<SignalEvent>,
-        control: Receiver<ControlRequest>,
-        beat: Beat,
-    ) -> Exit {
+    pub fn run(mut self, inputs: Inputs, beat: Beat) -> Exit {
         let ticks = crossbeam_channel::tick(self.tick_interval());
-        let mut signals = Some(signals);
-        let mut control = Some(control);
+        let mut signals = Some(inputs.signals);
+        let mut control = Some(inputs.control);
+        let mut events = Some(inputs.events);
+        self.order(sessions::Command::Adopt);
         self.on_tick(Instant::now());
         self.supervisor.ready();
         loop {
             beat.beat();
             let never_signal = crossbeam_channel::never();
             let never_control = crossbeam_channel::never();
+            let never_event = crossbeam_channel::never();
             select! {
                 recv(signals.as_ref().unwrap_or(&never_signal)) -> msg => match msg {
                     Ok(SignalEvent::Stop(why)) => return self.stop(why),
@@ -107,9 +146,13 @@ impl<S: Supervisor> Coordinator<S> {
                     }
                     Err(_) => control = None,
                 },
+                recv(events.as_ref().unwrap_or(&never_event)) -> msg => match msg {
+                    Ok(event) => self.handle(event, Instant::now()),
+                    Err(_) => events = None,
+                },
                 recv(ticks) -> _ => self.on_tick(Instant::now()),
             }
-            if signals.is_none() && control.is_none() {
+            if signals.is_none() && control.is_none() && events.is_none() {
                 return self.stop("inputs closed");
             }
         }
@@ -126,7 +169,170 @@ impl<S: Supervisor> Coordinator<S> {
         Exit::Stopped(why)
     }
 
+    fn order(&self, command: sessions::Command) {
+        if self.outputs.sessions.send(command).is_err() {
+            log::error!("the sessions role is gone; cannot order it");
+        }
+    }
+
+    pub fn handle(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Session(report) => self.on_session_report(report, now),
+        }
+        self.publish();
+    }
+
+    fn on_session_report(&mut self, report: Report, now: Instant) {
+        match report {
+            Report::Adopted {
+                session,
+                account,
+                claude_session_id,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    log::info!("adopted running session {session} (account {account}, conversation {claude_session_id})");
+                    s.launched(&account, &claude_session_id, now);
+                }
+            }
+            Report::Absent { session } => self.launch(&session, now),
+            Report::Launched {
+                session,
+                account,
+                claude_session_id,
+            } => {
+                let Some(s) = self.sessions.get_mut(&session) else {
+                    return;
+                };
+                let relaunch = s.restarts > 0;
+                s.launched(&account, &claude_session_id, now);
+                if relaunch {
+                    self.shared.events.emit(
+                        Kind::SessionRestarted,
+                        &session,
+                        format!("relaunched on {account}, resuming conversation {claude_session_id}"),
+                        json!({"account": account, "claude_session_id": claude_session_id, "restarts": s.restarts}),
+                    );
+                }
+            }
+            Report::LaunchFailed {
+                session,
+                account,
+                error,
+            } => {
+                log::error!("launching session {session} on {account} failed: {error}");
+                self.observed(&session, Seen::Missing, now);
+            }
+            Report::Seen { session, seen } => self.observed(&session, seen, now),
+        }
+    }
+
+    fn observed(&mut self, name: &str, seen: Seen, now: Instant) {
+        let Some(s) = self.sessions.get_mut(name) else {
+            return;
+        };
+        match s.observe(seen, now) {
+            Step::Nothing | Step::Changed { .. } => {}
+            Step::AnswerTrust if self.config.claude.auto_trust => {
+                log::info!("{name}: answering the folder trust dialog (auto_trust)");
+                self.order(sessions::Command::AnswerTrust {
+                    session: name.into(),
+                });
+            }
+            Step::AnswerTrust => {
+                self.waiting_event(name, "the folder trust dialog (auto_trust is off)")
+            }
+            Step::NowWaiting(what) => self.waiting_event(name, &what),
+            Step::Died {
+                relaunch_at,
+                crash_loop,
+            } => {
+                let wait = relaunch_at.saturating_duration_since(now);
+                let task = s.work.as_ref().map(|w| w.task.clone());
+                self.shared.events.emit(
+                    Kind::SessionDied,
+                    name,
+                    format!(
+                        "session {name} is gone; relaunching in {} s",
+                        wait.as_secs()
+                    ),
+                    json!({"relaunch_in_secs": wait.as_secs(), "task": task}),
+                );
+                if crash_loop {
+                    self.shared.events.emit(
+                        Kind::SessionCrashLoop,
+                        name,
+                        format!("session {name} keeps dying; still relaunching, with backoff up to 5 min"),
+                        json!({}),
+                    );
+                }
+            }
+        }
+    }
+
+    fn waiting_event(&self, name: &str, what: &str) {
+        self.shared.events.emit(
+            Kind::SessionWaiting,
+            name,
+            format!("session {name} waits on {what}; not answered automatically"),
+            json!({"waiting_for": what}),
+        );
+    }
+
+    /// Launches a session on the active account (or leaves it stopped when
+    /// no account is active).
+    fn launch(&mut self, name: &str, now: Instant) {
+        let Some(account) = self.active_account.clone() else {
+            log::warn!("{name}: no active account to launch it on");
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(name) else {
+            return;
+        };
+        s.activity = Activity::Starting;
+        s.relaunch_at = None;
+        s.launched_at = Some(now);
+        self.order(sessions::Command::Launch {
+            session: name.into(),
+            account,
+        });
+    }
+
     fn on_tick(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|s| s.relaunch_due(now))
+            .map(|s| s.name.clone())
+            .collect();
+        for name in due {
+            if let Some(s) = self.sessions.get_mut(&name) {
+                s.restarts += 1;
+            }
+            self.launch(&name, now);
+        }
+        let startup = Duration::from_secs(self.config.claude.startup_timeout_secs);
+        let overdue: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|s| s.startup_overdue(now, startup))
+            .map(|s| s.name.clone())
+            .collect();
+        for name in overdue {
+            log::warn!(
+                "{name}: not at its prompt within {} s; restarting it",
+                startup.as_secs()
+            );
+            if let (Some(s), Some(account)) =
+                (self.sessions.get_mut(&name), self.active_account.clone())
+            {
+                s.restarts += 1;
+                s.launched_at = Some(now);
+                self.order(sessions::Command::Restart {
+                    session: name,
+                    account,
+                });
+            }
+        }
         self.publish();
         if let Some(interval) = self.supervisor.watchdog_interval() {
             let due = self
@@ -215,6 +421,7 @@ impl<S: Supervisor> Coordinator<S> {
                 }
                 self.config = Arc::new(new);
                 self.reload_problem = None;
+                self.apply_session_changes(Instant::now());
                 let path = self.config.source.display().to_string();
                 self.shared.events.emit(
                     Kind::ConfigReloaded,
@@ -243,6 +450,39 @@ impl<S: Supervisor> Coordinator<S> {
         }
         self.publish();
         self.supervisor.ready();
+    }
+
+    /// After a reload: new sessions are launched, removed ones are left
+    /// running but no longer managed, changed ones take the new settings.
+    fn apply_session_changes(&mut self, now: Instant) {
+        let config = Arc::clone(&self.config);
+        self.sessions.retain(|name, _| {
+            let keep = config.session(name).is_some();
+            if !keep {
+                log::info!("{name} is no longer in the config: left running, no longer managed");
+            }
+            keep
+        });
+        self.order(sessions::Command::Configure(Arc::clone(&config)));
+        let mut added = Vec::new();
+        for sc in &config.sessions {
+            match self.sessions.get_mut(&sc.name) {
+                Some(s) => {
+                    s.dispatch = sc.dispatch;
+                    s.project = sc.project.clone();
+                }
+                None => {
+                    self.sessions.insert(
+                        sc.name.clone(),
+                        Session::new(&sc.name, &sc.project, sc.dispatch),
+                    );
+                    added.push(sc.name.clone());
+                }
+            }
+        }
+        for name in added {
+            self.launch(&name, now);
+        }
     }
 
     /// Builds the `/status` document from the state and hands it to readers;
@@ -282,17 +522,16 @@ impl<S: Supervisor> Coordinator<S> {
             })
             .collect();
         let sessions = self
-            .config
             .sessions
-            .iter()
+            .values()
             .map(|s| SessionStatus {
                 name: s.name.clone(),
                 project: s.project.clone(),
-                account: None,
-                state: "stopped".into(),
-                claude_session_id: None,
-                task: None,
-                restarts: 0,
+                account: s.account.clone(),
+                state: s.activity.as_str().into(),
+                claude_session_id: s.claude_session_id.clone(),
+                task: s.work.as_ref().map(|w| w.task.clone()),
+                restarts: s.restarts,
             })
             .collect();
         let queues = self

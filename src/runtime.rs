@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::control::Shared;
-use crate::coordinator::{Coordinator, Exit, Supervisor};
+use crate::coordinator::{Coordinator, Exit, Inputs, Outputs, Supervisor};
 use crate::events::{Events, Kind};
 use crate::heartbeat::{Beat, Heartbeats};
 use crate::metrics::Metrics;
@@ -101,6 +101,8 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
     let coordinator_beat = heartbeats.register("coordinator");
     let (signal_tx, signal_rx) = crossbeam_channel::unbounded();
     let (_control_tx, control_rx) = crossbeam_channel::unbounded();
+    let (_event_tx, event_rx) = crossbeam_channel::unbounded();
+    let (sessions_tx, _sessions_rx) = crossbeam_channel::unbounded();
 
     let signals = crate::signals::spawn(
         config.source.clone(),
@@ -124,10 +126,14 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
         roles.push(role);
     }
 
+    let outputs = Outputs {
+        sessions: sessions_tx,
+    };
     let coordinator = Coordinator::new(
         Arc::clone(&config),
         shared.clone(),
         supervisor,
+        outputs,
         SystemTime::now(),
     );
     shared.events.emit(
@@ -140,7 +146,12 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
         ),
         json!({"accounts": config.accounts.len(), "sessions": config.sessions.len()}),
     );
-    let exit = coordinator.run(signal_rx, control_rx, coordinator_beat);
+    let inputs = Inputs {
+        signals: signal_rx,
+        control: control_rx,
+        events: event_rx,
+    };
+    let exit = coordinator.run(inputs, coordinator_beat);
     signals.shutdown();
     for role in roles {
         role.shutdown();

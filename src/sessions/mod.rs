@@ -3,3 +3,51 @@
 
 pub mod launch;
 pub mod model;
+
+use crate::config::Config;
+use model::Seen;
+use std::sync::Arc;
+
+/// What the coordinator asks of the sessions role.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// At start-up: find configured sessions already running in tmux and
+    /// report each as `Adopted` or `Absent`. Nothing is relaunched.
+    Adopt,
+    /// Start the session's claude on `account`, resuming its conversation
+    /// when it has one.
+    Launch { session: String, account: String },
+    /// Stop it (gracefully, then kill) and launch it again on `account`.
+    Restart { session: String, account: String },
+    /// Answer the "trust this folder?" dialog (the coordinator checked `auto_trust`).
+    AnswerTrust { session: String },
+    /// A reloaded config: sessions no longer in it stop being watched (left running).
+    Configure(Arc<Config>),
+}
+
+/// What the sessions role tells the coordinator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    Adopted {
+        session: String,
+        account: String,
+        claude_session_id: String,
+    },
+    Absent {
+        session: String,
+    },
+    Launched {
+        session: String,
+        account: String,
+        claude_session_id: String,
+    },
+    LaunchFailed {
+        session: String,
+        account: String,
+        error: String,
+    },
+    Seen {
+        session: String,
+        seen: Seen,
+    },
+}

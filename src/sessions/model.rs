@@ -269,6 +269,15 @@ impl Session {
         self.dispatch && self.activity == Activity::Idle && self.work.is_none() && !self.offered
     }
 
+    /// Launched longer than `timeout` ago and still not at its prompt.
+    pub fn startup_overdue(&self, now: Instant, timeout: Duration) -> bool {
+        self.activity == Activity::Starting
+            && self.account.is_some()
+            && self
+                .launched_at
+                .is_some_and(|t| now.saturating_duration_since(t) > timeout)
+    }
+
     /// Dead and its backoff has run out.
     pub fn relaunch_due(&self, now: Instant) -> bool {
         self.activity == Activity::Dead && self.relaunch_at.is_some_and(|at| now >= at)
