@@ -24,6 +24,14 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Compares with a presented token in time independent of where they
+    /// differ, so a client cannot guess the token byte by byte.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
+        let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        diff == 0 && a.len() == b.len()
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -449,7 +457,8 @@ impl Config {
 
     fn read_secrets(&mut self, check: &mut Check) {
         if !self.http.token_file.is_empty() {
-            self.http.token = read_secret(Path::new(&self.http.token_file), "http.token_file", check);
+            self.http.token =
+                read_secret(Path::new(&self.http.token_file), "http.token_file", check);
         }
         if let Some(t) = &mut self.notify.telegram {
             t.bot_token = read_secret(&t.bot_token_file, "notify.telegram.bot_token_file", check);
@@ -485,9 +494,21 @@ impl Config {
             );
         }
         let names = |v: Vec<&str>| v.into_iter().map(str::to_string).collect::<Vec<_>>();
-        check_names(check, "accounts", &names(self.accounts.iter().map(|a| a.name.as_str()).collect()));
-        check_names(check, "projects", &names(self.projects.iter().map(|p| p.name.as_str()).collect()));
-        check_names(check, "sessions", &names(self.sessions.iter().map(|s| s.name.as_str()).collect()));
+        check_names(
+            check,
+            "accounts",
+            &names(self.accounts.iter().map(|a| a.name.as_str()).collect()),
+        );
+        check_names(
+            check,
+            "projects",
+            &names(self.projects.iter().map(|p| p.name.as_str()).collect()),
+        );
+        check_names(
+            check,
+            "sessions",
+            &names(self.sessions.iter().map(|s| s.name.as_str()).collect()),
+        );
 
         for (i, a) in self.accounts.iter().enumerate() {
             let key = format!("accounts[{i}].config_dir");
@@ -495,7 +516,10 @@ impl Config {
                 check.add(&key, "must not be empty");
                 continue;
             }
-            if let Some(j) = self.accounts[..i].iter().position(|b| same_path(&b.config_dir, &a.config_dir)) {
+            if let Some(j) = self.accounts[..i]
+                .iter()
+                .position(|b| same_path(&b.config_dir, &a.config_dir))
+            {
                 check.add(
                     &key,
                     format!(
@@ -553,7 +577,9 @@ impl Config {
             } else if DAEMON_ENV.contains(&name.as_str()) {
                 check.add(
                     &key,
-                    format!("{name} is controlled by the daemon (it selects the account); remove it"),
+                    format!(
+                        "{name} is controlled by the daemon (it selects the account); remove it"
+                    ),
                 );
             } else if value.contains('\0') {
                 check.add(&key, "value must not contain a NUL character");
@@ -563,13 +589,22 @@ impl Config {
 
     fn validate_numbers(&self, check: &mut Check) {
         let nonzero: [(&str, u64); 10] = [
-            ("claude.startup_timeout_secs", self.claude.startup_timeout_secs),
+            (
+                "claude.startup_timeout_secs",
+                self.claude.startup_timeout_secs,
+            ),
             ("claude.stop_timeout_secs", self.claude.stop_timeout_secs),
             ("tmux.width", self.tmux.width.into()),
             ("tmux.height", self.tmux.height.into()),
             ("quota.poll_interval_secs", self.quota.poll_interval_secs),
-            ("quota.request_timeout_secs", self.quota.request_timeout_secs),
-            ("dispatch.submit_confirm_secs", self.dispatch.submit_confirm_secs),
+            (
+                "quota.request_timeout_secs",
+                self.quota.request_timeout_secs,
+            ),
+            (
+                "dispatch.submit_confirm_secs",
+                self.dispatch.submit_confirm_secs,
+            ),
             ("dispatch.max_attempts", self.dispatch.max_attempts.into()),
             ("dispatch.max_task_bytes", self.dispatch.max_task_bytes),
             ("janitor.interval_secs", self.janitor.interval_secs),
@@ -592,7 +627,10 @@ impl Config {
             ("quota.weekly_threshold", self.quota.weekly_threshold),
         ] {
             if !(0.0..=100.0).contains(&value) {
-                check.add(key, format!("must be a percentage from 0 to 100, found {value}"));
+                check.add(
+                    key,
+                    format!("must be a percentage from 0 to 100, found {value}"),
+                );
             }
         }
     }
@@ -726,7 +764,9 @@ impl Listen {
             Listen::Unix(_) => true,
             Listen::Tcp(a) => match a.ip() {
                 IpAddr::V4(ip) => ip.is_loopback(),
-                IpAddr::V6(ip) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+                IpAddr::V6(ip) => {
+                    ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+                }
             },
         }
     }
@@ -854,7 +894,12 @@ const SESSION: &[Field] = &[
 
 /// Removes unknown and mistyped keys (reporting each) and fills missing
 /// required keys with placeholders, so serde can then build the rest.
-fn check_table(table: &mut toml::Table, fields: &[Field], at: &str, out: &mut Vec<(String, String)>) {
+fn check_table(
+    table: &mut toml::Table,
+    fields: &[Field],
+    at: &str,
+    out: &mut Vec<(String, String)>,
+) {
     let keys: Vec<String> = table.keys().cloned().collect();
     for key in keys {
         let path = join_key(at, &key);
@@ -867,23 +912,37 @@ fn check_table(table: &mut toml::Table, fields: &[Field], at: &str, out: &mut Ve
             Some(value) => check_value(value, field.kind, &path, out),
             None => true,
         };
-        if !keep {
+        if !keep && field.required {
+            // Already reported; the placeholder keeps "missing" from being said too.
+            table.insert(key, placeholder(field.kind));
+        } else if !keep {
             table.remove(&key);
         }
     }
     for field in fields.iter().filter(|f| f.required) {
         if !table.contains_key(field.key) {
-            out.push((join_key(at, field.key), "missing: this key is required".into()));
+            out.push((
+                join_key(at, field.key),
+                "missing: this key is required".into(),
+            ));
             table.insert(field.key.into(), placeholder(field.kind));
         }
     }
 }
 
 /// Checks one value; false means it is unusable and was reported.
-fn check_value(value: &mut toml::Value, kind: Kind, path: &str, out: &mut Vec<(String, String)>) -> bool {
+fn check_value(
+    value: &mut toml::Value,
+    kind: Kind,
+    path: &str,
+    out: &mut Vec<(String, String)>,
+) -> bool {
     use toml::Value as V;
     let mut wrong = |expected: &str, value: &V| {
-        out.push((path.to_string(), format!("expected {expected}, found {}", describe(value))));
+        out.push((
+            path.to_string(),
+            format!("expected {expected}, found {}", describe(value)),
+        ));
         false
     };
     match (kind, &mut *value) {
@@ -895,7 +954,10 @@ fn check_value(value: &mut toml::Value, kind: Kind, path: &str, out: &mut Vec<(S
         }
         (Kind::Uint(max), V::Integer(i)) => {
             if *i < 0 || *i as u64 > max {
-                out.push((path.to_string(), format!("must be a whole number from 0 to {max}, found {i}")));
+                out.push((
+                    path.to_string(),
+                    format!("must be a whole number from 0 to {max}, found {i}"),
+                ));
                 false
             } else {
                 true
@@ -905,7 +967,10 @@ fn check_value(value: &mut toml::Value, kind: Kind, path: &str, out: &mut Vec<(S
             let mut ok = true;
             for (i, item) in items.iter().enumerate() {
                 if !item.is_str() {
-                    out.push((format!("{path}[{i}]"), format!("expected a string, found {}", describe(item))));
+                    out.push((
+                        format!("{path}[{i}]"),
+                        format!("expected a string, found {}", describe(item)),
+                    ));
                     ok = false;
                 }
             }
@@ -944,7 +1009,10 @@ fn check_value(value: &mut toml::Value, kind: Kind, path: &str, out: &mut Vec<(S
         }
         (Kind::TableList(_), V::Table(_)) => {
             let name = path.rsplit('.').next().unwrap_or(path);
-            wrong(&format!("an array of tables (write [[{name}]], not [{name}])"), value)
+            wrong(
+                &format!("an array of tables (write [[{name}]], not [{name}])"),
+                value,
+            )
         }
         (kind, _) => {
             let expected = match kind {
@@ -993,7 +1061,8 @@ fn unknown_key(key: &str, fields: &[Field]) -> String {
         .iter()
         .map(|f| (edit_distance(key, f.key), f.key))
         .filter(|(d, name)| {
-            *d <= (key.len() / 4).max(1) || (key.len() >= 4 && (name.starts_with(key) || key.starts_with(name)))
+            *d <= (key.len() / 4).max(1)
+                || (key.len() >= 4 && (name.starts_with(key) || key.starts_with(name)))
         })
         .min_by_key(|(d, _)| *d);
     if let Some((_, name)) = close {
@@ -1018,29 +1087,37 @@ fn sections_with(key: &str, fields: &[Field], at: &str, out: &mut Vec<String>) {
                 }
                 sections_with(key, sub, &path, out);
             }
-            Kind::TableList(sub) => {
-                if sub.iter().any(|s| s.key == key) {
-                    out.push(format!("[[{path}]]"));
-                }
+            Kind::TableList(sub) if sub.iter().any(|s| s.key == key) => {
+                out.push(format!("[[{path}]]"));
             }
             _ => {}
         }
     }
 }
 
+/// Edits (insert, delete, substitute, swap two neighbours) from `a` to `b`:
+/// optimal string alignment distance, so "qouta" is one edit from "quota".
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb { prev } else { 1 + prev.min(cur).min(row[j]) };
-            prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    d[0] = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
         }
     }
-    row[b.len()]
+    d[a.len()][b.len()]
 }
 
 fn join_key(at: &str, key: &str) -> String {
@@ -1053,12 +1130,24 @@ fn join_key(at: &str, key: &str) -> String {
 
 /// A key as TOML would need it written: bare when it can be.
 fn quote_key(key: &str) -> String {
-    let bare = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if bare {
-        key.to_string()
-    } else {
-        format!("{key:?}")
+        return key.to_string();
     }
+    let mut out = String::from("\"");
+    for c in key.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// True when `reported` is `key` or one of its parents.
@@ -1075,7 +1164,10 @@ fn syntax_problem(text: &str, e: &toml::de::Error) -> (String, String) {
     let before = &text[..span.start.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    ("(syntax)".into(), format!("line {line}, column {column}: {message}"))
+    (
+        "(syntax)".into(),
+        format!("line {line}, column {column}: {message}"),
+    )
 }
 
 // ---- validation helpers ----
@@ -1110,7 +1202,10 @@ fn read_secret(path: &Path, key: &str, check: &mut Check) -> Option<Secret> {
     if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
         check.add(
             key,
-            format!("{} holds more than one line or word; it must hold only the token", path.display()),
+            format!(
+                "{} holds more than one line or word; it must hold only the token",
+                path.display()
+            ),
         );
         return None;
     }
@@ -1137,9 +1232,14 @@ fn bad_name(name: &str) -> Option<String> {
         return Some(format!("{name:?} is longer than 64 characters"));
     }
     if name.starts_with('-') {
-        return Some(format!("{name:?} must not start with '-' (tools would read it as an option)"));
+        return Some(format!(
+            "{name:?} must not start with '-' (tools would read it as an option)"
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_alphanumeric() || *c == '-' || *c == '_')) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || *c == '-' || *c == '_'))
+    {
         return Some(format!(
             "{name:?} contains {c:?}: use only letters, digits, '-' and '_' \
              (it is used as a tmux session name and a file name)"
@@ -1149,7 +1249,10 @@ fn bad_name(name: &str) -> Option<String> {
 }
 
 fn bad_socket_name(name: &str) -> Option<String> {
-    if name.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control()) {
+    if name
+        .chars()
+        .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+    {
         return Some(format!(
             "{name:?} must be a plain name (tmux -L NAME), without '/', spaces or control characters"
         ));
@@ -1203,7 +1306,9 @@ fn absolute(path: &Path) -> PathBuf {
     if path.is_absolute() {
         return path.to_path_buf();
     }
-    std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf())
+    std::env::current_dir()
+        .map(|d| d.join(path))
+        .unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
@@ -1240,9 +1345,13 @@ mod tests {
     #[test]
     fn edit_distance_counts_single_edits() {
         assert_eq!(edit_distance("listen", "listen"), 0);
-        assert_eq!(edit_distance("five_hour_treshold", "five_hour_threshold"), 1);
+        assert_eq!(
+            edit_distance("five_hour_treshold", "five_hour_threshold"),
+            1
+        );
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("qouta", "quota"), 1);
     }
 
     #[test]
@@ -1252,6 +1361,15 @@ mod tests {
         assert!(covers("accounts", "accounts[0].name"));
         assert!(!covers("accounts[1]", "accounts[10].name"));
         assert!(!covers("http.token", "http.token_file"));
+    }
+
+    #[test]
+    fn keys_are_quoted_as_toml_writes_them() {
+        assert_eq!(quote_key("A_1-b"), "A_1-b");
+        assert_eq!(quote_key("a.b"), "\"a.b\"");
+        assert_eq!(quote_key("a\"b\\"), "\"a\\\"b\\\\\"");
+        assert_eq!(quote_key("\u{7}"), "\"\\u0007\"");
+        assert_eq!(quote_key(""), "\"\"");
     }
 
     #[test]
@@ -1272,6 +1390,48 @@ mod tests {
         }
         for bad in ["localhost:8787", "127.0.0.1", "unix:run/x.sock", "", "8787"] {
             assert!(Listen::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_match_only_themselves() {
+        let s = Secret::new("abc123".into());
+        assert!(s.matches("abc123"));
+        for other in ["", "abc12", "abc1234", "abc124", "ABC123"] {
+            assert!(!s.matches(other), "{other}");
+        }
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+
+    /// Whatever shape the TOML has, the shape check leaves serde nothing to
+    /// reject: every problem carries a real key, never "(schema)".
+    #[test]
+    fn odd_shapes_are_caught_before_serde() {
+        let odd = [
+            "claude = []",
+            "[[claude]]\nbinary = 1",
+            "accounts = \"x\"",
+            "accounts = [1, {name = \"a\"}, []]",
+            "sessions = [{}]",
+            "[notify]\ntelegram = []\nwebhook = 1",
+            "[notify.telegram]\nchat_id = 1\napi_base = 2",
+            "[claude]\nenv = []\nargs = {}",
+            "[claude.env]\nA = {}",
+            "state_dir = 1979-05-27T07:32:00Z",
+            "[quota]\nfive_hour_threshold = \"90\"\npoll_interval_secs = 1.5",
+            "[dispatch]\nmax_attempts = 4294967296",
+            "[tmux]\nwidth = true",
+            "[[projects]]\nname = []\npath = {}\nqueue_dir = 1",
+            "[[accounts]]\n[[accounts]]\n[[sessions]]",
+        ];
+        for text in odd {
+            let err = Config::from_toml(text, Path::new("/nowhere/c.toml")).unwrap_err();
+            assert!(
+                err.problems
+                    .iter()
+                    .all(|p| p.key != "(schema)" && !p.key.is_empty()),
+                "{text:?}:\n{err}"
+            );
         }
     }
 

@@ -61,7 +61,11 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let hour = digits(&b[11..13])?;
     let minute = digits(&b[14..16])?;
     let second = digits(&b[17..19])?;
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':'
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
     {
         return None;
     }
@@ -110,7 +114,8 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
         }
         _ => return None,
     };
-    let unix = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    let unix =
+        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
     if unix >= 0 {
         UNIX_EPOCH.checked_add(Duration::new(unix as u64, nanos))
     } else {
