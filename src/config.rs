@@ -493,22 +493,12 @@ impl Config {
                 "no accounts configured: add at least one [[accounts]] with name and config_dir",
             );
         }
-        let names = |v: Vec<&str>| v.into_iter().map(str::to_string).collect::<Vec<_>>();
-        check_names(
-            check,
-            "accounts",
-            &names(self.accounts.iter().map(|a| a.name.as_str()).collect()),
-        );
-        check_names(
-            check,
-            "projects",
-            &names(self.projects.iter().map(|p| p.name.as_str()).collect()),
-        );
-        check_names(
-            check,
-            "sessions",
-            &names(self.sessions.iter().map(|s| s.name.as_str()).collect()),
-        );
+        let names: Vec<&str> = self.accounts.iter().map(|a| a.name.as_str()).collect();
+        check_names(check, "accounts", &names);
+        let names: Vec<&str> = self.projects.iter().map(|p| p.name.as_str()).collect();
+        check_names(check, "projects", &names);
+        let names: Vec<&str> = self.sessions.iter().map(|s| s.name.as_str()).collect();
+        check_names(check, "sessions", &names);
 
         for (i, a) in self.accounts.iter().enumerate() {
             let key = format!("accounts[{i}].config_dir");
@@ -526,6 +516,22 @@ impl Config {
                         "{} is also the config_dir of accounts[{j}] ({:?}): each account needs its own folder",
                         a.config_dir.display(),
                         self.accounts[j].name
+                    ),
+                );
+            }
+            // setup turns <config_dir>/projects into a symlink to the shared
+            // tree; the tree cannot be that symlink itself.
+            if same_path(
+                &a.config_dir.join("projects"),
+                &self.claude.shared_projects_dir,
+            ) {
+                check.add(
+                    "claude.shared_projects_dir",
+                    format!(
+                        "is {}, the projects/ folder of account {:?}: the shared tree must live \
+                         outside every account (setup links each account's projects/ to it)",
+                        self.claude.shared_projects_dir.display(),
+                        a.name
                     ),
                 );
             }
@@ -1212,7 +1218,7 @@ fn read_secret(path: &Path, key: &str, check: &mut Check) -> Option<Secret> {
     Some(Secret::new(token.to_string()))
 }
 
-fn check_names(check: &mut Check, list: &str, names: &[String]) {
+fn check_names(check: &mut Check, list: &str, names: &[&str]) {
     for (i, name) in names.iter().enumerate() {
         let key = format!("{list}[{i}].name");
         if let Some(why) = bad_name(name) {
@@ -1299,15 +1305,12 @@ fn is_env_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// The file as the operator named it, made absolute. Symlinks are not
+/// followed: a linked /etc/claude-failover/config.toml anchors relative paths
+/// in /etc/claude-failover, where the operator sees it.
 fn absolute(path: &Path) -> PathBuf {
-    if let Ok(p) = std::fs::canonicalize(path) {
-        return p;
-    }
-    if path.is_absolute() {
-        return path.to_path_buf();
-    }
-    std::env::current_dir()
-        .map(|d| d.join(path))
+    std::path::absolute(path)
+        .map(|p| p.components().collect())
         .unwrap_or_else(|_| path.to_path_buf())
 }
 

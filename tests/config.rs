@@ -106,7 +106,7 @@ fn toml_string(s: &str) -> String {
 fn the_example_validates_and_says_what_it_shows() {
     let path = repo_root().join("etc/config.example.toml");
     let c = Config::load(&path).unwrap_or_else(|e| panic!("example invalid:\n{e}"));
-    assert_eq!(c.source, std::fs::canonicalize(&path).unwrap());
+    assert_eq!(c.source, path);
     let names: Vec<&str> = c.accounts.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["alpha", "beta"]);
     assert_eq!(c.projects.len(), 1);
@@ -560,6 +560,16 @@ fn two_projects_sharing_a_queue_are_refused() {
     load(&text).ok();
 }
 
+#[test]
+fn the_shared_tree_cannot_be_an_accounts_own_projects_folder() {
+    let err = with("[claude]\nshared_projects_dir = \"accounts/beta/projects\"\n").err();
+    only(
+        &err,
+        "claude.shared_projects_dir",
+        "the projects/ folder of account \"beta\"",
+    );
+}
+
 // ---- the control plane ----
 
 #[test]
@@ -709,7 +719,7 @@ fn relative_paths_resolve_against_the_config_folder() {
     let path = dir.path().join("etc/config.toml");
     write(&path, &text);
     let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let etc = std::fs::canonicalize(dir.path().join("etc")).unwrap();
+    let etc = dir.path().join("etc");
     assert_eq!(c.source, etc.join("config.toml"));
     assert_eq!(c.state_dir, etc.join("state"));
     assert_eq!(c.claude.binary, etc.join("bin/claude").to_str().unwrap());
@@ -724,6 +734,19 @@ fn relative_paths_resolve_against_the_config_folder() {
     // queue_dir stays relative to the project.
     assert_eq!(c.projects[0].queue_dir, Path::new(".agent-queue"));
     assert_eq!(c.projects[0].queue_root(), etc.join("srv/web/.agent-queue"));
+}
+
+#[test]
+fn a_symlinked_config_anchors_paths_where_it_is_linked() {
+    let dir = temp_dir();
+    let real = dir.path().join("real/config.toml");
+    write(&real, BASE);
+    std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+    let link = dir.path().join("etc/config.toml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let c = Config::load(&link).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.source, link);
+    assert_eq!(c.projects[0].path, dir.path().join("etc/srv/web"));
 }
 
 #[test]
