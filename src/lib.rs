@@ -2,6 +2,7 @@
 //! subscription accounts. See SPEC (README) for the outside; this crate's modules
 //! are laid out one per role plus one per outside format.
 
+pub mod atomic;
 pub mod config;
 pub mod control;
 pub mod coordinator;
