@@ -3,3 +3,6 @@
 //! are laid out one per role plus one per outside format.
 
 pub mod config;
+pub mod hook;
+pub mod setup;
+pub mod tmux;

@@ -76,3 +76,5 @@ pub fn write(path: &Path, text: &str) {
     }
     std::fs::write(path, text).expect("write");
 }
+
+pub mod tmux;
