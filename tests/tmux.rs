@@ -128,10 +128,52 @@ fn a_pasted_text_with_a_code_block_arrives_intact() {
     wait_for(WAIT, "the pasted text in the file", || {
         (read(&out) == text).then_some(())
     });
-    // The buffer was deleted after the paste.
     wait_for(WAIT, "the session to end after EOF", || {
         (!tmux.has_session("paste").unwrap()).then_some(())
     });
+    // The named buffer was deleted after the paste.
+    let buffers = raw_tmux(&server, &["list-buffers", "-F", "#{buffer_name}"]);
+    assert_eq!(buffers.trim(), "", "{buffers}");
+}
+
+/// A tmux command the client does not offer, for checking from outside.
+fn raw_tmux(server: &TmuxServer, args: &[&str]) -> String {
+    let out = std::process::Command::new("tmux")
+        .arg("-L")
+        .arg(server.socket_name())
+        .args(args)
+        .output()
+        .expect("tmux");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_hung_server_costs_a_timeout_not_a_hang() {
+    let server = TmuxServer::new();
+    let tmux = server.tmux().with_timeout(Duration::from_millis(300));
+    let dir = support::temp_dir();
+    tmux.new_session("s", dir.path(), 80, 24, &[], &[], &argv(&["sleep", "30"]))
+        .unwrap();
+    let pid = raw_tmux(&server, &["display-message", "-p", "#{pid}"]);
+    let pid = pid.trim().to_string();
+    assert!(pid.parse::<u32>().is_ok(), "{pid:?}");
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let started = std::time::Instant::now();
+    let result = tmux.has_session("s");
+    let took = started.elapsed();
+    signal("-CONT");
+    let err = result.unwrap_err();
+    assert!(matches!(err, TmuxError::TimedOut { .. }), "{err}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // The server, woken again, answers as before.
+    assert!(server.tmux().has_session("s").unwrap());
 }
 
 #[test]
