@@ -269,7 +269,10 @@ mod tests {
     #[test]
     fn the_first_document_is_cut_out_of_what_arrived() {
         assert_eq!(first_document(b"  {\"a\":1}\n"), Some(&b"{\"a\":1}"[..]));
-        assert_eq!(first_document(b"{\"a\":1} trailing"), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(
+            first_document(b"{\"a\":1} trailing"),
+            Some(&b"{\"a\":1}"[..])
+        );
         assert_eq!(first_document(b"{\"a\":\"}\""), None);
         assert_eq!(first_document(b"{\"a\":"), None);
         assert_eq!(first_document(b"[1,2]"), None);

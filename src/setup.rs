@@ -97,7 +97,9 @@ pub struct SettingsChange {
 pub enum StatusLineAction {
     Installed,
     /// The user's own command now runs through the hook with `--then`.
-    Wrapped { original: String },
+    Wrapped {
+        original: String,
+    },
     /// Ours, but with another binary or spool path: corrected.
     Updated,
     Unchanged,
@@ -683,7 +685,9 @@ fn install_hooks(
     };
     let old: Value = match old_text.as_deref().map(str::trim) {
         None | Some("") => Value::Object(Map::new()),
-        Some(text) => serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?,
+        Some(text) => {
+            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?
+        }
     };
     let mut settings = old.clone();
     let edit = merge_settings(&mut settings, hook_command).map_err(bad)?;
@@ -811,8 +815,7 @@ fn merge_settings(settings: &mut Value, hook_command: &str) -> Result<SettingsEd
 fn ours(command: &str) -> Option<Option<String>> {
     let words = shell_split(command)?;
     let program = Path::new(words.first()?).file_name()?.to_string_lossy();
-    if !program.starts_with("claude-failover") || words.get(1).map(String::as_str) != Some("hook")
-    {
+    if !program.starts_with("claude-failover") || words.get(1).map(String::as_str) != Some("hook") {
         return None;
     }
     let then = words
@@ -886,8 +889,9 @@ fn shell_split(line: &str) -> Option<Vec<String>> {
                     c => word.push(c),
                 }
             }
-            ';' | '&' | '|' | '<' | '>' | '(' | ')' | '$' | '`' | '*' | '?' | '[' | '#'
-            | '~' => return None,
+            ';' | '&' | '|' | '<' | '>' | '(' | ')' | '$' | '`' | '*' | '?' | '[' | '#' | '~' => {
+                return None
+            }
             c => {
                 in_word = true;
                 word.push(c);
@@ -969,7 +973,15 @@ mod tests {
 
     #[test]
     fn quoting_round_trips_through_the_splitter() {
-        for word in ["plain", "with space", "it's", "$HOME `x` \"q\"", "", "a\\b", "~/x;y"] {
+        for word in [
+            "plain",
+            "with space",
+            "it's",
+            "$HOME `x` \"q\"",
+            "",
+            "a\\b",
+            "~/x;y",
+        ] {
             let line = format!("cmd {}", shell_quote(word));
             assert_eq!(
                 shell_split(&line),
@@ -978,7 +990,10 @@ mod tests {
             );
         }
         assert_eq!(shell_split("echo hi; rm x"), None);
-        assert_eq!(shell_split("a \"b c\" d\\ e"), Some(vec!["a".into(), "b c".into(), "d e".into()]));
+        assert_eq!(
+            shell_split("a \"b c\" d\\ e"),
+            Some(vec!["a".into(), "b c".into(), "d e".into()])
+        );
     }
 
     #[test]
@@ -1005,11 +1020,20 @@ mod tests {
         assert_eq!(edit.hooks_added.len(), 6);
         assert!(matches!(edit.status_line, StatusLineAction::Wrapped { .. }));
         assert_eq!(settings["model"], "opus");
-        assert_eq!(settings["hooks"]["PreToolUse"][0]["hooks"][0]["command"], "audit");
-        assert_eq!(settings["hooks"]["Stop"][0]["hooks"][0]["command"], "notify-send done");
+        assert_eq!(
+            settings["hooks"]["PreToolUse"][0]["hooks"][0]["command"],
+            "audit"
+        );
+        assert_eq!(
+            settings["hooks"]["Stop"][0]["hooks"][0]["command"],
+            "notify-send done"
+        );
         assert_eq!(settings["hooks"]["Stop"][1]["hooks"][0]["command"], CMD);
         assert_eq!(settings["statusLine"]["padding"], 0);
-        let status = settings["statusLine"]["command"].as_str().unwrap().to_string();
+        let status = settings["statusLine"]["command"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert_eq!(
             status,
             format!("{CMD} --then 'bash ~/.claude/status.sh | head -1'")

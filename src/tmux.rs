@@ -66,7 +66,10 @@ pub enum TmuxError {
     /// The working folder for a new session does not exist.
     NoDirectory { name: String, path: String },
     /// tmux could not be started at all (not installed?).
-    Spawn { command: String, error: std::io::Error },
+    Spawn {
+        command: String,
+        error: std::io::Error,
+    },
     /// tmux ran past the deadline and was killed.
     TimedOut { command: String, after: Duration },
     /// Any other non-zero exit.
@@ -83,7 +86,10 @@ impl TmuxError {
     /// True when the session (or the whole server) is simply not there, as
     /// opposed to tmux failing.
     pub fn is_missing(&self) -> bool {
-        matches!(self, TmuxError::NoServer { .. } | TmuxError::NoSession { .. })
+        matches!(
+            self,
+            TmuxError::NoServer { .. } | TmuxError::NoSession { .. }
+        )
     }
 }
 
@@ -98,7 +104,10 @@ impl fmt::Display for TmuxError {
                 write!(f, "tmux {command}: session {name} already exists")
             }
             TmuxError::NoDirectory { name, path } => {
-                write!(f, "tmux session {name}: working folder {path} does not exist")
+                write!(
+                    f,
+                    "tmux session {name}: working folder {path} does not exist"
+                )
             }
             TmuxError::Spawn { command, error } => {
                 write!(f, "tmux {command}: cannot run tmux: {error}")
@@ -428,8 +437,20 @@ impl Tmux {
         // block tmux while we wait for it to exit.
         let (tx, rx) = crossbeam_channel::bounded::<(bool, Vec<u8>)>(2);
         for (is_stdout, pipe) in [
-            (true, child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
-            (false, child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
+            (
+                true,
+                child
+                    .stdout
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            ),
+            (
+                false,
+                child
+                    .stderr
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            ),
         ] {
             let tx = tx.clone();
             if let Some(mut pipe) = pipe {

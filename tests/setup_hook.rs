@@ -57,7 +57,10 @@ fn assert_spool_name(path: &Path) {
     let name = path.file_name().unwrap().to_str().unwrap();
     let stem = name.strip_suffix(".json").expect("ends in .json");
     let (nanos, pid) = stem.split_once('-').expect("nanos-pid");
-    assert!(nanos.parse::<u128>().is_ok() && pid.parse::<u32>().is_ok(), "{name}");
+    assert!(
+        nanos.parse::<u128>().is_ok() && pid.parse::<u32>().is_ok(),
+        "{name}"
+    );
 }
 
 #[test]
@@ -270,20 +273,37 @@ struct Accounts {
 /// folder does not exist yet; alpha has the user's settings.json.
 fn accounts() -> Accounts {
     let dir = support::temp_dir();
+    let shared = dir.path().join("state/projects");
+    accounts_sharing(dir, shared)
+}
+
+fn accounts_sharing(dir: tempfile::TempDir, shared: PathBuf) -> Accounts {
     let root = dir.path().to_path_buf();
     let alpha = root.join("home/.claude-alpha");
     let beta = root.join("home/.claude-beta");
     write(&alpha.join("projects/-srv-app/s1.jsonl"), "{\"alpha\":1}\n");
-    write(&alpha.join("projects/-srv-app/same.jsonl"), "{\"both\":1}\n");
-    write(&alpha.join("projects/-srv-app/clash.jsonl"), "{\"alpha\":\"clash\"}\n");
+    write(
+        &alpha.join("projects/-srv-app/same.jsonl"),
+        "{\"both\":1}\n",
+    );
+    write(
+        &alpha.join("projects/-srv-app/clash.jsonl"),
+        "{\"alpha\":\"clash\"}\n",
+    );
     write(
         &alpha.join("projects/-srv-app/s1/tool-results/r1.txt"),
         "tool output",
     );
-    write(&alpha.join("projects/-srv-only-alpha/a.jsonl"), "{\"a\":1}\n");
+    write(
+        &alpha.join("projects/-srv-only-alpha/a.jsonl"),
+        "{\"a\":1}\n",
+    );
     write(&beta.join("projects/-srv-app/s2.jsonl"), "{\"beta\":2}\n");
     write(&beta.join("projects/-srv-app/same.jsonl"), "{\"both\":1}\n");
-    write(&beta.join("projects/-srv-app/clash.jsonl"), "{\"beta\":\"clash\"}\n");
+    write(
+        &beta.join("projects/-srv-app/clash.jsonl"),
+        "{\"beta\":\"clash\"}\n",
+    );
     write(&beta.join("projects/-srv-only-beta/b.jsonl"), "{\"b\":1}\n");
     let settings = serde_json::json!({
         "model": "opus",
@@ -300,12 +320,11 @@ fn accounts() -> Accounts {
     );
 
     let exe = root.join("bin/claude-failover");
-    write(&exe, "#!/bin/sh\nprintf '%s\\0' \"$@\" > \"$CF_ARGS_OUT\"\n");
-    std::fs::set_permissions(
+    write(
         &exe,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+        "#!/bin/sh\nprintf '%s\\0' \"$@\" > \"$CF_ARGS_OUT\"\n",
+    );
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 
     let config_path = root.join("config.toml");
     write(
@@ -317,7 +336,7 @@ fn accounts() -> Accounts {
              [[accounts]]\nname = \"beta\"\nconfig_dir = {beta:?}\n\
              [[accounts]]\nname = \"gamma\"\nconfig_dir = {gamma:?}\n",
             state = root.join("state"),
-            shared = root.join("state/projects"),
+            shared = shared,
             gamma = root.join("home/.claude-gamma"),
         ),
     );
@@ -338,7 +357,11 @@ fn tree(dir: &Path) -> BTreeMap<String, String> {
             if path.is_dir() {
                 walk(base, &path, out);
             } else {
-                let rel = path.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+                let rel = path
+                    .strip_prefix(base)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 out.insert(rel, std::fs::read_to_string(&path).unwrap());
             }
         }
@@ -401,7 +424,14 @@ fn setup_twice_shares_every_transcript_and_installs_hooks_once() {
     let before_beta = tree(&beta.join("projects"));
 
     let first = setup::run(&acc.config, &acc.exe).unwrap_or_else(|errors| {
-        panic!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+        panic!(
+            "{}",
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     });
     assert!(first.created_shared_dir);
     let by_name = |r: &setup::SetupReport, n: &str| {
@@ -420,7 +450,10 @@ fn setup_twice_shares_every_transcript_and_installs_hooks_once() {
     ));
     assert!(spool.is_dir());
     let printed = first.to_string();
-    assert!(printed.contains("account beta") && printed.contains("conflict-beta"), "{printed}");
+    assert!(
+        printed.contains("account beta") && printed.contains("conflict-beta"),
+        "{printed}"
+    );
 
     let second = setup::run(&acc.config, &acc.exe).expect("second run");
     for a in &second.accounts {
@@ -457,26 +490,43 @@ fn setup_twice_shares_every_transcript_and_installs_hooks_once() {
         seen["-srv-app/clash.jsonl.conflict-beta"],
         "{\"beta\":\"clash\"}\n"
     );
-    assert_eq!(seen.len(), before_alpha.len() + before_beta.len() - 1, "{seen:?}");
+    assert_eq!(
+        seen.len(),
+        before_alpha.len() + before_beta.len() - 1,
+        "{seen:?}"
+    );
 
     // settings.json: the user's keys and hooks stay, ours are there once.
     let settings = settings_of(&alpha);
     assert_eq!(settings["model"], "opus");
     assert_eq!(settings["permissions"]["allow"][0], "Bash(ls:*)");
-    assert_eq!(settings["hooks"]["Stop"][0]["hooks"][0]["command"], "notify-send done");
+    assert_eq!(
+        settings["hooks"]["Stop"][0]["hooks"][0]["command"],
+        "notify-send done"
+    );
     assert_eq!(settings["hooks"]["PreToolUse"][0]["matcher"], "Bash");
-    assert_eq!(settings["hooks"]["PreToolUse"][0]["hooks"][0]["command"], "audit-bash");
+    assert_eq!(
+        settings["hooks"]["PreToolUse"][0]["hooks"][0]["command"],
+        "audit-bash"
+    );
     assert_eq!(settings["statusLine"]["padding"], 1);
     for config_dir in [&alpha, &beta, &gamma] {
         let settings = settings_of(config_dir);
         for event in setup::HOOK_EVENTS {
             let ours = our_commands(&settings, event);
-            assert_eq!(ours.len(), 1, "{event} in {}: {ours:?}", config_dir.display());
+            assert_eq!(
+                ours.len(),
+                1,
+                "{event} in {}: {ours:?}",
+                config_dir.display()
+            );
             assert_eq!(ours[0], first.hook_command);
         }
     }
     assert!(first.hook_command.starts_with(acc.exe.to_str().unwrap()));
-    assert!(first.hook_command.ends_with(&format!("--spool {}", spool.display())));
+    assert!(first
+        .hook_command
+        .ends_with(&format!("--spool {}", spool.display())));
 
     let status_line = settings["statusLine"]["command"].as_str().unwrap();
     assert_eq!(status_line.matches("--then").count(), 1, "{status_line}");
@@ -534,7 +584,10 @@ fn setup_reports_a_foreign_symlink_and_a_broken_settings_file() {
         "{text:?}"
     );
     // Neither was touched.
-    assert_eq!(std::fs::read_link(alpha.join("projects")).unwrap(), elsewhere);
+    assert_eq!(
+        std::fs::read_link(alpha.join("projects")).unwrap(),
+        elsewhere
+    );
     assert_eq!(
         std::fs::read_to_string(beta.join("settings.json")).unwrap(),
         "{ not json"
@@ -543,10 +596,60 @@ fn setup_reports_a_foreign_symlink_and_a_broken_settings_file() {
     // A symlink that reaches the shared tree by another spelling is fine.
     let shared = acc.root.join("state/projects");
     std::fs::remove_file(alpha.join("projects")).unwrap();
-    std::os::unix::fs::symlink(acc.root.join("state/../state/projects"), alpha.join("projects"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        acc.root.join("state/../state/projects"),
+        alpha.join("projects"),
+    )
+    .unwrap();
     write(&beta.join("settings.json"), "{}");
     let report = setup::run(&acc.config, &acc.exe).expect("fixed");
-    assert!(report.accounts.iter().all(|a| a.projects != ProjectsAction::Skipped));
+    assert!(report
+        .accounts
+        .iter()
+        .all(|a| a.projects != ProjectsAction::Skipped));
     assert!(shared.join("-srv-only-beta/b.jsonl").exists());
+}
+
+#[test]
+fn setup_moves_transcripts_into_a_shared_tree_on_another_filesystem() {
+    // /dev/shm is a tmpfs here while temp dirs are on disk: links cannot cross,
+    // so files are copied, synced and linked in, then the originals removed.
+    let Ok(other_fs) = tempfile::Builder::new()
+        .prefix("cf-test-")
+        .tempdir_in("/dev/shm")
+    else {
+        eprintln!("no writable /dev/shm: the same-filesystem path is covered elsewhere");
+        return;
+    };
+    let shared = other_fs.path().join("projects");
+    let acc = accounts_sharing(support::temp_dir(), shared.clone());
+    let alpha = acc.root.join("home/.claude-alpha");
+    let beta = acc.root.join("home/.claude-beta");
+    let mut before = tree(&alpha.join("projects"));
+    before.extend(
+        tree(&beta.join("projects"))
+            .into_iter()
+            .map(|(k, v)| (k + " (beta)", v)),
+    );
+
+    let report = setup::run(&acc.config, &acc.exe).expect("setup");
+    let beta_merge = &report.accounts[1].merge;
+    assert_eq!(beta_merge.deduplicated, 1, "{beta_merge:?}");
+    assert_eq!(beta_merge.kept_both.len(), 1, "{beta_merge:?}");
+    let seen = tree(&shared);
+    for content in before.values() {
+        assert!(
+            seen.values().any(|c| c == content),
+            "{content:?} lost: {seen:?}"
+        );
+    }
+    assert_eq!(seen.len(), before.len() - 1);
+    assert_eq!(tree(&alpha.join("projects")), seen);
+    assert_eq!(tree(&beta.join("projects")), seen);
+    let stray: Vec<_> = std::fs::read_dir(shared.join("-srv-app"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
 }

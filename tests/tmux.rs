@@ -90,7 +90,10 @@ fn a_session_runs_its_command_directly_with_its_own_environment() {
     assert_eq!(cwd, dir.path().canonicalize().unwrap());
 
     let vars = environ(spawned.pid);
-    assert!(vars.contains(&"CF_SET=value with spaces;".to_string()), "{vars:?}");
+    assert!(
+        vars.contains(&"CF_SET=value with spaces;".to_string()),
+        "{vars:?}"
+    );
     assert!(!vars.iter().any(|v| v.starts_with("HOME=")), "{vars:?}");
     assert!(!vars.iter().any(|v| v.starts_with("CF_BOTH=")), "{vars:?}");
 
@@ -185,7 +188,8 @@ fn typed_text_and_named_keys_reach_the_pane() {
     recorder(&tmux, "typed", dir.path(), &out);
 
     let pane = tmux.list_panes("typed").unwrap().remove(0).pane_id;
-    tmux.send_keys_literal("typed", "-not a flag; Enter;").unwrap();
+    tmux.send_keys_literal("typed", "-not a flag; Enter;")
+        .unwrap();
     tmux.send_keys("typed", &["Enter"]).unwrap();
     // A pane id works as a target as well as a session name.
     tmux.send_keys_literal(&pane, "second").unwrap();
