@@ -83,3 +83,5 @@ pub fn write(path: &Path, text: &str) {
     }
     std::fs::write(path, text).expect("write");
 }
+
+pub mod tmux;
