@@ -3,3 +3,4 @@
 //! are laid out one per role plus one per outside format.
 
 pub mod config;
+pub mod queue;
