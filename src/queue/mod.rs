@@ -243,7 +243,12 @@ impl Queue {
             return Err(LoadError::Gone);
         }
         let inbox = self.dir(INBOX);
-        task::load_file(&inbox.join(name), name, max_bytes, self.inbox_attempts(name))
+        task::load_file(
+            &inbox.join(name),
+            name,
+            max_bytes,
+            self.inbox_attempts(name),
+        )
     }
 
     fn inbox_attempts(&self, name: &str) -> u32 {
@@ -335,7 +340,9 @@ impl Queue {
     /// The lease of one active task.
     pub fn lease(&self, name: &str) -> Result<Option<Lease>, QueueError> {
         self.check_name(name)?;
-        Ok(read_lease(&self.dir(ACTIVE).join(side_file(name, LEASE_SUFFIX))))
+        Ok(read_lease(
+            &self.dir(ACTIVE).join(side_file(name, LEASE_SUFFIX)),
+        ))
     }
 
     /// Every active task with its lease, sorted by name, after tidying what a

@@ -75,7 +75,15 @@ mod tests {
         use Recovery::*;
         use SessionNow::*;
         // (task, lease session, lease attempt, that session now, max, verdict)
-        let table: Vec<(&str, &str, u32, Option<SessionNow>, u32, Recovery)> = vec![
+        type Row = (
+            &'static str,
+            &'static str,
+            u32,
+            Option<SessionNow>,
+            u32,
+            Recovery,
+        );
+        let table: Vec<Row> = vec![
             ("a.md", "s1", 1, Some(WorkingOn("a.md".into())), 3, Keep),
             ("a.md", "s1", 3, Some(WorkingOn("a.md".into())), 3, Keep),
             ("a.md", "s1", 1, Some(Finished("a.md".into())), 3, Done),
@@ -86,8 +94,22 @@ mod tests {
             ("a.md", "s1", 4, Some(Other), 3, Fail { attempts: 4 }),
             ("a.md", "s1", 1, None, 3, Requeue { next_attempt: 2 }),
             ("a.md", "s1", 3, None, 3, Fail { attempts: 3 }),
-            ("a.md", "s1", 1, Some(WorkingOn("b.md".into())), 3, Requeue { next_attempt: 2 }),
-            ("a.md", "s1", 1, Some(Finished("b.md".into())), 3, Requeue { next_attempt: 2 }),
+            (
+                "a.md",
+                "s1",
+                1,
+                Some(WorkingOn("b.md".into())),
+                3,
+                Requeue { next_attempt: 2 },
+            ),
+            (
+                "a.md",
+                "s1",
+                1,
+                Some(Finished("b.md".into())),
+                3,
+                Requeue { next_attempt: 2 },
+            ),
             ("a.md", "s1", 1, Some(Other), 1, Fail { attempts: 1 }),
         ];
         for (task, session, attempt, now, max, want) in table {
@@ -95,7 +117,11 @@ mod tests {
             if let Some(now) = now.clone() {
                 sessions.insert(session.to_string(), now);
             }
-            let got = recover(&[(task.to_string(), lease(session, attempt))], &sessions, max);
+            let got = recover(
+                &[(task.to_string(), lease(session, attempt))],
+                &sessions,
+                max,
+            );
             assert_eq!(
                 got,
                 vec![(task.to_string(), want.clone())],

@@ -34,10 +34,15 @@ pub struct Task {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
     NotUtf8,
-    TooLarge { bytes: u64, max: u64 },
+    TooLarge {
+        bytes: u64,
+        max: u64,
+    },
     Symlink,
     /// More than one name for the file: the other may be outside the project.
-    HardLink { links: u64 },
+    HardLink {
+        links: u64,
+    },
     Directory,
     /// A FIFO, socket or device node.
     NotRegularFile,
@@ -50,10 +55,9 @@ impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rejection::NotUtf8 => write!(f, "the task is not valid UTF-8 text"),
-            Rejection::TooLarge { bytes, max } => write!(
-                f,
-                "the task is {bytes} bytes, over max_task_bytes ({max})"
-            ),
+            Rejection::TooLarge { bytes, max } => {
+                write!(f, "the task is {bytes} bytes, over max_task_bytes ({max})")
+            }
             Rejection::Symlink => write!(f, "the task is a symbolic link (never followed)"),
             Rejection::HardLink { links } => write!(
                 f,
@@ -227,7 +231,9 @@ fn one_line(e: &toml::de::Error) -> String {
 }
 
 fn by_priority_then_name(a: &Task, b: &Task) -> Ordering {
-    b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name))
+    b.priority
+        .cmp(&a.priority)
+        .then_with(|| a.name.cmp(&b.name))
 }
 
 /// Dispatch order: higher priority first, then oldest first by file name.
@@ -253,7 +259,10 @@ mod tests {
     fn front_matter_cases() {
         let (f, body) = split_front_matter("+++\npriority = 5\nsession = \"s1\"\n+++\n\nDo it\n")
             .expect("parses");
-        assert_eq!((f.priority, f.session.as_deref(), body), (5, Some("s1"), "Do it\n"));
+        assert_eq!(
+            (f.priority, f.session.as_deref(), body),
+            (5, Some("s1"), "Do it\n")
+        );
 
         let (f, body) = split_front_matter("just text\n+++\n").expect("no front matter");
         assert_eq!((f.priority, body), (0, "just text\n+++\n"));

@@ -88,9 +88,7 @@ impl InboxWatcher {
     ) -> Result<InboxWatcher, WatchError> {
         let inotify = Inotify::init().map_err(WatchError::Init)?;
         let mut tracker = Tracker::new(inotify.watches());
-        tracker
-            .hold_wake_watch()
-            .map_err(WatchError::Init)?;
+        tracker.hold_wake_watch().map_err(WatchError::Init)?;
         let mut out = Vec::new();
         for (project, inbox) in inboxes {
             tracker.add_project(project, inbox, &mut out);
@@ -295,16 +293,19 @@ impl Tracker {
         let Some(name) = event.name else {
             return;
         };
-        if name.is_empty() || is_ignored_name(&name) {
-            return;
-        }
         for index in holders {
             let project = &self.projects[index];
             if project.on_inbox {
+                // Writers' temp files and our own side files.
+                if name.is_empty() || is_ignored_name(&name) {
+                    continue;
+                }
                 if let Some(arrival) = inbox_event(project, &dir, event.mask, &name) {
                     push_unique(out, arrival);
                 }
-            } else if event.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO)
+            } else if event
+                .mask
+                .intersects(EventMask::CREATE | EventMask::MOVED_TO)
                 && next_component(&dir, &project.inbox).as_deref() == Some(name.as_os_str())
             {
                 self.resolve(index, true, out);
@@ -494,7 +495,36 @@ mod tests {
                 },
             ]
         );
-        assert!(tracker.projects.iter().all(|p| p.on_inbox), "b now watched on its inbox");
+        assert!(
+            tracker.projects.iter().all(|p| p.on_inbox),
+            "b now watched on its inbox"
+        );
+        tracker.stop();
+    }
+
+    #[test]
+    fn a_dot_named_folder_on_the_way_to_the_inbox_is_followed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let inbox = dir.path().join(".agent-queue/inbox");
+        let inotify = Inotify::init().expect("inotify");
+        let mut tracker = Tracker::new(inotify.watches());
+        let mut out = Vec::new();
+        tracker.add_project("p".into(), inbox.clone(), &mut out);
+        let wd = tracker.projects[0].at.expect("watching the temp dir");
+        std::fs::create_dir_all(&inbox).expect("mkdir");
+        let created = RawEvent {
+            wd,
+            mask: EventMask::CREATE | EventMask::ISDIR,
+            name: Some(".agent-queue".into()),
+        };
+        tracker.handle(created, &mut out);
+        assert_eq!(
+            out,
+            vec![WatchEvent::Rescan {
+                project: "p".into()
+            }]
+        );
+        assert!(tracker.projects[0].on_inbox);
         tracker.stop();
     }
 
