@@ -10,6 +10,7 @@ pub mod events;
 pub mod heartbeat;
 pub mod hook;
 pub mod metrics;
+pub mod queue;
 pub mod runtime;
 pub mod sessions;
 pub mod setup;
