@@ -7,7 +7,7 @@
 //! after [`READ_BUDGET`], and with `--spool` never touches the config file. It
 //! does not talk to the daemon; the daemon watches the spool folder.
 
-use crate::config::{Config, DEFAULT_PATH};
+use crate::config::Config;
 use serde::de::IgnoredAny;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -90,12 +90,7 @@ impl Options {
         if let Some(dir) = &self.spool {
             return Some(dir.clone());
         }
-        let path = self.config.clone().unwrap_or_else(|| {
-            std::env::var_os("CLAUDE_FAILOVER_CONFIG")
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
-        });
+        let path = crate::config::config_path(self.config.as_deref());
         Config::load(&path)
             .ok()
             .map(|config| spool_dir(&config.state_dir))

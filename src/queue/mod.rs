@@ -32,10 +32,10 @@ pub mod watch;
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -285,7 +285,7 @@ impl Queue {
         let record = ErrorRecord {
             reason: reason.to_string(),
             attempts,
-            at: rfc3339(SystemTime::now()),
+            at: crate::time::rfc3339(SystemTime::now()),
         };
         write_json_atomic(&failed, &side_file(&slot, ERROR_SUFFIX), &record)?;
         move_entry(from, &failed.join(&slot))?;
@@ -406,7 +406,7 @@ impl Queue {
         let record = ErrorRecord {
             reason: reason.to_string(),
             attempts,
-            at: rfc3339(SystemTime::now()),
+            at: crate::time::rfc3339(SystemTime::now()),
         };
         self.leave_active(name, FAILED, ERROR_SUFFIX, &record)
     }
@@ -567,9 +567,7 @@ fn move_entry(from: &Path, to: &Path) -> Result<(), QueueError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), QueueError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync", dir))
+    crate::atomic::sync_dir(dir).map_err(io_err("fsync", dir))
 }
 
 fn remove_if_present(path: &Path) -> Result<(), QueueError> {
@@ -597,52 +595,9 @@ fn write_json_atomic<T: Serialize + ?Sized>(
     write_atomic(dir, file_name, &text)
 }
 
-/// Temp `.NAME.tmp`, fsync, rename over NAME, fsync the folder: readers see the
-/// old file or the new one, never a part.
 fn write_atomic(dir: &Path, file_name: &str, bytes: &[u8]) -> Result<(), QueueError> {
-    let tmp = dir.join(format!(".{}.tmp", file_name.trim_start_matches('.')));
     let target = dir.join(file_name);
-    let write = || -> io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp);
-        return Err(QueueError::Io {
-            action: "write",
-            path: target,
-            source: e,
-        });
-    }
-    fs::rename(&tmp, &target).map_err(io_err("replace", &target))?;
-    sync_dir(dir)
-}
-
-/// RFC 3339 UTC with whole seconds.
-// TODO(integration): switch to crate::time::rfc3339 once src/time.rs lands.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    crate::atomic::write(&target, bytes).map_err(io_err("write", &target))
 }
 
 /// True for names the scan and the watcher skip (writers' temp files, our side files).
@@ -653,16 +608,6 @@ pub(crate) fn is_ignored_name(name: &OsStr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn rfc3339_dates() {
-        let at = |s: u64| rfc3339(UNIX_EPOCH + Duration::from_secs(s));
-        assert_eq!(at(0), "1970-01-01T00:00:00Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(at(1_795_622_400), "2026-11-25T16:00:00Z");
-        assert_eq!(at(4_102_444_799), "2099-12-31T23:59:59Z");
-    }
 
     #[test]
     fn side_files_and_slots() {
