@@ -23,6 +23,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Tmux {
     socket_name: String,
     timeout: Duration,
+    /// Never start a server (`tmux -N`): one is run for us by
+    /// `claude-failover-tmux@.service`, outside the daemon's cgroup.
+    external_server: bool,
 }
 
 /// A session as `list-sessions` shows it.
@@ -140,9 +143,11 @@ struct Output {
 impl Tmux {
     /// `socket_name` "" talks to the user's default server, anything else to `-L NAME`.
     pub fn new(socket_name: &str) -> Tmux {
+        let external_server = std::env::var("CLAUDE_FAILOVER_TMUX_SERVER").is_ok_and(|v| v == "external");
         Tmux {
             socket_name: socket_name.to_string(),
             timeout: DEFAULT_TIMEOUT,
+            external_server,
         }
     }
 
@@ -420,6 +425,9 @@ impl Tmux {
         let mut cmd = Command::new("tmux");
         if !self.socket_name.is_empty() {
             cmd.arg("-L").arg(&self.socket_name);
+        }
+        if self.external_server {
+            cmd.arg("-N");
         }
         cmd.args(args.iter().map(|a| escape_separator(a)));
         cmd.stdin(if stdin.is_some() {
