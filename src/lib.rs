@@ -6,6 +6,8 @@ pub mod config;
 pub mod control;
 pub mod events;
 pub mod heartbeat;
+pub mod janitor;
 pub mod metrics;
+pub mod notifier;
 pub mod status;
 pub mod time;
