@@ -59,11 +59,23 @@ impl SweepReport {
 
 #[derive(Debug)]
 pub enum JanitorError {
-    List { dir: PathBuf, source: io::Error },
-    Move { from: PathBuf, to: PathBuf, source: io::Error },
-    Remove { path: PathBuf, source: io::Error },
+    List {
+        dir: PathBuf,
+        source: io::Error,
+    },
+    Move {
+        from: PathBuf,
+        to: PathBuf,
+        source: io::Error,
+    },
+    Remove {
+        path: PathBuf,
+        source: io::Error,
+    },
     /// No free name in the archive month folder for this task.
-    NoArchiveName { task: PathBuf },
+    NoArchiveName {
+        task: PathBuf,
+    },
 }
 
 impl fmt::Display for JanitorError {
@@ -395,7 +407,20 @@ fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
     let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if !(1..=12).contains(&month)
         || day < 1
         || day > month_days[(month - 1) as usize]

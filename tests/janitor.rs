@@ -87,7 +87,10 @@ fn sweep_archives_and_prunes_only_what_is_old() {
     // young without result (by mtime/ctime), a collision, a half-moved task.
     let old_finished = now - 8 * DAY;
     write(&q.join("done/old-a.md"), "a");
-    write(&q.join("done/old-a.result.json"), &result_json(old_finished));
+    write(
+        &q.join("done/old-a.result.json"),
+        &result_json(old_finished),
+    );
     write(&q.join("done/young.md"), "y");
     write(&q.join("done/young.result.json"), &result_json(now - DAY));
     file_at(&q.join("done/no-result.md"), "n", ancient);
@@ -96,7 +99,10 @@ fn sweep_archives_and_prunes_only_what_is_old() {
     write(&q.join(format!("archive/{m}/old-b.md")), "earlier b");
     write(&q.join(format!("archive/{m}/old-b.result.json")), "{}");
     write(&q.join("done/old-b.md"), "later b");
-    write(&q.join("done/old-b.result.json"), &result_json(old_finished));
+    write(
+        &q.join("done/old-b.result.json"),
+        &result_json(old_finished),
+    );
     write(&q.join(format!("archive/{m}/half.md")), "half");
     write(&q.join("done/half.result.json"), &result_json(old_finished));
     // A result file whose finished_at does not parse falls back to its times.
@@ -108,13 +114,21 @@ fn sweep_archives_and_prunes_only_what_is_old() {
     let untouched = [
         file_at(&q.join("inbox/old.md"), "i", ancient),
         file_at(&q.join("inbox/.ignored"), "i", ancient),
-        file_at(&q.join("inbox/.young.md.tmp"), "t", now - 10 * 60 * Duration::from_secs(1)),
+        file_at(
+            &q.join("inbox/.young.md.tmp"),
+            "t",
+            now - 10 * 60 * Duration::from_secs(1),
+        ),
         file_at(&q.join("active/old.md"), "a", ancient),
         file_at(&q.join("active/old.lease.json"), "{}", ancient),
         file_at(&q.join("failed/old.md"), "f", ancient),
         file_at(&q.join("failed/old.error.json"), "{}", ancient),
         file_at(&state.join("checkpoints/s1/new.json"), "{}", now - DAY),
-        file_at(&state.join("spool/fresh.json"), "{}", now - 5 * 60 * Duration::from_secs(1)),
+        file_at(
+            &state.join("spool/fresh.json"),
+            "{}",
+            now - 5 * 60 * Duration::from_secs(1),
+        ),
         file_at(&state.join("spool/.hidden"), "{}", ancient),
     ];
     let temps = [
@@ -130,7 +144,7 @@ fn sweep_archives_and_prunes_only_what_is_old() {
     let old_spool = file_at(&state.join("spool/abc.json"), "{}", now - 2 * HOUR);
 
     let metrics = Metrics::new();
-    let report = sweep(&[project.clone()], &state, &cfg, now, &metrics);
+    let report = sweep(std::slice::from_ref(&project), &state, &cfg, now, &metrics);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 
     let real_month = month(real);
@@ -193,7 +207,8 @@ fn sweep_archives_and_prunes_only_what_is_old() {
     assert_eq!(report.spool_removed, vec![old_spool]);
     assert_eq!(report.temp_removed.len(), temps.len());
 
-    let actions = |a: &str| metrics.counter("claude_failover_janitor_actions_total", &[("action", a)]);
+    let actions =
+        |a: &str| metrics.counter("claude_failover_janitor_actions_total", &[("action", a)]);
     assert_eq!(actions("archive_done"), 4);
     assert_eq!(actions("prune_checkpoint"), 2);
     assert_eq!(actions("remove_spool"), 1);
@@ -252,8 +267,12 @@ path = "{proj}"
 
     let heartbeats = Heartbeats::new(None);
     let metrics = Metrics::new();
-    let handle = janitor::spawn(Arc::new(config), metrics.clone(), heartbeats.register("janitor"))
-        .expect("spawn janitor");
+    let handle = janitor::spawn(
+        Arc::new(config),
+        metrics.clone(),
+        heartbeats.register("janitor"),
+    )
+    .expect("spawn janitor");
     let archived = proj.join(format!(".agent-queue/archive/{}/t.md", month(old)));
     wait_for(Duration::from_secs(10), "the first sweep", || {
         archived.exists().then_some(())

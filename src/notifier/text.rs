@@ -38,7 +38,10 @@ pub fn telegram_text(notice: &Notice) -> String {
         Kind::TaskDispatched => format!("▶ Task {subject} dispatched"),
         Kind::TaskDone => format!("✅ Task {subject} done"),
         Kind::TaskFailed => match d.num("attempts") {
-            Some(n) => format!("❌ Task {subject} failed after {n} {}", plural(n, "attempt")),
+            Some(n) => format!(
+                "❌ Task {subject} failed after {n} {}",
+                plural(n, "attempt")
+            ),
             None => format!("❌ Task {subject} failed"),
         },
         Kind::ConfigReloaded => "⚙ Configuration reloaded".to_string(),
