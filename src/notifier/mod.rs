@@ -104,10 +104,9 @@ impl NotifierHandle {
         if thread.join().is_err() {
             log::error!("the notifier thread panicked");
         }
-        // Only a timeout can come back: nothing is ever sent on this channel.
-        if workers_done.recv_deadline(deadline).is_ok() {
-            log::error!("notifier: unexpected message from a sink worker");
-        }
+        // Nothing is ever sent on it: this returns when the last worker has
+        // ended (disconnected) or at the deadline, whichever comes first.
+        let _ = workers_done.recv_deadline(deadline);
         for worker in workers {
             if worker.is_finished() {
                 let _ = worker.join();

@@ -9,6 +9,7 @@ use crate::config::Secret;
 use crate::events::{Kind, Notice};
 use crate::metrics::Metrics;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -101,6 +102,8 @@ pub(super) struct SinkQueue {
     /// A second receiver on the same channel, used only to drop the oldest
     /// notice when the queue is full.
     oldest: Receiver<Arc<Notice>>,
+    /// Set from the first drop until the queue is half empty again.
+    overflowing: Cell<bool>,
     metrics: Metrics,
 }
 
@@ -113,7 +116,12 @@ impl SinkQueue {
         let mut notice = notice;
         loop {
             match self.tx.try_send(notice) {
-                Ok(()) => return,
+                Ok(()) => {
+                    if self.tx.len() < self.tx.capacity().unwrap_or(usize::MAX) / 2 {
+                        self.overflowing.set(false);
+                    }
+                    return;
+                }
                 Err(TrySendError::Full(back)) => {
                     // If the worker took one meanwhile this drops one more
                     // than needed; it is counted either way.
@@ -122,7 +130,13 @@ impl SinkQueue {
                             "claude_failover_notify_dropped_total",
                             &[("sink", self.name)],
                         );
-                        log::warn!("notify sink {}: queue full, dropped the oldest", self.name);
+                        // One line per overflow spell, not one per notice.
+                        if !self.overflowing.replace(true) {
+                            log::warn!(
+                                "notify sink {}: queue full, dropping the oldest notices",
+                                self.name
+                            );
+                        }
                     }
                     notice = back;
                 }
@@ -163,6 +177,7 @@ pub(super) fn start(
         target,
         tx,
         oldest: rx.clone(),
+        overflowing: Cell::new(false),
         metrics,
     };
     let thread = std::thread::Builder::new()
