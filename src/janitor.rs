@@ -244,7 +244,7 @@ fn archive_done(root: &Path, max_age: Duration, now: SystemTime, report: &mut Sw
         if !older_than(finished, max_age, now) {
             continue;
         }
-        let month_dir = root.join("archive").join(year_month(finished));
+        let month_dir = root.join("archive").join(crate::time::year_month(finished));
         if let Err(source) = fs::create_dir_all(&month_dir) {
             report.errors.push(JanitorError::Move {
                 from: root.join("done").join(format!("{stem}.md")),
@@ -267,7 +267,11 @@ fn finished_at(entry: &DoneEntry) -> Option<SystemTime> {
             let parsed = fs::read(path)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|v| v.get("finished_at")?.as_str().and_then(parse_rfc3339));
+                .and_then(|v| {
+                    v.get("finished_at")?
+                        .as_str()
+                        .and_then(crate::time::parse_rfc3339)
+                });
             if parsed.is_some() {
                 return parsed;
             }
@@ -379,98 +383,6 @@ fn prune_checkpoints(
     }
 }
 
-// switch to crate::time::year_month after merge
-fn year_month(t: SystemTime) -> String {
-    crate::time::rfc3339(t)[..7].to_string()
-}
-
-// switch to crate::time::parse_rfc3339 after merge
-fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let s = s.trim();
-    let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |from: usize, to: usize| -> Option<i64> {
-        let t = s.get(from..to)?;
-        if !t.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        t.parse().ok()
-    };
-    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
-    let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > month_days[(month - 1) as usize]
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut nanos = 0u32;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let kept: String = frac[..digits.min(9)].chars().collect();
-        nanos = format!("{kept:0<9}").parse().ok()?;
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let hm = &rest[1..];
-            if hm.len() != 5 || hm.as_bytes()[2] != b':' {
-                return None;
-            }
-            let h: i64 = hm[..2].parse().ok()?;
-            let m: i64 = hm[3..].parse().ok()?;
-            sign * (h * 3600 + m * 60)
-        }
-    };
-    // Howard Hinnant's days_from_civil.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    // A leap second reads as the last second of its minute.
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset;
-    Some(UNIX_EPOCH + Duration::new(u64::try_from(secs).ok()?, nanos))
-}
-
 /// Handle of the janitor thread; dropping it (or `join`) stops the thread.
 pub struct JanitorHandle {
     config: Sender<Arc<Config>>,
@@ -570,35 +482,6 @@ impl Janitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(s: &str) -> Option<u64> {
-        parse_rfc3339(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_secs())
-    }
-
-    #[test]
-    fn parses_rfc3339_as_written_by_us_and_by_others() {
-        let table: &[(&str, Option<u64>)] = &[
-            ("1970-01-01T00:00:00Z", Some(0)),
-            ("2026-11-25T16:00:00Z", Some(1_795_622_400)),
-            ("2026-11-25T16:00:00.123456789Z", Some(1_795_622_400)),
-            ("2026-11-25T17:00:00+01:00", Some(1_795_622_400)),
-            ("2026-11-25t15:30:00-00:30", Some(1_795_622_400)),
-            ("2024-02-29T00:00:00Z", Some(1_709_164_800)),
-            ("2023-02-29T00:00:00Z", None),
-            ("2026-13-01T00:00:00Z", None),
-            ("2026-11-25T16:00:00", None),
-            ("2026-11-25T16:00:00.Z", None),
-            ("1969-12-31T23:59:59Z", None),
-            ("not a time at all!!", None),
-            ("2026-11-25T16:00:0é", None),
-        ];
-        for (text, want) in table {
-            assert_eq!(at(text), *want, "{text}");
-        }
-        let t = UNIX_EPOCH + Duration::from_secs(1_795_622_400);
-        assert_eq!(parse_rfc3339(&crate::time::rfc3339(t)), Some(t));
-        assert_eq!(year_month(t), "2026-11");
-    }
 
     #[test]
     fn temp_names_are_dot_name_dot_tmp() {
