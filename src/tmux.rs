@@ -143,7 +143,8 @@ struct Output {
 impl Tmux {
     /// `socket_name` "" talks to the user's default server, anything else to `-L NAME`.
     pub fn new(socket_name: &str) -> Tmux {
-        let external_server = std::env::var("CLAUDE_FAILOVER_TMUX_SERVER").is_ok_and(|v| v == "external");
+        let external_server =
+            std::env::var("CLAUDE_FAILOVER_TMUX_SERVER").is_ok_and(|v| v == "external");
         Tmux {
             socket_name: socket_name.to_string(),
             timeout: DEFAULT_TIMEOUT,
