@@ -9,3 +9,7 @@ pub mod heartbeat;
 pub mod metrics;
 pub mod status;
 pub mod time;
+pub mod client;
+pub mod http;
+pub mod logging;
+pub mod systemd;
