@@ -37,7 +37,10 @@ impl fmt::Display for ClientError {
                 "http.listen {l:?}: expected host:port or unix:/path/to/socket"
             ),
             ClientError::BadAnswer { listen, why } => {
-                write!(f, "the daemon at {listen} gave an answer that is not HTTP: {why}")
+                write!(
+                    f,
+                    "the daemon at {listen} gave an answer that is not HTTP: {why}"
+                )
             }
         }
     }
@@ -67,7 +70,8 @@ pub fn request(
         .ok_or_else(|| ClientError::BadListen(listen.clone()))?;
     let (mut stream, host): (Box<dyn Stream>, String) = match &addr {
         Listen::Tcp(sock) => {
-            let s = TcpStream::connect_timeout(sock, TIMEOUT).map_err(|e| unavailable(e.to_string()))?;
+            let s = TcpStream::connect_timeout(sock, TIMEOUT)
+                .map_err(|e| unavailable(e.to_string()))?;
             set_timeouts_tcp(&s).map_err(|e| unavailable(e.to_string()))?;
             (Box::new(s), sock.to_string())
         }
@@ -182,13 +186,14 @@ fn parse_answer(raw: &[u8]) -> Result<(u16, String), String> {
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("unexpected status line {status_line:?}"))?;
     let rest = &raw[end + 4..];
-    let body = if header(head, "Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        dechunk(rest)?
-    } else if let Some(n) = content_length(head) {
-        rest.get(..n).ok_or("the answer was cut short")?.to_vec()
-    } else {
-        rest.to_vec()
-    };
+    let body =
+        if header(head, "Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            dechunk(rest)?
+        } else if let Some(n) = content_length(head) {
+            rest.get(..n).ok_or("the answer was cut short")?.to_vec()
+        } else {
+            rest.to_vec()
+        };
     let body = String::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
     Ok((code, body))
 }
@@ -218,7 +223,11 @@ pub fn render_status_table(status: &Status) -> String {
         status.version,
         status.started_at,
         status.active_account.as_deref().unwrap_or("none"),
-        if status.dispatch_paused { "paused" } else { "running" }
+        if status.dispatch_paused {
+            "paused"
+        } else {
+            "running"
+        }
     );
     let swap = if status.swap.in_progress {
         "in progress".to_string()
@@ -359,7 +368,10 @@ mod tests {
     #[test]
     fn parses_plain_and_chunked_answers() {
         let raw = b"HTTP/1.1 202 Accepted\r\nContent-Length: 17\r\n\r\n{\"accepted\":true}";
-        assert_eq!(parse_answer(raw).unwrap(), (202, "{\"accepted\":true}".into()));
+        assert_eq!(
+            parse_answer(raw).unwrap(),
+            (202, "{\"accepted\":true}".into())
+        );
         assert!(complete(raw));
         assert!(!complete(&raw[..raw.len() - 1]));
         let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
@@ -409,7 +421,9 @@ mod tests {
         assert!(alpha.contains("active") && alpha.contains("yes") && alpha.contains("42.0%"));
         assert!(alpha.contains("2026-11-25T20:00:00Z"));
         let session = text.lines().find(|l| l.starts_with("ccl-auto-11")).unwrap();
-        assert!(session.contains("busy") && session.contains("fix-login.md") && session.ends_with('2'));
+        assert!(
+            session.contains("busy") && session.contains("fix-login.md") && session.ends_with('2')
+        );
         let queue = text.lines().find(|l| l.starts_with("secumon ")).unwrap();
         assert!(queue.split_whitespace().eq(["secumon", "3", "0", "0", "0"]));
     }

@@ -35,6 +35,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the role waits for a request before beating again.
 const POLL: Duration = Duration::from_millis(500);
+/// Wait before listening again after the listener died.
+const REBIND_PAUSE: Duration = Duration::from_secs(1);
 /// tiny_http reads bodies up to this size before handing the request over.
 const PREBUFFERED: usize = 1024;
 /// Dropping an unread body makes tiny_http allocate the unread length in one
@@ -114,6 +116,24 @@ impl Drop for HttpHandle {
     }
 }
 
+/// Time limits of the role; tests shorten them.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A role that has not beaten for this long makes `/healthz` answer 503.
+    pub stale_after: Duration,
+    /// How long a control request waits for the coordinator (then 503).
+    pub reply_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            stale_after: heartbeat::STALE_AFTER,
+            reply_timeout: REPLY_TIMEOUT,
+        }
+    }
+}
+
 /// Binds `config.listen` and starts the "http" role thread.
 pub fn spawn(
     config: &HttpConfig,
@@ -121,31 +141,33 @@ pub fn spawn(
     control: Sender<ControlRequest>,
     beat: Beat,
 ) -> Result<HttpHandle, HttpError> {
+    spawn_with(config, shared, control, beat, Limits::default())
+}
+
+/// [`spawn`] with other time limits.
+pub fn spawn_with(
+    config: &HttpConfig,
+    shared: Shared,
+    control: Sender<ControlRequest>,
+    beat: Beat,
+    limits: Limits,
+) -> Result<HttpHandle, HttpError> {
     let listen = config
         .listen_addr()
         .ok_or_else(|| HttpError::BadListen(config.listen.clone()))?;
-    let (server, local_addr) = match &listen {
-        Listen::Tcp(addr) => {
-            let listener = TcpListener::bind(addr).map_err(|source| HttpError::Bind {
-                listen: config.listen.clone(),
-                source,
-            })?;
-            let local = listener.local_addr().ok();
-            (server_from(listener, &config.listen)?, local)
-        }
-        Listen::Unix(path) => (server_from(bind_unix(path)?, &config.listen)?, None),
-    };
+    let (server, local_addr) = bind(&listen, &config.listen)?;
     log::info!("control plane listening on {}", config.listen);
     let ctx = Arc::new(Ctx {
         shared,
         control,
         token: config.token.clone(),
+        limits,
     });
     let stop = Arc::new(AtomicBool::new(false));
     let thread_stop = stop.clone();
     let thread = std::thread::Builder::new()
         .name("http".into())
-        .spawn(move || run(server, ctx, beat, thread_stop))
+        .spawn(move || run(server, listen, ctx, beat, thread_stop))
         .map_err(HttpError::Spawn)?;
     Ok(HttpHandle {
         stop,
@@ -154,7 +176,24 @@ pub fn spawn(
     })
 }
 
-fn server_from<L: Into<tiny_http::Listener>>(listener: L, listen: &str) -> Result<Server, HttpError> {
+fn bind(listen: &Listen, text: &str) -> Result<(Server, Option<SocketAddr>), HttpError> {
+    match listen {
+        Listen::Tcp(addr) => {
+            let listener = TcpListener::bind(addr).map_err(|source| HttpError::Bind {
+                listen: text.to_string(),
+                source,
+            })?;
+            let local = listener.local_addr().ok();
+            Ok((server_from(listener, text)?, local))
+        }
+        Listen::Unix(path) => Ok((server_from(bind_unix(path)?, text)?, None)),
+    }
+}
+
+fn server_from<L: Into<tiny_http::Listener>>(
+    listener: L,
+    listen: &str,
+) -> Result<Server, HttpError> {
     Server::from_listener(listener, None).map_err(|e| HttpError::Bind {
         listen: listen.to_string(),
         source: std::io::Error::other(e.to_string()),
@@ -196,22 +235,35 @@ struct Ctx {
     shared: Shared,
     control: Sender<ControlRequest>,
     token: Option<Secret>,
+    limits: Limits,
 }
 
-fn run(server: Server, ctx: Arc<Ctx>, beat: Beat, stop: Arc<AtomicBool>) {
+fn run(server: Server, listen: Listen, ctx: Arc<Ctx>, beat: Beat, stop: Arc<AtomicBool>) {
+    let mut server = Some(server);
     while !stop.load(Ordering::Relaxed) {
         beat.beat();
-        match server.recv_timeout(POLL) {
+        let Some(current) = &server else {
+            // Listening again after tiny_http's accept thread died.
+            std::thread::sleep(REBIND_PAUSE);
+            match bind(&listen, &listen_text(&listen)) {
+                Ok((fresh, _)) => {
+                    log::info!("control plane listening again");
+                    server = Some(fresh);
+                }
+                Err(e) => log::error!("{e}"),
+            }
+            continue;
+        };
+        match current.recv_timeout(POLL) {
             Ok(Some(request)) => serve(request, &ctx, &beat),
             Ok(None) => {}
             Err(e) => {
-                // tiny_http's accept thread has died; nothing will arrive any
-                // more, but the role keeps beating so the daemon can stop cleanly.
-                log::error!("control plane stopped accepting connections: {e}");
-                while !stop.load(Ordering::Relaxed) {
-                    beat.beat();
-                    std::thread::sleep(POLL);
-                }
+                // tiny_http's accept thread gives up on the first accept error
+                // (e.g. out of file descriptors) and closes the listener.
+                log::error!(
+                    "control plane stopped accepting connections: {e}; listening again shortly"
+                );
+                server = None;
             }
         }
     }
@@ -219,6 +271,13 @@ fn run(server: Server, ctx: Arc<Ctx>, beat: Beat, stop: Arc<AtomicBool>) {
     // unix socket file.
     drop(server);
     log::debug!("control plane stopped");
+}
+
+fn listen_text(listen: &Listen) -> String {
+    match listen {
+        Listen::Tcp(addr) => addr.to_string(),
+        Listen::Unix(path) => format!("unix:{}", path.display()),
+    }
 }
 
 /// How much of the body is still on the wire.
@@ -321,7 +380,10 @@ fn respond(mut request: Request, ctx: &Ctx, beat: &Beat) {
         response.add_header(header("Allow", allow));
     }
     if let Err(e) = request.respond(response) {
-        log::debug!("{method} {}: could not send the answer: {e}", path_only(&url));
+        log::debug!(
+            "{method} {}: could not send the answer: {e}",
+            path_only(&url)
+        );
     }
 }
 
@@ -373,9 +435,7 @@ impl Route {
 
     fn method(&self) -> (Method, &'static str) {
         match self {
-            Route::Healthz | Route::Status | Route::Metrics | Route::Events => {
-                (Method::Get, "GET")
-            }
+            Route::Healthz | Route::Status | Route::Metrics | Route::Events => (Method::Get, "GET"),
             _ => (Method::Post, "POST"),
         }
     }
@@ -419,7 +479,7 @@ fn get(route: Route, query: &str, ctx: &Ctx) -> Answer {
             let stale = ctx
                 .shared
                 .heartbeats
-                .stale(Instant::now(), heartbeat::STALE_AFTER);
+                .stale(Instant::now(), ctx.limits.stale_after);
             if stale.is_empty() {
                 Answer::text(200, "ok".into(), "text/plain; charset=utf-8")
             } else {
@@ -478,9 +538,9 @@ fn post(route: Route, body: &str, ctx: &Ctx, beat: &Beat) -> Answer {
             let parsed: FailoverBody = if body.trim().is_empty() {
                 FailoverBody { to: None }
             } else {
-                match serde_json::from_str(body) {
+                match parse_object(body) {
                     Ok(b) => b,
-                    Err(e) => return Answer::error(400, format!("bad failover request: {e}")),
+                    Err(why) => return Answer::error(400, format!("bad failover request: {why}")),
                 }
             };
             (
@@ -498,7 +558,7 @@ fn post(route: Route, body: &str, ctx: &Ctx, beat: &Beat) -> Answer {
         ),
         _ => return Answer::error(405, "not a POST endpoint"),
     };
-    match ask(&ctx.control, control, beat) {
+    match ask(ctx, control, beat) {
         // The coordinator may say more (e.g. the target account); an empty
         // answer gets the documented body.
         Ok(serde_json::Value::Object(map)) if !map.is_empty() => {
@@ -512,24 +572,39 @@ fn post(route: Route, body: &str, ctx: &Ctx, beat: &Beat) -> Answer {
     }
 }
 
+/// A JSON object into `T` (serde would also take an array for a struct).
+fn parse_object<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, String> {
+    match serde_json::from_str(body).map_err(|e| e.to_string())? {
+        v @ serde_json::Value::Object(_) => serde_json::from_value(v).map_err(|e| e.to_string()),
+        _ => Err("expected a JSON object such as {} or {\"to\": \"beta\"}".into()),
+    }
+}
+
 enum Refusal {
     Control(ControlError),
     Unavailable(&'static str),
 }
 
-fn ask(control: &Sender<ControlRequest>, what: Control, beat: &Beat) -> Result<serde_json::Value, Refusal> {
+fn ask(ctx: &Ctx, what: Control, beat: &Beat) -> Result<serde_json::Value, Refusal> {
     let (reply, answer) = crossbeam_channel::bounded::<Reply>(1);
-    if control.send(ControlRequest { control: what, reply }).is_err() {
+    if ctx
+        .control
+        .send(ControlRequest {
+            control: what,
+            reply,
+        })
+        .is_err()
+    {
         return Err(Refusal::Unavailable("the coordinator is not running"));
     }
-    let result = match answer.recv_timeout(REPLY_TIMEOUT) {
+    let result = match answer.recv_timeout(ctx.limits.reply_timeout) {
         Ok(reply) => reply.map_err(Refusal::Control),
         Err(RecvTimeoutError::Timeout) => Err(Refusal::Unavailable(
             "the coordinator did not answer in time; try again",
         )),
-        Err(RecvTimeoutError::Disconnected) => Err(Refusal::Unavailable(
-            "the coordinator dropped the request",
-        )),
+        Err(RecvTimeoutError::Disconnected) => {
+            Err(Refusal::Unavailable("the coordinator dropped the request"))
+        }
     };
     beat.beat();
     result
@@ -575,13 +650,14 @@ fn authorized(request: &Request, token: Option<&Secret>) -> bool {
     let Some((scheme, value)) = given.trim().split_once(' ') else {
         return false;
     };
-    scheme.eq_ignore_ascii_case("bearer") && constant_time_eq(value.trim().as_bytes(), token.expose().as_bytes())
+    scheme.eq_ignore_ascii_case("bearer")
+        && constant_time_eq(value.trim().as_bytes(), token.expose().as_bytes())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = u8::from(a.len() != b.len());
-    for i in 0..b.len() {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b[i];
+    for (i, byte) in b.iter().enumerate() {
+        diff |= a.get(i).copied().unwrap_or(0) ^ byte;
     }
     std::hint::black_box(diff) == 0
 }

@@ -30,7 +30,9 @@ impl SdNotify {
         let value = std::env::var("NOTIFY_SOCKET").ok()?;
         let notify = SdNotify::new(&value);
         if notify.is_none() {
-            log::warn!("NOTIFY_SOCKET={value:?} is not a usable socket address; not notifying systemd");
+            log::warn!(
+                "NOTIFY_SOCKET={value:?} is not a usable socket address; not notifying systemd"
+            );
         }
         notify
     }
@@ -151,7 +153,11 @@ pub fn watchdog_interval() -> Option<Duration> {
 }
 
 /// [`watchdog_interval`] over given environment values.
-pub fn watchdog_interval_from(usec: Option<&str>, pid: Option<&str>, our_pid: u32) -> Option<Duration> {
+pub fn watchdog_interval_from(
+    usec: Option<&str>,
+    pid: Option<&str>,
+    our_pid: u32,
+) -> Option<Duration> {
     if let Some(pid) = pid {
         if pid.trim().parse::<u32>().ok()? != our_pid {
             return None;
@@ -192,7 +198,11 @@ mod tests {
         let msg = receive(&server);
         let (first, second) = msg.split_once('\n').unwrap();
         assert_eq!(first, "RELOADING=1");
-        let us: u64 = second.strip_prefix("MONOTONIC_USEC=").unwrap().parse().unwrap();
+        let us: u64 = second
+            .strip_prefix("MONOTONIC_USEC=")
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(us > 0);
     }
 
@@ -233,16 +243,28 @@ mod tests {
             .unwrap()
             .parse()
             .unwrap();
-        assert!((a as f64) / 1e6 <= uptime + 0.02, "{a} µs vs uptime {uptime} s");
+        assert!(
+            (a as f64) / 1e6 <= uptime + 0.02,
+            "{a} µs vs uptime {uptime} s"
+        );
     }
 
     #[test]
     fn watchdog_interval_is_half_and_honours_the_pid() {
         let half = Some(Duration::from_secs(10));
         assert_eq!(watchdog_interval_from(Some("20000000"), None, 42), half);
-        assert_eq!(watchdog_interval_from(Some("20000000"), Some("42"), 42), half);
-        assert_eq!(watchdog_interval_from(Some("20000000"), Some("43"), 42), None);
-        assert_eq!(watchdog_interval_from(Some("20000000"), Some("x"), 42), None);
+        assert_eq!(
+            watchdog_interval_from(Some("20000000"), Some("42"), 42),
+            half
+        );
+        assert_eq!(
+            watchdog_interval_from(Some("20000000"), Some("43"), 42),
+            None
+        );
+        assert_eq!(
+            watchdog_interval_from(Some("20000000"), Some("x"), 42),
+            None
+        );
         assert_eq!(watchdog_interval_from(None, Some("42"), 42), None);
         assert_eq!(watchdog_interval_from(Some("0"), None, 42), None);
         assert_eq!(watchdog_interval_from(Some("soon"), None, 42), None);
