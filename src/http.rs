@@ -35,6 +35,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the role waits for a request before beating again.
 const POLL: Duration = Duration::from_millis(500);
+/// Answers larger than this are written from a helper thread.
+const LARGE_ANSWER: usize = 64 * 1024;
 /// Wait before listening again after the listener died.
 const REBIND_PAUSE: Duration = Duration::from_secs(1);
 /// tiny_http reads bodies up to this size before handing the request over.
@@ -309,7 +311,7 @@ fn body_of(request: &Request) -> Body {
 
 fn serve(request: Request, ctx: &Arc<Ctx>, beat: &Beat) {
     match body_of(&request) {
-        Body::InHand => respond(request, ctx, beat),
+        Body::InHand => respond(request, ctx, beat, true),
         Body::Absurd => {
             log::warn!(
                 "{} {}: declared body of {} bytes; dropping the connection unanswered",
@@ -324,7 +326,7 @@ fn serve(request: Request, ctx: &Arc<Ctx>, beat: &Beat) {
             let beat = beat.clone();
             let spawned = std::thread::Builder::new()
                 .name("http-body".into())
-                .spawn(move || respond(request, &ctx, &beat));
+                .spawn(move || respond(request, &ctx, &beat, false));
             if let Err(e) = spawned {
                 // The request went down with the closure; its drop may block
                 // this thread on a slow client, which is the lesser evil.
@@ -366,11 +368,12 @@ impl Answer {
     }
 }
 
-fn respond(mut request: Request, ctx: &Ctx, beat: &Beat) {
+fn respond(mut request: Request, ctx: &Ctx, beat: &Beat, on_role_thread: bool) {
     let method = request.method().clone();
     let url = request.url().to_string();
     let answer = answer(&mut request, ctx, beat);
     log::debug!("{method} {} -> {}", path_only(&url), answer.status);
+    let len = answer.body.len();
     let mut response = Response::from_string(answer.body)
         .with_status_code(StatusCode(answer.status))
         // Always a Content-Length: clients then need no chunked decoding.
@@ -379,11 +382,26 @@ fn respond(mut request: Request, ctx: &Ctx, beat: &Beat) {
     if let Some(allow) = answer.allow {
         response.add_header(header("Allow", allow));
     }
-    if let Err(e) = request.respond(response) {
-        log::debug!(
-            "{method} {}: could not send the answer: {e}",
-            path_only(&url)
-        );
+    let send = move || {
+        if let Err(e) = request.respond(response) {
+            log::debug!(
+                "{method} {}: could not send the answer: {e}",
+                path_only(&url)
+            );
+        }
+    };
+    // A large answer (the event ring, metrics) can outgrow the socket buffer;
+    // a client that does not read it then blocks the writer, so that writer
+    // is not the role thread. Small answers always fit the buffer.
+    if on_role_thread && len > LARGE_ANSWER {
+        if let Err(e) = std::thread::Builder::new()
+            .name("http-write".into())
+            .spawn(send)
+        {
+            log::error!("cannot start a thread for a large answer: {e}");
+        }
+    } else {
+        send();
     }
 }
 

@@ -80,6 +80,7 @@ struct Fixture {
     handle: Option<HttpHandle>,
     config: Config,
     heartbeats: Heartbeats,
+    events: Events,
     swap_running: Arc<AtomicBool>,
     asked: Arc<Mutex<Vec<Control>>>,
 }
@@ -125,7 +126,7 @@ fn start(listen: &str, token: Option<&str>, limits: Limits) -> Fixture {
     );
     let shared = Shared {
         status: Arc::new(RwLock::new(status())),
-        events,
+        events: events.clone(),
         metrics: Metrics::new(),
         heartbeats: heartbeats.clone(),
     };
@@ -144,6 +145,7 @@ fn start(listen: &str, token: Option<&str>, limits: Limits) -> Fixture {
         handle: Some(handle),
         config,
         heartbeats,
+        events,
         swap_running,
         asked,
     }
@@ -637,4 +639,41 @@ fn the_token_never_appears_in_answers_or_logs() {
         "requests are logged at debug: {logs}"
     );
     assert!(!logs.contains(TOKEN), "token in the logs: {logs}");
+}
+
+#[test]
+fn a_large_answer_to_a_client_that_does_not_read_holds_nobody() {
+    let dir = support::temp_dir();
+    let path = dir.path().join("control.sock");
+    let f = start(&format!("unix:{}", path.display()), None, Limits::default());
+    let filler = "x".repeat(2000);
+    for i in 0..1000 {
+        f.events.emit(
+            Kind::TaskDone,
+            "secumon",
+            format!("{i} {filler}"),
+            json!({}),
+        );
+    }
+    // About 2 MB of events, far past a unix socket's buffer; nobody reads.
+    let mut lazy = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    lazy.write_all(b"GET /events HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    assert_eq!(f.call("GET", "/status", None).0, 200);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Reading it later gets all of it.
+    lazy.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    lazy.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    let events: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        events["events"].as_array().unwrap().len(),
+        1002,
+        "two from the fixture"
+    );
 }
