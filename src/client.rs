@@ -131,6 +131,17 @@ pub fn request(
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(unavailable(format!(
+                    "no answer within {} s",
+                    TIMEOUT.as_secs()
+                )));
+            }
             Err(e) => return Err(unavailable(format!("reading the answer: {e}"))),
         }
     }
