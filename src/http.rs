@@ -311,7 +311,7 @@ fn body_of(request: &Request) -> Body {
 
 fn serve(request: Request, ctx: &Arc<Ctx>, beat: &Beat) {
     match body_of(&request) {
-        Body::InHand => respond(request, ctx, beat, true),
+        Body::InHand => respond(request, ctx, Some(beat)),
         Body::Absurd => {
             log::warn!(
                 "{} {}: declared body of {} bytes; dropping the connection unanswered",
@@ -323,10 +323,9 @@ fn serve(request: Request, ctx: &Arc<Ctx>, beat: &Beat) {
         }
         Body::OnWire | Body::TooLarge => {
             let ctx = ctx.clone();
-            let beat = beat.clone();
             let spawned = std::thread::Builder::new()
                 .name("http-body".into())
-                .spawn(move || respond(request, &ctx, &beat, false));
+                .spawn(move || respond(request, &ctx, None));
             if let Err(e) = spawned {
                 // The request went down with the closure; its drop may block
                 // this thread on a slow client, which is the lesser evil.
@@ -368,7 +367,10 @@ impl Answer {
     }
 }
 
-fn respond(mut request: Request, ctx: &Ctx, beat: &Beat, on_role_thread: bool) {
+/// `beat` is the role's heartbeat when on the role thread; helper threads
+/// never beat for the role, or they could hide a hung role.
+fn respond(mut request: Request, ctx: &Ctx, beat: Option<&Beat>) {
+    let on_role_thread = beat.is_some();
     let method = request.method().clone();
     let url = request.url().to_string();
     let answer = answer(&mut request, ctx, beat);
@@ -459,7 +461,7 @@ impl Route {
     }
 }
 
-fn answer(request: &mut Request, ctx: &Ctx, beat: &Beat) -> Answer {
+fn answer(request: &mut Request, ctx: &Ctx, beat: Option<&Beat>) -> Answer {
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let route = Route::parse(path);
@@ -550,7 +552,7 @@ struct FailoverBody {
     to: Option<String>,
 }
 
-fn post(route: Route, body: &str, ctx: &Ctx, beat: &Beat) -> Answer {
+fn post(route: Route, body: &str, ctx: &Ctx, beat: Option<&Beat>) -> Answer {
     let (control, status, default) = match route {
         Route::Failover => {
             let parsed: FailoverBody = if body.trim().is_empty() {
@@ -603,7 +605,7 @@ enum Refusal {
     Unavailable(&'static str),
 }
 
-fn ask(ctx: &Ctx, what: Control, beat: &Beat) -> Result<serde_json::Value, Refusal> {
+fn ask(ctx: &Ctx, what: Control, beat: Option<&Beat>) -> Result<serde_json::Value, Refusal> {
     let (reply, answer) = crossbeam_channel::bounded::<Reply>(1);
     if ctx
         .control
@@ -624,7 +626,9 @@ fn ask(ctx: &Ctx, what: Control, beat: &Beat) -> Result<serde_json::Value, Refus
             Err(Refusal::Unavailable("the coordinator dropped the request"))
         }
     };
-    beat.beat();
+    if let Some(beat) = beat {
+        beat.beat();
+    }
     result
 }
 
