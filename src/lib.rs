@@ -3,13 +3,16 @@
 //! are laid out one per role plus one per outside format.
 
 pub mod atomic;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod coordinator;
 pub mod events;
 pub mod heartbeat;
 pub mod hook;
+pub mod http;
 pub mod janitor;
+pub mod logging;
 pub mod metrics;
 pub mod notifier;
 pub mod queue;
@@ -18,5 +21,6 @@ pub mod sessions;
 pub mod setup;
 pub mod signals;
 pub mod status;
+pub mod systemd;
 pub mod time;
 pub mod tmux;
