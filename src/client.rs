@@ -64,10 +64,7 @@ pub fn request(
         listen: listen.clone(),
         why,
     };
-    let addr = config
-        .http
-        .listen_addr()
-        .ok_or_else(|| ClientError::BadListen(listen.clone()))?;
+    let addr = Listen::parse(&listen).map_err(|_| ClientError::BadListen(listen.clone()))?;
     let (mut stream, host): (Box<dyn Stream>, String) = match &addr {
         Listen::Tcp(sock) => {
             let s = TcpStream::connect_timeout(sock, TIMEOUT)

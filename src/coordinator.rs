@@ -6,7 +6,7 @@
 //! publishes a `Status` snapshot for readers. It does no blocking I/O itself:
 //! talking to systemd goes through the `Supervisor` trait.
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Secret};
 use crate::control::{Control, ControlError, ControlRequest, Reply, Shared};
 use crate::events::Kind;
 use crate::heartbeat::Beat;
@@ -40,6 +40,8 @@ pub enum Event {
 /// Where the coordinator's orders go.
 pub struct Outputs {
     pub sessions: Sender<sessions::Command>,
+    /// Roles outside the coordinator's orders that take a reloaded config.
+    pub on_reload: Vec<Box<dyn Fn(&Arc<Config>) + Send>>,
 }
 
 /// Everything the coordinator listens to.
@@ -422,6 +424,9 @@ impl<S: Supervisor> Coordinator<S> {
                 self.config = Arc::new(new);
                 self.reload_problem = None;
                 self.apply_session_changes(Instant::now());
+                for hook in &self.outputs.on_reload {
+                    hook(&self.config);
+                }
                 let path = self.config.source.display().to_string();
                 self.shared.events.emit(
                     Kind::ConfigReloaded,
@@ -567,6 +572,27 @@ fn restart_only_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.tmux.socket_name != new.tmux.socket_name {
         keys.push("tmux.socket_name");
+    }
+    fn notify(
+        c: &Config,
+    ) -> (
+        u64,
+        Option<(&String, &String, &Option<Secret>)>,
+        Option<&String>,
+    ) {
+        let telegram = c
+            .notify
+            .telegram
+            .as_ref()
+            .map(|t| (&t.chat_id, &t.api_base, &t.bot_token));
+        (
+            c.notify.min_interval_secs,
+            telegram,
+            c.notify.webhook.as_ref().map(|w| &w.url),
+        )
+    }
+    if notify(old) != notify(new) {
+        keys.push("notify");
     }
     keys
 }

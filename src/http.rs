@@ -154,9 +154,8 @@ pub fn spawn_with(
     beat: Beat,
     limits: Limits,
 ) -> Result<HttpHandle, HttpError> {
-    let listen = config
-        .listen_addr()
-        .ok_or_else(|| HttpError::BadListen(config.listen.clone()))?;
+    let listen =
+        Listen::parse(&config.listen).map_err(|_| HttpError::BadListen(config.listen.clone()))?;
     let (server, local_addr) = bind(&listen, &config.listen)?;
     log::info!("control plane listening on {}", config.listen);
     let ctx = Arc::new(Ctx {

@@ -13,6 +13,11 @@ pub fn init() {
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     builder.target(env_logger::Target::Stderr);
+    // At trace level ureq logs whole request URLs, and Telegram's carries the
+    // bot token: never let those modules log below debug.
+    for target in crate::notifier::URL_LOGGING_TARGETS {
+        builder.filter_module(target, log::LevelFilter::Debug);
+    }
     if journal {
         builder.format(|buf, record| {
             writeln!(
