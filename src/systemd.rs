@@ -167,6 +167,51 @@ pub fn watchdog_interval_from(
     (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
+/// What `run` reports to: systemd when NOTIFY_SOCKET is set, nobody otherwise.
+pub struct Systemd {
+    notify: Option<SdNotify>,
+    watchdog: Option<Duration>,
+}
+
+/// Reads NOTIFY_SOCKET and WATCHDOG_USEC/WATCHDOG_PID once, at start-up.
+pub fn supervisor_from_env() -> Systemd {
+    Systemd {
+        notify: SdNotify::from_env(),
+        watchdog: watchdog_interval(),
+    }
+}
+
+impl crate::coordinator::Supervisor for Systemd {
+    fn ready(&self) {
+        if let Some(n) = &self.notify {
+            n.ready();
+        }
+    }
+    fn status(&self, line: &str) {
+        if let Some(n) = &self.notify {
+            n.status(line);
+        }
+    }
+    fn watchdog(&self) {
+        if let Some(n) = &self.notify {
+            n.watchdog();
+        }
+    }
+    fn reloading(&self) {
+        if let Some(n) = &self.notify {
+            n.reloading();
+        }
+    }
+    fn stopping(&self) {
+        if let Some(n) = &self.notify {
+            n.stopping();
+        }
+    }
+    fn watchdog_interval(&self) -> Option<Duration> {
+        self.notify.as_ref().and(self.watchdog)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,50 +313,5 @@ mod tests {
         assert_eq!(watchdog_interval_from(None, Some("42"), 42), None);
         assert_eq!(watchdog_interval_from(Some("0"), None, 42), None);
         assert_eq!(watchdog_interval_from(Some("soon"), None, 42), None);
-    }
-}
-
-/// What `run` reports to: systemd when NOTIFY_SOCKET is set, nobody otherwise.
-pub struct Systemd {
-    notify: Option<SdNotify>,
-    watchdog: Option<Duration>,
-}
-
-/// Reads NOTIFY_SOCKET and WATCHDOG_USEC/WATCHDOG_PID once, at start-up.
-pub fn supervisor_from_env() -> Systemd {
-    Systemd {
-        notify: SdNotify::from_env(),
-        watchdog: watchdog_interval(),
-    }
-}
-
-impl crate::coordinator::Supervisor for Systemd {
-    fn ready(&self) {
-        if let Some(n) = &self.notify {
-            n.ready();
-        }
-    }
-    fn status(&self, line: &str) {
-        if let Some(n) = &self.notify {
-            n.status(line);
-        }
-    }
-    fn watchdog(&self) {
-        if let Some(n) = &self.notify {
-            n.watchdog();
-        }
-    }
-    fn reloading(&self) {
-        if let Some(n) = &self.notify {
-            n.reloading();
-        }
-    }
-    fn stopping(&self) {
-        if let Some(n) = &self.notify {
-            n.stopping();
-        }
-    }
-    fn watchdog_interval(&self) -> Option<Duration> {
-        self.notify.as_ref().and(self.watchdog)
     }
 }
