@@ -84,4 +84,5 @@ pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write");
 }
 
+pub mod daemon;
 pub mod tmux;
