@@ -349,13 +349,11 @@ fn cli_commands_talk_to_the_daemon_and_say_when_none_answers() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["active_account"], "alpha");
     assert_eq!(cli(&["pause"], &d.config).status.code(), Some(0));
-    assert_eq!(
-        d.get("/status")
-            .unwrap()
-            .1
-            .contains("\"dispatch_paused\":true"),
-        true
-    );
+    assert!(d
+        .get("/status")
+        .unwrap()
+        .1
+        .contains("\"dispatch_paused\":true"));
     assert_eq!(cli(&["resume"], &d.config).status.code(), Some(0));
     let out = cli(&["failover", "--to", "nobody"], &d.config);
     assert_eq!(out.status.code(), Some(1));
