@@ -76,3 +76,4 @@ pub fn write(path: &Path, text: &str) {
     }
     std::fs::write(path, text).expect("write");
 }
+pub mod fake_api;
