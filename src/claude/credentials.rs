@@ -99,11 +99,24 @@ impl Credentials {
 
 #[derive(Debug)]
 pub enum CredentialsError {
-    Missing { path: PathBuf },
-    Unreadable { path: PathBuf, reason: String },
-    NotJson { path: PathBuf, line: usize, column: usize },
-    NoOauth { path: PathBuf },
-    NoAccessToken { path: PathBuf },
+    Missing {
+        path: PathBuf,
+    },
+    Unreadable {
+        path: PathBuf,
+        reason: String,
+    },
+    NotJson {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+    },
+    NoOauth {
+        path: PathBuf,
+    },
+    NoAccessToken {
+        path: PathBuf,
+    },
 }
 
 impl fmt::Display for CredentialsError {
@@ -149,7 +162,10 @@ mod tests {
     fn reads_token_expiry_and_plan() {
         let c = Credentials::parse(GOOD, Path::new("/a/.credentials.json")).unwrap();
         assert_eq!(c.access_token.secret(), "sk-ant-oat01-SECRET");
-        assert_eq!(c.expires_at, Some(UNIX_EPOCH + Duration::from_secs(1_795_654_549)));
+        assert_eq!(
+            c.expires_at,
+            Some(UNIX_EPOCH + Duration::from_secs(1_795_654_549))
+        );
         assert_eq!(c.subscription_type.as_deref(), Some("max"));
         assert_eq!(c.rate_limit_tier.as_deref(), Some("default_claude_max_20x"));
         assert!(!c.is_expired(UNIX_EPOCH + Duration::from_secs(1_795_654_548)));
@@ -177,7 +193,11 @@ mod tests {
 
     #[test]
     fn missing_expiry_is_not_expired() {
-        let c = Credentials::parse(r#"{"claudeAiOauth":{"accessToken":"t","expiresAt":"soon"}}"#, Path::new("x")).unwrap();
+        let c = Credentials::parse(
+            r#"{"claudeAiOauth":{"accessToken":"t","expiresAt":"soon"}}"#,
+            Path::new("x"),
+        )
+        .unwrap();
         assert_eq!(c.expires_at, None);
         assert!(!c.is_expired(SystemTime::now()));
     }

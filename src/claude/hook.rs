@@ -102,7 +102,11 @@ pub fn parse(text: &str) -> Result<HookInput, HookError> {
         session_id: s("session_id"),
         transcript_path: s("transcript_path").map(PathBuf::from),
         cwd: s("cwd")
-            .or_else(|| v.pointer("/workspace/current_dir")?.as_str().map(str::to_string))
+            .or_else(|| {
+                v.pointer("/workspace/current_dir")?
+                    .as_str()
+                    .map(str::to_string)
+            })
             .map(PathBuf::from),
         error,
         source: s("source"),
@@ -131,7 +135,10 @@ mod tests {
         assert!(h.is_statusline());
         let f = h.rate_limit("five_hour").unwrap();
         assert_eq!(f.used_percentage, 23.5);
-        assert_eq!(f.resets_at, Some(UNIX_EPOCH + Duration::from_secs(1_738_425_600)));
+        assert_eq!(
+            f.resets_at,
+            Some(UNIX_EPOCH + Duration::from_secs(1_738_425_600))
+        );
         assert_eq!(h.rate_limit("seven_day").unwrap().resets_at, None);
         assert!(h.rate_limit("weird").is_none());
     }

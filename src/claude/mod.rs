@@ -39,9 +39,9 @@ pub fn project_key(cwd: &Path) -> String {
         return key;
     }
     key.truncate(MAX_KEY_LEN);
-    let hash = path
-        .encode_utf16()
-        .fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)));
+    let hash = path.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
     format!("{key}-{}", base36(u64::from(hash.unsigned_abs())))
 }
 
@@ -138,7 +138,10 @@ mod tests {
 
     #[test]
     fn key_replaces_every_non_alphanumeric_without_collapsing() {
-        assert_eq!(project_key(Path::new("/tmp/cf-dbg/project")), "-tmp-cf-dbg-project");
+        assert_eq!(
+            project_key(Path::new("/tmp/cf-dbg/project")),
+            "-tmp-cf-dbg-project"
+        );
         assert_eq!(project_key(Path::new("/a/.b_c d")), "-a--b-c-d");
         assert_eq!(project_key(Path::new("/é/😀")), "-----");
     }
@@ -149,7 +152,7 @@ mod tests {
         let key = project_key(Path::new(&cwd));
         // Expected from Claude Code's own rule, evaluated in JavaScript:
         // let t=0; for (c of s) t=(t<<5)-t+c.charCodeAt(0)|0; Math.abs(t).toString(36)
-                assert_eq!(key, format!("-{}-v734pd", "x".repeat(199)));
+        assert_eq!(key, format!("-{}-v734pd", "x".repeat(199)));
         let cwd = format!("/é/😀{}", "y".repeat(200));
         assert_eq!(
             project_key(Path::new(&cwd)),
@@ -169,8 +172,17 @@ mod tests {
         assert_eq!(t("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(t("2026-11-25T16:55:51.947Z"), Some(1_795_625_751_947));
         assert_eq!(t("2026-11-25T17:55:51.947+01:00"), Some(1_795_625_751_947));
-        assert_eq!(t("2026-01-02T19:59:59.600956+00:00"), Some(1_767_383_999_600));
-        for bad in ["", "yesterday", "2026-13-01T00:00:00Z", "2026-11-25T16:55:51", "2026-11-25T16:55:51+0100"] {
+        assert_eq!(
+            t("2026-01-02T19:59:59.600956+00:00"),
+            Some(1_767_383_999_600)
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-11-25T16:55:51",
+            "2026-11-25T16:55:51+0100",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }

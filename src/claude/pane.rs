@@ -9,7 +9,7 @@
 pub enum PaneState {
     /// Blank or still drawing: no input box, no dialog yet.
     Starting,
-    /// An empty input box and no spinner: ready for a prompt.
+    /// The input box and no spinner: ready for a prompt (text may sit unsent in it).
     Idle,
     /// `esc to interrupt` in the footer.
     Busy,
@@ -66,26 +66,26 @@ pub fn classify(text: &str) -> PaneState {
     });
 
     match input_box {
-        Some((top, bottom)) if bottom + 4 >= lines.len() => {
+        // A footer is a few lines; more below the box means something else is drawn there.
+        Some((top, bottom)) if bottom + 6 >= lines.len() => {
             let footer = lines[bottom + 1..].join("\n");
-            let input = lines[top + 1..bottom].join("\n");
             let recent = recent_output(&lines[..top]);
-            with_input_box(&footer, &input, &recent)
+            with_input_box(&footer, &recent)
         }
         _ => without_input_box(lines, rules.last().copied()),
     }
 }
 
 /// A screen whose bottom is the input box and its footer.
-fn with_input_box(footer: &str, input: &str, recent: &[&str]) -> PaneState {
+fn with_input_box(footer: &str, recent: &[&str]) -> PaneState {
     let footer_l = footer.to_lowercase();
     // 2.1.332: `⚠ Usage limit reached · limit resets 5:31pm / Continuing automatically at 5:31pm · Esc to cancel`
     if footer_l.contains("usage limit reached") || footer_l.contains("limit reached") {
-        let from_recent = recent.iter().rev().find_map(|l| limit_in_line(l));
-        let resets_text = footer_resets(footer).or_else(|| from_recent.as_ref().and_then(|s| s.1.clone()));
+        // The message above the input box names the window and the time zone.
+        let (kind, resets_text) = latest_limit(recent).unwrap_or((LimitKind::Unspecified, None));
         return PaneState::RateLimited {
-            kind: from_recent.map(|s| s.0).unwrap_or(LimitKind::Unspecified),
-            resets_text,
+            kind,
+            resets_text: resets_text.or_else(|| footer.lines().find_map(resets_after)),
             auto_continue: footer_l.contains("continuing automatically"),
         };
     }
@@ -97,22 +97,19 @@ fn with_input_box(footer: &str, input: &str, recent: &[&str]) -> PaneState {
     }
     // Idle: the latest output decides whether the last turn ended on a limit or
     // a dead login.
-    for l in recent.iter().rev() {
-        if let Some((kind, resets_text)) = limit_in_line(l) {
-            let auto_continue = recent
-                .iter()
-                .any(|l| l.to_lowercase().contains("continue automatically"));
-            return PaneState::RateLimited {
-                kind,
-                resets_text,
-                auto_continue,
-            };
-        }
+    if let Some((kind, resets_text)) = latest_limit(recent) {
+        let auto_continue = recent
+            .iter()
+            .any(|l| l.to_lowercase().contains("continue automatically"));
+        return PaneState::RateLimited {
+            kind,
+            resets_text,
+            auto_continue,
+        };
     }
     if recent.iter().any(|l| is_login_needed(l)) {
         return PaneState::LoginNeeded;
     }
-    let _ = input;
     PaneState::Idle
 }
 
@@ -123,9 +120,12 @@ fn without_input_box(lines: &[&str], last_rule: Option<usize>) -> PaneState {
     let from = last_rule.unwrap_or(lines.len().saturating_sub(20));
     let tail = lines[from..].join("\n");
     let tail_l = tail.to_lowercase();
-    if tail_l.contains("stop and wait for limit to reset") || tail_l.contains("what do you want to do?") && tail_l.contains("limit") {
-        let found = lines.iter().rev().take(40).find_map(|l| limit_in_line(l));
-        let (kind, resets_text) = found.unwrap_or((LimitKind::Unspecified, None));
+    if tail_l.contains("stop and wait for limit to reset")
+        || tail_l.contains("what do you want to do?") && tail_l.contains("limit")
+    {
+        let from = lines.len().saturating_sub(40);
+        let (kind, resets_text) =
+            latest_limit(&lines[from..]).unwrap_or((LimitKind::Unspecified, None));
         return PaneState::RateLimited {
             kind,
             resets_text,
@@ -142,9 +142,13 @@ fn without_input_box(lines: &[&str], last_rule: Option<usize>) -> PaneState {
     {
         return PaneState::PermissionPrompt;
     }
+    // A choice cursor (`❯ 1. Yes`, `❯ No, keep manual mode`) under the last rule.
     if tail_l.contains("enter to confirm")
         || tail_l.contains("esc to cancel")
-        || tail.lines().any(|l| l.trim_start().starts_with("❯ 1."))
+        || tail
+            .lines()
+            .skip(1)
+            .any(|l| l.trim_start().starts_with('❯'))
     {
         return PaneState::OtherDialog;
     }
@@ -154,9 +158,15 @@ fn without_input_box(lines: &[&str], last_rule: Option<usize>) -> PaneState {
     PaneState::Unknown
 }
 
+/// A horizontal rule: the input box's borders (`───`), or a dialog's top edge,
+/// which 2.1.332 draws as `▔▔▔` with a caption in it.
 fn is_rule(line: &str) -> bool {
     let t = line.trim();
-    t.chars().count() >= 20 && t.chars().all(|c| c == '─' || c == '━')
+    t.chars()
+        .take(10)
+        .filter(|c| matches!(c, '─' | '━' | '▔'))
+        .count()
+        == 10
 }
 
 fn is_input_line(line: &str) -> bool {
@@ -174,17 +184,39 @@ fn recent_output<'a>(above: &[&'a str]) -> Vec<&'a str> {
     above[start..].to_vec()
 }
 
+/// The latest limit message among `lines`, preferring one that names its window
+/// (2.1.332 follows "You've hit your 5-hour limit" with a generic "Usage limit
+/// reached" line). A missing reset time is taken from any other limit line.
+fn latest_limit(lines: &[&str]) -> Option<(LimitKind, Option<String>)> {
+    let found: Vec<_> = lines.iter().rev().filter_map(|l| limit_text(l)).collect();
+    let (kind, resets) = found
+        .iter()
+        .find(|(k, _)| *k != LimitKind::Unspecified)
+        .or(found.first())?
+        .clone();
+    let resets = resets.or_else(|| found.iter().find_map(|(_, r)| r.clone()));
+    Some((kind, resets))
+}
+
 /// A quota limit message in one line, with its window and reset text. Warnings
 /// ("Approaching 5-hour limit") and server throttling ("Server is temporarily
 /// limiting requests (not your usage limit)") are not limits.
-fn limit_in_line(line: &str) -> Option<(LimitKind, Option<String>)> {
+pub fn limit_text(line: &str) -> Option<(LimitKind, Option<String>)> {
     let l = line.to_lowercase();
-    if l.contains("approaching") || l.contains("not your usage limit") || l.contains("temporarily limiting") {
+    if l.contains("approaching")
+        || l.contains("not your usage limit")
+        || l.contains("temporarily limiting")
+    {
         return None;
     }
     let hit = l.contains("you've hit your") && l.contains("limit")
         || l.contains("usage limit reached")
-        || l.contains("limit reached") && (l.contains("resets") || l.contains("reset at") || l.contains("hour") || l.contains("weekly") || l.contains("opus"))
+        || l.contains("limit reached")
+            && (l.contains("resets")
+                || l.contains("reset at")
+                || l.contains("hour")
+                || l.contains("weekly")
+                || l.contains("opus"))
         || l.contains("your limit will reset");
     if !hit {
         return None;
@@ -209,7 +241,9 @@ fn resets_after(line: &str) -> Option<String> {
         .find_map(|w| l.find(w).map(|i| (i, *w)))?;
     // Lowercasing can shift byte offsets for non-ASCII text: read from the
     // original only when the prefix is unchanged.
-    let rest = line.get(at + word.len()..).filter(|_| l.len() == line.len())?;
+    let rest = line
+        .get(at + word.len()..)
+        .filter(|_| l.len() == line.len())?;
     let end = [rest.find('·'), rest.find('∙'), rest.find(" / ")]
         .into_iter()
         .flatten()
@@ -217,10 +251,6 @@ fn resets_after(line: &str) -> Option<String> {
         .unwrap_or(rest.len());
     let t = rest[..end].trim().trim_end_matches('.').trim();
     (!t.is_empty()).then(|| t.to_string())
-}
-
-fn footer_resets(footer: &str) -> Option<String> {
-    footer.lines().find_map(resets_after)
 }
 
 fn is_server_retry(line: &str) -> bool {
@@ -260,7 +290,7 @@ mod tests {
             ("We should add a rate limit to the login endpoint", None),
         ];
         for (line, want) in cases {
-            let got = limit_in_line(line);
+            let got = limit_text(line);
             let want = want.map(|(k, r)| (k, r.map(str::to_string)));
             assert_eq!(got, want, "{line}");
         }

@@ -29,9 +29,18 @@ pub struct SessionFile {
 
 #[derive(Debug)]
 pub enum SessionFileError {
-    Unreadable { path: PathBuf, reason: String },
-    NotJson { path: PathBuf, line: usize, column: usize },
-    NotAnObject { path: PathBuf },
+    Unreadable {
+        path: PathBuf,
+        reason: String,
+    },
+    NotJson {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+    },
+    NotAnObject {
+        path: PathBuf,
+    },
 }
 
 impl fmt::Display for SessionFileError {
@@ -118,6 +127,9 @@ mod tests {
         let e = SessionFile::parse("{\"pid\":1", p).unwrap_err().to_string();
         assert!(e.contains("/c/sessions/1.json"), "{e}");
         assert!(SessionFile::parse("3", p).is_err());
-        assert_eq!(path_for(Path::new("/c"), 42), PathBuf::from("/c/sessions/42.json"));
+        assert_eq!(
+            path_for(Path::new("/c"), 42),
+            PathBuf::from("/c/sessions/42.json")
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! `quotaLimits.status == "rejected"`; the words "rate limit" alone prove nothing.
 //! Read-only; a partial last line (Claude Code mid-write) waits for the next read.
 
+use super::pane::LimitKind;
 use serde_json::Value;
 use std::fmt;
 use std::io::{Read, Seek, SeekFrom};
@@ -21,18 +22,32 @@ pub struct Record {
 #[derive(Clone, Debug, PartialEq)]
 pub enum RecordKind {
     /// A prompt a person (or the daemon) typed; `text` is its text blocks joined.
-    UserTurn { text: String },
-    AssistantText { text: String },
-    ToolUse { name: String },
+    UserTurn {
+        text: String,
+    },
+    AssistantText {
+        text: String,
+    },
+    ToolUse {
+        name: String,
+    },
     /// A subscription quota is exhausted: swap-worthy.
     QuotaLimit {
         resets_at: Option<SystemTime>,
         /// `five_hour`, `seven_day`, ...
         rate_limit_type: Option<String>,
         text: String,
+        /// True when `quotaLimits.status` said `rejected` (2.1.332). 2.1.197 writes
+        /// no `quotaLimits`: there the limit is known from Claude Code's own
+        /// message text ("You've hit your session limit · resets ..."), and the
+        /// window from its wording, with no reset time.
+        structured: bool,
     },
     /// The login is dead (401): a person must log in again.
-    AuthFailure { status: Option<u16>, text: String },
+    AuthFailure {
+        status: Option<u16>,
+        text: String,
+    },
     /// Any other API error (a plain 429, 529, 500...): the turn failed, but this
     /// is no reason to swap accounts.
     ApiError {
@@ -120,8 +135,7 @@ fn api_error(v: &Value, text: &str) -> Option<RecordKind> {
         .and_then(|s| u16::try_from(s).ok());
     let text = text.to_string();
     let quota = v.get("quotaLimits");
-    let rejected =
-        quota.and_then(|q| q.get("status")).and_then(Value::as_str) == Some("rejected");
+    let rejected = quota.and_then(|q| q.get("status")).and_then(Value::as_str) == Some("rejected");
     let error = error.unwrap_or_else(|| "unknown".to_string());
     if error == "rate_limit" && rejected {
         let quota = quota.unwrap_or(&Value::Null);
@@ -135,7 +149,25 @@ fn api_error(v: &Value, text: &str) -> Option<RecordKind> {
                 .and_then(Value::as_str)
                 .map(str::to_string),
             text,
+            structured: true,
         });
+    }
+    let no_quota_info = quota.is_none_or(Value::is_null);
+    if error == "rate_limit" && no_quota_info {
+        if let Some((kind, _)) = text.lines().find_map(super::pane::limit_text) {
+            let rate_limit_type = match kind {
+                LimitKind::FiveHour => Some("five_hour"),
+                LimitKind::Weekly => Some("seven_day"),
+                LimitKind::Opus => Some("seven_day_opus"),
+                LimitKind::Unspecified => None,
+            };
+            return Some(RecordKind::QuotaLimit {
+                resets_at: None,
+                rate_limit_type: rate_limit_type.map(str::to_string),
+                text,
+                structured: false,
+            });
+        }
     }
     if error == "authentication_failed" || status == Some(401) {
         return Some(RecordKind::AuthFailure { status, text });
@@ -295,32 +327,58 @@ mod tests {
         let r = classify_line(limit);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].session_id.as_deref(), Some("s"));
-        assert_eq!(r[0].at, Some(UNIX_EPOCH + Duration::from_millis(1_795_625_751_947)));
+        assert_eq!(
+            r[0].at,
+            Some(UNIX_EPOCH + Duration::from_millis(1_795_625_751_947))
+        );
         assert_eq!(
             r[0].kind,
             RecordKind::QuotaLimit {
                 resets_at: Some(UNIX_EPOCH + Duration::from_secs(1_795_627_867)),
                 rate_limit_type: Some("five_hour".into()),
-                text: "You've hit your 5-hour limit · resets 5:31pm".into()
+                text: "You've hit your 5-hour limit · resets 5:31pm".into(),
+                structured: true,
             }
         );
         let plain = r#"{"type":"assistant","message":{"content":[{"type":"text","text":"API Error: Server is temporarily limiting requests (not your usage limit)"}]},"error":"rate_limit","isApiErrorMessage":true,"apiErrorStatus":429}"#;
-        assert!(matches!(&kinds(plain)[..], [RecordKind::ApiError { error, status: Some(429), .. }] if error == "rate_limit"));
+        assert!(
+            matches!(&kinds(plain)[..], [RecordKind::ApiError { error, status: Some(429), .. }] if error == "rate_limit")
+        );
+        // 2.1.197: no quotaLimits at all, only Claude Code's own limit message.
+        let old = r#"{"type":"assistant","message":{"model":"<synthetic>","content":[{"type":"text","text":"You've hit your weekly limit · resets Nov 28, 8:05pm (UTC)"}]},"error":"rate_limit","isApiErrorMessage":true,"apiErrorStatus":429}"#;
+        assert!(
+            matches!(&kinds(old)[..], [RecordKind::QuotaLimit { resets_at: None, rate_limit_type: Some(t), structured: false, .. }] if t == "seven_day")
+        );
         let allowed = plain.replace("429}", r#"429,"quotaLimits":{"status":"allowed_warning"}}"#);
-        assert!(matches!(&kinds(&allowed)[..], [RecordKind::ApiError { .. }]));
+        assert!(matches!(
+            &kinds(&allowed)[..],
+            [RecordKind::ApiError { .. }]
+        ));
         let auth = r#"{"type":"assistant","message":{"content":[{"type":"text","text":"Please run /login"}]},"error":"authentication_failed","isApiErrorMessage":true,"apiErrorStatus":401}"#;
-        assert!(matches!(&kinds(auth)[..], [RecordKind::AuthFailure { status: Some(401), .. }]));
+        assert!(matches!(
+            &kinds(auth)[..],
+            [RecordKind::AuthFailure {
+                status: Some(401),
+                ..
+            }]
+        ));
     }
 
     #[test]
     fn user_turns_and_what_is_not_one() {
         assert_eq!(
             kinds(r#"{"type":"user","message":{"role":"user","content":"hello"}}"#),
-            [RecordKind::UserTurn { text: "hello".into() }]
+            [RecordKind::UserTurn {
+                text: "hello".into()
+            }]
         );
         assert_eq!(
-            kinds(r#"{"type":"user","message":{"content":[{"type":"text","text":"a"},{"type":"image"},{"type":"text","text":"b"}]}}"#),
-            [RecordKind::UserTurn { text: "a\nb".into() }]
+            kinds(
+                r#"{"type":"user","message":{"content":[{"type":"text","text":"a"},{"type":"image"},{"type":"text","text":"b"}]}}"#
+            ),
+            [RecordKind::UserTurn {
+                text: "a\nb".into()
+            }]
         );
         for not_turn in [
             r#"{"type":"user","message":{"content":[{"type":"tool_result","content":"ok"}]}}"#,
@@ -339,10 +397,14 @@ mod tests {
     #[test]
     fn assistant_text_and_tool_use() {
         assert_eq!(
-            kinds(r#"{"type":"assistant","message":{"content":[{"type":"text","text":"hi"},{"type":"tool_use","name":"Bash","input":{}}]}}"#),
+            kinds(
+                r#"{"type":"assistant","message":{"content":[{"type":"text","text":"hi"},{"type":"tool_use","name":"Bash","input":{}}]}}"#
+            ),
             [
                 RecordKind::AssistantText { text: "hi".into() },
-                RecordKind::ToolUse { name: "Bash".into() }
+                RecordKind::ToolUse {
+                    name: "Bash".into()
+                }
             ]
         );
     }

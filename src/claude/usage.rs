@@ -44,10 +44,9 @@ pub enum UsageError {
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            UsageError::NotJson { line, column } => write!(
-                f,
-                "usage answer is not JSON (line {line}, column {column})"
-            ),
+            UsageError::NotJson { line, column } => {
+                write!(f, "usage answer is not JSON (line {line}, column {column})")
+            }
             UsageError::NotAnObject => write!(f, "usage answer is JSON but not an object"),
         }
     }
@@ -148,7 +147,10 @@ mod tests {
         assert_eq!(u.window("five_hour").unwrap().utilization, 10.0);
         let new = u.window("seven_day_new").unwrap();
         assert_eq!(new.utilization, 55.5);
-        assert_eq!(new.resets_at, Some(UNIX_EPOCH + Duration::from_secs(1_795_627_867)));
+        assert_eq!(
+            new.resets_at,
+            Some(UNIX_EPOCH + Duration::from_secs(1_795_627_867))
+        );
         assert_eq!(u.window("monthly").unwrap().utilization, 70.0);
         assert_eq!(u.windows.len(), 3);
     }
@@ -158,6 +160,11 @@ mod tests {
         assert!(matches!(parse("<html>"), Err(UsageError::NotJson { .. })));
         assert_eq!(parse("[1]"), Err(UsageError::NotAnObject));
         assert_eq!(parse("{}").unwrap().windows, vec![]);
-        assert_eq!(parse(r#"{"five_hour":{"utilization":null}}"#).unwrap().windows, vec![]);
+        assert_eq!(
+            parse(r#"{"five_hour":{"utilization":null}}"#)
+                .unwrap()
+                .windows,
+            vec![]
+        );
     }
 }

@@ -20,7 +20,10 @@ pub enum Mode {
     Ok,
     /// 429 with the `anthropic-ratelimit-unified-*` headers: a subscription quota hit.
     /// `claim` is `five_hour` or `seven_day`.
-    HardLimit { claim: String, reset_unix: u64 },
+    HardLimit {
+        claim: String,
+        reset_unix: u64,
+    },
     /// 429 without unified headers: Claude Code retries these itself.
     PlainRateLimit,
     /// 529.
@@ -179,7 +182,11 @@ impl FakeApi {
     }
 
     pub fn user_texts(&self) -> Vec<String> {
-        self.lock().requests.iter().map(|r| r.text.clone()).collect()
+        self.lock()
+            .requests
+            .iter()
+            .map(|r| r.text.clone())
+            .collect()
     }
 
     /// How many recorded user turns contain `s`.
@@ -214,7 +221,11 @@ impl FakeApi {
     }
 
     pub fn set_usage_delay(&self, token: &str, delay: Duration) {
-        self.lock().usage.entry(token.to_string()).or_default().delay = delay;
+        self.lock()
+            .usage
+            .entry(token.to_string())
+            .or_default()
+            .delay = delay;
     }
 
     pub fn usage_calls(&self, token: &str) -> u64 {
@@ -351,9 +362,7 @@ fn session_from_metadata(req: &Value) -> Option<String> {
             return Some(s.to_string());
         }
     }
-    user_id
-        .rsplit_once("_session_")
-        .map(|(_, s)| s.to_string())
+    user_id.rsplit_once("_session_").map(|(_, s)| s.to_string())
 }
 
 /// A side request (title, topic, quota probe) has no tools; the conversation
@@ -433,8 +442,6 @@ fn messages(
                 "anthropic-ratelimit-unified-representative-claim".into(),
                 claim.clone(),
             ));
-            h.push((format!("anthropic-ratelimit-unified-{}-status", claim.replace('_', "-")), "rejected".into()));
-            h.push((format!("anthropic-ratelimit-unified-{}-reset", claim.replace('_', "-")), reset_unix.to_string()));
             return (s, h, b);
         }
         Mode::PlainRateLimit => {
@@ -487,15 +494,30 @@ fn messages(
         ),
     };
     let events = [
-        ("message_start", json!({"type": "message_start", "message": {"id": id, "type": "message",
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {"id": id, "type": "message",
             "role": "assistant", "model": model, "content": [], "stop_reason": null,
-            "stop_sequence": null, "usage": usage}})),
-        ("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": start_block})),
-        ("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": delta})),
-        ("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
-        ("message_delta", json!({"type": "message_delta",
+            "stop_sequence": null, "usage": usage}}),
+        ),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": start_block}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": delta}),
+        ),
+        (
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        (
+            "message_delta",
+            json!({"type": "message_delta",
             "delta": {"stop_reason": stop_reason, "stop_sequence": null},
-            "usage": {"output_tokens": 8}})),
+            "usage": {"output_tokens": 8}}),
+        ),
         ("message_stop", json!({"type": "message_stop"})),
     ];
     let mut sse = String::new();
@@ -538,7 +560,8 @@ fn usage(state: &Mutex<State>, token: &str) -> Answer {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let window = |util: f64, in_secs: u64| json!({"utilization": util, "resets_at": rfc3339(now + in_secs)});
+    let window =
+        |util: f64, in_secs: u64| json!({"utilization": util, "resets_at": rfc3339(now + in_secs)});
     json_answer(
         200,
         json!({
@@ -634,7 +657,9 @@ fn control(state: &Mutex<State>, what: &str, body: &str) -> Answer {
                 .unwrap_or_default();
             let u = st.usage.entry(token).or_default();
             u.scripted = Some(ScriptedUsage {
-                status: n("status").and_then(|s| u16::try_from(s).ok()).unwrap_or(200),
+                status: n("status")
+                    .and_then(|s| u16::try_from(s).ok())
+                    .unwrap_or(200),
                 body: s("body").unwrap_or_default(),
                 headers,
             });
