@@ -17,6 +17,8 @@ fn fixture(version: &str, name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A limit whose reset text has the shape `resets` once every run of digits is
+/// written `9`, am/pm `xm` and a month `Mon` (times differ from capture to capture).
 fn limited(kind: LimitKind, resets: &str, auto_continue: bool) -> PaneState {
     PaneState::RateLimited {
         kind,
@@ -25,7 +27,40 @@ fn limited(kind: LimitKind, resets: &str, auto_continue: bool) -> PaneState {
     }
 }
 
-/// (version, file, expected state). Times are those of the capture run.
+fn shape(state: PaneState) -> PaneState {
+    match state {
+        PaneState::RateLimited {
+            kind,
+            resets_text,
+            auto_continue,
+        } => PaneState::RateLimited {
+            kind,
+            resets_text: resets_text.map(|t| time_shape(&t)),
+            auto_continue,
+        },
+        other => other,
+    }
+}
+
+fn time_shape(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            if !out.ends_with('9') {
+                out.push('9');
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    let out = out.replace("am", "xm").replace("pm", "xm");
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    months.iter().fold(out, |t, m| t.replace(m, "Mon"))
+}
+
+/// (version, file, expected state).
 fn screens() -> Vec<(&'static str, &'static str, PaneState)> {
     use PaneState::*;
     vec![
@@ -42,12 +77,12 @@ fn screens() -> Vec<(&'static str, &'static str, PaneState)> {
         (
             "2.1.332",
             "rate-limit-five-hour.txt",
-            limited(LimitKind::FiveHour, "8:05pm (UTC)", true),
+            limited(LimitKind::FiveHour, "9:9xm (UTC)", true),
         ),
         (
             "2.1.332",
             "rate-limit-seven-day.txt",
-            limited(LimitKind::Weekly, "Nov 28, 8:05pm (UTC)", false),
+            limited(LimitKind::Weekly, "Mon 9, 9:9xm (UTC)", false),
         ),
         ("2.1.197", "trust-dialog.txt", TrustDialog),
         ("2.1.197", "idle.txt", Idle),
@@ -61,12 +96,12 @@ fn screens() -> Vec<(&'static str, &'static str, PaneState)> {
         (
             "2.1.197",
             "rate-limit-five-hour.txt",
-            limited(LimitKind::FiveHour, "8:05pm (UTC)", false),
+            limited(LimitKind::FiveHour, "9:9xm (UTC)", false),
         ),
         (
             "2.1.197",
             "rate-limit-seven-day.txt",
-            limited(LimitKind::Weekly, "Nov 28, 8:05pm (UTC)", false),
+            limited(LimitKind::Weekly, "Mon 9, 9:9xm (UTC)", false),
         ),
     ]
 }
@@ -78,7 +113,7 @@ fn every_screen_fixture_is_classified_right() {
         let path = fixture(version, name);
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let got = classify(&text);
+        let got = shape(classify(&text));
         if got != want {
             failures.push(format!("{version}/{name}: got {got:?}, want {want:?}"));
         }

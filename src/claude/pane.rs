@@ -152,7 +152,9 @@ fn without_input_box(lines: &[&str], last_rule: Option<usize>) -> PaneState {
     {
         return PaneState::OtherDialog;
     }
-    if lines.iter().any(|l| l.contains("Claude Code")) || last_rule.is_none() {
+    // The welcome banner without an input box yet; anything else (a shell prompt
+    // after Claude Code exited, an error dump) is not for us to guess.
+    if lines.iter().any(|l| l.contains("Claude Code")) {
         return PaneState::Starting;
     }
     PaneState::Unknown
@@ -253,9 +255,10 @@ fn resets_after(line: &str) -> Option<String> {
     (!t.is_empty()).then(|| t.to_string())
 }
 
+/// `✻ API error · retrying in 1s · attempt 2/10` (2.1.332; 2.1.197 writes
+/// "Retrying"), `✻ 529 Overloaded · retrying in 4s · attempt 5/10`.
 fn is_server_retry(line: &str) -> bool {
-    let l = line.to_lowercase();
-    l.contains("retrying in") || (l.contains("attempt ") && l.contains('/'))
+    line.to_lowercase().contains("retrying in")
 }
 
 fn is_login_needed(line: &str) -> bool {
@@ -274,6 +277,59 @@ mod tests {
     fn blank_is_starting() {
         assert_eq!(classify(""), PaneState::Starting);
         assert_eq!(classify("\n\n  \n"), PaneState::Starting);
+    }
+
+    const RULE: &str = "────────────────────────────────────────";
+
+    fn screen(output: &[&str], input: &str, footer: &str) -> String {
+        let mut lines = vec![" ▐▛███▛█   Claude Code v2.1.332", ""];
+        lines.extend_from_slice(output);
+        lines.extend_from_slice(&[RULE, input, RULE, footer, "", ""]);
+        lines.join("\n")
+    }
+
+    #[test]
+    fn screens_by_phrasing() {
+        let limited = |kind, resets: &str| PaneState::RateLimited {
+            kind,
+            resets_text: Some(resets.to_string()),
+            auto_continue: false,
+        };
+        let cases = [
+            (
+                screen(&["> fix it", "", "Claude usage limit reached. Your limit will reset at 4pm (Europe/Paris)."], "> ", ""),
+                limited(LimitKind::Unspecified, "4pm (Europe/Paris)"),
+            ),
+            (
+                screen(&["❯ fix it", "  ⎿  5-hour limit reached ∙ resets 1am"], "❯ ", "  ? for shortcuts"),
+                limited(LimitKind::FiveHour, "1am"),
+            ),
+            (
+                screen(&["❯ fix it", "● Done", "  Approaching 5-hour limit"], "❯ ", "  ? for shortcuts"),
+                PaneState::Idle,
+            ),
+            (
+                screen(&["❯ fix it", "● API Error: Server is temporarily limiting requests (not your usage limit) · Rate limited"], "❯ Resend your message to try again", "  ? for shortcuts"),
+                PaneState::Idle,
+            ),
+            (
+                screen(&["❯ fix it", "✻ 529 Overloaded · retrying in 4s · attempt 5/10"], "❯ ", "  esc to interrupt"),
+                PaneState::ServerRetrying,
+            ),
+            (
+                screen(&["❯ fix it", "● Reading the retry loop: attempt 3/5 failed"], "❯ ", "  esc to interrupt"),
+                PaneState::Busy,
+            ),
+            (
+                screen(&["❯ fix it", "● Please run /login · API Error: 401"], "❯ Once fixed, resend your message", "  ? for shortcuts"),
+                PaneState::LoginNeeded,
+            ),
+            ("root@vm:~# ".to_string(), PaneState::Unknown),
+            (" ▐▛███▛█   Claude Code v2.1.332\n".to_string(), PaneState::Starting),
+        ];
+        for (text, want) in cases {
+            assert_eq!(classify(&text), want, "{text}");
+        }
     }
 
     #[test]
