@@ -3,6 +3,7 @@
 //! are laid out one per role plus one per outside format.
 
 pub mod atomic;
+pub mod claude;
 pub mod cli;
 pub mod client;
 pub mod config;

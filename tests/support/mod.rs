@@ -85,4 +85,5 @@ pub fn write(path: &Path, text: &str) {
 }
 
 pub mod daemon;
+pub mod fake_api;
 pub mod tmux;
