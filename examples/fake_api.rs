@@ -34,9 +34,7 @@ fn main() {
     if let Some(path) = port_file {
         // Written whole then renamed, so a reader polling for it never sees half a URL.
         let tmp = format!("{path}.tmp");
-        if let Err(e) =
-            std::fs::write(&tmp, format!("{url}\n")).and_then(|_| std::fs::rename(&tmp, &path))
-        {
+        if let Err(e) = std::fs::write(&tmp, format!("{url}\n")).and_then(|_| std::fs::rename(&tmp, &path)) {
             fail(&format!("cannot write the port file {path}: {e}"));
         }
     }

@@ -58,10 +58,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
     };
     if first == "hook" {
         // Everything after `hook` belongs to the hook; it must stay fast.
-        return Ok(Invocation {
-            command: Command::Hook(args[1..].to_vec()),
-            config: None,
-        });
+        return Ok(Invocation { command: Command::Hook(args[1..].to_vec()), config: None });
     }
     let mut config = None;
     let mut json = false;
@@ -73,21 +70,9 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
             "--config" => config = Some(PathBuf::from(it.next().ok_or("--config needs a path")?)),
             "--json" => json = true,
             "--to" => to = Some(it.next().ok_or("--to needs an account name")?.clone()),
-            "--version" | "-V" => {
-                return Ok(Invocation {
-                    command: Command::Version,
-                    config,
-                })
-            }
-            "--help" | "-h" | "help" => {
-                return Ok(Invocation {
-                    command: Command::Help,
-                    config,
-                })
-            }
-            a if a.starts_with("--config=") => {
-                config = Some(PathBuf::from(&a["--config=".len()..]))
-            }
+            "--version" | "-V" => return Ok(Invocation { command: Command::Version, config }),
+            "--help" | "-h" | "help" => return Ok(Invocation { command: Command::Help, config }),
+            a if a.starts_with("--config=") => config = Some(PathBuf::from(&a["--config=".len()..])),
             a if a.starts_with("--to=") => to = Some(a["--to=".len()..].to_string()),
             a if a.starts_with('-') => return Err(format!("unknown option {a}")),
             a if command.is_none() => command = Some(a.to_string()),
@@ -219,10 +204,7 @@ fn status(path: &std::path::Path, json: bool) -> i32 {
             }
         },
         Ok((code, body)) => {
-            eprintln!(
-                "claude-failover: daemon answered {code}: {}",
-                error_text(&body)
-            );
+            eprintln!("claude-failover: daemon answered {code}: {}", error_text(&body));
             1
         }
         Err(e) => unavailable(e),
@@ -272,34 +254,13 @@ mod tests {
     fn parses_every_command_and_rejects_misuse() {
         let ok = |s: &str| parse(&args(s)).unwrap();
         assert_eq!(ok("run").command, Command::Run);
-        assert_eq!(
-            ok("run --config /x.toml").config,
-            Some(PathBuf::from("/x.toml"))
-        );
-        assert_eq!(
-            ok("--config /x.toml check-config").command,
-            Command::CheckConfig
-        );
+        assert_eq!(ok("run --config /x.toml").config, Some(PathBuf::from("/x.toml")));
+        assert_eq!(ok("--config /x.toml check-config").command, Command::CheckConfig);
         assert_eq!(ok("status --json").command, Command::Status { json: true });
-        assert_eq!(
-            ok("failover --to beta").command,
-            Command::Failover {
-                to: Some("beta".into())
-            }
-        );
-        assert_eq!(
-            ok("hook --spool /s").command,
-            Command::Hook(args("--spool /s"))
-        );
+        assert_eq!(ok("failover --to beta").command, Command::Failover { to: Some("beta".into()) });
+        assert_eq!(ok("hook --spool /s").command, Command::Hook(args("--spool /s")));
         assert_eq!(ok("--version").command, Command::Version);
-        for bad in [
-            "",
-            "frobnicate",
-            "run --json",
-            "pause --to x",
-            "run --config",
-            "status extra",
-        ] {
+        for bad in ["", "frobnicate", "run --json", "pause --to x", "run --config", "status extra"] {
             assert!(parse(&args(bad)).is_err(), "{bad:?} should be refused");
         }
     }

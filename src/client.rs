@@ -32,15 +32,9 @@ impl fmt::Display for ClientError {
             ClientError::Unavailable { listen, why } => {
                 write!(f, "no daemon answers at {listen}: {why}")
             }
-            ClientError::BadListen(l) => write!(
-                f,
-                "http.listen {l:?}: expected host:port or unix:/path/to/socket"
-            ),
+            ClientError::BadListen(l) => write!(f, "http.listen {l:?}: expected host:port or unix:/path/to/socket"),
             ClientError::BadAnswer { listen, why } => {
-                write!(
-                    f,
-                    "the daemon at {listen} gave an answer that is not HTTP: {why}"
-                )
+                write!(f, "the daemon at {listen} gave an answer that is not HTTP: {why}")
             }
         }
     }
@@ -53,37 +47,26 @@ impl<T: Read + Write> Stream for T {}
 
 /// Sends one request to the daemon and returns the status code and body.
 /// `path` includes any query string; `body` is sent as JSON.
-pub fn request(
-    config: &Config,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> Result<(u16, String), ClientError> {
+pub fn request(config: &Config, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), ClientError> {
     let listen = config.http.listen.clone();
-    let unavailable = |why: String| ClientError::Unavailable {
-        listen: listen.clone(),
-        why,
-    };
+    let unavailable = |why: String| ClientError::Unavailable { listen: listen.clone(), why };
     let addr = Listen::parse(&listen).map_err(|_| ClientError::BadListen(listen.clone()))?;
     let (mut stream, host): (Box<dyn Stream>, String) = match &addr {
         Listen::Tcp(sock) => {
-            let s = TcpStream::connect_timeout(sock, TIMEOUT)
-                .map_err(|e| unavailable(e.to_string()))?;
+            let s = TcpStream::connect_timeout(sock, TIMEOUT).map_err(|e| unavailable(e.to_string()))?;
             set_timeouts_tcp(&s).map_err(|e| unavailable(e.to_string()))?;
             (Box::new(s), sock.to_string())
         }
         Listen::Unix(path) => {
-            let s = UnixStream::connect(path)
-                .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+            let s = UnixStream::connect(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
             s.set_read_timeout(Some(TIMEOUT))
                 .and_then(|()| s.set_write_timeout(Some(TIMEOUT)))
                 .map_err(|e| unavailable(e.to_string()))?;
             (Box::new(s), "localhost".to_string())
         }
     };
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n"
-    );
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n");
     if let Some(token) = &config.http.token {
         // Written straight into the request; never formatted into an error.
         head.push_str("Authorization: Bearer ");
@@ -92,11 +75,7 @@ pub fn request(
     }
     let body = body.unwrap_or("");
     if method != "GET" || !body.is_empty() {
-        let _ = write!(
-            head,
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
+        let _ = write!(head, "Content-Type: application/json\r\nContent-Length: {}\r\n", body.len());
     }
     head.push_str("\r\n");
     head.push_str(body);
@@ -118,26 +97,15 @@ pub fn request(
             Ok(n) => {
                 raw.extend_from_slice(&buf[..n]);
                 if raw.len() as u64 > MAX_ANSWER {
-                    return Err(ClientError::BadAnswer {
-                        listen,
-                        why: "answer too large".into(),
-                    });
+                    return Err(ClientError::BadAnswer { listen, why: "answer too large".into() });
                 }
                 if complete(&raw) {
                     break;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(unavailable(format!(
-                    "no answer within {} s",
-                    TIMEOUT.as_secs()
-                )));
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err(unavailable(format!("no answer within {} s", TIMEOUT.as_secs())));
             }
             Err(e) => return Err(unavailable(format!("reading the answer: {e}"))),
         }
@@ -189,19 +157,16 @@ fn parse_answer(raw: &[u8]) -> Result<(u16, String), String> {
     if !version.starts_with("HTTP/1.") {
         return Err(format!("unexpected status line {status_line:?}"));
     }
-    let code: u16 = parts
-        .next()
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("unexpected status line {status_line:?}"))?;
+    let code: u16 =
+        parts.next().and_then(|c| c.parse().ok()).ok_or_else(|| format!("unexpected status line {status_line:?}"))?;
     let rest = &raw[end + 4..];
-    let body =
-        if header(head, "Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-            dechunk(rest)?
-        } else if let Some(n) = content_length(head) {
-            rest.get(..n).ok_or("the answer was cut short")?.to_vec()
-        } else {
-            rest.to_vec()
-        };
+    let body = if header(head, "Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        dechunk(rest)?
+    } else if let Some(n) = content_length(head) {
+        rest.get(..n).ok_or("the answer was cut short")?.to_vec()
+    } else {
+        rest.to_vec()
+    };
     let body = String::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
     Ok((code, body))
 }
@@ -231,17 +196,9 @@ pub fn render_status_table(status: &Status) -> String {
         status.version,
         status.started_at,
         status.active_account.as_deref().unwrap_or("none"),
-        if status.dispatch_paused {
-            "paused"
-        } else {
-            "running"
-        }
+        if status.dispatch_paused { "paused" } else { "running" }
     );
-    let swap = if status.swap.in_progress {
-        "in progress".to_string()
-    } else {
-        "idle".to_string()
-    };
+    let swap = if status.swap.in_progress { "in progress".to_string() } else { "idle".to_string() };
     let _ = write!(out, "swap: {swap}");
     if let Some(last) = &status.swap.last {
         let _ = write!(
@@ -251,10 +208,7 @@ pub fn render_status_table(status: &Status) -> String {
             last.to,
             last.reason,
             last.started_at,
-            last.finished_at
-                .as_deref()
-                .map(|f| format!("finished {f}"))
-                .unwrap_or_else(|| "not finished".into()),
+            last.finished_at.as_deref().map(|f| format!("finished {f}")).unwrap_or_else(|| "not finished".into()),
             last.sessions_moved
         );
     }
@@ -316,13 +270,7 @@ pub fn render_status_table(status: &Status) -> String {
     table(&mut out, &rows);
 
     out.push('\n');
-    let mut rows = vec![vec![
-        "QUEUE".to_string(),
-        "INBOX".into(),
-        "ACTIVE".into(),
-        "DONE".into(),
-        "FAILED".into(),
-    ]];
+    let mut rows = vec![vec!["QUEUE".to_string(), "INBOX".into(), "ACTIVE".into(), "DONE".into(), "FAILED".into()]];
     for q in &status.queues {
         rows.push(vec![
             q.project.clone(),
@@ -337,26 +285,18 @@ pub fn render_status_table(status: &Status) -> String {
 }
 
 fn percent(w: Option<&Window>) -> String {
-    w.map(|w| format!("{:.1}%", w.utilization))
-        .unwrap_or_else(|| "-".into())
+    w.map(|w| format!("{:.1}%", w.utilization)).unwrap_or_else(|| "-".into())
 }
 
 fn resets(w: Option<&Window>) -> String {
-    w.and_then(|w| w.resets_at.clone())
-        .unwrap_or_else(|| "-".into())
+    w.and_then(|w| w.resets_at.clone()).unwrap_or_else(|| "-".into())
 }
 
 /// Left-aligned columns, two spaces apart, no trailing blanks.
 fn table(out: &mut String, rows: &[Vec<String>]) {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|cell| cell.chars().count()).max().unwrap_or(0))
         .collect();
     for row in rows {
         let mut line = String::new();
@@ -376,10 +316,7 @@ mod tests {
     #[test]
     fn parses_plain_and_chunked_answers() {
         let raw = b"HTTP/1.1 202 Accepted\r\nContent-Length: 17\r\n\r\n{\"accepted\":true}";
-        assert_eq!(
-            parse_answer(raw).unwrap(),
-            (202, "{\"accepted\":true}".into())
-        );
+        assert_eq!(parse_answer(raw).unwrap(), (202, "{\"accepted\":true}".into()));
         assert!(complete(raw));
         assert!(!complete(&raw[..raw.len() - 1]));
         let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
@@ -397,10 +334,7 @@ mod tests {
                 name: "alpha".into(),
                 state: "active".into(),
                 eligible: true,
-                five_hour: Some(Window {
-                    utilization: 42.0,
-                    resets_at: Some("2026-11-25T20:00:00Z".into()),
-                }),
+                five_hour: Some(Window { utilization: 42.0, resets_at: Some("2026-11-25T20:00:00Z".into()) }),
                 seven_day: None,
                 other_windows: Default::default(),
                 last_poll_at: None,
@@ -416,11 +350,7 @@ mod tests {
                 task: Some("fix-login.md".into()),
                 restarts: 2,
             }],
-            queues: vec![QueueStatus {
-                project: "secumon".into(),
-                inbox: 3,
-                ..Default::default()
-            }],
+            queues: vec![QueueStatus { project: "secumon".into(), inbox: 3, ..Default::default() }],
             ..Default::default()
         };
         let text = render_status_table(&status);
@@ -429,9 +359,7 @@ mod tests {
         assert!(alpha.contains("active") && alpha.contains("yes") && alpha.contains("42.0%"));
         assert!(alpha.contains("2026-11-25T20:00:00Z"));
         let session = text.lines().find(|l| l.starts_with("ccl-auto-11")).unwrap();
-        assert!(
-            session.contains("busy") && session.contains("fix-login.md") && session.ends_with('2')
-        );
+        assert!(session.contains("busy") && session.contains("fix-login.md") && session.ends_with('2'));
         let queue = text.lines().find(|l| l.starts_with("secumon ")).unwrap();
         assert!(queue.split_whitespace().eq(["secumon", "3", "0", "0", "0"]));
     }

@@ -110,11 +110,7 @@ pub struct TmuxConfig {
 
 impl Default for TmuxConfig {
     fn default() -> Self {
-        TmuxConfig {
-            socket_name: String::new(),
-            width: 200,
-            height: 50,
-        }
+        TmuxConfig { socket_name: String::new(), width: 200, height: 50 }
     }
 }
 
@@ -176,11 +172,7 @@ pub struct JanitorConfig {
 
 impl Default for JanitorConfig {
     fn default() -> Self {
-        JanitorConfig {
-            interval_secs: 600,
-            archive_done_after_secs: 604_800,
-            prune_checkpoints_after_secs: 1_209_600,
-        }
+        JanitorConfig { interval_secs: 600, archive_done_after_secs: 604_800, prune_checkpoints_after_secs: 1_209_600 }
     }
 }
 
@@ -196,11 +188,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig {
-            listen: "127.0.0.1:8787".into(),
-            token_file: String::new(),
-            token: None,
-        }
+        HttpConfig { listen: "127.0.0.1:8787".into(), token_file: String::new(), token: None }
     }
 }
 
@@ -221,11 +209,7 @@ pub struct NotifyConfig {
 
 impl Default for NotifyConfig {
     fn default() -> Self {
-        NotifyConfig {
-            min_interval_secs: 30,
-            telegram: None,
-            webhook: None,
-        }
+        NotifyConfig { min_interval_secs: 30, telegram: None, webhook: None }
     }
 }
 
@@ -370,18 +354,9 @@ impl Config {
     pub fn from_toml(text: &str, file: &Path) -> Result<Config, ConfigError> {
         let file = absolute(file);
         let fail = |problems: Vec<(String, String)>| ConfigError {
-            problems: problems
-                .into_iter()
-                .map(|(key, message)| Problem {
-                    file: file.clone(),
-                    key,
-                    message,
-                })
-                .collect(),
+            problems: problems.into_iter().map(|(key, message)| Problem { file: file.clone(), key, message }).collect(),
         };
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| fail(vec![syntax_problem(text, &e)]))?;
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| fail(vec![syntax_problem(text, &e)]))?;
 
         let mut shape = Vec::new();
         check_table(&mut table, ROOT, "", &mut shape);
@@ -405,12 +380,7 @@ impl Config {
         // complaints about that placeholder would only be noise.
         let reported: Vec<String> = shape.iter().map(|(k, _)| k.clone()).collect();
         let mut problems = shape;
-        problems.extend(
-            check
-                .0
-                .into_iter()
-                .filter(|(key, _)| !reported.iter().any(|r| covers(r, key))),
-        );
+        problems.extend(check.0.into_iter().filter(|(key, _)| !reported.iter().any(|r| covers(r, key))));
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -435,14 +405,10 @@ impl Config {
         self.claude.shared_projects_dir = resolve(base, &self.claude.shared_projects_dir);
         // A bare name is looked up in PATH; only something path-like is a path.
         if self.claude.binary.contains('/') {
-            self.claude.binary = resolve(base, Path::new(&self.claude.binary))
-                .to_string_lossy()
-                .into_owned();
+            self.claude.binary = resolve(base, Path::new(&self.claude.binary)).to_string_lossy().into_owned();
         }
         if !self.http.token_file.is_empty() {
-            self.http.token_file = resolve(base, Path::new(&self.http.token_file))
-                .to_string_lossy()
-                .into_owned();
+            self.http.token_file = resolve(base, Path::new(&self.http.token_file)).to_string_lossy().into_owned();
         }
         if let Some(t) = &mut self.notify.telegram {
             t.bot_token_file = resolve(base, &t.bot_token_file);
@@ -457,8 +423,7 @@ impl Config {
 
     fn read_secrets(&mut self, check: &mut Check) {
         if !self.http.token_file.is_empty() {
-            self.http.token =
-                read_secret(Path::new(&self.http.token_file), "http.token_file", check);
+            self.http.token = read_secret(Path::new(&self.http.token_file), "http.token_file", check);
         }
         if let Some(t) = &mut self.notify.telegram {
             t.bot_token = read_secret(&t.bot_token_file, "notify.telegram.bot_token_file", check);
@@ -488,10 +453,7 @@ impl Config {
         }
 
         if self.accounts.is_empty() {
-            check.add(
-                "accounts",
-                "no accounts configured: add at least one [[accounts]] with name and config_dir",
-            );
+            check.add("accounts", "no accounts configured: add at least one [[accounts]] with name and config_dir");
         }
         let names: Vec<&str> = self.accounts.iter().map(|a| a.name.as_str()).collect();
         check_names(check, "accounts", &names);
@@ -506,10 +468,7 @@ impl Config {
                 check.add(&key, "must not be empty");
                 continue;
             }
-            if let Some(j) = self.accounts[..i]
-                .iter()
-                .position(|b| same_path(&b.config_dir, &a.config_dir))
-            {
+            if let Some(j) = self.accounts[..i].iter().position(|b| same_path(&b.config_dir, &a.config_dir)) {
                 check.add(
                     &key,
                     format!(
@@ -521,10 +480,7 @@ impl Config {
             }
             // setup turns <config_dir>/projects into a symlink to the shared
             // tree; the tree cannot be that symlink itself.
-            if same_path(
-                &a.config_dir.join("projects"),
-                &self.claude.shared_projects_dir,
-            ) {
+            if same_path(&a.config_dir.join("projects"), &self.claude.shared_projects_dir) {
                 check.add(
                     "claude.shared_projects_dir",
                     format!(
@@ -545,10 +501,7 @@ impl Config {
                 } else {
                     format!("configured projects: {}", known.join(", "))
                 };
-                check.add(
-                    &format!("sessions[{i}].project"),
-                    format!("unknown project {:?} ({known})", s.project),
-                );
+                check.add(&format!("sessions[{i}].project"), format!("unknown project {:?} ({known})", s.project));
             }
         }
     }
@@ -565,10 +518,7 @@ impl Config {
             let key = format!("claude.args[{i}]");
             let flag = arg.split('=').next().unwrap_or(arg);
             if DAEMON_ARGS.contains(&flag) {
-                check.add(
-                    &key,
-                    format!("{flag} is chosen by the daemon for every launch; remove it"),
-                );
+                check.add(&key, format!("{flag} is chosen by the daemon for every launch; remove it"));
             } else if arg.contains('\0') {
                 check.add(&key, "must not contain a NUL character");
             }
@@ -581,12 +531,7 @@ impl Config {
                     "not a valid environment variable name (letters, digits and '_', not starting with a digit)",
                 );
             } else if DAEMON_ENV.contains(&name.as_str()) {
-                check.add(
-                    &key,
-                    format!(
-                        "{name} is controlled by the daemon (it selects the account); remove it"
-                    ),
-                );
+                check.add(&key, format!("{name} is controlled by the daemon (it selects the account); remove it"));
             } else if value.contains('\0') {
                 check.add(&key, "value must not contain a NUL character");
             }
@@ -595,22 +540,13 @@ impl Config {
 
     fn validate_numbers(&self, check: &mut Check) {
         let nonzero: [(&str, u64); 10] = [
-            (
-                "claude.startup_timeout_secs",
-                self.claude.startup_timeout_secs,
-            ),
+            ("claude.startup_timeout_secs", self.claude.startup_timeout_secs),
             ("claude.stop_timeout_secs", self.claude.stop_timeout_secs),
             ("tmux.width", self.tmux.width.into()),
             ("tmux.height", self.tmux.height.into()),
             ("quota.poll_interval_secs", self.quota.poll_interval_secs),
-            (
-                "quota.request_timeout_secs",
-                self.quota.request_timeout_secs,
-            ),
-            (
-                "dispatch.submit_confirm_secs",
-                self.dispatch.submit_confirm_secs,
-            ),
+            ("quota.request_timeout_secs", self.quota.request_timeout_secs),
+            ("dispatch.submit_confirm_secs", self.dispatch.submit_confirm_secs),
             ("dispatch.max_attempts", self.dispatch.max_attempts.into()),
             ("dispatch.max_task_bytes", self.dispatch.max_task_bytes),
             ("janitor.interval_secs", self.janitor.interval_secs),
@@ -633,10 +569,7 @@ impl Config {
             ("quota.weekly_threshold", self.quota.weekly_threshold),
         ] {
             if !(0.0..=100.0).contains(&value) {
-                check.add(
-                    key,
-                    format!("must be a percentage from 0 to 100, found {value}"),
-                );
+                check.add(key, format!("must be a percentage from 0 to 100, found {value}"));
             }
         }
     }
@@ -689,24 +622,11 @@ impl Config {
 
 /// Flags the daemon passes itself; a second copy from `claude.args` would
 /// start the wrong conversation or none.
-const DAEMON_ARGS: &[&str] = &[
-    "--resume",
-    "-r",
-    "--continue",
-    "-c",
-    "--session-id",
-    "--print",
-    "-p",
-    "--fork-session",
-];
+const DAEMON_ARGS: &[&str] = &["--resume", "-r", "--continue", "-c", "--session-id", "--print", "-p", "--fork-session"];
 
 /// Variables that pick the account: setting them would bypass failover.
-const DAEMON_ENV: &[&str] = &[
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_AUTH_TOKEN",
-    "CLAUDE_CODE_OAUTH_TOKEN",
-    "CLAUDE_CONFIG_DIR",
-];
+const DAEMON_ENV: &[&str] =
+    &["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "CLAUDE_CONFIG_DIR"];
 
 macro_rules! durations {
     ($ty:ty { $($method:ident => $field:ident),* $(,)? }) => {
@@ -739,8 +659,7 @@ impl HttpConfig {
     /// The parsed `listen` value. Validation guarantees it parses; a config
     /// built by hand with a bad value falls back to the default address.
     pub fn listen_addr(&self) -> Listen {
-        Listen::parse(&self.listen)
-            .unwrap_or_else(|_| Listen::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 8787))))
+        Listen::parse(&self.listen).unwrap_or_else(|_| Listen::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 8787))))
     }
 }
 
@@ -770,9 +689,7 @@ impl Listen {
             Listen::Unix(_) => true,
             Listen::Tcp(a) => match a.ip() {
                 IpAddr::V4(ip) => ip.is_loopback(),
-                IpAddr::V6(ip) => {
-                    ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-                }
+                IpAddr::V6(ip) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
             },
         }
     }
@@ -809,19 +726,11 @@ struct Field {
 }
 
 const fn opt(key: &'static str, kind: Kind) -> Field {
-    Field {
-        key,
-        kind,
-        required: false,
-    }
+    Field { key, kind, required: false }
 }
 
 const fn req(key: &'static str, kind: Kind) -> Field {
-    Field {
-        key,
-        kind,
-        required: true,
-    }
+    Field { key, kind, required: true }
 }
 
 const SECS: Kind = Kind::Uint(i64::MAX as u64);
@@ -869,43 +778,20 @@ const DISPATCH: &[Field] = &[
     opt("max_attempts", Kind::Uint(u32::MAX as u64)),
     opt("max_task_bytes", Kind::Uint(i64::MAX as u64)),
 ];
-const JANITOR: &[Field] = &[
-    opt("interval_secs", SECS),
-    opt("archive_done_after_secs", SECS),
-    opt("prune_checkpoints_after_secs", SECS),
-];
+const JANITOR: &[Field] =
+    &[opt("interval_secs", SECS), opt("archive_done_after_secs", SECS), opt("prune_checkpoints_after_secs", SECS)];
 const HTTP: &[Field] = &[opt("listen", Kind::Str), opt("token_file", Kind::Str)];
-const NOTIFY: &[Field] = &[
-    opt("min_interval_secs", SECS),
-    opt("telegram", Kind::Table(TELEGRAM)),
-    opt("webhook", Kind::Table(WEBHOOK)),
-];
-const TELEGRAM: &[Field] = &[
-    opt("bot_token_file", Kind::Str),
-    req("chat_id", Kind::Str),
-    opt("api_base", Kind::Str),
-];
+const NOTIFY: &[Field] =
+    &[opt("min_interval_secs", SECS), opt("telegram", Kind::Table(TELEGRAM)), opt("webhook", Kind::Table(WEBHOOK))];
+const TELEGRAM: &[Field] = &[opt("bot_token_file", Kind::Str), req("chat_id", Kind::Str), opt("api_base", Kind::Str)];
 const WEBHOOK: &[Field] = &[req("url", Kind::Str)];
 const ACCOUNT: &[Field] = &[req("name", Kind::Str), req("config_dir", Kind::Str)];
-const PROJECT: &[Field] = &[
-    req("name", Kind::Str),
-    req("path", Kind::Str),
-    opt("queue_dir", Kind::Str),
-];
-const SESSION: &[Field] = &[
-    req("name", Kind::Str),
-    req("project", Kind::Str),
-    opt("dispatch", Kind::Bool),
-];
+const PROJECT: &[Field] = &[req("name", Kind::Str), req("path", Kind::Str), opt("queue_dir", Kind::Str)];
+const SESSION: &[Field] = &[req("name", Kind::Str), req("project", Kind::Str), opt("dispatch", Kind::Bool)];
 
 /// Removes unknown and mistyped keys (reporting each) and fills missing
 /// required keys with placeholders, so serde can then build the rest.
-fn check_table(
-    table: &mut toml::Table,
-    fields: &[Field],
-    at: &str,
-    out: &mut Vec<(String, String)>,
-) {
+fn check_table(table: &mut toml::Table, fields: &[Field], at: &str, out: &mut Vec<(String, String)>) {
     let keys: Vec<String> = table.keys().cloned().collect();
     for key in keys {
         let path = join_key(at, &key);
@@ -927,28 +813,17 @@ fn check_table(
     }
     for field in fields.iter().filter(|f| f.required) {
         if !table.contains_key(field.key) {
-            out.push((
-                join_key(at, field.key),
-                "missing: this key is required".into(),
-            ));
+            out.push((join_key(at, field.key), "missing: this key is required".into()));
             table.insert(field.key.into(), placeholder(field.kind));
         }
     }
 }
 
 /// Checks one value; false means it is unusable and was reported.
-fn check_value(
-    value: &mut toml::Value,
-    kind: Kind,
-    path: &str,
-    out: &mut Vec<(String, String)>,
-) -> bool {
+fn check_value(value: &mut toml::Value, kind: Kind, path: &str, out: &mut Vec<(String, String)>) -> bool {
     use toml::Value as V;
     let mut wrong = |expected: &str, value: &V| {
-        out.push((
-            path.to_string(),
-            format!("expected {expected}, found {}", describe(value)),
-        ));
+        out.push((path.to_string(), format!("expected {expected}, found {}", describe(value))));
         false
     };
     match (kind, &mut *value) {
@@ -960,10 +835,7 @@ fn check_value(
         }
         (Kind::Uint(max), V::Integer(i)) => {
             if *i < 0 || *i as u64 > max {
-                out.push((
-                    path.to_string(),
-                    format!("must be a whole number from 0 to {max}, found {i}"),
-                ));
+                out.push((path.to_string(), format!("must be a whole number from 0 to {max}, found {i}")));
                 false
             } else {
                 true
@@ -973,10 +845,7 @@ fn check_value(
             let mut ok = true;
             for (i, item) in items.iter().enumerate() {
                 if !item.is_str() {
-                    out.push((
-                        format!("{path}[{i}]"),
-                        format!("expected a string, found {}", describe(item)),
-                    ));
+                    out.push((format!("{path}[{i}]"), format!("expected a string, found {}", describe(item))));
                     ok = false;
                 }
             }
@@ -986,10 +855,7 @@ fn check_value(
             let keys: Vec<String> = map.keys().cloned().collect();
             for key in keys {
                 if let Some(item) = map.get(&key).filter(|v| !v.is_str()) {
-                    out.push((
-                        join_key(path, &key),
-                        format!("expected a string, found {}", describe(item)),
-                    ));
+                    out.push((join_key(path, &key), format!("expected a string, found {}", describe(item))));
                     map.remove(&key);
                 }
             }
@@ -1015,10 +881,7 @@ fn check_value(
         }
         (Kind::TableList(_), V::Table(_)) => {
             let name = path.rsplit('.').next().unwrap_or(path);
-            wrong(
-                &format!("an array of tables (write [[{name}]], not [{name}])"),
-                value,
-            )
+            wrong(&format!("an array of tables (write [[{name}]], not [{name}])"), value)
         }
         (kind, _) => {
             let expected = match kind {
@@ -1067,8 +930,7 @@ fn unknown_key(key: &str, fields: &[Field]) -> String {
         .iter()
         .map(|f| (edit_distance(key, f.key), f.key))
         .filter(|(d, name)| {
-            *d <= (key.len() / 4).max(1)
-                || (key.len() >= 4 && (name.starts_with(key) || key.starts_with(name)))
+            *d <= (key.len() / 4).max(1) || (key.len() >= 4 && (name.starts_with(key) || key.starts_with(name)))
         })
         .min_by_key(|(d, _)| *d);
     if let Some((_, name)) = close {
@@ -1114,9 +976,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(d[i - 2][j - 2] + 1);
             }
@@ -1136,10 +996,7 @@ fn join_key(at: &str, key: &str) -> String {
 
 /// A key as TOML would need it written: bare when it can be.
 fn quote_key(key: &str) -> String {
-    let bare = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let bare = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if bare {
         return key.to_string();
     }
@@ -1158,8 +1015,7 @@ fn quote_key(key: &str) -> String {
 
 /// True when `reported` is `key` or one of its parents.
 fn covers(reported: &str, key: &str) -> bool {
-    key.strip_prefix(reported)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+    key.strip_prefix(reported).is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
 }
 
 fn syntax_problem(text: &str, e: &toml::de::Error) -> (String, String) {
@@ -1170,10 +1026,7 @@ fn syntax_problem(text: &str, e: &toml::de::Error) -> (String, String) {
     let before = &text[..span.start.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (
-        "(syntax)".into(),
-        format!("line {line}, column {column}: {message}"),
-    )
+    ("(syntax)".into(), format!("line {line}, column {column}: {message}"))
 }
 
 // ---- validation helpers ----
@@ -1206,13 +1059,7 @@ fn read_secret(path: &Path, key: &str, check: &mut Check) -> Option<Secret> {
         return None;
     }
     if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        check.add(
-            key,
-            format!(
-                "{} holds more than one line or word; it must hold only the token",
-                path.display()
-            ),
-        );
+        check.add(key, format!("{} holds more than one line or word; it must hold only the token", path.display()));
         return None;
     }
     Some(Secret::new(token.to_string()))
@@ -1238,14 +1085,9 @@ fn bad_name(name: &str) -> Option<String> {
         return Some(format!("{name:?} is longer than 64 characters"));
     }
     if name.starts_with('-') {
-        return Some(format!(
-            "{name:?} must not start with '-' (tools would read it as an option)"
-        ));
+        return Some(format!("{name:?} must not start with '-' (tools would read it as an option)"));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_alphanumeric() || *c == '-' || *c == '_'))
-    {
+    if let Some(c) = name.chars().find(|c| !(c.is_alphanumeric() || *c == '-' || *c == '_')) {
         return Some(format!(
             "{name:?} contains {c:?}: use only letters, digits, '-' and '_' \
              (it is used as a tmux session name and a file name)"
@@ -1255,10 +1097,7 @@ fn bad_name(name: &str) -> Option<String> {
 }
 
 fn bad_socket_name(name: &str) -> Option<String> {
-    if name
-        .chars()
-        .any(|c| c == '/' || c.is_whitespace() || c.is_control())
-    {
+    if name.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control()) {
         return Some(format!(
             "{name:?} must be a plain name (tmux -L NAME), without '/', spaces or control characters"
         ));
@@ -1268,16 +1107,10 @@ fn bad_socket_name(name: &str) -> Option<String> {
 
 fn bad_queue_dir(dir: &Path) -> Option<String> {
     if dir.is_absolute() {
-        return Some(format!(
-            "{} is absolute: queue_dir is relative to the project's path",
-            dir.display()
-        ));
+        return Some(format!("{} is absolute: queue_dir is relative to the project's path", dir.display()));
     }
     if dir.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Some(format!(
-            "{} leaves the project folder: '..' is not allowed in queue_dir",
-            dir.display()
-        ));
+        return Some(format!("{} leaves the project folder: '..' is not allowed in queue_dir", dir.display()));
     }
     if !dir.components().any(|c| matches!(c, Component::Normal(_))) {
         return Some("must name a folder inside the project, e.g. \".agent-queue\"".into());
@@ -1309,9 +1142,7 @@ fn is_env_name(name: &str) -> bool {
 /// followed: a linked /etc/claude-failover/config.toml anchors relative paths
 /// in /etc/claude-failover, where the operator sees it.
 fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path)
-        .map(|p| p.components().collect())
-        .unwrap_or_else(|_| path.to_path_buf())
+    std::path::absolute(path).map(|p| p.components().collect()).unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
@@ -1348,10 +1179,7 @@ mod tests {
     #[test]
     fn edit_distance_counts_single_edits() {
         assert_eq!(edit_distance("listen", "listen"), 0);
-        assert_eq!(
-            edit_distance("five_hour_treshold", "five_hour_threshold"),
-            1
-        );
+        assert_eq!(edit_distance("five_hour_treshold", "five_hour_threshold"), 1);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("qouta", "quota"), 1);
@@ -1429,12 +1257,7 @@ mod tests {
         ];
         for text in odd {
             let err = Config::from_toml(text, Path::new("/nowhere/c.toml")).unwrap_err();
-            assert!(
-                err.problems
-                    .iter()
-                    .all(|p| p.key != "(schema)" && !p.key.is_empty()),
-                "{text:?}:\n{err}"
-            );
+            assert!(err.problems.iter().all(|p| p.key != "(schema)" && !p.key.is_empty()), "{text:?}:\n{err}");
         }
     }
 

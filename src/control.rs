@@ -37,9 +37,7 @@ pub enum ControlError {
 impl fmt::Display for ControlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ControlError::BadRequest(m) | ControlError::NotFound(m) | ControlError::Conflict(m) => {
-                f.write_str(m)
-            }
+            ControlError::BadRequest(m) | ControlError::NotFound(m) | ControlError::Conflict(m) => f.write_str(m),
         }
     }
 }

@@ -8,9 +8,11 @@
 
 use crate::config::{Config, ConfigError};
 use crate::control::{Control, ControlError, ControlRequest, Reply, Shared};
+use crate::dispatcher::{self, SessionRef};
 use crate::events::Kind;
 use crate::heartbeat::Beat;
-use crate::sessions::model::{Activity, Seen, Session, Step};
+use crate::queue::QueueCounts;
+use crate::sessions::model::{Activity, Seen, Session, Step, Work};
 use crate::sessions::{self, Report};
 use crate::signals::SignalEvent;
 use crate::status::{AccountStatus, QueueStatus, SessionStatus, Status, SwapStatus};
@@ -35,6 +37,7 @@ pub trait Supervisor {
 #[derive(Debug)]
 pub enum Event {
     Session(Report),
+    Dispatch(dispatcher::Report),
 }
 
 /// Called with a reloaded config.
@@ -43,6 +46,7 @@ pub type ReloadHook = Box<dyn Fn(&Arc<Config>) + Send>;
 /// Where the coordinator's orders go.
 pub struct Outputs {
     pub sessions: Sender<sessions::Command>,
+    pub dispatcher: Sender<dispatcher::Command>,
     /// Roles outside the coordinator's orders that take a reloaded config.
     pub on_reload: Vec<ReloadHook>,
 }
@@ -67,6 +71,15 @@ pub struct Coordinator<S: Supervisor> {
     supervisor: S,
     outputs: Outputs,
     sessions: BTreeMap<String, Session>,
+    /// Sessions whose adoption report (Adopted/Absent) has not come yet.
+    adoption_pending: Option<std::collections::BTreeSet<String>>,
+    /// Leases were reconciled after start-up: offers may go out.
+    recovered: bool,
+    /// Takeable tasks per project, as the dispatcher last said.
+    waiting: BTreeMap<String, usize>,
+    /// Sessions told "nothing for you" since the project's inbox last changed.
+    declined: std::collections::BTreeSet<String>,
+    counts: BTreeMap<String, QueueCounts>,
     started_at: SystemTime,
     active_account: Option<String>,
     dispatch_paused: bool,
@@ -77,30 +90,22 @@ pub struct Coordinator<S: Supervisor> {
 }
 
 impl<S: Supervisor> Coordinator<S> {
-    pub fn new(
-        config: Arc<Config>,
-        shared: Shared,
-        supervisor: S,
-        outputs: Outputs,
-        now: SystemTime,
-    ) -> Self {
+    pub fn new(config: Arc<Config>, shared: Shared, supervisor: S, outputs: Outputs, now: SystemTime) -> Self {
         let active_account = config.accounts.first().map(|a| a.name.clone());
-        let sessions = config
-            .sessions
-            .iter()
-            .map(|s| {
-                (
-                    s.name.clone(),
-                    Session::new(&s.name, &s.project, s.dispatch),
-                )
-            })
-            .collect();
+        let sessions =
+            config.sessions.iter().map(|s| (s.name.clone(), Session::new(&s.name, &s.project, s.dispatch))).collect();
+        let pending = config.sessions.iter().map(|s| s.name.clone()).collect();
         let mut c = Coordinator {
             config,
             shared,
             supervisor,
             outputs,
             sessions,
+            adoption_pending: Some(pending),
+            recovered: false,
+            waiting: BTreeMap::new(),
+            declined: Default::default(),
+            counts: BTreeMap::new(),
             started_at: now,
             active_account,
             dispatch_paused: false,
@@ -119,9 +124,7 @@ impl<S: Supervisor> Coordinator<S> {
     /// The tick interval: fast enough for the watchdog, at most one second.
     pub fn tick_interval(&self) -> Duration {
         let watchdog = self.supervisor.watchdog_interval().map(|w| w / 2);
-        watchdog.map_or(Duration::from_secs(1), |w| {
-            w.clamp(Duration::from_millis(50), Duration::from_secs(1))
-        })
+        watchdog.map_or(Duration::from_secs(1), |w| w.clamp(Duration::from_millis(50), Duration::from_secs(1)))
     }
 
     /// Runs until a stop signal or until every input closes.
@@ -165,12 +168,7 @@ impl<S: Supervisor> Coordinator<S> {
 
     fn stop(&mut self, why: &'static str) -> Exit {
         self.supervisor.stopping();
-        self.shared.events.emit(
-            Kind::DaemonStopping,
-            "daemon",
-            format!("stopping on {why}"),
-            json!({}),
-        );
+        self.shared.events.emit(Kind::DaemonStopping, "daemon", format!("stopping on {why}"), json!({}));
         Exit::Stopped(why)
     }
 
@@ -183,28 +181,146 @@ impl<S: Supervisor> Coordinator<S> {
     pub fn handle(&mut self, event: Event, now: Instant) {
         match event {
             Event::Session(report) => self.on_session_report(report, now),
+            Event::Dispatch(report) => self.on_dispatch_report(report),
         }
+        self.offer_work();
         self.publish();
+    }
+
+    fn dispatch_order(&self, command: dispatcher::Command) {
+        if self.outputs.dispatcher.send(command).is_err() {
+            log::error!("the dispatcher role is gone; cannot order it");
+        }
+    }
+
+    /// Where a session's conversation is, for the dispatcher.
+    fn session_ref(&self, s: &Session) -> Option<SessionRef> {
+        let account = self.config.account(s.account.as_deref()?)?;
+        Some(SessionRef {
+            session: s.name.clone(),
+            project: s.project.clone(),
+            account: account.name.clone(),
+            config_dir: account.config_dir.clone(),
+            claude_session_id: s.claude_session_id.clone()?,
+        })
+    }
+
+    /// Once every session has been adopted or found absent, the dispatcher
+    /// reconciles the leases left by the last run.
+    fn adoption_done(&mut self, session: &str) {
+        let Some(pending) = &mut self.adoption_pending else { return };
+        pending.remove(session);
+        if !pending.is_empty() {
+            return;
+        }
+        self.adoption_pending = None;
+        let sessions = self
+            .sessions
+            .values()
+            .map(|s| {
+                let running = s.activity != Activity::Stopped && s.launched_at.is_some() && s.restarts == 0;
+                (s.name.clone(), running.then(|| self.session_ref(s)).flatten())
+            })
+            .collect();
+        self.dispatch_order(dispatcher::Command::Recover { sessions });
+    }
+
+    fn on_dispatch_report(&mut self, report: dispatcher::Report) {
+        use dispatcher::Report as R;
+        match report {
+            R::Waiting { project, tasks } => {
+                let sessions = &self.sessions;
+                self.declined.retain(|name| sessions.get(name).is_some_and(|s| s.project != project));
+                self.waiting.insert(project, tasks);
+            }
+            R::Dispatched { session, task } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.offered = false;
+                    s.work = Some(Work { turn_seen: true, ..Work::new(&task) });
+                }
+            }
+            R::NoTask { session } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.offered = false;
+                }
+                self.declined.insert(session);
+            }
+            R::DeliveryFailed { session, task, error } => {
+                log::warn!("{session}: {task} was not delivered ({error}); it goes back to the queue");
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.offered = false;
+                }
+            }
+            R::Finished { session, task } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    if s.work.as_ref().is_some_and(|w| w.task == task) {
+                        s.work = None;
+                    }
+                }
+            }
+            R::Resumed { session, task } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.work = Some(Work { turn_seen: true, ..Work::new(&task) });
+                }
+            }
+            R::Recovered => self.recovered = true,
+            R::Counts { project, counts } => {
+                self.counts.insert(project, counts);
+            }
+        }
+    }
+
+    /// Hands work to idle sessions and finishes settled tasks.
+    fn offer_work(&mut self) {
+        let now = Instant::now();
+        let settle = Duration::from_secs(self.config.dispatch.settle_secs);
+        let settled: Vec<(SessionRef, String)> = self
+            .sessions
+            .values()
+            .filter(|s| s.settled(now, settle))
+            .filter_map(|s| Some((self.session_ref(s)?, s.work.as_ref()?.task.clone())))
+            .collect();
+        for (at, task) in settled {
+            if let Some(w) = self.sessions.get_mut(&at.session).and_then(|s| s.work.as_mut()) {
+                w.finishing = true;
+            }
+            self.dispatch_order(dispatcher::Command::Finish { at, task });
+        }
+        if !self.recovered || self.dispatch_paused || !self.config.dispatch.enabled || self.active_account.is_none() {
+            return;
+        }
+        let offers: Vec<SessionRef> = self
+            .sessions
+            .values()
+            .filter(|s| s.wants_work() && !self.declined.contains(&s.name))
+            .filter(|s| self.waiting.get(&s.project).is_some_and(|n| *n > 0))
+            .filter(|s| s.account == self.active_account)
+            .filter_map(|s| self.session_ref(s))
+            .collect();
+        for at in offers {
+            if let Some(s) = self.sessions.get_mut(&at.session) {
+                s.offered = true;
+            }
+            self.dispatch_order(dispatcher::Command::Offer(at));
+        }
     }
 
     fn on_session_report(&mut self, report: Report, now: Instant) {
         match report {
-            Report::Adopted {
-                session,
-                account,
-                claude_session_id,
-            } => {
+            Report::Adopted { session, account, claude_session_id } => {
                 if let Some(s) = self.sessions.get_mut(&session) {
-                    log::info!("adopted running session {session} (account {account}, conversation {claude_session_id})");
+                    log::info!(
+                        "adopted running session {session} (account {account}, conversation {claude_session_id})"
+                    );
                     s.launched(&account, &claude_session_id, now);
                 }
+                self.adoption_done(&session);
             }
-            Report::Absent { session } => self.launch(&session, now),
-            Report::Launched {
-                session,
-                account,
-                claude_session_id,
-            } => {
+            Report::Absent { session } => {
+                self.adoption_done(&session);
+                self.launch(&session, now);
+            }
+            Report::Launched { session, account, claude_session_id } => {
                 let Some(s) = self.sessions.get_mut(&session) else {
                     return;
                 };
@@ -219,11 +335,7 @@ impl<S: Supervisor> Coordinator<S> {
                     );
                 }
             }
-            Report::LaunchFailed {
-                session,
-                account,
-                error,
-            } => {
+            Report::LaunchFailed { session, account, error } => {
                 log::error!("launching session {session} on {account} failed: {error}");
                 self.observed(&session, Seen::Missing, now);
             }
@@ -239,27 +351,17 @@ impl<S: Supervisor> Coordinator<S> {
             Step::Nothing | Step::Changed { .. } => {}
             Step::AnswerTrust if self.config.claude.auto_trust => {
                 log::info!("{name}: answering the folder trust dialog (auto_trust)");
-                self.order(sessions::Command::AnswerTrust {
-                    session: name.into(),
-                });
+                self.order(sessions::Command::AnswerTrust { session: name.into() });
             }
-            Step::AnswerTrust => {
-                self.waiting_event(name, "the folder trust dialog (auto_trust is off)")
-            }
+            Step::AnswerTrust => self.waiting_event(name, "the folder trust dialog (auto_trust is off)"),
             Step::NowWaiting(what) => self.waiting_event(name, &what),
-            Step::Died {
-                relaunch_at,
-                crash_loop,
-            } => {
+            Step::Died { relaunch_at, crash_loop } => {
                 let wait = relaunch_at.saturating_duration_since(now);
                 let task = s.work.as_ref().map(|w| w.task.clone());
                 self.shared.events.emit(
                     Kind::SessionDied,
                     name,
-                    format!(
-                        "session {name} is gone; relaunching in {} s",
-                        wait.as_secs()
-                    ),
+                    format!("session {name} is gone; relaunching in {} s", wait.as_secs()),
                     json!({"relaunch_in_secs": wait.as_secs(), "task": task}),
                 );
                 if crash_loop {
@@ -296,19 +398,11 @@ impl<S: Supervisor> Coordinator<S> {
         s.activity = Activity::Starting;
         s.relaunch_at = None;
         s.launched_at = Some(now);
-        self.order(sessions::Command::Launch {
-            session: name.into(),
-            account,
-        });
+        self.order(sessions::Command::Launch { session: name.into(), account });
     }
 
     fn on_tick(&mut self, now: Instant) {
-        let due: Vec<String> = self
-            .sessions
-            .values()
-            .filter(|s| s.relaunch_due(now))
-            .map(|s| s.name.clone())
-            .collect();
+        let due: Vec<String> = self.sessions.values().filter(|s| s.relaunch_due(now)).map(|s| s.name.clone()).collect();
         for name in due {
             if let Some(s) = self.sessions.get_mut(&name) {
                 s.restarts += 1;
@@ -316,46 +410,27 @@ impl<S: Supervisor> Coordinator<S> {
             self.launch(&name, now);
         }
         let startup = Duration::from_secs(self.config.claude.startup_timeout_secs);
-        let overdue: Vec<String> = self
-            .sessions
-            .values()
-            .filter(|s| s.startup_overdue(now, startup))
-            .map(|s| s.name.clone())
-            .collect();
+        let overdue: Vec<String> =
+            self.sessions.values().filter(|s| s.startup_overdue(now, startup)).map(|s| s.name.clone()).collect();
         for name in overdue {
-            log::warn!(
-                "{name}: not at its prompt within {} s; restarting it",
-                startup.as_secs()
-            );
-            if let (Some(s), Some(account)) =
-                (self.sessions.get_mut(&name), self.active_account.clone())
-            {
+            log::warn!("{name}: not at its prompt within {} s; restarting it", startup.as_secs());
+            if let (Some(s), Some(account)) = (self.sessions.get_mut(&name), self.active_account.clone()) {
                 s.restarts += 1;
                 s.launched_at = Some(now);
-                self.order(sessions::Command::Restart {
-                    session: name,
-                    account,
-                });
+                self.order(sessions::Command::Restart { session: name, account });
             }
         }
+        self.offer_work();
         self.publish();
         if let Some(interval) = self.supervisor.watchdog_interval() {
-            let due = self
-                .last_watchdog
-                .is_none_or(|last| now.duration_since(last) >= interval);
+            let due = self.last_watchdog.is_none_or(|last| now.duration_since(last) >= interval);
             if due {
-                let stale = self
-                    .shared
-                    .heartbeats
-                    .stale(now, self.shared.heartbeats.stale_after());
+                let stale = self.shared.heartbeats.stale(now, self.shared.heartbeats.stale_after());
                 if stale.is_empty() {
                     self.supervisor.watchdog();
                     self.last_watchdog = Some(now);
                 } else {
-                    log::error!(
-                        "withholding the watchdog ping: roles not beating: {}",
-                        stale.join(", ")
-                    );
+                    log::error!("withholding the watchdog ping: roles not beating: {}", stale.join(", "));
                 }
             }
         }
@@ -365,43 +440,26 @@ impl<S: Supervisor> Coordinator<S> {
         match control {
             Control::PauseDispatch | Control::ResumeDispatch => {
                 self.dispatch_paused = control == Control::PauseDispatch;
-                log::info!(
-                    "dispatch {} by request",
-                    if self.dispatch_paused {
-                        "paused"
-                    } else {
-                        "resumed"
-                    }
-                );
+                log::info!("dispatch {} by request", if self.dispatch_paused { "paused" } else { "resumed" });
                 self.publish();
                 Ok(json!({"paused": self.dispatch_paused}))
             }
             Control::Failover { to } => {
                 if let Some(to) = &to {
                     if self.config.account(to).is_none() {
-                        return Err(ControlError::BadRequest(format!(
-                            "no account named {to:?} in the config"
-                        )));
+                        return Err(ControlError::BadRequest(format!("no account named {to:?} in the config")));
                     }
                     if self.active_account.as_deref() == Some(to.as_str()) {
-                        return Err(ControlError::BadRequest(format!(
-                            "{to} is already the active account"
-                        )));
+                        return Err(ControlError::BadRequest(format!("{to} is already the active account")));
                     }
                 }
-                Err(ControlError::Conflict(
-                    "account swaps are not available in this build yet".into(),
-                ))
+                Err(ControlError::Conflict("account swaps are not available in this build yet".into()))
             }
             Control::RestartSession(name) => {
                 if self.config.session(&name).is_none() {
-                    return Err(ControlError::NotFound(format!(
-                        "no session named {name:?} in the config"
-                    )));
+                    return Err(ControlError::NotFound(format!("no session named {name:?} in the config")));
                 }
-                Err(ControlError::Conflict(
-                    "session restarts are not available in this build yet".into(),
-                ))
+                Err(ControlError::Conflict("session restarts are not available in this build yet".into()))
             }
         }
     }
@@ -412,46 +470,29 @@ impl<S: Supervisor> Coordinator<S> {
             Ok(new) => {
                 let restart_needed = restart_only_keys(&self.config, &new);
                 if !restart_needed.is_empty() {
-                    log::warn!(
-                        "reload: {} take effect only after a restart",
-                        restart_needed.join(", ")
-                    );
+                    log::warn!("reload: {} take effect only after a restart", restart_needed.join(", "));
                 }
-                if self
-                    .active_account
-                    .as_deref()
-                    .is_none_or(|a| new.account(a).is_none())
-                {
+                if self.active_account.as_deref().is_none_or(|a| new.account(a).is_none()) {
                     self.active_account = new.accounts.first().map(|a| a.name.clone());
                 }
                 self.config = Arc::new(new);
                 self.reload_problem = None;
                 self.apply_session_changes(Instant::now());
+                self.dispatch_order(dispatcher::Command::Configure(Arc::clone(&self.config)));
                 for hook in &self.outputs.on_reload {
                     hook(&self.config);
                 }
                 let path = self.config.source.display().to_string();
-                self.shared.events.emit(
-                    Kind::ConfigReloaded,
-                    &path,
-                    "configuration reloaded",
-                    json!({}),
-                );
+                self.shared.events.emit(Kind::ConfigReloaded, &path, "configuration reloaded", json!({}));
             }
             Err(err) => {
                 let path = self.config.source.display().to_string();
                 let problems: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
-                self.reload_problem = Some(format!(
-                    "{} problem(s) in the new config, old config kept",
-                    problems.len()
-                ));
+                self.reload_problem = Some(format!("{} problem(s) in the new config, old config kept", problems.len()));
                 self.shared.events.emit(
                     Kind::ConfigRejected,
                     &path,
-                    format!(
-                        "new configuration rejected, old one kept: {}",
-                        problems.join("; ")
-                    ),
+                    format!("new configuration rejected, old one kept: {}", problems.join("; ")),
                     json!({"problems": problems}),
                 );
             }
@@ -480,10 +521,7 @@ impl<S: Supervisor> Coordinator<S> {
                     s.project = sc.project.clone();
                 }
                 None => {
-                    self.sessions.insert(
-                        sc.name.clone(),
-                        Session::new(&sc.name, &sc.project, sc.dispatch),
-                    );
+                    self.sessions.insert(sc.name.clone(), Session::new(&sc.name, &sc.project, sc.dispatch));
                     added.push(sc.name.clone());
                 }
             }
@@ -546,9 +584,9 @@ impl<S: Supervisor> Coordinator<S> {
             .config
             .projects
             .iter()
-            .map(|p| QueueStatus {
-                project: p.name.clone(),
-                ..Default::default()
+            .map(|p| {
+                let c = self.counts.get(&p.name).copied().unwrap_or_default();
+                QueueStatus { project: p.name.clone(), inbox: c.inbox, active: c.active, done: c.done, failed: c.failed }
             })
             .collect();
         Status {

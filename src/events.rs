@@ -99,24 +99,12 @@ pub struct Events {
 impl Events {
     /// `sink` receives a copy of every event (the notifier); `None` in tests.
     pub fn new(sink: Option<Sender<Notice>>) -> Events {
-        Events {
-            ring: Arc::new(Mutex::new(Ring {
-                next_seq: 1,
-                notices: VecDeque::new(),
-            })),
-            sink,
-        }
+        Events { ring: Arc::new(Mutex::new(Ring { next_seq: 1, notices: VecDeque::new() })), sink }
     }
 
     /// Records an event; returns its sequence number. `details` must be a JSON
     /// object (anything else is ignored).
-    pub fn emit(
-        &self,
-        kind: Kind,
-        subject: &str,
-        message: impl Into<String>,
-        details: serde_json::Value,
-    ) -> u64 {
+    pub fn emit(&self, kind: Kind, subject: &str, message: impl Into<String>, details: serde_json::Value) -> u64 {
         let details = match details {
             serde_json::Value::Object(map) => map,
             _ => serde_json::Map::new(),
@@ -154,13 +142,7 @@ impl Events {
 
     /// Events with `seq > since`, oldest first.
     pub fn since(&self, since: u64) -> Vec<Notice> {
-        self.ring
-            .lock()
-            .notices
-            .iter()
-            .filter(|n| n.seq > since)
-            .cloned()
-            .collect()
+        self.ring.lock().notices.iter().filter(|n| n.seq > since).cloned().collect()
     }
 
     pub fn last_seq(&self) -> u64 {

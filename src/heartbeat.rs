@@ -35,13 +35,7 @@ impl Heartbeats {
 
     pub fn with_stale_after(fault_dir: Option<PathBuf>, stale_after: Duration) -> Heartbeats {
         let roles = Mutex::new(Vec::new());
-        Heartbeats {
-            inner: Arc::new(Inner {
-                roles,
-                fault_dir,
-                stale_after,
-            }),
-        }
+        Heartbeats { inner: Arc::new(Inner { roles, fault_dir, stale_after }) }
     }
 
     /// Reads the test fault switch from the environment. With the switch on, `CLAUDE_FAILOVER_TEST_STALE_SECS` may also shorten
@@ -71,11 +65,7 @@ impl Heartbeats {
                 roles.len() - 1
             }
         };
-        Beat {
-            hb: self.clone(),
-            idx,
-            role,
-        }
+        Beat { hb: self.clone(), idx, role }
     }
 
     /// Roles that have not beaten within `max_age` of `now`.
@@ -116,11 +106,7 @@ impl Beat {
         if let Some(dir) = &self.hb.inner.fault_dir {
             let switch = dir.join(format!("hang-{}", self.role));
             if switch.exists() {
-                log::warn!(
-                    "test fault switch {}: role {} hangs",
-                    switch.display(),
-                    self.role
-                );
+                log::warn!("test fault switch {}: role {} hangs", switch.display(), self.role);
                 while switch.exists() {
                     std::thread::sleep(Duration::from_millis(200));
                 }

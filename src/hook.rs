@@ -91,9 +91,7 @@ impl Options {
             return Some(dir.clone());
         }
         let path = crate::config::config_path(self.config.as_deref());
-        Config::load(&path)
-            .ok()
-            .map(|config| spool_dir(&config.state_dir))
+        Config::load(&path).ok().map(|config| spool_dir(&config.state_dir))
     }
 }
 
@@ -108,31 +106,25 @@ struct Input {
 impl Input {
     fn start<R: Read + Send + 'static>(mut reader: R) -> Input {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let spawned = thread::Builder::new()
-            .name("hook-stdin".into())
-            .spawn(move || {
-                let mut total = 0;
-                let mut buf = vec![0u8; 64 * 1024];
-                // One byte past the cap is enough to know the input is too big.
-                while total <= MAX_INPUT {
-                    match reader.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            total += n;
-                            if tx.send(buf[..n].to_vec()).is_err() {
-                                break;
-                            }
+        let spawned = thread::Builder::new().name("hook-stdin".into()).spawn(move || {
+            let mut total = 0;
+            let mut buf = vec![0u8; 64 * 1024];
+            // One byte past the cap is enough to know the input is too big.
+            while total <= MAX_INPUT {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        total += n;
+                        if tx.send(buf[..n].to_vec()).is_err() {
+                            break;
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(_) => break,
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
                 }
-            });
-        Input {
-            chunks: rx,
-            bytes: Vec::new(),
-            ended: spawned.is_err(),
-        }
+            }
+        });
+        Input { chunks: rx, bytes: Vec::new(), ended: spawned.is_err() }
     }
 
     /// Gathers stdin until it ends, `deadline` passes, the cap is passed, or
@@ -189,10 +181,7 @@ fn spool(dir: &Path, doc: &[u8]) {
 
 fn write_spool_file(dir: &Path, doc: &[u8]) -> std::io::Result<()> {
     let pid = std::process::id();
-    let mut nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
+    let mut nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
     let temp = dir.join(format!(".{nanos}-{pid}.json.tmp"));
     let written = std::fs::File::create(&temp).and_then(|mut f| f.write_all(doc));
     if let Err(e) = written {
@@ -226,11 +215,9 @@ fn run_wrapped(command: &str, input: &[u8], out: &mut dyn Write) {
     if let Some(mut stdin) = child.stdin.take() {
         let input = input.to_vec();
         // A command that does not read its stdin must not block us on a full pipe.
-        let _ = thread::Builder::new()
-            .name("hook-then-stdin".into())
-            .spawn(move || {
-                let _ = stdin.write_all(&input);
-            });
+        let _ = thread::Builder::new().name("hook-then-stdin".into()).spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
     }
     if let Some(mut stdout) = child.stdout.take() {
         let mut printed = Vec::new();
@@ -264,10 +251,7 @@ mod tests {
     #[test]
     fn the_first_document_is_cut_out_of_what_arrived() {
         assert_eq!(first_document(b"  {\"a\":1}\n"), Some(&b"{\"a\":1}"[..]));
-        assert_eq!(
-            first_document(b"{\"a\":1} trailing"),
-            Some(&b"{\"a\":1}"[..])
-        );
+        assert_eq!(first_document(b"{\"a\":1} trailing"), Some(&b"{\"a\":1}"[..]));
         assert_eq!(first_document(b"{\"a\":\"}\""), None);
         assert_eq!(first_document(b"{\"a\":"), None);
         assert_eq!(first_document(b"[1,2]"), None);

@@ -66,10 +66,7 @@ pub enum HttpError {
 impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HttpError::BadListen(l) => write!(
-                f,
-                "http.listen {l:?}: expected host:port or unix:/path/to/socket"
-            ),
+            HttpError::BadListen(l) => write!(f, "http.listen {l:?}: expected host:port or unix:/path/to/socket"),
             HttpError::Bind { listen, source } => {
                 write!(f, "http.listen {listen:?}: cannot listen: {source}")
             }
@@ -129,10 +126,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits {
-            stale_after: heartbeat::STALE_AFTER,
-            reply_timeout: REPLY_TIMEOUT,
-        }
+        Limits { stale_after: heartbeat::STALE_AFTER, reply_timeout: REPLY_TIMEOUT }
     }
 }
 
@@ -154,36 +148,24 @@ pub fn spawn_with(
     beat: Beat,
     limits: Limits,
 ) -> Result<HttpHandle, HttpError> {
-    let listen =
-        Listen::parse(&config.listen).map_err(|_| HttpError::BadListen(config.listen.clone()))?;
+    let listen = Listen::parse(&config.listen).map_err(|_| HttpError::BadListen(config.listen.clone()))?;
     let (server, local_addr) = bind(&listen, &config.listen)?;
     log::info!("control plane listening on {}", config.listen);
-    let ctx = Arc::new(Ctx {
-        shared,
-        control,
-        token: config.token.clone(),
-        limits,
-    });
+    let ctx = Arc::new(Ctx { shared, control, token: config.token.clone(), limits });
     let stop = Arc::new(AtomicBool::new(false));
     let thread_stop = stop.clone();
     let thread = std::thread::Builder::new()
         .name("http".into())
         .spawn(move || run(server, listen, ctx, beat, thread_stop))
         .map_err(HttpError::Spawn)?;
-    Ok(HttpHandle {
-        stop,
-        thread: Some(thread),
-        local_addr,
-    })
+    Ok(HttpHandle { stop, thread: Some(thread), local_addr })
 }
 
 fn bind(listen: &Listen, text: &str) -> Result<(Server, Option<SocketAddr>), HttpError> {
     match listen {
         Listen::Tcp(addr) => {
-            let listener = TcpListener::bind(addr).map_err(|source| HttpError::Bind {
-                listen: text.to_string(),
-                source,
-            })?;
+            let listener =
+                TcpListener::bind(addr).map_err(|source| HttpError::Bind { listen: text.to_string(), source })?;
             let local = listener.local_addr().ok();
             Ok((server_from(listener, text)?, local))
         }
@@ -191,35 +173,25 @@ fn bind(listen: &Listen, text: &str) -> Result<(Server, Option<SocketAddr>), Htt
     }
 }
 
-fn server_from<L: Into<tiny_http::Listener>>(
-    listener: L,
-    listen: &str,
-) -> Result<Server, HttpError> {
-    Server::from_listener(listener, None).map_err(|e| HttpError::Bind {
-        listen: listen.to_string(),
-        source: std::io::Error::other(e.to_string()),
-    })
+fn server_from<L: Into<tiny_http::Listener>>(listener: L, listen: &str) -> Result<Server, HttpError> {
+    Server::from_listener(listener, None)
+        .map_err(|e| HttpError::Bind { listen: listen.to_string(), source: std::io::Error::other(e.to_string()) })
 }
 
 /// Creates the socket's folder, removes a stale socket left by a dead daemon
 /// (never a live one, never a file that is not a socket), binds, and narrows
 /// the mode.
 fn bind_unix(path: &Path) -> Result<UnixListener, HttpError> {
-    let fail = |why: String| HttpError::Socket {
-        path: path.to_path_buf(),
-        why,
-    };
+    let fail = |why: String| HttpError::Socket { path: path.to_path_buf(), why };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| fail(format!("cannot create {}: {e}", parent.display())))?;
+        std::fs::create_dir_all(parent).map_err(|e| fail(format!("cannot create {}: {e}", parent.display())))?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if UnixStream::connect(path).is_ok() {
                 return Err(fail("another process is answering on it".into()));
             }
-            std::fs::remove_file(path)
-                .map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?;
+            std::fs::remove_file(path).map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?;
             log::info!("removed stale control socket {}", path.display());
         }
         Ok(_) => return Err(fail("exists and is not a socket; not removing it".into())),
@@ -261,9 +233,7 @@ fn run(server: Server, listen: Listen, ctx: Arc<Ctx>, beat: Beat, stop: Arc<Atom
             Err(e) => {
                 // tiny_http's accept thread gives up on the first accept error
                 // (e.g. out of file descriptors) and closes the listener.
-                log::error!(
-                    "control plane stopped accepting connections: {e}; listening again shortly"
-                );
+                log::error!("control plane stopped accepting connections: {e}; listening again shortly");
                 server = None;
             }
         }
@@ -294,10 +264,7 @@ enum Body {
 }
 
 fn body_of(request: &Request) -> Body {
-    let chunked = request
-        .headers()
-        .iter()
-        .any(|h| h.field.equiv("Transfer-Encoding"));
+    let chunked = request.headers().iter().any(|h| h.field.equiv("Transfer-Encoding"));
     match request.body_length() {
         _ if chunked => Body::OnWire,
         None => Body::InHand,
@@ -322,9 +289,8 @@ fn serve(request: Request, ctx: &Arc<Ctx>, beat: &Beat) {
         }
         Body::OnWire | Body::TooLarge => {
             let ctx = ctx.clone();
-            let spawned = std::thread::Builder::new()
-                .name("http-body".into())
-                .spawn(move || respond(request, &ctx, None));
+            let spawned =
+                std::thread::Builder::new().name("http-body".into()).spawn(move || respond(request, &ctx, None));
             if let Err(e) = spawned {
                 // The request went down with the closure; its drop may block
                 // this thread on a slow client, which is the lesser evil.
@@ -344,12 +310,7 @@ struct Answer {
 
 impl Answer {
     fn json(status: u16, value: serde_json::Value) -> Answer {
-        Answer {
-            status,
-            body: value.to_string(),
-            content_type: "application/json",
-            allow: None,
-        }
+        Answer { status, body: value.to_string(), content_type: "application/json", allow: None }
     }
 
     fn error(status: u16, message: impl fmt::Display) -> Answer {
@@ -357,12 +318,7 @@ impl Answer {
     }
 
     fn text(status: u16, body: String, content_type: &'static str) -> Answer {
-        Answer {
-            status,
-            body,
-            content_type,
-            allow: None,
-        }
+        Answer { status, body, content_type, allow: None }
     }
 }
 
@@ -385,20 +341,14 @@ fn respond(mut request: Request, ctx: &Ctx, beat: Option<&Beat>) {
     }
     let send = move || {
         if let Err(e) = request.respond(response) {
-            log::debug!(
-                "{method} {}: could not send the answer: {e}",
-                path_only(&url)
-            );
+            log::debug!("{method} {}: could not send the answer: {e}", path_only(&url));
         }
     };
     // A large answer (the event ring, metrics) can outgrow the socket buffer;
     // a client that does not read it then blocks the writer, so that writer
     // is not the role thread. Small answers always fit the buffer.
     if on_role_thread && len > LARGE_ANSWER {
-        if let Err(e) = std::thread::Builder::new()
-            .name("http-write".into())
-            .spawn(send)
-        {
+        if let Err(e) = std::thread::Builder::new().name("http-write".into()).spawn(send) {
             log::error!("cannot start a thread for a large answer: {e}");
         }
     } else {
@@ -475,10 +425,7 @@ fn answer(request: &mut Request, ctx: &Ctx, beat: Option<&Beat>) -> Answer {
     };
     let (method, allow) = route.method();
     if *request.method() != method {
-        let mut answer = Answer::error(
-            405,
-            format!("{path} takes {allow}, not {}", request.method()),
-        );
+        let mut answer = Answer::error(405, format!("{path} takes {allow}, not {}", request.method()));
         answer.allow = Some(allow);
         return answer;
     }
@@ -495,18 +442,11 @@ fn answer(request: &mut Request, ctx: &Ctx, beat: Option<&Beat>) -> Answer {
 fn get(route: Route, query: &str, ctx: &Ctx) -> Answer {
     match route {
         Route::Healthz => {
-            let stale = ctx
-                .shared
-                .heartbeats
-                .stale(Instant::now(), ctx.limits.stale_after);
+            let stale = ctx.shared.heartbeats.stale(Instant::now(), ctx.limits.stale_after);
             if stale.is_empty() {
                 Answer::text(200, "ok".into(), "text/plain; charset=utf-8")
             } else {
-                Answer::text(
-                    503,
-                    format!("stale roles: {}", stale.join(", ")),
-                    "text/plain; charset=utf-8",
-                )
+                Answer::text(503, format!("stale roles: {}", stale.join(", ")), "text/plain; charset=utf-8")
             }
         }
         Route::Status => {
@@ -518,11 +458,7 @@ fn get(route: Route, query: &str, ctx: &Ctx) -> Answer {
         }
         Route::Metrics => {
             let status = ctx.shared.status.read().clone();
-            Answer::text(
-                200,
-                ctx.shared.metrics.render(&status),
-                "text/plain; version=0.0.4",
-            )
+            Answer::text(200, ctx.shared.metrics.render(&status), "text/plain; version=0.0.4")
         }
         Route::Events => match since(query) {
             Ok(n) => Answer::json(200, json!({ "events": ctx.shared.events.since(n) })),
@@ -536,9 +472,7 @@ fn since(query: &str) -> Result<u64, String> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         if key == "since" {
-            return value
-                .parse()
-                .map_err(|_| format!("since={value:?}: expected a non-negative integer"));
+            return value.parse().map_err(|_| format!("since={value:?}: expected a non-negative integer"));
         }
     }
     Ok(0)
@@ -562,27 +496,17 @@ fn post(route: Route, body: &str, ctx: &Ctx, beat: Option<&Beat>) -> Answer {
                     Err(why) => return Answer::error(400, format!("bad failover request: {why}")),
                 }
             };
-            (
-                Control::Failover { to: parsed.to },
-                202,
-                json!({"accepted": true}),
-            )
+            (Control::Failover { to: parsed.to }, 202, json!({"accepted": true}))
         }
         Route::Pause => (Control::PauseDispatch, 200, json!({"paused": true})),
         Route::Resume => (Control::ResumeDispatch, 200, json!({"paused": false})),
-        Route::Restart(name) => (
-            Control::RestartSession(name),
-            202,
-            json!({"accepted": true}),
-        ),
+        Route::Restart(name) => (Control::RestartSession(name), 202, json!({"accepted": true})),
         _ => return Answer::error(405, "not a POST endpoint"),
     };
     match ask(ctx, control, beat) {
         // The coordinator may say more (e.g. the target account); an empty
         // answer gets the documented body.
-        Ok(serde_json::Value::Object(map)) if !map.is_empty() => {
-            Answer::json(status, serde_json::Value::Object(map))
-        }
+        Ok(serde_json::Value::Object(map)) if !map.is_empty() => Answer::json(status, serde_json::Value::Object(map)),
         Ok(_) => Answer::json(status, default),
         Err(Refusal::Control(ControlError::BadRequest(m))) => Answer::error(400, m),
         Err(Refusal::Control(ControlError::NotFound(m))) => Answer::error(404, m),
@@ -606,24 +530,15 @@ enum Refusal {
 
 fn ask(ctx: &Ctx, what: Control, beat: Option<&Beat>) -> Result<serde_json::Value, Refusal> {
     let (reply, answer) = crossbeam_channel::bounded::<Reply>(1);
-    if ctx
-        .control
-        .send(ControlRequest {
-            control: what,
-            reply,
-        })
-        .is_err()
-    {
+    if ctx.control.send(ControlRequest { control: what, reply }).is_err() {
         return Err(Refusal::Unavailable("the coordinator is not running"));
     }
     let result = match answer.recv_timeout(ctx.limits.reply_timeout) {
         Ok(reply) => reply.map_err(Refusal::Control),
-        Err(RecvTimeoutError::Timeout) => Err(Refusal::Unavailable(
-            "the coordinator did not answer in time; try again",
-        )),
-        Err(RecvTimeoutError::Disconnected) => {
-            Err(Refusal::Unavailable("the coordinator dropped the request"))
+        Err(RecvTimeoutError::Timeout) => {
+            Err(Refusal::Unavailable("the coordinator did not answer in time; try again"))
         }
+        Err(RecvTimeoutError::Disconnected) => Err(Refusal::Unavailable("the coordinator dropped the request")),
     };
     if let Some(beat) = beat {
         beat.beat();
@@ -638,10 +553,7 @@ fn read_body(request: &mut Request) -> Result<String, Answer> {
         return Err(too_large());
     }
     let mut body = Vec::new();
-    let read = request
-        .as_reader()
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut body);
+    let read = request.as_reader().take(MAX_BODY as u64 + 1).read_to_end(&mut body);
     if let Err(e) = read {
         return Err(Answer::error(400, format!("cannot read the body: {e}")));
     }
@@ -660,19 +572,14 @@ fn authorized(request: &Request, token: Option<&Secret>) -> bool {
     let Some(token) = token else {
         return true;
     };
-    let Some(given) = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))
-        .map(|h| h.value.as_str())
+    let Some(given) = request.headers().iter().find(|h| h.field.equiv("Authorization")).map(|h| h.value.as_str())
     else {
         return false;
     };
     let Some((scheme, value)) = given.trim().split_once(' ') else {
         return false;
     };
-    scheme.eq_ignore_ascii_case("bearer")
-        && constant_time_eq(value.trim().as_bytes(), token.expose().as_bytes())
+    scheme.eq_ignore_ascii_case("bearer") && constant_time_eq(value.trim().as_bytes(), token.expose().as_bytes())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -711,10 +618,7 @@ mod tests {
     #[test]
     fn routes_parse_and_unknown_paths_do_not() {
         assert_eq!(Route::parse("/status"), Ok(Some(Route::Status)));
-        assert_eq!(
-            Route::parse("/sessions/ccl%2Dauto-11/restart"),
-            Ok(Some(Route::Restart("ccl-auto-11".into())))
-        );
+        assert_eq!(Route::parse("/sessions/ccl%2Dauto-11/restart"), Ok(Some(Route::Restart("ccl-auto-11".into()))));
         assert_eq!(Route::parse("/sessions//restart"), Ok(None));
         assert_eq!(Route::parse("/sessions/a/b/restart"), Ok(None));
         assert_eq!(Route::parse("/nope"), Ok(None));

@@ -50,10 +50,7 @@ pub struct SweepReport {
 
 impl SweepReport {
     pub fn actions(&self) -> usize {
-        self.archived.len()
-            + self.checkpoints_pruned.len()
-            + self.spool_removed.len()
-            + self.temp_removed.len()
+        self.archived.len() + self.checkpoints_pruned.len() + self.spool_removed.len() + self.temp_removed.len()
     }
 }
 
@@ -84,20 +81,15 @@ impl fmt::Display for JanitorError {
             JanitorError::List { dir, source } => {
                 write!(f, "cannot list {}: {source}", dir.display())
             }
-            JanitorError::Move { from, to, source } => write!(
-                f,
-                "cannot move {} to {}: {source}",
-                from.display(),
-                to.display()
-            ),
+            JanitorError::Move { from, to, source } => {
+                write!(f, "cannot move {} to {}: {source}", from.display(), to.display())
+            }
             JanitorError::Remove { path, source } => {
                 write!(f, "cannot remove {}: {source}", path.display())
             }
-            JanitorError::NoArchiveName { task } => write!(
-                f,
-                "cannot archive {}: every suffixed name is taken in its archive folder",
-                task.display()
-            ),
+            JanitorError::NoArchiveName { task } => {
+                write!(f, "cannot archive {}: every suffixed name is taken in its archive folder", task.display())
+            }
         }
     }
 }
@@ -133,11 +125,7 @@ pub fn sweep(
         let root = project.queue_root();
         archive_done(&root, archive_after, now, &mut report);
         for folder in TEMP_FOLDERS {
-            let dir = if folder.is_empty() {
-                root.clone()
-            } else {
-                root.join(folder)
-            };
+            let dir = if folder.is_empty() { root.clone() } else { root.join(folder) };
             remove_old_temps(&dir, now, &mut report);
         }
     }
@@ -159,11 +147,7 @@ pub fn sweep(
         (REMOVE_TEMP, report.temp_removed.len()),
     ] {
         if n > 0 {
-            metrics.add(
-                "claude_failover_janitor_actions_total",
-                &[("action", action)],
-                n as u64,
-            );
+            metrics.add("claude_failover_janitor_actions_total", &[("action", action)], n as u64);
         }
     }
     report
@@ -176,10 +160,7 @@ fn regular_files(dir: &Path, report: &mut SweepReport) -> Vec<(String, PathBuf, 
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
         Err(source) => {
-            report.errors.push(JanitorError::List {
-                dir: dir.to_path_buf(),
-                source,
-            });
+            report.errors.push(JanitorError::List { dir: dir.to_path_buf(), source });
             return Vec::new();
         }
     };
@@ -210,10 +191,7 @@ fn remove(path: &Path, report: &mut SweepReport) -> bool {
         // Someone else (the session role, a writer) got there first.
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(source) => {
-            report.errors.push(JanitorError::Remove {
-                path: path.to_path_buf(),
-                source,
-            });
+            report.errors.push(JanitorError::Remove { path: path.to_path_buf(), source });
             false
         }
     }
@@ -267,11 +245,7 @@ fn finished_at(entry: &DoneEntry) -> Option<SystemTime> {
             let parsed = fs::read(path)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|v| {
-                    v.get("finished_at")?
-                        .as_str()
-                        .and_then(crate::time::parse_rfc3339)
-                });
+                .and_then(|v| v.get("finished_at")?.as_str().and_then(crate::time::parse_rfc3339));
             if parsed.is_some() {
                 return parsed;
             }
@@ -300,33 +274,20 @@ fn archive_task(stem: &str, entry: &DoneEntry, month_dir: &Path, report: &mut Sw
     let taken = |p: &Path| fs::symlink_metadata(p).is_ok();
     let mut chosen = None;
     for n in 0..1000 {
-        let name = if n == 0 {
-            stem.to_string()
-        } else {
-            format!("{stem}-{n}")
-        };
-        let targets: Vec<PathBuf> = files
-            .iter()
-            .map(|(_, ext)| month_dir.join(format!("{name}{ext}")))
-            .collect();
+        let name = if n == 0 { stem.to_string() } else { format!("{stem}-{n}") };
+        let targets: Vec<PathBuf> = files.iter().map(|(_, ext)| month_dir.join(format!("{name}{ext}"))).collect();
         if !targets.iter().any(|t| taken(t)) {
             chosen = Some(targets);
             break;
         }
     }
     let Some(targets) = chosen else {
-        report.errors.push(JanitorError::NoArchiveName {
-            task: files[0].0.clone(),
-        });
+        report.errors.push(JanitorError::NoArchiveName { task: files[0].0.clone() });
         return;
     };
     for ((from, _), to) in files.iter().zip(&targets) {
         if let Err(source) = fs::rename(from, to) {
-            report.errors.push(JanitorError::Move {
-                from: from.to_path_buf(),
-                to: to.clone(),
-                source,
-            });
+            report.errors.push(JanitorError::Move { from: from.to_path_buf(), to: to.clone(), source });
             return;
         }
     }
@@ -349,20 +310,13 @@ fn remove_old_temps(dir: &Path, now: SystemTime, report: &mut SweepReport) {
 fn remove_old_spool(dir: &Path, now: SystemTime, report: &mut SweepReport) {
     for (name, path, meta) in regular_files(dir, report) {
         let mtime = meta.modified().unwrap_or(now);
-        if !name.starts_with('.') && older_than(mtime, SPOOL_MAX_AGE, now) && remove(&path, report)
-        {
+        if !name.starts_with('.') && older_than(mtime, SPOOL_MAX_AGE, now) && remove(&path, report) {
             report.spool_removed.push(path);
         }
     }
 }
 
-fn prune_checkpoints(
-    dir: &Path,
-    max_age: Duration,
-    now: SystemTime,
-    depth: usize,
-    report: &mut SweepReport,
-) {
+fn prune_checkpoints(dir: &Path, max_age: Duration, now: SystemTime, depth: usize, report: &mut SweepReport) {
     if depth == 0 {
         return;
     }
@@ -409,14 +363,8 @@ impl JanitorHandle {
 /// `janitor.interval_secs`, beating every second meanwhile.
 pub fn spawn(config: Arc<Config>, metrics: Metrics, beat: Beat) -> io::Result<JanitorHandle> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let janitor = Janitor {
-        config,
-        metrics,
-        beat,
-    };
-    let thread = std::thread::Builder::new()
-        .name("janitor".into())
-        .spawn(move || janitor.run(rx))?;
+    let janitor = Janitor { config, metrics, beat };
+    let thread = std::thread::Builder::new().name("janitor".into()).spawn(move || janitor.run(rx))?;
     Ok(JanitorHandle { config: tx, thread })
 }
 
@@ -457,13 +405,7 @@ impl Janitor {
 
     fn sweep_now(&self) {
         let c = &self.config;
-        let report = sweep(
-            &c.projects,
-            &c.state_dir,
-            &c.janitor,
-            SystemTime::now(),
-            &self.metrics,
-        );
+        let report = sweep(&c.projects, &c.state_dir, &c.janitor, SystemTime::now(), &self.metrics);
         for error in &report.errors {
             log::warn!("janitor: {error}");
         }
@@ -485,13 +427,9 @@ mod tests {
 
     #[test]
     fn temp_names_are_dot_name_dot_tmp() {
-        for (name, want) in [
-            (".task.md.tmp", true),
-            (".x.tmp", true),
-            (".tmp", false),
-            ("task.tmp", false),
-            (".task.md", false),
-        ] {
+        for (name, want) in
+            [(".task.md.tmp", true), (".x.tmp", true), (".tmp", false), ("task.tmp", false), (".task.md", false)]
+        {
             assert_eq!(is_temp_name(name), want, "{name}");
         }
     }

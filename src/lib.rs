@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod coordinator;
+pub mod dispatcher;
 pub mod events;
 pub mod heartbeat;
 pub mod hook;

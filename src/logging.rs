@@ -10,8 +10,7 @@ use std::io::Write;
 /// Installs the logger; a second call (tests) is a no-op.
 pub fn init() {
     let journal = stderr_is_journal();
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     builder.target(env_logger::Target::Stderr);
     // At trace level ureq logs whole request URLs, and Telegram's carries the
     // bot token: never let those modules log below debug.
@@ -20,24 +19,11 @@ pub fn init() {
     }
     if journal {
         builder.format(|buf, record| {
-            writeln!(
-                buf,
-                "<{}>{}: {}",
-                syslog_priority(record.level()),
-                record.target(),
-                record.args()
-            )
+            writeln!(buf, "<{}>{}: {}", syslog_priority(record.level()), record.target(), record.args())
         });
     } else {
         builder.format(|buf, record| {
-            writeln!(
-                buf,
-                "{} {:<5} {}: {}",
-                buf.timestamp_millis(),
-                record.level(),
-                record.target(),
-                record.args()
-            )
+            writeln!(buf, "{} {:<5} {}: {}", buf.timestamp_millis(), record.level(), record.target(), record.args())
         });
     }
     let _ = builder.try_init();

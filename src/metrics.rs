@@ -11,56 +11,16 @@ use std::sync::Arc;
 /// Every counter and histogram, with its help text. Bumping a name not listed
 /// here is a programming error caught by the test below.
 const FAMILIES: &[(&str, &str, &str)] = &[
-    (
-        "claude_failover_failovers_total",
-        "counter",
-        "Account swaps, by reason.",
-    ),
-    (
-        "claude_failover_usage_poll_errors_total",
-        "counter",
-        "Failed usage-endpoint polls, by account.",
-    ),
-    (
-        "claude_failover_tasks_dispatched_total",
-        "counter",
-        "Tasks handed to a session, by project.",
-    ),
-    (
-        "claude_failover_tasks_finished_total",
-        "counter",
-        "Tasks moved to done/ or failed/, by project and outcome.",
-    ),
-    (
-        "claude_failover_session_restarts_total",
-        "counter",
-        "Session relaunches after a death, by session.",
-    ),
-    (
-        "claude_failover_notify_sent_total",
-        "counter",
-        "Notifications delivered, by sink.",
-    ),
-    (
-        "claude_failover_notify_failed_total",
-        "counter",
-        "Notification deliveries given up, by sink.",
-    ),
-    (
-        "claude_failover_notify_dropped_total",
-        "counter",
-        "Notifications dropped from a full queue, by sink.",
-    ),
-    (
-        "claude_failover_notify_deduplicated_total",
-        "counter",
-        "Notifications suppressed by min_interval_secs.",
-    ),
-    (
-        "claude_failover_janitor_actions_total",
-        "counter",
-        "Janitor actions, by action.",
-    ),
+    ("claude_failover_failovers_total", "counter", "Account swaps, by reason."),
+    ("claude_failover_usage_poll_errors_total", "counter", "Failed usage-endpoint polls, by account."),
+    ("claude_failover_tasks_dispatched_total", "counter", "Tasks handed to a session, by project."),
+    ("claude_failover_tasks_finished_total", "counter", "Tasks moved to done/ or failed/, by project and outcome."),
+    ("claude_failover_session_restarts_total", "counter", "Session relaunches after a death, by session."),
+    ("claude_failover_notify_sent_total", "counter", "Notifications delivered, by sink."),
+    ("claude_failover_notify_failed_total", "counter", "Notification deliveries given up, by sink."),
+    ("claude_failover_notify_dropped_total", "counter", "Notifications dropped from a full queue, by sink."),
+    ("claude_failover_notify_deduplicated_total", "counter", "Notifications suppressed by min_interval_secs."),
+    ("claude_failover_janitor_actions_total", "counter", "Janitor actions, by action."),
     (
         "claude_failover_dispatch_latency_seconds",
         "histogram",
@@ -91,10 +51,7 @@ pub struct Metrics {
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 impl Metrics {
@@ -107,32 +64,16 @@ impl Metrics {
     }
 
     pub fn add(&self, name: &'static str, pairs: &[(&str, &str)], n: u64) {
-        debug_assert!(
-            FAMILIES.iter().any(|f| f.0 == name),
-            "undeclared metric {name}"
-        );
-        *self
-            .inner
-            .lock()
-            .counters
-            .entry((name, labels(pairs)))
-            .or_default() += n;
+        debug_assert!(FAMILIES.iter().any(|f| f.0 == name), "undeclared metric {name}");
+        *self.inner.lock().counters.entry((name, labels(pairs))).or_default() += n;
     }
 
     pub fn counter(&self, name: &'static str, pairs: &[(&str, &str)]) -> u64 {
-        self.inner
-            .lock()
-            .counters
-            .get(&(name, labels(pairs)))
-            .copied()
-            .unwrap_or(0)
+        self.inner.lock().counters.get(&(name, labels(pairs))).copied().unwrap_or(0)
     }
 
     pub fn observe(&self, name: &'static str, seconds: f64) {
-        debug_assert!(
-            FAMILIES.iter().any(|f| f.0 == name),
-            "undeclared metric {name}"
-        );
+        debug_assert!(FAMILIES.iter().any(|f| f.0 == name), "undeclared metric {name}");
         let mut reg = self.inner.lock();
         let h = reg.histograms.entry(name).or_default();
         if h.counts.is_empty() {
@@ -155,10 +96,7 @@ impl Metrics {
         for (name, kind, help) in FAMILIES {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             if *kind == "histogram" {
-                let empty = Histogram {
-                    counts: vec![0; BUCKETS.len()],
-                    ..Histogram::default()
-                };
+                let empty = Histogram { counts: vec![0; BUCKETS.len()], ..Histogram::default() };
                 let h = reg.histograms.get(name).unwrap_or(&empty);
                 for (bound, count) in BUCKETS.iter().zip(&h.counts) {
                     let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
@@ -180,37 +118,21 @@ fn render_labels(l: &Labels) -> String {
     if l.is_empty() {
         return String::new();
     }
-    let inner: Vec<String> = l
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-        .collect();
+    let inner: Vec<String> = l.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
     format!("{{{}}}", inner.join(","))
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 fn gauges(out: &mut String, status: &Status) {
     let name = "claude_failover_account_utilization";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Quota window utilization in percent.\n# TYPE {name} gauge"
-    );
+    let _ = writeln!(out, "# HELP {name} Quota window utilization in percent.\n# TYPE {name} gauge");
     for a in &status.accounts {
         let windows = [("five_hour", &a.five_hour), ("seven_day", &a.seven_day)];
-        for (window, w) in windows
-            .iter()
-            .filter_map(|(n, w)| w.as_ref().map(|w| (*n, w)))
-        {
-            let _ = writeln!(
-                out,
-                "{name}{{account=\"{}\",window=\"{window}\"}} {}",
-                escape(&a.name),
-                w.utilization
-            );
+        for (window, w) in windows.iter().filter_map(|(n, w)| w.as_ref().map(|w| (*n, w))) {
+            let _ = writeln!(out, "{name}{{account=\"{}\",window=\"{window}\"}} {}", escape(&a.name), w.utilization);
         }
         for (window, w) in &a.other_windows {
             let _ = writeln!(
@@ -223,48 +145,22 @@ fn gauges(out: &mut String, status: &Status) {
         }
     }
     let name = "claude_failover_account_active";
-    let _ = writeln!(
-        out,
-        "# HELP {name} 1 for the active account.\n# TYPE {name} gauge"
-    );
+    let _ = writeln!(out, "# HELP {name} 1 for the active account.\n# TYPE {name} gauge");
     for a in &status.accounts {
         let active = u8::from(status.active_account.as_deref() == Some(a.name.as_str()));
         let _ = writeln!(out, "{name}{{account=\"{}\"}} {active}", escape(&a.name));
     }
     let name = "claude_failover_tasks";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Tasks in each queue folder.\n# TYPE {name} gauge"
-    );
+    let _ = writeln!(out, "# HELP {name} Tasks in each queue folder.\n# TYPE {name} gauge");
     for q in &status.queues {
-        for (state, n) in [
-            ("inbox", q.inbox),
-            ("active", q.active),
-            ("done", q.done),
-            ("failed", q.failed),
-        ] {
-            let _ = writeln!(
-                out,
-                "{name}{{project=\"{}\",state=\"{state}\"}} {n}",
-                escape(&q.project)
-            );
+        for (state, n) in [("inbox", q.inbox), ("active", q.active), ("done", q.done), ("failed", q.failed)] {
+            let _ = writeln!(out, "{name}{{project=\"{}\",state=\"{state}\"}} {n}", escape(&q.project));
         }
     }
     let name = "claude_failover_sessions";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Sessions in each state.\n# TYPE {name} gauge"
-    );
+    let _ = writeln!(out, "# HELP {name} Sessions in each state.\n# TYPE {name} gauge");
     let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
-    for state in [
-        "starting",
-        "idle",
-        "busy",
-        "waiting",
-        "rate_limited",
-        "stopped",
-        "dead",
-    ] {
+    for state in ["starting", "idle", "busy", "waiting", "rate_limited", "stopped", "dead"] {
         by_state.insert(state, 0);
     }
     for s in &status.sessions {
@@ -288,17 +184,10 @@ mod tests {
     #[test]
     fn renders_counters_histograms_and_gauges() {
         let m = Metrics::new();
-        m.inc(
-            "claude_failover_failovers_total",
-            &[("reason", "threshold")],
-        );
+        m.inc("claude_failover_failovers_total", &[("reason", "threshold")]);
         m.observe("claude_failover_dispatch_latency_seconds", 0.015);
         let status = Status {
-            queues: vec![crate::status::QueueStatus {
-                project: "p".into(),
-                inbox: 3,
-                ..Default::default()
-            }],
+            queues: vec![crate::status::QueueStatus { project: "p".into(), inbox: 3, ..Default::default() }],
             ..Default::default()
         };
         let text = m.render(&status);

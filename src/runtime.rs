@@ -36,9 +36,7 @@ impl RoleHandle {
         body: impl FnOnce(Receiver<()>, Beat) + Send + 'static,
     ) -> std::io::Result<RoleHandle> {
         let (stop, stopped) = crossbeam_channel::bounded(0);
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || body(stopped, beat))?;
+        let thread = std::thread::Builder::new().name(name.into()).spawn(move || body(stopped, beat))?;
         Ok(RoleHandle { name, stop, thread })
     }
 
@@ -61,6 +59,26 @@ fn waiting_role(stopped: Receiver<()>, beat: Beat) {
     }
 }
 
+/// A role's command channel that also closes when its stop channel does:
+/// the coordinator keeps the command sender until it returns, so the stop
+/// channel is what ends the role at shutdown.
+fn until_stopped<T: Send + 'static>(commands: Receiver<T>, stopped: Receiver<()>) -> Receiver<T> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let forward = move || loop {
+        select! {
+            recv(commands) -> msg => match msg {
+                Ok(m) => if tx.send(m).is_err() { return },
+                Err(_) => return,
+            },
+            recv(stopped) -> _ => return,
+        }
+    };
+    if let Err(e) = std::thread::Builder::new().name("role-stop".into()).spawn(forward) {
+        log::error!("cannot start a forwarding thread: {e}");
+    }
+    rx
+}
+
 /// `claude-failover run`: returns the process exit status.
 pub fn run(config_path: &Path, supervisor: impl Supervisor) -> i32 {
     let config = match Config::load(config_path) {
@@ -71,10 +89,7 @@ pub fn run(config_path: &Path, supervisor: impl Supervisor) -> i32 {
         }
     };
     if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
-        log::error!(
-            "cannot create state_dir {}: {e}",
-            config.state_dir.display()
-        );
+        log::error!("cannot create state_dir {}: {e}", config.state_dir.display());
         return 1;
     }
     match start(config, supervisor) {
@@ -102,79 +117,60 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
     let coordinator_beat = heartbeats.register("coordinator");
     let (signal_tx, signal_rx) = crossbeam_channel::unbounded();
     let (control_tx, control_rx) = crossbeam_channel::unbounded();
-    let (_event_tx, event_rx) = crossbeam_channel::unbounded();
-    let (sessions_tx, _sessions_rx) = crossbeam_channel::unbounded();
+    let (event_tx, event_rx) = crossbeam_channel::unbounded();
+    let (sessions_tx, sessions_rx) = crossbeam_channel::unbounded();
+    let (dispatcher_tx, dispatcher_rx) = crossbeam_channel::unbounded();
 
     fn failed(role: &'static str) -> impl Fn(std::io::Error) -> String {
         move |e| format!("cannot start the {role} thread: {e}")
     }
-    let signals = crate::signals::spawn(
-        config.source.clone(),
-        signal_tx,
-        heartbeats.register("signals"),
-    )
-    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let notifier = crate::notifier::spawn(
-        &config.notify,
-        notice_rx,
-        shared.metrics.clone(),
-        heartbeats.register("notifier"),
-    )
-    .map_err(failed("notifier"))?;
+    let signals = crate::signals::spawn(config.source.clone(), signal_tx, heartbeats.register("signals"))
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let notifier =
+        crate::notifier::spawn(&config.notify, notice_rx, shared.metrics.clone(), heartbeats.register("notifier"))
+            .map_err(failed("notifier"))?;
     let janitor = Arc::new(
-        crate::janitor::spawn(
-            Arc::clone(&config),
-            shared.metrics.clone(),
-            heartbeats.register("janitor"),
-        )
-        .map_err(failed("janitor"))?,
+        crate::janitor::spawn(Arc::clone(&config), shared.metrics.clone(), heartbeats.register("janitor"))
+            .map_err(failed("janitor"))?,
     );
-    let http = crate::http::spawn(
-        &config.http,
-        shared.clone(),
-        control_tx,
-        heartbeats.register("http"),
-    )
-    .map_err(|e| e.to_string())?;
+    let http = crate::http::spawn(&config.http, shared.clone(), control_tx, heartbeats.register("http"))
+        .map_err(|e| e.to_string())?;
     let mut roles = Vec::new();
-    for name in ["dispatcher", "quota", "sessions", "checkpoint", "switcher"] {
-        let role = RoleHandle::spawn(name, heartbeats.register(name), waiting_role)
-            .map_err(failed(name))?;
+    let sessions_role = crate::sessions::role::Role::new(Arc::clone(&config), event_tx.clone());
+    let sessions = RoleHandle::spawn("sessions", heartbeats.register("sessions"), move |stopped, beat| {
+        sessions_role.run(until_stopped(sessions_rx, stopped), beat)
+    })
+    .map_err(failed("sessions"))?;
+    let dispatcher_role = crate::dispatcher::Role::new(Arc::clone(&config), shared.clone(), event_tx.clone());
+    let dispatcher = RoleHandle::spawn("dispatcher", heartbeats.register("dispatcher"), move |stopped, beat| {
+        dispatcher_role.run(until_stopped(dispatcher_rx, stopped), beat)
+    })
+    .map_err(failed("dispatcher"))?;
+    drop(event_tx);
+    for name in ["quota", "checkpoint", "switcher"] {
+        let role = RoleHandle::spawn(name, heartbeats.register(name), waiting_role).map_err(failed(name))?;
         roles.push(role);
     }
 
     let janitor_for_reload = Arc::clone(&janitor);
     let outputs = Outputs {
         sessions: sessions_tx,
-        on_reload: vec![Box::new(move |c: &Arc<Config>| {
-            janitor_for_reload.reconfigure(Arc::clone(c))
-        })],
+        dispatcher: dispatcher_tx,
+        on_reload: vec![Box::new(move |c: &Arc<Config>| janitor_for_reload.reconfigure(Arc::clone(c)))],
     };
-    let coordinator = Coordinator::new(
-        Arc::clone(&config),
-        shared.clone(),
-        supervisor,
-        outputs,
-        SystemTime::now(),
-    );
+    let coordinator = Coordinator::new(Arc::clone(&config), shared.clone(), supervisor, outputs, SystemTime::now());
     shared.events.emit(
         Kind::DaemonStarted,
         "daemon",
-        format!(
-            "claude-failover {} started with {}",
-            env!("CARGO_PKG_VERSION"),
-            config.source.display()
-        ),
+        format!("claude-failover {} started with {}", env!("CARGO_PKG_VERSION"), config.source.display()),
         json!({"accounts": config.accounts.len(), "sessions": config.sessions.len()}),
     );
-    let inputs = Inputs {
-        signals: signal_rx,
-        control: control_rx,
-        events: event_rx,
-    };
+    let inputs = Inputs { signals: signal_rx, control: control_rx, events: event_rx };
     let exit = coordinator.run(inputs, coordinator_beat);
     http.shutdown();
     signals.shutdown();
+    sessions.shutdown();
+    dispatcher.shutdown();
     for role in roles {
         role.shutdown();
     }

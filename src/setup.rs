@@ -22,14 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The hook events whose JSON the daemon wants (SPEC §7).
-pub const HOOK_EVENTS: [&str; 6] = [
-    "SessionStart",
-    "Stop",
-    "StopFailure",
-    "UserPromptSubmit",
-    "Notification",
-    "SessionEnd",
-];
+pub const HOOK_EVENTS: [&str; 6] =
+    ["SessionStart", "Stop", "StopFailure", "UserPromptSubmit", "Notification", "SessionEnd"];
 
 /// Prefix of the folder an account's old `projects/` is renamed to while it is merged.
 const MERGING_PREFIX: &str = "projects.setup-";
@@ -124,7 +118,10 @@ pub enum SetupError {
         shared: PathBuf,
     },
     /// `projects` (or the config folder) exists but is not a folder.
-    NotAFolder { account: String, path: PathBuf },
+    NotAFolder {
+        account: String,
+        path: PathBuf,
+    },
     /// `settings.json` is not a JSON object of the expected shape; left untouched.
     BadSettings {
         account: String,
@@ -136,23 +133,13 @@ pub enum SetupError {
 impl fmt::Display for SetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SetupError::Io {
-                account,
-                path,
-                doing,
-                error,
-            } => {
+            SetupError::Io { account, path, doing, error } => {
                 if let Some(account) = account {
                     write!(f, "account {account}: ")?;
                 }
                 write!(f, "{}: cannot {doing}: {error}", path.display())
             }
-            SetupError::ForeignSymlink {
-                account,
-                path,
-                target,
-                shared,
-            } => write!(
+            SetupError::ForeignSymlink { account, path, target, shared } => write!(
                 f,
                 "account {account}: {} is a symlink to {}, not to the shared tree {}; \
                  move it aside and run setup again",
@@ -163,11 +150,9 @@ impl fmt::Display for SetupError {
             SetupError::NotAFolder { account, path } => {
                 write!(f, "account {account}: {} is not a folder", path.display())
             }
-            SetupError::BadSettings { account, path, why } => write!(
-                f,
-                "account {account}: {}: {why}; left unchanged",
-                path.display()
-            ),
+            SetupError::BadSettings { account, path, why } => {
+                write!(f, "account {account}: {}: {why}; left unchanged", path.display())
+            }
         }
     }
 }
@@ -176,16 +161,8 @@ impl std::error::Error for SetupError {}
 
 impl fmt::Display for SetupReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let created = if self.created_shared_dir {
-            " (created)"
-        } else {
-            ""
-        };
-        writeln!(
-            f,
-            "shared transcripts: {}{created}",
-            self.shared_projects_dir.display()
-        )?;
+        let created = if self.created_shared_dir { " (created)" } else { "" };
+        writeln!(f, "shared transcripts: {}{created}", self.shared_projects_dir.display())?;
         for a in &self.accounts {
             write!(f, "{}", a)?;
         }
@@ -195,17 +172,8 @@ impl fmt::Display for SetupReport {
 
 impl fmt::Display for AccountReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let created = if self.created_config_dir {
-            " (created)"
-        } else {
-            ""
-        };
-        writeln!(
-            f,
-            "account {}: {}{created}",
-            self.account,
-            self.config_dir.display()
-        )?;
+        let created = if self.created_config_dir { " (created)" } else { "" };
+        writeln!(f, "account {}: {}{created}", self.account, self.config_dir.display())?;
         let projects = match self.projects {
             ProjectsAction::Linked => "linked to the shared tree",
             ProjectsAction::Replaced => "merged into the shared tree and linked",
@@ -314,10 +282,7 @@ pub fn run(config: &Config, exe: &Path) -> Result<SetupReport, Vec<SetupError>> 
         match fs::symlink_metadata(&config_dir) {
             Ok(_) if config_dir.is_dir() => {}
             Ok(_) => {
-                errors.push(SetupError::NotAFolder {
-                    account: name.to_string(),
-                    path: config_dir.clone(),
-                });
+                errors.push(SetupError::NotAFolder { account: name.to_string(), path: config_dir.clone() });
                 accounts.push(report);
                 continue;
             }
@@ -350,12 +315,7 @@ pub fn run(config: &Config, exe: &Path) -> Result<SetupReport, Vec<SetupError>> 
     }
 
     if errors.is_empty() {
-        Ok(SetupReport {
-            shared_projects_dir: shared,
-            created_shared_dir,
-            hook_command,
-            accounts,
-        })
+        Ok(SetupReport { shared_projects_dir: shared, created_shared_dir, hook_command, accounts })
     } else {
         Err(errors)
     }
@@ -374,12 +334,7 @@ fn link_projects(
     let io = |path: &Path, doing: &'static str| {
         let account = account.to_string();
         let path = path.to_path_buf();
-        move |error| SetupError::Io {
-            account: Some(account),
-            path,
-            doing,
-            error,
-        }
+        move |error| SetupError::Io { account: Some(account), path, doing, error }
     };
     let shared_real = fs::canonicalize(shared).map_err(io(shared, "resolve"))?;
 
@@ -417,12 +372,7 @@ fn link_projects(
                 ProjectsAction::Replaced
             }
         }
-        Ok(_) => {
-            return Err(SetupError::NotAFolder {
-                account: account.to_string(),
-                path: link,
-            })
-        }
+        Ok(_) => return Err(SetupError::NotAFolder { account: account.to_string(), path: link }),
     };
 
     let entries = fs::read_dir(config_dir).map_err(io(config_dir, "list"))?;
@@ -434,11 +384,7 @@ fn link_projects(
         .collect();
     old_folders.sort();
     for old in old_folders {
-        let mut merger = Merger {
-            account,
-            stats: merge,
-            errors,
-        };
+        let mut merger = Merger { account, stats: merge, errors };
         merger.merge_dir(&old, shared);
         if !remove_empty_tree(&old) {
             merger.stats.left_behind.push(old);
@@ -538,27 +484,21 @@ impl Merger<'_> {
     fn merge_file(&mut self, from: &Path, to: &Path) {
         let mut n = 0;
         loop {
-            let target = if n == 0 {
-                to.to_path_buf()
-            } else {
-                numbered_conflict(to, self.account, n)
-            };
+            let target = if n == 0 { to.to_path_buf() } else { numbered_conflict(to, self.account, n) };
             match move_no_clobber(from, &target) {
                 Ok(()) if n == 0 => self.stats.moved += 1,
                 Ok(()) => self.stats.kept_both.push(target),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    match same_content(from, &target) {
-                        Ok(true) => match fs::remove_file(from) {
-                            Ok(()) => self.stats.deduplicated += 1,
-                            Err(e) => self.fail(from, "remove a duplicate", e),
-                        },
-                        Ok(false) => {
-                            n += 1;
-                            continue;
-                        }
-                        Err(e) => self.fail(&target, "compare", e),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match same_content(from, &target) {
+                    Ok(true) => match fs::remove_file(from) {
+                        Ok(()) => self.stats.deduplicated += 1,
+                        Err(e) => self.fail(from, "remove a duplicate", e),
+                    },
+                    Ok(false) => {
+                        n += 1;
+                        continue;
                     }
-                }
+                    Err(e) => self.fail(&target, "compare", e),
+                },
                 Err(e) => self.fail(from, "move into the shared tree", e),
             }
             return;
@@ -656,26 +596,13 @@ fn remove_empty_tree(dir: &Path) -> bool {
 }
 
 /// Adds or corrects our hook entries and statusLine in `<config_dir>/settings.json`.
-fn install_hooks(
-    account: &str,
-    config_dir: &Path,
-    hook_command: &str,
-) -> Result<SettingsChange, SetupError> {
+fn install_hooks(account: &str, config_dir: &Path, hook_command: &str) -> Result<SettingsChange, SetupError> {
     let path = config_dir.join("settings.json");
-    let bad = |why: String| SetupError::BadSettings {
-        account: account.to_string(),
-        path: path.clone(),
-        why,
-    };
+    let bad = |why: String| SetupError::BadSettings { account: account.to_string(), path: path.clone(), why };
     let io = |doing: &'static str, p: &Path| {
         let account = account.to_string();
         let p = p.to_path_buf();
-        move |error| SetupError::Io {
-            account: Some(account),
-            path: p,
-            doing,
-            error,
-        }
+        move |error| SetupError::Io { account: Some(account), path: p, doing, error }
     };
 
     let old_text = match fs::read_to_string(&path) {
@@ -685,9 +612,7 @@ fn install_hooks(
     };
     let old: Value = match old_text.as_deref().map(str::trim) {
         None | Some("") => Value::Object(Map::new()),
-        Some(text) => {
-            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?
-        }
+        Some(text) => serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?,
     };
     let mut settings = old.clone();
     let edit = merge_settings(&mut settings, hook_command).map_err(bad)?;
@@ -723,14 +648,9 @@ struct SettingsEdit {
 /// parsed settings.json, keeping everything else. Err says why the document's
 /// shape prevents it.
 fn merge_settings(settings: &mut Value, hook_command: &str) -> Result<SettingsEdit, String> {
-    let root = settings
-        .as_object_mut()
-        .ok_or("the top level is not a JSON object")?;
-    let mut edit = SettingsEdit {
-        hooks_added: Vec::new(),
-        hooks_updated: Vec::new(),
-        status_line: StatusLineAction::Unchanged,
-    };
+    let root = settings.as_object_mut().ok_or("the top level is not a JSON object")?;
+    let mut edit =
+        SettingsEdit { hooks_added: Vec::new(), hooks_updated: Vec::new(), status_line: StatusLineAction::Unchanged };
 
     let hooks = root
         .entry("hooks")
@@ -770,17 +690,9 @@ fn merge_settings(settings: &mut Value, hook_command: &str) -> Result<SettingsEd
         }
     }
 
-    let status = root
-        .entry("statusLine")
-        .or_insert_with(|| Value::Object(Map::new()));
-    let status = status
-        .as_object_mut()
-        .ok_or("\"statusLine\" is not an object")?;
-    let current = status
-        .get("command")
-        .and_then(Value::as_str)
-        .filter(|c| !c.trim().is_empty())
-        .map(str::to_string);
+    let status = root.entry("statusLine").or_insert_with(|| Value::Object(Map::new()));
+    let status = status.as_object_mut().ok_or("\"statusLine\" is not an object")?;
+    let current = status.get("command").and_then(Value::as_str).filter(|c| !c.trim().is_empty()).map(str::to_string);
     let (wanted, action) = match current.as_deref() {
         None => (hook_command.to_string(), StatusLineAction::Installed),
         Some(command) => match ours(command) {
@@ -789,18 +701,12 @@ fn merge_settings(settings: &mut Value, hook_command: &str) -> Result<SettingsEd
                     Some(then) => format!("{hook_command} --then {}", shell_quote(then)),
                     None => hook_command.to_string(),
                 };
-                let action = if wanted == command {
-                    StatusLineAction::Unchanged
-                } else {
-                    StatusLineAction::Updated
-                };
+                let action = if wanted == command { StatusLineAction::Unchanged } else { StatusLineAction::Updated };
                 (wanted, action)
             }
             None => (
                 format!("{hook_command} --then {}", shell_quote(command)),
-                StatusLineAction::Wrapped {
-                    original: command.to_string(),
-                },
+                StatusLineAction::Wrapped { original: command.to_string() },
             ),
         },
     };
@@ -818,20 +724,13 @@ fn ours(command: &str) -> Option<Option<String>> {
     if !program.starts_with("claude-failover") || words.get(1).map(String::as_str) != Some("hook") {
         return None;
     }
-    let then = words
-        .iter()
-        .position(|w| w == "--then")
-        .and_then(|i| words.get(i + 1))
-        .cloned();
+    let then = words.iter().position(|w| w == "--then").and_then(|i| words.get(i + 1)).cloned();
     Some(then)
 }
 
 /// Quotes `word` for `sh` when it needs it.
 pub fn shell_quote(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_./-=:,+@%".contains(c));
+    let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "_./-=:,+@%".contains(c));
     if plain {
         word.to_string()
     } else {
@@ -889,9 +788,7 @@ fn shell_split(line: &str) -> Option<Vec<String>> {
                     c => word.push(c),
                 }
             }
-            ';' | '&' | '|' | '<' | '>' | '(' | ')' | '$' | '`' | '*' | '?' | '[' | '#' | '~' => {
-                return None
-            }
+            ';' | '&' | '|' | '<' | '>' | '(' | ')' | '$' | '`' | '*' | '?' | '[' | '#' | '~' => return None,
             c => {
                 in_word = true;
                 word.push(c);
@@ -953,16 +850,11 @@ fn absolute(path: &Path) -> PathBuf {
     if path.is_absolute() {
         return path.to_path_buf();
     }
-    std::env::current_dir()
-        .map(|cwd| cwd.join(path))
-        .unwrap_or_else(|_| path.to_path_buf())
+    std::env::current_dir().map(|cwd| cwd.join(path)).unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn unix_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -973,27 +865,12 @@ mod tests {
 
     #[test]
     fn quoting_round_trips_through_the_splitter() {
-        for word in [
-            "plain",
-            "with space",
-            "it's",
-            "$HOME `x` \"q\"",
-            "",
-            "a\\b",
-            "~/x;y",
-        ] {
+        for word in ["plain", "with space", "it's", "$HOME `x` \"q\"", "", "a\\b", "~/x;y"] {
             let line = format!("cmd {}", shell_quote(word));
-            assert_eq!(
-                shell_split(&line),
-                Some(vec!["cmd".to_string(), word.to_string()]),
-                "{line}"
-            );
+            assert_eq!(shell_split(&line), Some(vec!["cmd".to_string(), word.to_string()]), "{line}");
         }
         assert_eq!(shell_split("echo hi; rm x"), None);
-        assert_eq!(
-            shell_split("a \"b c\" d\\ e"),
-            Some(vec!["a".into(), "b c".into(), "d e".into()])
-        );
+        assert_eq!(shell_split("a \"b c\" d\\ e"), Some(vec!["a".into(), "b c".into(), "d e".into()]));
     }
 
     #[test]
@@ -1020,24 +897,12 @@ mod tests {
         assert_eq!(edit.hooks_added.len(), 6);
         assert!(matches!(edit.status_line, StatusLineAction::Wrapped { .. }));
         assert_eq!(settings["model"], "opus");
-        assert_eq!(
-            settings["hooks"]["PreToolUse"][0]["hooks"][0]["command"],
-            "audit"
-        );
-        assert_eq!(
-            settings["hooks"]["Stop"][0]["hooks"][0]["command"],
-            "notify-send done"
-        );
+        assert_eq!(settings["hooks"]["PreToolUse"][0]["hooks"][0]["command"], "audit");
+        assert_eq!(settings["hooks"]["Stop"][0]["hooks"][0]["command"], "notify-send done");
         assert_eq!(settings["hooks"]["Stop"][1]["hooks"][0]["command"], CMD);
         assert_eq!(settings["statusLine"]["padding"], 0);
-        let status = settings["statusLine"]["command"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        assert_eq!(
-            status,
-            format!("{CMD} --then 'bash ~/.claude/status.sh | head -1'")
-        );
+        let status = settings["statusLine"]["command"].as_str().unwrap().to_string();
+        assert_eq!(status, format!("{CMD} --then 'bash ~/.claude/status.sh | head -1'"));
 
         let once = settings.clone();
         let edit = merge_settings(&mut settings, CMD).unwrap();
@@ -1051,10 +916,7 @@ mod tests {
         assert_eq!(edit.hooks_updated.len(), 6);
         assert_eq!(edit.status_line, StatusLineAction::Updated);
         assert_eq!(settings["hooks"]["Stop"].as_array().unwrap().len(), 2);
-        assert_eq!(
-            settings["statusLine"]["command"],
-            format!("{moved} --then 'bash ~/.claude/status.sh | head -1'")
-        );
+        assert_eq!(settings["statusLine"]["command"], format!("{moved} --then 'bash ~/.claude/status.sh | head -1'"));
     }
 
     #[test]
@@ -1068,13 +930,7 @@ mod tests {
     #[test]
     fn conflict_names_count_up() {
         let to = Path::new("/s/p/a.jsonl");
-        assert_eq!(
-            numbered_conflict(to, "beta", 1),
-            PathBuf::from("/s/p/a.jsonl.conflict-beta")
-        );
-        assert_eq!(
-            numbered_conflict(to, "beta", 2),
-            PathBuf::from("/s/p/a.jsonl.conflict-beta-2")
-        );
+        assert_eq!(numbered_conflict(to, "beta", 1), PathBuf::from("/s/p/a.jsonl.conflict-beta"));
+        assert_eq!(numbered_conflict(to, "beta", 2), PathBuf::from("/s/p/a.jsonl.conflict-beta-2"));
     }
 }

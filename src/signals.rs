@@ -36,27 +36,19 @@ impl SignalsHandle {
     }
 }
 
-pub fn spawn(
-    config_path: PathBuf,
-    out: Sender<SignalEvent>,
-    beat: Beat,
-) -> std::io::Result<SignalsHandle> {
+pub fn spawn(config_path: PathBuf, out: Sender<SignalEvent>, beat: Beat) -> std::io::Result<SignalsHandle> {
     let (mut wake, wake_writer) = UnixStream::pair()?;
     wake.set_read_timeout(Some(Duration::from_secs(1)))?;
-    let flags: Vec<(i32, Arc<AtomicBool>)> = [SIGTERM, SIGINT, SIGHUP]
-        .into_iter()
-        .map(|sig| (sig, Arc::new(AtomicBool::new(false))))
-        .collect();
+    let flags: Vec<(i32, Arc<AtomicBool>)> =
+        [SIGTERM, SIGINT, SIGHUP].into_iter().map(|sig| (sig, Arc::new(AtomicBool::new(false)))).collect();
     for (sig, flag) in &flags {
         signal_hook::flag::register(*sig, Arc::clone(flag))?;
         signal_hook::low_level::pipe::register(*sig, wake_writer.try_clone()?)?;
     }
     let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-    let thread = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            run(&mut wake, &flags, &config_path, &out, &stopped, &beat);
-        })?;
+    let thread = std::thread::Builder::new().name("signals".into()).spawn(move || {
+        run(&mut wake, &flags, &config_path, &out, &stopped, &beat);
+    })?;
     Ok(SignalsHandle { stop, thread })
 }
 

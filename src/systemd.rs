@@ -30,9 +30,7 @@ impl SdNotify {
         let value = std::env::var("NOTIFY_SOCKET").ok()?;
         let notify = SdNotify::new(&value);
         if notify.is_none() {
-            log::warn!(
-                "NOTIFY_SOCKET={value:?} is not a usable socket address; not notifying systemd"
-            );
+            log::warn!("NOTIFY_SOCKET={value:?} is not a usable socket address; not notifying systemd");
         }
         notify
     }
@@ -46,15 +44,9 @@ impl SdNotify {
         } else {
             return None;
         };
-        let socket = UnixDatagram::unbound()
-            .map_err(|e| log::warn!("cannot create a datagram socket for systemd: {e}"))
-            .ok();
-        Some(SdNotify {
-            addr,
-            name: notify_socket.to_string(),
-            socket,
-            complained: AtomicBool::new(false),
-        })
+        let socket =
+            UnixDatagram::unbound().map_err(|e| log::warn!("cannot create a datagram socket for systemd: {e}")).ok();
+        Some(SdNotify { addr, name: notify_socket.to_string(), socket, complained: AtomicBool::new(false) })
     }
 
     /// Sends one notification (newline-separated `KEY=value` lines).
@@ -65,10 +57,7 @@ impl SdNotify {
         };
         if let Err(e) = result {
             if !self.complained.swap(true, Ordering::Relaxed) {
-                log::warn!(
-                    "cannot notify systemd at {}: {e} (further failures are not logged)",
-                    self.name
-                );
+                log::warn!("cannot notify systemd at {}: {e} (further failures are not logged)", self.name);
             }
         }
     }
@@ -107,10 +96,7 @@ fn abstract_addr(_name: &[u8]) -> Option<SocketAddr> {
 }
 
 fn status_message(line: &str) -> String {
-    let one_line: String = line
-        .chars()
-        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
-        .collect();
+    let one_line: String = line.chars().map(|c| if c == '\n' || c == '\r' { ' ' } else { c }).collect();
     format!("STATUS={one_line}")
 }
 
@@ -130,11 +116,8 @@ pub fn monotonic_usec() -> Option<u64> {
 fn parse_instant_debug(text: &str) -> Option<u64> {
     let field = |name: &str| -> Option<u64> {
         let start = text.find(name)? + name.len();
-        let digits: String = text[start..]
-            .trim_start_matches([':', ' '])
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
+        let digits: String =
+            text[start..].trim_start_matches([':', ' ']).chars().take_while(char::is_ascii_digit).collect();
         digits.parse().ok()
     };
     let secs = field("tv_sec")?;
@@ -153,11 +136,7 @@ pub fn watchdog_interval() -> Option<Duration> {
 }
 
 /// [`watchdog_interval`] over given environment values.
-pub fn watchdog_interval_from(
-    usec: Option<&str>,
-    pid: Option<&str>,
-    our_pid: u32,
-) -> Option<Duration> {
+pub fn watchdog_interval_from(usec: Option<&str>, pid: Option<&str>, our_pid: u32) -> Option<Duration> {
     if let Some(pid) = pid {
         if pid.trim().parse::<u32>().ok()? != our_pid {
             return None;
@@ -175,10 +154,7 @@ pub struct Systemd {
 
 /// Reads NOTIFY_SOCKET and WATCHDOG_USEC/WATCHDOG_PID once, at start-up.
 pub fn supervisor_from_env() -> Systemd {
-    Systemd {
-        notify: SdNotify::from_env(),
-        watchdog: watchdog_interval(),
-    }
+    Systemd { notify: SdNotify::from_env(), watchdog: watchdog_interval() }
 }
 
 impl crate::coordinator::Supervisor for Systemd {
@@ -217,9 +193,7 @@ mod tests {
     use super::*;
 
     fn receive(socket: &UnixDatagram) -> String {
-        socket
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 512];
         let n = socket.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
@@ -243,11 +217,7 @@ mod tests {
         let msg = receive(&server);
         let (first, second) = msg.split_once('\n').unwrap();
         assert_eq!(first, "RELOADING=1");
-        let us: u64 = second
-            .strip_prefix("MONOTONIC_USEC=")
-            .unwrap()
-            .parse()
-            .unwrap();
+        let us: u64 = second.strip_prefix("MONOTONIC_USEC=").unwrap().parse().unwrap();
         assert!(us > 0);
     }
 
@@ -272,44 +242,24 @@ mod tests {
 
     #[test]
     fn monotonic_time_reads_instant_and_moves_forward() {
-        assert_eq!(
-            parse_instant_debug("Instant { tv_sec: 12, tv_nsec: 345678 }"),
-            Some(12_000_345)
-        );
+        assert_eq!(parse_instant_debug("Instant { tv_sec: 12, tv_nsec: 345678 }"), Some(12_000_345));
         assert_eq!(parse_instant_debug("Instant(5)"), None);
         let a = monotonic_usec().expect("Instant's Debug carries tv_sec/tv_nsec");
         let b = monotonic_usec().unwrap();
         assert!(b >= a);
         // CLOCK_MONOTONIC never runs ahead of CLOCK_BOOTTIME (/proc/uptime).
-        let uptime: f64 = std::fs::read_to_string("/proc/uptime")
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(
-            (a as f64) / 1e6 <= uptime + 0.02,
-            "{a} µs vs uptime {uptime} s"
-        );
+        let uptime: f64 =
+            std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+        assert!((a as f64) / 1e6 <= uptime + 0.02, "{a} µs vs uptime {uptime} s");
     }
 
     #[test]
     fn watchdog_interval_is_half_and_honours_the_pid() {
         let half = Some(Duration::from_secs(10));
         assert_eq!(watchdog_interval_from(Some("20000000"), None, 42), half);
-        assert_eq!(
-            watchdog_interval_from(Some("20000000"), Some("42"), 42),
-            half
-        );
-        assert_eq!(
-            watchdog_interval_from(Some("20000000"), Some("43"), 42),
-            None
-        );
-        assert_eq!(
-            watchdog_interval_from(Some("20000000"), Some("x"), 42),
-            None
-        );
+        assert_eq!(watchdog_interval_from(Some("20000000"), Some("42"), 42), half);
+        assert_eq!(watchdog_interval_from(Some("20000000"), Some("43"), 42), None);
+        assert_eq!(watchdog_interval_from(Some("20000000"), Some("x"), 42), None);
         assert_eq!(watchdog_interval_from(None, Some("42"), 42), None);
         assert_eq!(watchdog_interval_from(Some("0"), None, 42), None);
         assert_eq!(watchdog_interval_from(Some("soon"), None, 42), None);

@@ -69,18 +69,11 @@ pub enum TmuxError {
     /// The working folder for a new session does not exist.
     NoDirectory { name: String, path: String },
     /// tmux could not be started at all (not installed?).
-    Spawn {
-        command: String,
-        error: std::io::Error,
-    },
+    Spawn { command: String, error: std::io::Error },
     /// tmux ran past the deadline and was killed.
     TimedOut { command: String, after: Duration },
     /// Any other non-zero exit.
-    Failed {
-        command: String,
-        status: Option<i32>,
-        stderr: String,
-    },
+    Failed { command: String, status: Option<i32>, stderr: String },
     /// tmux answered something this client cannot read.
     BadOutput { command: String, output: String },
 }
@@ -89,10 +82,7 @@ impl TmuxError {
     /// True when the session (or the whole server) is simply not there, as
     /// opposed to tmux failing.
     pub fn is_missing(&self) -> bool {
-        matches!(
-            self,
-            TmuxError::NoServer { .. } | TmuxError::NoSession { .. }
-        )
+        matches!(self, TmuxError::NoServer { .. } | TmuxError::NoSession { .. })
     }
 }
 
@@ -107,10 +97,7 @@ impl fmt::Display for TmuxError {
                 write!(f, "tmux {command}: session {name} already exists")
             }
             TmuxError::NoDirectory { name, path } => {
-                write!(
-                    f,
-                    "tmux session {name}: working folder {path} does not exist"
-                )
+                write!(f, "tmux session {name}: working folder {path} does not exist")
             }
             TmuxError::Spawn { command, error } => {
                 write!(f, "tmux {command}: cannot run tmux: {error}")
@@ -118,11 +105,7 @@ impl fmt::Display for TmuxError {
             TmuxError::TimedOut { command, after } => {
                 write!(f, "tmux {command}: no answer within {after:?}, killed")
             }
-            TmuxError::Failed {
-                command,
-                status,
-                stderr,
-            } => match status {
+            TmuxError::Failed { command, status, stderr } => match status {
                 Some(code) => write!(f, "tmux {command}: exit {code}: {}", stderr.trim()),
                 None => write!(f, "tmux {command}: killed by a signal: {}", stderr.trim()),
             },
@@ -143,13 +126,8 @@ struct Output {
 impl Tmux {
     /// `socket_name` "" talks to the user's default server, anything else to `-L NAME`.
     pub fn new(socket_name: &str) -> Tmux {
-        let external_server =
-            std::env::var("CLAUDE_FAILOVER_TMUX_SERVER").is_ok_and(|v| v == "external");
-        Tmux {
-            socket_name: socket_name.to_string(),
-            timeout: DEFAULT_TIMEOUT,
-            external_server,
-        }
+        let external_server = std::env::var("CLAUDE_FAILOVER_TMUX_SERVER").is_ok_and(|v| v == "external");
+        Tmux { socket_name: socket_name.to_string(), timeout: DEFAULT_TIMEOUT, external_server }
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Tmux {
@@ -176,10 +154,7 @@ impl Tmux {
         command: &[String],
     ) -> Result<Spawned, TmuxError> {
         if !cwd.is_dir() {
-            return Err(TmuxError::NoDirectory {
-                name: name.to_string(),
-                path: cwd.display().to_string(),
-            });
+            return Err(TmuxError::NoDirectory { name: name.to_string(), path: cwd.display().to_string() });
         }
         let mut args: Vec<String> = vec![
             "new-session".into(),
@@ -213,25 +188,17 @@ impl Tmux {
         args.push("--".into());
         args.extend(command.iter().cloned());
         let out = self.run(&args, None).map_err(|e| match e {
-            TmuxError::Failed {
-                command, stderr, ..
-            } if stderr.contains("duplicate session") => TmuxError::SessionExists {
-                command,
-                name: name.to_string(),
-            },
+            TmuxError::Failed { command, stderr, .. } if stderr.contains("duplicate session") => {
+                TmuxError::SessionExists { command, name: name.to_string() }
+            }
             other => other,
         })?;
         let line = out.stdout.lines().next().unwrap_or_default();
-        let spawned = line.split_once('\t').and_then(|(pane_id, pid)| {
-            Some(Spawned {
-                pane_id: pane_id.to_string(),
-                pid: pid.trim().parse().ok()?,
-            })
-        });
-        let spawned = spawned.ok_or_else(|| TmuxError::BadOutput {
-            command: describe(&args),
-            output: out.stdout.clone(),
-        })?;
+        let spawned = line
+            .split_once('\t')
+            .and_then(|(pane_id, pid)| Some(Spawned { pane_id: pane_id.to_string(), pid: pid.trim().parse().ok()? }));
+        let spawned =
+            spawned.ok_or_else(|| TmuxError::BadOutput { command: describe(&args), output: out.stdout.clone() })?;
         // A user's tmux.conf may keep dead panes around; a dead session must
         // disappear so the watcher sees it gone. The pane may already have
         // exited, which is not an error here.
@@ -281,16 +248,11 @@ impl Tmux {
                 let created = fields.next()?.parse().ok()?;
                 let attached = fields.next()?.parse().ok()?;
                 let name = fields.next()?.to_string();
-                Some(SessionInfo {
-                    name,
-                    created,
-                    attached,
-                })
+                Some(SessionInfo { name, created, attached })
             })();
-            sessions.push(parsed.ok_or_else(|| TmuxError::BadOutput {
-                command: describe(&args),
-                output: line.to_string(),
-            })?);
+            sessions.push(
+                parsed.ok_or_else(|| TmuxError::BadOutput { command: describe(&args), output: line.to_string() })?,
+            );
         }
         Ok(sessions)
     }
@@ -314,17 +276,11 @@ impl Tmux {
                 let pid = fields.next()?.parse().ok()?;
                 let dead = fields.next()? == "1";
                 let current_command = fields.next().unwrap_or_default().to_string();
-                Some(PaneInfo {
-                    pane_id,
-                    pid,
-                    current_command,
-                    dead,
-                })
+                Some(PaneInfo { pane_id, pid, current_command, dead })
             })();
-            panes.push(parsed.ok_or_else(|| TmuxError::BadOutput {
-                command: describe(&args),
-                output: line.to_string(),
-            })?);
+            panes.push(
+                parsed.ok_or_else(|| TmuxError::BadOutput { command: describe(&args), output: line.to_string() })?,
+            );
         }
         Ok(panes)
     }
@@ -332,16 +288,8 @@ impl Tmux {
     /// The visible screen of a pane (a `%N` pane id, or a session name for its
     /// current pane), wrapped lines joined, trailing blanks of each line removed.
     pub fn capture_pane(&self, target: &str) -> Result<String, TmuxError> {
-        let out = self.run(
-            &[
-                "capture-pane".into(),
-                "-p".into(),
-                "-J".into(),
-                "-t".into(),
-                pane_target(target),
-            ],
-            None,
-        )?;
+        let out =
+            self.run(&["capture-pane".into(), "-p".into(), "-J".into(), "-t".into(), pane_target(target)], None)?;
         let mut text = String::with_capacity(out.stdout.len());
         for line in out.stdout.lines() {
             text.push_str(line.trim_end_matches(' '));
@@ -355,15 +303,7 @@ impl Tmux {
     /// is deleted after the paste.
     pub fn paste(&self, target: &str, text: &str) -> Result<(), TmuxError> {
         let buffer = unique_buffer_name();
-        self.run(
-            &[
-                "load-buffer".into(),
-                "-b".into(),
-                buffer.clone(),
-                "-".into(),
-            ],
-            Some(text.as_bytes()),
-        )?;
+        self.run(&["load-buffer".into(), "-b".into(), buffer.clone(), "-".into()], Some(text.as_bytes()))?;
         let pasted = self.run(
             &[
                 "paste-buffer".into(),
@@ -385,18 +325,8 @@ impl Tmux {
 
     /// Types `text` literally (no key-name lookup).
     pub fn send_keys_literal(&self, target: &str, text: &str) -> Result<(), TmuxError> {
-        self.run(
-            &[
-                "send-keys".into(),
-                "-t".into(),
-                pane_target(target),
-                "-l".into(),
-                "--".into(),
-                text.into(),
-            ],
-            None,
-        )
-        .map(|_| ())
+        self.run(&["send-keys".into(), "-t".into(), pane_target(target), "-l".into(), "--".into(), text.into()], None)
+            .map(|_| ())
     }
 
     /// Sends named keys, e.g. `["Enter"]`, `["Escape"]`, `["C-c"]`.
@@ -408,8 +338,7 @@ impl Tmux {
     }
 
     pub fn kill_session(&self, name: &str) -> Result<(), TmuxError> {
-        self.run(&["kill-session".into(), "-t".into(), exact(name)], None)
-            .map(|_| ())
+        self.run(&["kill-session".into(), "-t".into(), exact(name)], None).map(|_| ())
     }
 
     /// Stops the server and every session on it; fine when none runs.
@@ -431,55 +360,32 @@ impl Tmux {
             cmd.arg("-N");
         }
         cmd.args(args.iter().map(|a| escape_separator(a)));
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|error| TmuxError::Spawn {
-            command: command.clone(),
-            error,
-        })?;
+        let mut child = cmd.spawn().map_err(|error| TmuxError::Spawn { command: command.clone(), error })?;
 
         // Pipes are drained by threads so a large output (or input) cannot
         // block tmux while we wait for it to exit.
         let (tx, rx) = crossbeam_channel::bounded::<(bool, Vec<u8>)>(2);
         for (is_stdout, pipe) in [
-            (
-                true,
-                child
-                    .stdout
-                    .take()
-                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            ),
-            (
-                false,
-                child
-                    .stderr
-                    .take()
-                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            ),
+            (true, child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
+            (false, child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
         ] {
             let tx = tx.clone();
             if let Some(mut pipe) = pipe {
-                let _ = thread::Builder::new()
-                    .name("tmux-pipe".into())
-                    .spawn(move || {
-                        let mut buf = Vec::new();
-                        let _ = pipe.read_to_end(&mut buf);
-                        let _ = tx.send((is_stdout, buf));
-                    });
+                let _ = thread::Builder::new().name("tmux-pipe".into()).spawn(move || {
+                    let mut buf = Vec::new();
+                    let _ = pipe.read_to_end(&mut buf);
+                    let _ = tx.send((is_stdout, buf));
+                });
             }
         }
         drop(tx);
         if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
             let bytes = bytes.to_vec();
-            let _ = thread::Builder::new()
-                .name("tmux-stdin".into())
-                .spawn(move || {
-                    let _ = pipe.write_all(&bytes);
-                });
+            let _ = thread::Builder::new().name("tmux-stdin".into()).spawn(move || {
+                let _ = pipe.write_all(&bytes);
+            });
         }
 
         let deadline = Instant::now() + self.timeout;
@@ -496,10 +402,7 @@ impl Tmux {
             if now >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(TmuxError::TimedOut {
-                    command,
-                    after: self.timeout,
-                });
+                return Err(TmuxError::TimedOut { command, after: self.timeout });
             }
             thread::sleep(pause.min(deadline - now));
             pause = (pause * 2).min(Duration::from_millis(20));
@@ -543,11 +446,7 @@ fn classify(command: String, status: Option<i32>, stderr: String, args: &[String
             return TmuxError::NoSession { command, target };
         }
     }
-    TmuxError::Failed {
-        command,
-        status,
-        stderr,
-    }
+    TmuxError::Failed { command, status, stderr }
 }
 
 /// `=NAME`: a session target that matches NAME only, never a longer name.
@@ -600,16 +499,8 @@ fn describe(args: &[String]) -> String {
 
 fn unique_buffer_name() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "cf-{}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        nanos
-    )
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    format!("cf-{}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), nanos)
 }
 
 #[cfg(test)]

@@ -11,33 +11,20 @@ use std::path::PathBuf;
 const VERSIONS: [&str; 2] = ["2.1.197", "2.1.332"];
 
 fn fixture(version: &str, name: &str) -> PathBuf {
-    support::repo_root()
-        .join("tests/fixtures")
-        .join(format!("claude-{version}"))
-        .join(name)
+    support::repo_root().join("tests/fixtures").join(format!("claude-{version}")).join(name)
 }
 
 /// A limit whose reset text has the shape `resets` once every run of digits is
 /// written `9`, am/pm `xm` and a month `Mon` (times differ from capture to capture).
 fn limited(kind: LimitKind, resets: &str, auto_continue: bool) -> PaneState {
-    PaneState::RateLimited {
-        kind,
-        resets_text: Some(resets.to_string()),
-        auto_continue,
-    }
+    PaneState::RateLimited { kind, resets_text: Some(resets.to_string()), auto_continue }
 }
 
 fn shape(state: PaneState) -> PaneState {
     match state {
-        PaneState::RateLimited {
-            kind,
-            resets_text,
-            auto_continue,
-        } => PaneState::RateLimited {
-            kind,
-            resets_text: resets_text.map(|t| time_shape(&t)),
-            auto_continue,
-        },
+        PaneState::RateLimited { kind, resets_text, auto_continue } => {
+            PaneState::RateLimited { kind, resets_text: resets_text.map(|t| time_shape(&t)), auto_continue }
+        }
         other => other,
     }
 }
@@ -54,9 +41,7 @@ fn time_shape(text: &str) -> String {
         }
     }
     let out = out.replace("am", "xm").replace("pm", "xm");
-    let months = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     months.iter().fold(out, |t, m| t.replace(m, "Mon"))
 }
 
@@ -74,16 +59,8 @@ fn screens() -> Vec<(&'static str, &'static str, PaneState)> {
         ("2.1.332", "server-limited.txt", ServerRetrying),
         ("2.1.332", "server-overloaded.txt", ServerRetrying),
         ("2.1.332", "login-needed.txt", LoginNeeded),
-        (
-            "2.1.332",
-            "rate-limit-five-hour.txt",
-            limited(LimitKind::FiveHour, "9:9xm (UTC)", true),
-        ),
-        (
-            "2.1.332",
-            "rate-limit-seven-day.txt",
-            limited(LimitKind::Weekly, "Mon 9, 9:9xm (UTC)", false),
-        ),
+        ("2.1.332", "rate-limit-five-hour.txt", limited(LimitKind::FiveHour, "9:9xm (UTC)", true)),
+        ("2.1.332", "rate-limit-seven-day.txt", limited(LimitKind::Weekly, "Mon 9, 9:9xm (UTC)", false)),
         ("2.1.197", "trust-dialog.txt", TrustDialog),
         ("2.1.197", "idle.txt", Idle),
         ("2.1.197", "busy.txt", Busy),
@@ -93,16 +70,8 @@ fn screens() -> Vec<(&'static str, &'static str, PaneState)> {
         ("2.1.197", "server-limited.txt", Idle),
         ("2.1.197", "server-overloaded.txt", ServerRetrying),
         ("2.1.197", "login-needed.txt", LoginNeeded),
-        (
-            "2.1.197",
-            "rate-limit-five-hour.txt",
-            limited(LimitKind::FiveHour, "9:9xm (UTC)", false),
-        ),
-        (
-            "2.1.197",
-            "rate-limit-seven-day.txt",
-            limited(LimitKind::Weekly, "Mon 9, 9:9xm (UTC)", false),
-        ),
+        ("2.1.197", "rate-limit-five-hour.txt", limited(LimitKind::FiveHour, "9:9xm (UTC)", false)),
+        ("2.1.197", "rate-limit-seven-day.txt", limited(LimitKind::Weekly, "Mon 9, 9:9xm (UTC)", false)),
     ]
 }
 
@@ -111,8 +80,7 @@ fn every_screen_fixture_is_classified_right() {
     let mut failures = Vec::new();
     for (version, name, want) in screens() {
         let path = fixture(version, name);
-        let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let got = shape(classify(&text));
         if got != want {
             failures.push(format!("{version}/{name}: got {got:?}, want {want:?}"));
@@ -146,22 +114,13 @@ fn a_limit_above_a_newer_turn_is_not_current() {
     // The limit screen's history, then a new prompt and answer, then the idle box.
     let history: Vec<&str> = text.lines().take_while(|l| !l.starts_with("───")).collect();
     let bottom: Vec<&str> = idle.lines().skip_while(|l| !l.starts_with("───")).collect();
-    let screen = format!(
-        "{}\n❯ Next task\n\n● Done: Next task\n\n{}",
-        history.join("\n"),
-        bottom.join("\n")
-    );
+    let screen = format!("{}\n❯ Next task\n\n● Done: Next task\n\n{}", history.join("\n"), bottom.join("\n"));
     assert_eq!(classify(&screen), PaneState::Idle, "{screen}");
 }
 
 fn transcript_kinds(version: &str, name: &str) -> Vec<RecordKind> {
     let mut reader = TranscriptReader::new(fixture(version, name));
-    reader
-        .read_new()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.kind)
-        .collect()
+    reader.read_new().unwrap().into_iter().map(|r| r.kind).collect()
 }
 
 #[test]
@@ -171,12 +130,8 @@ fn normal_transcript_has_the_turn_and_the_answer_only() {
         assert_eq!(
             kinds,
             [
-                RecordKind::UserTurn {
-                    text: "Say hello to the fixture capture".into()
-                },
-                RecordKind::AssistantText {
-                    text: "Done: Say hello to the fixture capture".into()
-                }
+                RecordKind::UserTurn { text: "Say hello to the fixture capture".into() },
+                RecordKind::AssistantText { text: "Done: Say hello to the fixture capture".into() }
             ],
             "{version}"
         );
@@ -190,39 +145,23 @@ fn limit_transcript_tells_quota_from_other_errors() {
         let quota: Vec<_> = kinds
             .iter()
             .filter_map(|k| match k {
-                RecordKind::QuotaLimit {
-                    rate_limit_type,
-                    resets_at,
-                    structured,
-                    ..
-                } => Some((rate_limit_type.clone(), resets_at.is_some(), *structured)),
+                RecordKind::QuotaLimit { rate_limit_type, resets_at, structured, .. } => {
+                    Some((rate_limit_type.clone(), resets_at.is_some(), *structured))
+                }
                 _ => None,
             })
             .collect();
         // 2.1.332 writes quotaLimits; 2.1.197 only the message text.
         let structured = version != "2.1.197";
-        assert_eq!(
-            quota,
-            [(Some("five_hour".to_string()), structured, structured)],
-            "{version}: {kinds:#?}"
-        );
+        assert_eq!(quota, [(Some("five_hour".to_string()), structured, structured)], "{version}: {kinds:#?}");
         assert!(
-            kinds.iter().any(|k| matches!(
-                k,
-                RecordKind::AuthFailure {
-                    status: Some(401),
-                    ..
-                }
-            )),
+            kinds.iter().any(|k| matches!(k, RecordKind::AuthFailure { status: Some(401), .. })),
             "{version}: {kinds:#?}"
         );
         // Plain 429s and 529s are turns that failed, never quota limits.
         for k in &kinds {
             if let RecordKind::ApiError { error, .. } = k {
-                assert!(
-                    error == "rate_limit" || error == "server_error",
-                    "{version}: {k:?}"
-                );
+                assert!(error == "rate_limit" || error == "server_error", "{version}: {k:?}");
             }
         }
     }
@@ -245,4 +184,16 @@ fn session_files() {
             assert!(f.session_id.is_some() && f.pid.is_some() && f.updated_at.is_some());
         }
     }
+}
+
+#[test]
+fn the_trust_dialog_is_answered_yes_from_wherever_the_cursor_stands() {
+    use claude_failover::claude::pane::trust_answer_keys;
+    let fixture = |v: &str| {
+        std::fs::read_to_string(support::repo_root().join(format!("tests/fixtures/claude-{v}/trust-dialog.txt")))
+            .unwrap()
+    };
+    assert_eq!(trust_answer_keys(&fixture("2.1.197")), Some(vec!["Enter"]));
+    assert_eq!(trust_answer_keys(&fixture("2.1.332")), Some(vec!["Down", "Enter"]));
+    assert_eq!(trust_answer_keys("❯ \n? for shortcuts"), None);
 }

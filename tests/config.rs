@@ -68,14 +68,8 @@ fn with(head: &str) -> Loaded {
 /// Asserts there is a problem at `key` whose message contains `needle`.
 #[track_caller]
 fn has(err: &ConfigError, key: &str, needle: &str) {
-    let found = err
-        .problems
-        .iter()
-        .any(|p| p.key == key && p.message.contains(needle));
-    assert!(
-        found,
-        "no problem at {key:?} mentioning {needle:?}; problems were:\n{err}"
-    );
+    let found = err.problems.iter().any(|p| p.key == key && p.message.contains(needle));
+    assert!(found, "no problem at {key:?} mentioning {needle:?}; problems were:\n{err}");
 }
 
 #[track_caller]
@@ -115,10 +109,7 @@ fn the_example_validates_and_says_what_it_shows() {
     assert!(!c.sessions[1].dispatch);
     assert!(c.notify.telegram.is_none() && c.notify.webhook.is_none());
     assert!(c.http.token.is_none());
-    assert_eq!(
-        c.project("secumon").unwrap().queue_root(),
-        Path::new("/srv/secumon/.agent-queue")
-    );
+    assert_eq!(c.project("secumon").unwrap().queue_root(), Path::new("/srv/secumon/.agent-queue"));
 }
 
 #[test]
@@ -127,32 +118,14 @@ fn the_example_states_every_default() {
     let minimal = with("").ok();
     // Debug of each section compares every field at once.
     for (a, b) in [
-        (
-            format!("{:?}", example.claude),
-            format!("{:?}", minimal.claude),
-        ),
+        (format!("{:?}", example.claude), format!("{:?}", minimal.claude)),
         (format!("{:?}", example.tmux), format!("{:?}", minimal.tmux)),
-        (
-            format!("{:?}", example.quota),
-            format!("{:?}", minimal.quota),
-        ),
-        (
-            format!("{:?}", example.dispatch),
-            format!("{:?}", minimal.dispatch),
-        ),
-        (
-            format!("{:?}", example.janitor),
-            format!("{:?}", minimal.janitor),
-        ),
+        (format!("{:?}", example.quota), format!("{:?}", minimal.quota)),
+        (format!("{:?}", example.dispatch), format!("{:?}", minimal.dispatch)),
+        (format!("{:?}", example.janitor), format!("{:?}", minimal.janitor)),
         (format!("{:?}", example.http), format!("{:?}", minimal.http)),
-        (
-            format!("{:?}", example.notify),
-            format!("{:?}", minimal.notify),
-        ),
-        (
-            format!("{:?}", example.state_dir),
-            format!("{:?}", minimal.state_dir),
-        ),
+        (format!("{:?}", example.notify), format!("{:?}", minimal.notify)),
+        (format!("{:?}", example.state_dir), format!("{:?}", minimal.state_dir)),
     ] {
         assert_eq!(a, b);
     }
@@ -168,10 +141,7 @@ fn defaults_fill_what_is_left_out() {
     assert_eq!(c.dispatch.max_task_bytes, 262_144);
     assert_eq!(c.janitor.archive_done_after(), Duration::from_secs(604_800));
     assert_eq!(c.notify.min_interval(), Duration::from_secs(30));
-    assert_eq!(
-        c.http.listen_addr(),
-        Listen::Tcp("127.0.0.1:8787".parse().unwrap())
-    );
+    assert_eq!(c.http.listen_addr(), Listen::Tcp("127.0.0.1:8787".parse().unwrap()));
     assert_eq!(c.projects[0].queue_dir, Path::new(".agent-queue"));
     assert!(c.sessions[0].dispatch);
     assert_eq!(c.session("web-1").unwrap().project, "web");
@@ -199,11 +169,7 @@ fn syntax_errors_give_line_and_column() {
 #[test]
 fn type_errors_name_the_key() {
     let err = with("[quota]\npoll_interval_secs = \"180\"\nfailback = 1\n").err();
-    has(
-        &err,
-        "quota.poll_interval_secs",
-        "expected a whole number, found a string",
-    );
+    has(&err, "quota.poll_interval_secs", "expected a whole number, found a string");
     has(&err, "quota.failback", "expected true or false");
     assert_eq!(err.problems.len(), 2, "{err}");
 
@@ -231,16 +197,8 @@ fn integers_are_accepted_as_percentages() {
 #[test]
 fn unknown_keys_are_reported_with_a_hint() {
     let err = with("[quota]\nfive_hour_treshold = 80\npoll_interval = 60\nbanana = 1\n").err();
-    has(
-        &err,
-        "quota.five_hour_treshold",
-        "did you mean \"five_hour_threshold\"",
-    );
-    has(
-        &err,
-        "quota.poll_interval",
-        "did you mean \"poll_interval_secs\"",
-    );
+    has(&err, "quota.five_hour_treshold", "did you mean \"five_hour_threshold\"");
+    has(&err, "quota.poll_interval", "did you mean \"poll_interval_secs\"");
     has(&err, "quota.banana", "unknown key");
     assert_eq!(err.problems.len(), 3, "{err}");
 }
@@ -254,10 +212,9 @@ fn a_key_in_the_wrong_section_says_where_it_belongs() {
 
 #[test]
 fn unknown_sections_and_entry_keys_are_reported() {
-    let err = load(&format!(
-        "[qouta]\nx = 1\n{BASE}\n[[sessions]]\nname = \"s2\"\nproject = \"web\"\ndispatc = false\n"
-    ))
-    .err();
+    let err =
+        load(&format!("[qouta]\nx = 1\n{BASE}\n[[sessions]]\nname = \"s2\"\nproject = \"web\"\ndispatc = false\n"))
+            .err();
     has(&err, "qouta", "did you mean \"quota\"");
     has(&err, "sessions[1].dispatc", "did you mean \"dispatch\"");
     assert_eq!(err.problems.len(), 2, "{err}");
@@ -271,10 +228,7 @@ fn a_single_table_where_a_list_belongs_says_so() {
 
 #[test]
 fn missing_required_keys_are_named() {
-    let err = load(
-        "[[accounts]]\nname = \"a\"\n[[projects]]\npath = \"/p\"\n[[sessions]]\nname = \"s\"\n",
-    )
-    .err();
+    let err = load("[[accounts]]\nname = \"a\"\n[[projects]]\npath = \"/p\"\n[[sessions]]\nname = \"s\"\n").err();
     has(&err, "accounts[0].config_dir", "required");
     has(&err, "projects[0].name", "required");
     has(&err, "sessions[0].project", "required");
@@ -296,61 +250,29 @@ fn duplicate_names_are_refused() {
         + "[[projects]]\nname = \"web\"\npath = \"/other\"\n"
         + "[[sessions]]\nname = \"web-1\"\nproject = \"web\"\n";
     let err = load(&text).err();
-    has(
-        &err,
-        "accounts[1].name",
-        "duplicate name \"alpha\" (also accounts[0])",
-    );
-    has(
-        &err,
-        "projects[1].name",
-        "duplicate name \"web\" (also projects[0])",
-    );
-    has(
-        &err,
-        "sessions[1].name",
-        "duplicate name \"web-1\" (also sessions[0])",
-    );
+    has(&err, "accounts[1].name", "duplicate name \"alpha\" (also accounts[0])");
+    has(&err, "projects[1].name", "duplicate name \"web\" (also projects[0])");
+    has(&err, "sessions[1].name", "duplicate name \"web-1\" (also sessions[0])");
     assert_eq!(err.problems.len(), 3, "{err}");
 }
 
 #[test]
 fn two_accounts_sharing_a_config_dir_are_refused() {
     let text = BASE.replace("accounts/beta", "accounts/./alpha");
-    only(
-        &load(&text).err(),
-        "accounts[1].config_dir",
-        "also the config_dir of accounts[0]",
-    );
+    only(&load(&text).err(), "accounts[1].config_dir", "also the config_dir of accounts[0]");
 }
 
 #[test]
 fn a_session_naming_an_unknown_project_is_refused() {
     let text = BASE.replace("project = \"web\"", "project = \"wbe\"");
-    only(
-        &load(&text).err(),
-        "sessions[0].project",
-        "unknown project \"wbe\" (configured projects: web)",
-    );
+    only(&load(&text).err(), "sessions[0].project", "unknown project \"wbe\" (configured projects: web)");
 }
 
 #[test]
 fn thresholds_must_be_percentages() {
-    for (value, shown) in [
-        ("100.5", "100.5"),
-        ("-1", "-1"),
-        ("nan", "NaN"),
-        ("inf", "inf"),
-    ] {
-        let err = with(&format!(
-            "[quota]\nfive_hour_threshold = {value}\nweekly_threshold = {value}\n"
-        ))
-        .err();
-        has(
-            &err,
-            "quota.five_hour_threshold",
-            &format!("from 0 to 100, found {shown}"),
-        );
+    for (value, shown) in [("100.5", "100.5"), ("-1", "-1"), ("nan", "NaN"), ("inf", "inf")] {
+        let err = with(&format!("[quota]\nfive_hour_threshold = {value}\nweekly_threshold = {value}\n")).err();
+        has(&err, "quota.five_hour_threshold", &format!("from 0 to 100, found {shown}"));
         has(&err, "quota.weekly_threshold", "from 0 to 100");
         assert_eq!(err.problems.len(), 2, "{err}");
     }
@@ -387,17 +309,7 @@ fn a_tiny_window_is_refused() {
 
 #[test]
 fn names_must_work_as_tmux_session_and_file_names() {
-    for bad in [
-        "",
-        "a.b",
-        "a:b",
-        "a/b",
-        "a b",
-        "tab\there",
-        "bell\u{7}",
-        "-flag",
-        "dollar$",
-    ] {
+    for bad in ["", "a.b", "a:b", "a/b", "a b", "tab\there", "bell\u{7}", "-flag", "dollar$"] {
         let quoted = toml_string(bad);
         let text = BASE
             .replace("name = \"web-1\"", &format!("name = {quoted}"))
@@ -406,9 +318,7 @@ fn names_must_work_as_tmux_session_and_file_names() {
             .replace("project = \"web\"", &format!("project = {quoted}"));
         let err = load(&text).err();
         for key in ["accounts[1].name", "projects[0].name", "sessions[0].name"] {
-            let problem = err
-                .problem(key)
-                .unwrap_or_else(|| panic!("{bad:?}: nothing at {key}:\n{err}"));
+            let problem = err.problem(key).unwrap_or_else(|| panic!("{bad:?}: nothing at {key}:\n{err}"));
             assert!(
                 problem.message.contains("empty")
                     || problem.message.contains("letters, digits")
@@ -426,11 +336,7 @@ fn names_must_work_as_tmux_session_and_file_names() {
 
 #[test]
 fn tmux_socket_names_are_plain() {
-    only(
-        &with("[tmux]\nsocket_name = \"a/b\"\n").err(),
-        "tmux.socket_name",
-        "plain name",
-    );
+    only(&with("[tmux]\nsocket_name = \"a/b\"\n").err(), "tmux.socket_name", "plain name");
     with("[tmux]\nsocket_name = \"cf-test\"\n").ok();
 }
 
@@ -443,11 +349,7 @@ fn urls_must_be_http() {
     );
     write(&err.dir.path().join("tg"), "123:abc\n");
     let err = Config::load(&err.dir.path().join("config.toml")).unwrap_err();
-    has(
-        &err,
-        "quota.usage_url",
-        "must start with http:// or https://",
-    );
+    has(&err, "quota.usage_url", "must start with http:// or https://");
     has(&err, "notify.telegram.api_base", "\"https://\"");
     has(&err, "notify.webhook.url", "not a URL");
     assert_eq!(err.problems.len(), 3, "{err}");
@@ -455,8 +357,7 @@ fn urls_must_be_http() {
 
 #[test]
 fn telegram_needs_a_chat_and_a_readable_token() {
-    let err =
-        with("[notify.telegram]\nchat_id = \" \"\nbot_token_file = \"missing-token\"\n").err();
+    let err = with("[notify.telegram]\nchat_id = \" \"\nbot_token_file = \"missing-token\"\n").err();
     has(&err, "notify.telegram.chat_id", "must not be empty");
     has(&err, "notify.telegram.bot_token_file", "missing-token");
     assert_eq!(err.problems.len(), 2, "{err}");
@@ -465,22 +366,15 @@ fn telegram_needs_a_chat_and_a_readable_token() {
     has(&err, "notify.telegram.chat_id", "required");
     has(&err, "notify.telegram.bot_token_file", "/dev/null is empty");
 
-    only(
-        &with("[notify.webhook]\n").err(),
-        "notify.webhook.url",
-        "required",
-    );
+    only(&with("[notify.webhook]\n").err(), "notify.webhook.url", "required");
 }
 
 #[test]
 fn the_telegram_token_is_read_and_trimmed() {
     let dir = temp_dir();
     write(&dir.path().join("secrets/tg"), "123:abc\n");
-    let c = load_in(
-        dir,
-        &format!("[notify.telegram]\nchat_id = \"-100\"\nbot_token_file = \"secrets/tg\"\n{BASE}"),
-    )
-    .ok();
+    let c =
+        load_in(dir, &format!("[notify.telegram]\nchat_id = \"-100\"\nbot_token_file = \"secrets/tg\"\n{BASE}")).ok();
     let t = c.notify.telegram.as_ref().unwrap();
     assert_eq!(t.bot_token.as_ref().unwrap().expose(), "123:abc");
     assert_eq!(t.api_base, "https://api.telegram.org");
@@ -495,28 +389,11 @@ fn claude_env_keys_must_be_names_the_daemon_does_not_own() {
          ANTHROPIC_BASE_URL = \"http://127.0.0.1:1\"\n",
     )
     .err();
-    for key in [
-        "ANTHROPIC_API_KEY",
-        "ANTHROPIC_AUTH_TOKEN",
-        "CLAUDE_CODE_OAUTH_TOKEN",
-        "CLAUDE_CONFIG_DIR",
-    ] {
-        has(
-            &err,
-            &format!("claude.env.{key}"),
-            "controlled by the daemon",
-        );
+    for key in ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "CLAUDE_CONFIG_DIR"] {
+        has(&err, &format!("claude.env.{key}"), "controlled by the daemon");
     }
-    has(
-        &err,
-        "claude.env.1BAD",
-        "not a valid environment variable name",
-    );
-    has(
-        &err,
-        "claude.env.A-B",
-        "not a valid environment variable name",
-    );
+    has(&err, "claude.env.1BAD", "not a valid environment variable name");
+    has(&err, "claude.env.A-B", "not a valid environment variable name");
     assert_eq!(err.problems.len(), 6, "{err}");
 }
 
@@ -537,10 +414,7 @@ fn queue_dir_stays_inside_its_project() {
         ("", "must name a folder"),
         (".", "must name a folder"),
     ] {
-        let text = BASE.replace(
-            "path = \"srv/web\"",
-            &format!("path = \"srv/web\"\nqueue_dir = {dir:?}"),
-        );
+        let text = BASE.replace("path = \"srv/web\"", &format!("path = \"srv/web\"\nqueue_dir = {dir:?}"));
         only(&load(&text).err(), "projects[0].queue_dir", needle);
     }
 }
@@ -548,26 +422,16 @@ fn queue_dir_stays_inside_its_project() {
 #[test]
 fn two_projects_sharing_a_queue_are_refused() {
     let text = format!("{BASE}\n[[projects]]\nname = \"web2\"\npath = \"srv/./web/\"\n");
-    only(
-        &load(&text).err(),
-        "projects[1].queue_dir",
-        "also the queue of projects[0] (\"web\")",
-    );
+    only(&load(&text).err(), "projects[1].queue_dir", "also the queue of projects[0] (\"web\")");
     // The same folder with different queues is fine.
-    let text = format!(
-        "{BASE}\n[[projects]]\nname = \"web2\"\npath = \"srv/web\"\nqueue_dir = \"queue-2\"\n"
-    );
+    let text = format!("{BASE}\n[[projects]]\nname = \"web2\"\npath = \"srv/web\"\nqueue_dir = \"queue-2\"\n");
     load(&text).ok();
 }
 
 #[test]
 fn the_shared_tree_cannot_be_an_accounts_own_projects_folder() {
     let err = with("[claude]\nshared_projects_dir = \"accounts/beta/projects\"\n").err();
-    only(
-        &err,
-        "claude.shared_projects_dir",
-        "the projects/ folder of account \"beta\"",
-    );
+    only(&err, "claude.shared_projects_dir", "the projects/ folder of account \"beta\"");
 }
 
 // ---- the control plane ----
@@ -578,29 +442,17 @@ fn listen_must_parse() {
         let err = with(&format!("[http]\nlisten = {bad:?}\n")).err();
         only(&err, "http.listen", "");
         let msg = &err.problems[0].message;
-        assert!(
-            msg.contains("not an address") || msg.contains("absolute path"),
-            "{bad}: {msg}"
-        );
+        assert!(msg.contains("not an address") || msg.contains("absolute path"), "{bad}: {msg}");
     }
 }
 
 #[test]
 fn loopback_and_unix_sockets_need_no_token() {
     for (listen, want) in [
-        (
-            "127.0.0.1:9000",
-            Listen::Tcp("127.0.0.1:9000".parse().unwrap()),
-        ),
-        (
-            "127.5.0.1:9000",
-            Listen::Tcp("127.5.0.1:9000".parse().unwrap()),
-        ),
+        ("127.0.0.1:9000", Listen::Tcp("127.0.0.1:9000".parse().unwrap())),
+        ("127.5.0.1:9000", Listen::Tcp("127.5.0.1:9000".parse().unwrap())),
         ("[::1]:9000", Listen::Tcp("[::1]:9000".parse().unwrap())),
-        (
-            "unix:/run/cf/control.sock",
-            Listen::Unix(PathBuf::from("/run/cf/control.sock")),
-        ),
+        ("unix:/run/cf/control.sock", Listen::Unix(PathBuf::from("/run/cf/control.sock"))),
     ] {
         let c = with(&format!("[http]\nlisten = {listen:?}\n")).ok();
         assert_eq!(c.http.listen_addr(), want);
@@ -611,11 +463,7 @@ fn loopback_and_unix_sockets_need_no_token() {
 fn a_network_address_without_a_token_is_refused() {
     for listen in ["0.0.0.0:8787", "[::]:8787", "192.168.1.10:8787"] {
         let err = with(&format!("[http]\nlisten = {listen:?}\n")).err();
-        only(
-            &err,
-            "http.listen",
-            "would open the control plane to the network without auth",
-        );
+        only(&err, "http.listen", "would open the control plane to the network without auth");
     }
 }
 
@@ -623,11 +471,7 @@ fn a_network_address_without_a_token_is_refused() {
 fn a_network_address_with_a_token_is_accepted() {
     let dir = temp_dir();
     write(&dir.path().join("http-token"), "tok-123\r\n");
-    let c = load_in(
-        dir,
-        &format!("[http]\nlisten = \"0.0.0.0:8787\"\ntoken_file = \"http-token\"\n{BASE}"),
-    )
-    .ok();
+    let c = load_in(dir, &format!("[http]\nlisten = \"0.0.0.0:8787\"\ntoken_file = \"http-token\"\n{BASE}")).ok();
     assert_eq!(c.http.token.as_ref().unwrap().expose(), "tok-123");
     assert!(Path::new(&c.http.token_file).is_absolute());
 }
@@ -683,11 +527,7 @@ project = "q"
     let err = load(text).err();
     has(&err, "state_dir", "expected a string");
     has(&err, "quota.five_hour_threshold", "from 0 to 100");
-    has(
-        &err,
-        "quota.pol_interval_secs",
-        "did you mean \"poll_interval_secs\"",
-    );
+    has(&err, "quota.pol_interval_secs", "did you mean \"poll_interval_secs\"");
     has(&err, "http.listen", "without auth");
     has(&err, "dispatch.max_attempts", "greater than 0");
     has(&err, "accounts[1].name", "duplicate");
@@ -725,10 +565,7 @@ fn relative_paths_resolve_against_the_config_folder() {
     assert_eq!(c.claude.binary, etc.join("bin/claude").to_str().unwrap());
     assert_eq!(c.claude.shared_projects_dir, etc.join("../shared"));
     assert_eq!(c.http.token_file, etc.join("tok").to_str().unwrap());
-    assert_eq!(
-        c.notify.telegram.as_ref().unwrap().bot_token_file,
-        etc.join("tg")
-    );
+    assert_eq!(c.notify.telegram.as_ref().unwrap().bot_token_file, etc.join("tg"));
     assert_eq!(c.accounts[0].config_dir, etc.join("accounts/alpha"));
     assert_eq!(c.projects[0].path, etc.join("srv/web"));
     // queue_dir stays relative to the project.
@@ -771,10 +608,7 @@ fn config_path_prefers_the_flag_then_the_environment() {
     assert_eq!(config_path(None), Path::new(DEFAULT_PATH));
     std::env::set_var("CLAUDE_FAILOVER_CONFIG", "/env/config.toml");
     assert_eq!(config_path(None), Path::new("/env/config.toml"));
-    assert_eq!(
-        config_path(Some(Path::new("/cli.toml"))),
-        Path::new("/cli.toml")
-    );
+    assert_eq!(config_path(Some(Path::new("/cli.toml"))), Path::new("/cli.toml"));
     std::env::set_var("CLAUDE_FAILOVER_CONFIG", "");
     assert_eq!(config_path(None), Path::new(DEFAULT_PATH));
     std::env::remove_var("CLAUDE_FAILOVER_CONFIG");
@@ -811,14 +645,8 @@ fn secrets_never_show_in_problems() {
     // Token files that are wrong in every way a loader complains about, next to
     // other problems, and a config that points a token key at a secret's path.
     let dir = temp_dir();
-    write(
-        &dir.path().join("http"),
-        &format!("{SECRET_HTTP} {SECRET_HTTP}\n"),
-    );
-    write(
-        &dir.path().join("bot"),
-        &format!("{SECRET_BOT}\n\n{SECRET_BOT}\n"),
-    );
+    write(&dir.path().join("http"), &format!("{SECRET_HTTP} {SECRET_HTTP}\n"));
+    write(&dir.path().join("bot"), &format!("{SECRET_BOT}\n\n{SECRET_BOT}\n"));
     let text = format!(
         "[http]\nlisten = \"0.0.0.0:1\"\ntoken_file = \"http\"\n\
          [notify.telegram]\nchat_id = \"\"\nbot_token_file = \"bot\"\n\
@@ -826,11 +654,7 @@ fn secrets_never_show_in_problems() {
     );
     let err = load_in(dir, &text).err();
     has(&err, "http.token_file", "must hold only the token");
-    has(
-        &err,
-        "notify.telegram.bot_token_file",
-        "must hold only the token",
-    );
+    has(&err, "notify.telegram.bot_token_file", "must hold only the token");
     has(&err, "quota.weekly_threshold", "0 to 100");
     assert_no_secret("ConfigError Display", &err.to_string());
     assert_no_secret("ConfigError Debug", &format!("{err:?}"));

@@ -17,12 +17,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 
 fn set_mtime(path: &Path, t: SystemTime) {
-    std::fs::File::options()
-        .write(true)
-        .open(path)
-        .expect("open for mtime")
-        .set_modified(t)
-        .expect("set mtime");
+    std::fs::File::options().write(true).open(path).expect("open for mtime").set_modified(t).expect("set mtime");
 }
 
 /// Writes `path` with an mtime of `t`.
@@ -65,11 +60,7 @@ fn tree(dir: &Path) -> Vec<String> {
 #[test]
 fn sweep_archives_and_prunes_only_what_is_old() {
     let tmp = support::temp_dir();
-    let project = ProjectConfig {
-        name: "p".into(),
-        path: tmp.path().join("proj"),
-        queue_dir: ".agent-queue".into(),
-    };
+    let project = ProjectConfig { name: "p".into(), path: tmp.path().join("proj"), queue_dir: ".agent-queue".into() };
     let q = project.queue_root();
     let state = tmp.path().join("state");
     let cfg = JanitorConfig {
@@ -87,10 +78,7 @@ fn sweep_archives_and_prunes_only_what_is_old() {
     // young without result (by mtime/ctime), a collision, a half-moved task.
     let old_finished = now - 8 * DAY;
     write(&q.join("done/old-a.md"), "a");
-    write(
-        &q.join("done/old-a.result.json"),
-        &result_json(old_finished),
-    );
+    write(&q.join("done/old-a.result.json"), &result_json(old_finished));
     write(&q.join("done/young.md"), "y");
     write(&q.join("done/young.result.json"), &result_json(now - DAY));
     file_at(&q.join("done/no-result.md"), "n", ancient);
@@ -99,10 +87,7 @@ fn sweep_archives_and_prunes_only_what_is_old() {
     write(&q.join(format!("archive/{m}/old-b.md")), "earlier b");
     write(&q.join(format!("archive/{m}/old-b.result.json")), "{}");
     write(&q.join("done/old-b.md"), "later b");
-    write(
-        &q.join("done/old-b.result.json"),
-        &result_json(old_finished),
-    );
+    write(&q.join("done/old-b.result.json"), &result_json(old_finished));
     write(&q.join(format!("archive/{m}/half.md")), "half");
     write(&q.join("done/half.result.json"), &result_json(old_finished));
     // A result file whose finished_at does not parse falls back to its times.
@@ -114,21 +99,13 @@ fn sweep_archives_and_prunes_only_what_is_old() {
     let untouched = [
         file_at(&q.join("inbox/old.md"), "i", ancient),
         file_at(&q.join("inbox/.ignored"), "i", ancient),
-        file_at(
-            &q.join("inbox/.young.md.tmp"),
-            "t",
-            now - 10 * 60 * Duration::from_secs(1),
-        ),
+        file_at(&q.join("inbox/.young.md.tmp"), "t", now - 10 * 60 * Duration::from_secs(1)),
         file_at(&q.join("active/old.md"), "a", ancient),
         file_at(&q.join("active/old.lease.json"), "{}", ancient),
         file_at(&q.join("failed/old.md"), "f", ancient),
         file_at(&q.join("failed/old.error.json"), "{}", ancient),
         file_at(&state.join("checkpoints/s1/new.json"), "{}", now - DAY),
-        file_at(
-            &state.join("spool/fresh.json"),
-            "{}",
-            now - 5 * 60 * Duration::from_secs(1),
-        ),
+        file_at(&state.join("spool/fresh.json"), "{}", now - 5 * 60 * Duration::from_secs(1)),
         file_at(&state.join("spool/.hidden"), "{}", ancient),
     ];
     let temps = [
@@ -148,11 +125,8 @@ fn sweep_archives_and_prunes_only_what_is_old() {
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 
     let real_month = month(real);
-    let mut archived: Vec<String> = report
-        .archived
-        .iter()
-        .map(|p| p.strip_prefix(&q).unwrap().display().to_string())
-        .collect();
+    let mut archived: Vec<String> =
+        report.archived.iter().map(|p| p.strip_prefix(&q).unwrap().display().to_string()).collect();
     archived.sort();
     let mut want = vec![
         format!("archive/{m}/half.result.json"),
@@ -207,8 +181,7 @@ fn sweep_archives_and_prunes_only_what_is_old() {
     assert_eq!(report.spool_removed, vec![old_spool]);
     assert_eq!(report.temp_removed.len(), temps.len());
 
-    let actions =
-        |a: &str| metrics.counter("claude_failover_janitor_actions_total", &[("action", a)]);
+    let actions = |a: &str| metrics.counter("claude_failover_janitor_actions_total", &[("action", a)]);
     assert_eq!(actions("archive_done"), 4);
     assert_eq!(actions("prune_checkpoint"), 2);
     assert_eq!(actions("remove_spool"), 1);
@@ -223,18 +196,10 @@ fn sweep_archives_and_prunes_only_what_is_old() {
 #[test]
 fn a_project_without_queue_folders_is_not_an_error() {
     let tmp = support::temp_dir();
-    let project = ProjectConfig {
-        name: "p".into(),
-        path: tmp.path().join("nothing-here"),
-        queue_dir: ".agent-queue".into(),
-    };
-    let report = sweep(
-        &[project],
-        &tmp.path().join("state"),
-        &JanitorConfig::default(),
-        SystemTime::now(),
-        &Metrics::new(),
-    );
+    let project =
+        ProjectConfig { name: "p".into(), path: tmp.path().join("nothing-here"), queue_dir: ".agent-queue".into() };
+    let report =
+        sweep(&[project], &tmp.path().join("state"), &JanitorConfig::default(), SystemTime::now(), &Metrics::new());
     assert_eq!(report.actions(), 0);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 }
@@ -267,20 +232,12 @@ path = "{proj}"
 
     let heartbeats = Heartbeats::new(None);
     let metrics = Metrics::new();
-    let handle = janitor::spawn(
-        Arc::new(config),
-        metrics.clone(),
-        heartbeats.register("janitor"),
-    )
-    .expect("spawn janitor");
+    let handle =
+        janitor::spawn(Arc::new(config), metrics.clone(), heartbeats.register("janitor")).expect("spawn janitor");
     let archived = proj.join(format!(".agent-queue/archive/{}/t.md", month(old)));
-    wait_for(Duration::from_secs(10), "the first sweep", || {
-        archived.exists().then_some(())
-    });
+    wait_for(Duration::from_secs(10), "the first sweep", || archived.exists().then_some(()));
     assert!(!done.join("t.result.json").exists());
-    assert!(heartbeats
-        .stale(std::time::Instant::now(), Duration::from_secs(5))
-        .is_empty());
+    assert!(heartbeats.stale(std::time::Instant::now(), Duration::from_secs(5)).is_empty());
     let started = std::time::Instant::now();
     handle.join();
     assert!(started.elapsed() < Duration::from_secs(3));

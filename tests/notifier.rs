@@ -25,19 +25,13 @@ struct Capture(Mutex<Vec<String>>);
 
 impl log::Log for Capture {
     fn enabled(&self, meta: &log::Metadata) -> bool {
-        let url_logger = URL_LOGGING_TARGETS
-            .iter()
-            .any(|t| meta.target() == *t || meta.target().starts_with(&format!("{t}::")));
+        let url_logger =
+            URL_LOGGING_TARGETS.iter().any(|t| meta.target() == *t || meta.target().starts_with(&format!("{t}::")));
         !(url_logger && meta.level() > log::Level::Debug)
     }
     fn log(&self, record: &log::Record) {
         if self.enabled(record.metadata()) {
-            self.0.lock().push(format!(
-                "{} {}: {}",
-                record.level(),
-                record.target(),
-                record.args()
-            ));
+            self.0.lock().push(format!("{} {}: {}", record.level(), record.target(), record.args()));
         }
     }
     fn flush(&self) {}
@@ -57,10 +51,7 @@ fn assert_no_token_in_logs() {
     let logs = captured_logs().0.lock();
     for line in logs.iter() {
         assert!(!line.contains(TOKEN), "token in log line: {line}");
-        assert!(
-            !line.contains("SECRET-bot"),
-            "token part in log line: {line}"
-        );
+        assert!(!line.contains("SECRET-bot"), "token part in log line: {line}");
     }
 }
 
@@ -92,18 +83,12 @@ impl FakeSink {
                 g.lock().push((request.url().to_string(), value));
                 let response = match answer {
                     Answer::Ok => tiny_http::Response::from_string(r#"{"ok":true}"#),
-                    Answer::Status500 => {
-                        tiny_http::Response::from_string("boom").with_status_code(500)
-                    }
+                    Answer::Status500 => tiny_http::Response::from_string("boom").with_status_code(500),
                 };
                 let _ = request.respond(response);
             }
         });
-        FakeSink {
-            base: format!("http://{addr}"),
-            got,
-            server,
-        }
+        FakeSink { base: format!("http://{addr}"), got, server }
     }
 
     fn bodies(&self) -> Vec<Value> {
@@ -139,11 +124,7 @@ fn hanging_sink() -> String {
 
 // ---- the notifier under test ----
 
-fn config(
-    telegram_base: Option<&str>,
-    webhook_base: Option<&str>,
-    min_interval: u64,
-) -> NotifyConfig {
+fn config(telegram_base: Option<&str>, webhook_base: Option<&str>, min_interval: u64) -> NotifyConfig {
     NotifyConfig {
         min_interval_secs: min_interval,
         telegram: telegram_base.map(|base| TelegramConfig {
@@ -152,9 +133,7 @@ fn config(
             api_base: base.to_string(),
             bot_token: Some(Secret::new(format!("{TOKEN}\n"))),
         }),
-        webhook: webhook_base.map(|base| WebhookConfig {
-            url: format!("{base}/claude-failover"),
-        }),
+        webhook: webhook_base.map(|base| WebhookConfig { url: format!("{base}/claude-failover") }),
     }
 }
 
@@ -177,32 +156,18 @@ fn start(config: &NotifyConfig, tuning: Tuning) -> (Events, Metrics, NotifierHan
 }
 
 fn kinds(bodies: &[Value]) -> Vec<String> {
-    bodies
-        .iter()
-        .map(|b| b["kind"].as_str().unwrap_or("?").to_string())
-        .collect()
+    bodies.iter().map(|b| b["kind"].as_str().unwrap_or("?").to_string()).collect()
 }
 
 #[test]
 fn telegram_gets_what_a_person_acts_on_and_the_webhook_gets_everything() {
     let telegram = FakeSink::start(Answer::Ok);
     let webhook = FakeSink::start(Answer::Ok);
-    let (events, metrics, handle) = start(
-        &config(
-            Some(&format!("{}/", telegram.base)),
-            Some(&webhook.base),
-            30,
-        ),
-        quick(),
-    );
+    let (events, metrics, handle) =
+        start(&config(Some(&format!("{}/", telegram.base)), Some(&webhook.base), 30), quick());
     // session_died goes first: had Telegram received it, it would be there
     // before the other two.
-    events.emit(
-        Kind::SessionDied,
-        "ccl-auto-11",
-        "the claude process exited",
-        json!({}),
-    );
+    events.emit(Kind::SessionDied, "ccl-auto-11", "the claude process exited", json!({}));
     events.emit(
         Kind::FailoverFinished,
         "beta",
@@ -218,19 +183,12 @@ fn telegram_gets_what_a_person_acts_on_and_the_webhook_gets_everything() {
     );
 
     let hooks = webhook.wait_count(3, "three webhook posts");
-    assert_eq!(
-        kinds(&hooks),
-        ["session_died", "failover_finished", "task_failed"]
-    );
+    assert_eq!(kinds(&hooks), ["session_died", "failover_finished", "task_failed"]);
     assert_eq!(hooks[1]["from"], "alpha");
     assert_eq!(hooks[1]["sessions_moved"], 4);
     assert_eq!(hooks[2]["subject"], "2026-11-25-fix-login.md");
     assert!(hooks[0]["seq"].as_u64().is_some() && hooks[0]["at"].is_string());
-    assert!(webhook
-        .got
-        .lock()
-        .iter()
-        .all(|(path, _)| path == "/claude-failover"));
+    assert!(webhook.got.lock().iter().all(|(path, _)| path == "/claude-failover"));
 
     telegram.wait_count(2, "two Telegram messages");
     let sent = telegram.got.lock().clone();
@@ -239,24 +197,12 @@ fn telegram_gets_what_a_person_acts_on_and_the_webhook_gets_everything() {
         assert_eq!(path, &format!("/bot{TOKEN}/sendMessage"));
         assert_eq!(body["chat_id"], "-100123");
     }
-    assert_eq!(
-        sent[0].1["text"],
-        "⚠ Failover alpha → beta (threshold 91% 5h): 4 sessions moved"
-    );
-    assert_eq!(
-        sent[1].1["text"],
-        "❌ Task 2026-11-25-fix-login.md failed after 3 attempts — gave up after 3 attempts"
-    );
+    assert_eq!(sent[0].1["text"], "⚠ Failover alpha → beta (threshold 91% 5h): 4 sessions moved");
+    assert_eq!(sent[1].1["text"], "❌ Task 2026-11-25-fix-login.md failed after 3 attempts — gave up after 3 attempts");
 
     handle.join();
-    assert_eq!(
-        metrics.counter("claude_failover_notify_sent_total", &[("sink", "webhook")]),
-        3
-    );
-    assert_eq!(
-        metrics.counter("claude_failover_notify_sent_total", &[("sink", "telegram")]),
-        2
-    );
+    assert_eq!(metrics.counter("claude_failover_notify_sent_total", &[("sink", "webhook")]), 3);
+    assert_eq!(metrics.counter("claude_failover_notify_sent_total", &[("sink", "telegram")]), 2);
     assert_eq!(telegram.bodies().len(), 2, "Telegram got session_died");
     assert_no_token_in_logs();
 }
@@ -264,46 +210,24 @@ fn telegram_gets_what_a_person_acts_on_and_the_webhook_gets_everything() {
 #[test]
 fn a_hanging_telegram_delays_neither_emit_nor_the_webhook() {
     let webhook = FakeSink::start(Answer::Ok);
-    let (events, metrics, handle) = start(
-        &config(Some(&hanging_sink()), Some(&webhook.base), 30),
-        quick(),
-    );
+    let (events, metrics, handle) = start(&config(Some(&hanging_sink()), Some(&webhook.base), 30), quick());
 
     let started = Instant::now();
     for i in 0..20 {
-        events.emit(
-            Kind::TaskFailed,
-            &format!("task-{i}.md"),
-            "failed",
-            json!({}),
-        );
+        events.emit(Kind::TaskFailed, &format!("task-{i}.md"), "failed", json!({}));
     }
     let emitting = started.elapsed();
-    assert!(
-        emitting < Duration::from_millis(200),
-        "20 emits took {emitting:?}"
-    );
+    assert!(emitting < Duration::from_millis(200), "20 emits took {emitting:?}");
 
     let hooks = webhook.wait_count(20, "all 20 webhook posts");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "the webhook waited on Telegram ({:?})",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(2), "the webhook waited on Telegram ({:?})", started.elapsed());
     assert_eq!(hooks[19]["subject"], "task-19.md");
-    assert_eq!(
-        metrics.counter("claude_failover_notify_sent_total", &[("sink", "telegram")]),
-        0
-    );
+    assert_eq!(metrics.counter("claude_failover_notify_sent_total", &[("sink", "telegram")]), 0);
 
     // Stopping does not wait for the hanging sink beyond the flush deadline.
     let stopping = Instant::now();
     handle.join();
-    assert!(
-        stopping.elapsed() < Duration::from_secs(2),
-        "join took {:?}",
-        stopping.elapsed()
-    );
+    assert!(stopping.elapsed() < Duration::from_secs(2), "join took {:?}", stopping.elapsed());
     assert_no_token_in_logs();
 }
 
@@ -317,20 +241,12 @@ fn a_full_queue_drops_its_oldest_notices() {
     };
     let (events, metrics, handle) = start(&config(Some(&hanging_sink()), None, 30), tuning);
     for i in 0..20 {
-        events.emit(
-            Kind::TaskFailed,
-            &format!("task-{i}.md"),
-            "failed",
-            json!({}),
-        );
+        events.emit(Kind::TaskFailed, &format!("task-{i}.md"), "failed", json!({}));
     }
     // The worker holds one notice (hanging), the queue four; the rest were
     // dropped, oldest first, as they came.
     let dropped = wait_for(WAIT, "drops counted", || {
-        let n = metrics.counter(
-            "claude_failover_notify_dropped_total",
-            &[("sink", "telegram")],
-        );
+        let n = metrics.counter("claude_failover_notify_dropped_total", &[("sink", "telegram")]);
         (n >= 15).then_some(n)
     });
     assert!(dropped <= 16, "dropped {dropped}");
@@ -342,10 +258,7 @@ fn a_full_queue_drops_its_oldest_notices() {
 fn a_failing_webhook_is_retried_then_given_up_while_telegram_carries_on() {
     let telegram = FakeSink::start(Answer::Ok);
     let webhook = FakeSink::start(Answer::Status500);
-    let (events, metrics, handle) = start(
-        &config(Some(&telegram.base), Some(&webhook.base), 30),
-        quick(),
-    );
+    let (events, metrics, handle) = start(&config(Some(&telegram.base), Some(&webhook.base), 30), quick());
 
     let started = Instant::now();
     events.emit(Kind::TokenExpired, "gamma", "", json!({}));
@@ -353,33 +266,16 @@ fn a_failing_webhook_is_retried_then_given_up_while_telegram_carries_on() {
     assert!(started.elapsed() < Duration::from_millis(50));
 
     let texts = telegram.wait_count(2, "two Telegram messages");
-    assert_eq!(
-        texts[0]["text"],
-        "🔑 Account gamma: token expired, log in again"
-    );
+    assert_eq!(texts[0]["text"], "🔑 Account gamma: token expired, log in again");
     assert_eq!(texts[1]["text"], "✅ Account beta recovered");
 
-    let failed = || {
-        metrics.counter(
-            "claude_failover_notify_failed_total",
-            &[("sink", "webhook")],
-        )
-    };
-    wait_for(WAIT, "both webhook posts given up", || {
-        (failed() == 2).then_some(())
-    });
+    let failed = || metrics.counter("claude_failover_notify_failed_total", &[("sink", "webhook")]);
+    wait_for(WAIT, "both webhook posts given up", || (failed() == 2).then_some(()));
     // First attempt plus one per backoff step, for each notice.
     assert_eq!(webhook.bodies().len(), 6);
-    assert_eq!(
-        metrics.counter("claude_failover_notify_sent_total", &[("sink", "webhook")]),
-        0
-    );
+    assert_eq!(metrics.counter("claude_failover_notify_sent_total", &[("sink", "webhook")]), 0);
     handle.join();
-    assert!(captured_logs()
-        .0
-        .lock()
-        .iter()
-        .any(|l| l.contains("notify sink webhook: HTTP 500: boom")));
+    assert!(captured_logs().0.lock().iter().any(|l| l.contains("notify sink webhook: HTTP 500: boom")));
     assert_no_token_in_logs();
 }
 
@@ -387,10 +283,7 @@ fn a_failing_webhook_is_retried_then_given_up_while_telegram_carries_on() {
 fn a_burst_of_identical_events_sends_one_per_sink() {
     let telegram = FakeSink::start(Answer::Ok);
     let webhook = FakeSink::start(Answer::Ok);
-    let (events, metrics, handle) = start(
-        &config(Some(&telegram.base), Some(&webhook.base), 30),
-        quick(),
-    );
+    let (events, metrics, handle) = start(&config(Some(&telegram.base), Some(&webhook.base), 30), quick());
 
     for _ in 0..100 {
         events.emit(Kind::TaskFailed, "same.md", "failed again", json!({}));
@@ -405,10 +298,7 @@ fn a_burst_of_identical_events_sends_one_per_sink() {
     assert_eq!(telegram.bodies().len(), 2, "{texts:?}");
     assert_eq!(hooks[0]["subject"], "same.md");
     assert_eq!(hooks[1]["subject"], "other.md");
-    assert_eq!(
-        metrics.counter("claude_failover_notify_deduplicated_total", &[]),
-        99
-    );
+    assert_eq!(metrics.counter("claude_failover_notify_deduplicated_total", &[]), 99);
 }
 
 #[test]
@@ -419,11 +309,7 @@ fn the_token_stays_out_of_errors_when_the_url_is_unusable() {
         let (events, metrics, handle) = start(&config(Some(base), None, 30), quick());
         events.emit(Kind::TaskFailed, "t.md", "failed", json!({}));
         wait_for(WAIT, "the delivery given up", || {
-            (metrics.counter(
-                "claude_failover_notify_failed_total",
-                &[("sink", "telegram")],
-            ) == 1)
-                .then_some(())
+            (metrics.counter("claude_failover_notify_failed_total", &[("sink", "telegram")]) == 1).then_some(())
         });
         handle.join();
     }

@@ -34,11 +34,7 @@ fn unit(name: &str) -> Vec<(String, String, String)> {
 }
 
 fn values(entries: &[(String, String, String)], section: &str, key: &str) -> Vec<String> {
-    entries
-        .iter()
-        .filter(|(s, k, _)| s == section && k == key)
-        .map(|(_, _, v)| v.clone())
-        .collect()
+    entries.iter().filter(|(s, k, _)| s == section && k == key).map(|(_, _, v)| v.clone()).collect()
 }
 
 fn one(entries: &[(String, String, String)], section: &str, key: &str) -> String {
@@ -50,53 +46,29 @@ fn one(entries: &[(String, String, String)], section: &str, key: &str) -> String
 #[test]
 fn daemon_units_want_the_tmux_unit_and_never_start_a_server() {
     for (name, tmux_unit) in [
-        (
-            "claude-failover.service",
-            "claude-failover-tmux@root.service",
-        ),
-        (
-            "claude-failover@.service",
-            "claude-failover-tmux@%i.service",
-        ),
+        ("claude-failover.service", "claude-failover-tmux@root.service"),
+        ("claude-failover@.service", "claude-failover-tmux@%i.service"),
     ] {
         let u = unit(name);
         let wants = values(&u, "Unit", "Wants").join(" ");
         let after = values(&u, "Unit", "After").join(" ");
-        assert!(
-            wants.split(' ').any(|w| w == tmux_unit),
-            "{name}: Wants= lacks {tmux_unit}"
-        );
-        assert!(
-            after.split(' ').any(|w| w == tmux_unit),
-            "{name}: After= lacks {tmux_unit}"
-        );
+        assert!(wants.split(' ').any(|w| w == tmux_unit), "{name}: Wants= lacks {tmux_unit}");
+        assert!(after.split(' ').any(|w| w == tmux_unit), "{name}: After= lacks {tmux_unit}");
         // Requires/BindsTo/PartOf would make stopping the daemon stop the sessions.
         for key in ["Requires", "BindsTo", "PartOf", "Requisite"] {
-            assert!(
-                values(&u, "Unit", key).is_empty(),
-                "{name}: {key}= ties the tmux unit to the daemon"
-            );
+            assert!(values(&u, "Unit", key).is_empty(), "{name}: {key}= ties the tmux unit to the daemon");
         }
         let env = values(&u, "Service", "Environment");
         assert!(
-            env.iter()
-                .any(|e| e == "CLAUDE_FAILOVER_TMUX_SERVER=external"),
+            env.iter().any(|e| e == "CLAUDE_FAILOVER_TMUX_SERVER=external"),
             "{name}: the daemon must be told the tmux server is external"
         );
         assert_eq!(one(&u, "Service", "Type"), "notify", "{name}");
         assert_eq!(one(&u, "Service", "NotifyAccess"), "main", "{name}");
         assert_eq!(one(&u, "Service", "WatchdogSec"), "30", "{name}");
         assert_eq!(one(&u, "Service", "Restart"), "on-failure", "{name}");
-        assert_eq!(
-            one(&u, "Service", "ExecReload"),
-            "/bin/kill -HUP $MAINPID",
-            "{name}"
-        );
-        assert_eq!(
-            one(&u, "Service", "RestartPreventExitStatus"),
-            "78",
-            "{name}"
-        );
+        assert_eq!(one(&u, "Service", "ExecReload"), "/bin/kill -HUP $MAINPID", "{name}");
+        assert_eq!(one(&u, "Service", "RestartPreventExitStatus"), "78", "{name}");
         // The tmux socket in /tmp/tmux-UID/ must be the one the tmux unit made.
         assert_eq!(one(&u, "Service", "PrivateTmp"), "no", "{name}");
     }
@@ -107,17 +79,8 @@ fn daemon_units_want_the_tmux_unit_and_never_start_a_server() {
     assert_eq!(one(&tmux, "Service", "User"), "%i");
     // `tmux kill-server` exits 0; the daemon still needs a server afterwards.
     assert_eq!(one(&tmux, "Service", "Restart"), "always");
-    for key in [
-        "PrivateTmp",
-        "ProtectHome",
-        "ProtectSystem",
-        "NoNewPrivileges",
-        "MemoryDenyWriteExecute",
-    ] {
-        assert!(
-            values(&tmux, "Service", key).is_empty(),
-            "the panes' unit must not set {key}="
-        );
+    for key in ["PrivateTmp", "ProtectHome", "ProtectSystem", "NoNewPrivileges", "MemoryDenyWriteExecute"] {
+        assert!(values(&tmux, "Service", key).is_empty(), "the panes' unit must not set {key}=");
     }
 }
 
@@ -146,17 +109,9 @@ impl TmuxServer {
             .stdin(Stdio::null())
             .spawn()
             .expect("start tmux as the unit does");
-        let server = TmuxServer {
-            child,
-            socket: socket.to_string(),
-            tmpdir: tmpdir.to_path_buf(),
-        };
+        let server = TmuxServer { child, socket: socket.to_string(), tmpdir: tmpdir.to_path_buf() };
         wait_for(Duration::from_secs(10), "the tmux server to answer", || {
-            server
-                .tmux(&["list-sessions"])
-                .status
-                .success()
-                .then_some(())
+            server.tmux(&["list-sessions"]).status.success().then_some(())
         });
         server
     }
@@ -196,11 +151,7 @@ fn parent_pid(pid: u32) -> u32 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     // The command name is in parentheses and may hold spaces: fields follow the last ')'.
     let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-    rest.split(' ')
-        .nth(1)
-        .expect("ppid")
-        .parse()
-        .expect("ppid number")
+    rest.split(' ').nth(1).expect("ppid").parse().expect("ppid number")
 }
 
 #[test]
@@ -209,57 +160,29 @@ fn tmux_unit_runs_a_server_that_holds_sessions_no_client_owns() {
     let socket = unique_name("cf-pkg");
 
     // With -N a client never starts a server: the daemon's side of the contract.
-    let out = tmux_no_start(
-        dir.path(),
-        &socket,
-        &["new-session", "-d", "-s", "work", "sleep 300"],
-    );
+    let out = tmux_no_start(dir.path(), &socket, &["new-session", "-d", "-s", "work", "sleep 300"]);
     assert!(!out.status.success(), "tmux -N started a server");
-    assert!(
-        !socket_path(dir.path(), &socket).exists(),
-        "tmux -N created a socket"
-    );
+    assert!(!socket_path(dir.path(), &socket).exists(), "tmux -N created a socket");
 
     let mut server = TmuxServer::start(dir.path(), &socket);
     let out = server.tmux(&["new-session", "-d", "-s", "work", "sleep 300"]);
-    assert!(
-        out.status.success(),
-        "new-session: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "new-session: {}", String::from_utf8_lossy(&out.stderr));
 
     // The pane is the server's child, not the client's: under systemd it sits in
     // the tmux unit's cgroup, whatever happens to the daemon that asked for it.
     let out = server.tmux(&["list-panes", "-t", "work", "-F", "#{pane_pid}"]);
-    let pane: u32 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("pane pid");
-    assert_eq!(
-        parent_pid(pane),
-        server.child.id(),
-        "the pane's parent is not the unit's tmux server"
-    );
+    let pane: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("pane pid");
+    assert_eq!(parent_pid(pane), server.child.id(), "the pane's parent is not the unit's tmux server");
 
     // With no session left the server stays (`-D` turns exit-empty off) and answers.
-    assert!(server
-        .tmux(&["kill-session", "-t", "work"])
-        .status
-        .success());
-    assert!(
-        server.tmux(&["list-sessions"]).status.success(),
-        "the server left with its last session"
-    );
-    assert!(
-        server.child.try_wait().expect("try_wait").is_none(),
-        "the server exited with its last session"
-    );
+    assert!(server.tmux(&["kill-session", "-t", "work"]).status.success());
+    assert!(server.tmux(&["list-sessions"]).status.success(), "the server left with its last session");
+    assert!(server.child.try_wait().expect("try_wait").is_none(), "the server exited with its last session");
 
     // kill-server ends it with status 0: hence Restart=always on the unit.
     assert!(server.tmux(&["kill-server"]).status.success());
-    let status = wait_for(Duration::from_secs(10), "the tmux server to exit", || {
-        server.child.try_wait().expect("try_wait")
-    });
+    let status =
+        wait_for(Duration::from_secs(10), "the tmux server to exit", || server.child.try_wait().expect("try_wait"));
     assert!(status.success(), "tmux exited {status} after kill-server");
 }
 
@@ -275,23 +198,11 @@ fn daemon_in_external_tmux_mode_never_starts_a_server() {
     let tmpdir = root.join("tmux");
     fs::create_dir_all(&tmpdir).expect("tmux dir");
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let closed_port = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let closed_port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let fake_claude = root.join("fake-claude");
     write(&fake_claude, "#!/bin/sh\nexec sleep 300\n");
-    fs::set_permissions(
-        &fake_claude,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
+    fs::set_permissions(&fake_claude, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     let account = root.join("account-a");
     write(
         &account.join(".credentials.json"),
@@ -353,16 +264,9 @@ dispatch = false
     let session_state = |daemon: &mut Child| -> Option<String> {
         if let Some(status) = daemon.try_wait().expect("try_wait") {
             let log = fs::read_to_string(root.join("daemon.log")).unwrap_or_default();
-            panic!(
-                "the daemon exited ({status}) with no tmux server; it must keep running:\n{log}"
-            );
+            panic!("the daemon exited ({status}) with no tmux server; it must keep running:\n{log}");
         }
-        let body = ureq::get(&status_url)
-            .call()
-            .ok()?
-            .body_mut()
-            .read_to_string()
-            .ok()?;
+        let body = ureq::get(&status_url).call().ok()?.body_mut().read_to_string().ok()?;
         let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
         doc["sessions"]
             .as_array()?
@@ -371,36 +275,20 @@ dispatch = false
             .and_then(|s| s["state"].as_str().map(str::to_string))
     };
 
-    wait_for(
-        Duration::from_secs(30),
-        "the daemon to report the session dead",
-        || (session_state(&mut daemon).as_deref() == Some("dead")).then_some(()),
-    );
+    wait_for(Duration::from_secs(30), "the daemon to report the session dead", || {
+        (session_state(&mut daemon).as_deref() == Some("dead")).then_some(())
+    });
     assert!(
         !socket_path(&tmpdir, &socket).exists(),
         "the daemon started a tmux server although CLAUDE_FAILOVER_TMUX_SERVER=external"
     );
 
     let server = TmuxServer::start(&tmpdir, &socket);
-    wait_for(
-        Duration::from_secs(60),
-        "the daemon to launch its session in the unit's server",
-        || {
-            server
-                .tmux(&["has-session", "-t", &session])
-                .status
-                .success()
-                .then_some(())
-        },
-    );
+    wait_for(Duration::from_secs(60), "the daemon to launch its session in the unit's server", || {
+        server.tmux(&["has-session", "-t", &session]).status.success().then_some(())
+    });
 
     daemon.kill().expect("SIGKILL the daemon");
     daemon.wait().expect("reap the daemon");
-    assert!(
-        server
-            .tmux(&["has-session", "-t", &session])
-            .status
-            .success(),
-        "the session died with the daemon"
-    );
+    assert!(server.tmux(&["has-session", "-t", &session]).status.success(), "the session died with the daemon");
 }

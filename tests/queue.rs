@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use claude_failover::queue::{
-    order, pick, recover, ErrorRecord, InboxWatcher, Lease, LoadError, Queue, QueueCounts,
-    QueueError, Recovery, SessionNow, Task, TaskResult, WatchEvent,
+    order, pick, recover, ErrorRecord, InboxWatcher, Lease, LoadError, Queue, QueueCounts, QueueError, Recovery,
+    SessionNow, Task, TaskResult, WatchEvent,
 };
 use crossbeam_channel::{unbounded, Receiver};
 
@@ -62,21 +62,9 @@ fn every_kind_of_bad_input_goes_to_failed_and_the_good_task_stays() {
     fs::hard_link(&outside, inbox.join("hard.md")).expect("hard link");
     fs::create_dir(inbox.join("folder.md")).expect("mkdir");
     fs::write(inbox.join("notes.txt"), "hello").expect("write");
-    fs::write(
-        inbox.join("bad-toml.md"),
-        "+++\nthis is = = not toml\n+++\nx",
-    )
-    .expect("write");
-    fs::write(
-        inbox.join("unknown-key.md"),
-        "+++\ncolour = \"red\"\n+++\nx",
-    )
-    .expect("write");
-    fs::write(
-        inbox.join("wrong-type.md"),
-        "+++\npriority = \"high\"\n+++\nx",
-    )
-    .expect("write");
+    fs::write(inbox.join("bad-toml.md"), "+++\nthis is = = not toml\n+++\nx").expect("write");
+    fs::write(inbox.join("unknown-key.md"), "+++\ncolour = \"red\"\n+++\nx").expect("write");
+    fs::write(inbox.join("wrong-type.md"), "+++\npriority = \"high\"\n+++\nx").expect("write");
     fs::write(inbox.join("unclosed.md"), "+++\npriority = 1\nx").expect("write");
     fs::write(inbox.join(".writer-temp.md"), "ignored").expect("write");
     let raw_name = OsStr::from_bytes(b"bad-\xff-name.md");
@@ -111,61 +99,32 @@ fn every_kind_of_bad_input_goes_to_failed_and_the_good_task_stays() {
     assert_eq!(loaded.len(), 1, "only the good task loads: {loaded:?}");
     let task = &loaded[0];
     assert_eq!(
-        (
-            task.name.as_str(),
-            task.body.as_str(),
-            task.priority,
-            task.bytes
-        ),
+        (task.name.as_str(), task.body.as_str(), task.priority, task.bytes),
         ("good.md", "Fix the login page.\n", 2, good.len() as u64)
     );
     assert_eq!(names_in(&inbox), vec![".writer-temp.md", "good.md"]);
-    assert_eq!(
-        fs::read_to_string(inbox.join("good.md")).expect("read"),
-        good
-    );
+    assert_eq!(fs::read_to_string(inbox.join("good.md")).expect("read"), good);
     assert_eq!(fs::read_to_string(&outside).expect("read"), "secret");
 
     let failed = q.root().join("failed");
     for (name, reason) in &want {
-        assert!(
-            fs::symlink_metadata(failed.join(name)).is_ok(),
-            "{name} is in failed/"
-        );
+        assert!(fs::symlink_metadata(failed.join(name)).is_ok(), "{name} is in failed/");
         let stem = name.strip_suffix(".md").unwrap_or(name);
         let record = error_record(&failed.join(format!("{stem}.error.json")));
-        assert!(
-            record.reason.contains(reason),
-            "{name}: {:?} should mention {reason:?}",
-            record.reason
-        );
+        assert!(record.reason.contains(reason), "{name}: {:?} should mention {reason:?}", record.reason);
         assert_eq!(record.attempts, 0);
         assert!(record.at.ends_with('Z'), "RFC 3339 UTC: {}", record.at);
     }
     // Moved as they were: the link still a link, the folder still a folder.
-    assert!(fs::symlink_metadata(failed.join("link.md"))
-        .expect("link")
-        .file_type()
-        .is_symlink());
+    assert!(fs::symlink_metadata(failed.join("link.md")).expect("link").file_type().is_symlink());
     assert!(failed.join("folder.md").is_dir());
     // The non-UTF-8 name was rejected by the scan itself, under a readable name.
     let lossy = raw_name.to_string_lossy().into_owned();
     assert!(failed.join(&lossy).exists(), "{lossy} in failed/");
-    let record = error_record(&failed.join(format!(
-        "{}.error.json",
-        lossy.strip_suffix(".md").expect("md")
-    )));
+    let record = error_record(&failed.join(format!("{}.error.json", lossy.strip_suffix(".md").expect("md"))));
     assert!(record.reason.contains("not UTF-8"), "{}", record.reason);
 
-    assert_eq!(
-        q.counts().expect("counts"),
-        QueueCounts {
-            inbox: 1,
-            active: 0,
-            done: 0,
-            failed: 11
-        }
-    );
+    assert_eq!(q.counts().expect("counts"), QueueCounts { inbox: 1, active: 0, done: 0, failed: 11 });
 }
 
 #[test]
@@ -177,19 +136,12 @@ fn claim_requeue_and_fail_count_attempts_across_requeues() {
 
     for attempt in 1..=3 {
         let task = q.load("t.md", MAX).expect("load");
-        assert_eq!(
-            task.attempts,
-            attempt - 1,
-            "attempts made before try {attempt}"
-        );
+        assert_eq!(task.attempts, attempt - 1, "attempts made before try {attempt}");
         let held = lease("s1", task.attempts + 1);
         q.claim("t.md", &held).expect("claim");
         assert_eq!(names_in(&active), vec!["t.lease.json", "t.md"]);
         assert!(q.scan_inbox().expect("scan").is_empty());
-        assert_eq!(
-            q.leases().expect("leases"),
-            vec![("t.md".to_string(), held)]
-        );
+        assert_eq!(q.leases().expect("leases"), vec![("t.md".to_string(), held)]);
         if attempt < 3 {
             assert_eq!(q.requeue("t.md").expect("requeue"), "t.md");
             assert!(names_in(&active).is_empty());
@@ -201,22 +153,12 @@ fn claim_requeue_and_fail_count_attempts_across_requeues() {
     assert_eq!(q.lease("t.md").expect("lease"), Some(updated));
 
     assert_eq!(q.fail("t.md", "gave up", 3).expect("fail"), "t.md");
-    assert!(
-        names_in(&active).is_empty(),
-        "task and lease gone from active/"
-    );
+    assert!(names_in(&active).is_empty(), "task and lease gone from active/");
     let failed = q.root().join("failed");
-    assert_eq!(
-        fs::read_to_string(failed.join("t.md")).expect("read"),
-        "do it"
-    );
+    assert_eq!(fs::read_to_string(failed.join("t.md")).expect("read"), "do it");
     let record = error_record(&failed.join("t.error.json"));
     assert_eq!((record.reason.as_str(), record.attempts), ("gave up", 3));
-    assert_eq!(
-        names_in(&q.inbox_dir()),
-        Vec::<String>::new(),
-        "no side file left"
-    );
+    assert_eq!(names_in(&q.inbox_dir()), Vec::<String>::new(), "no side file left");
 }
 
 #[test]
@@ -239,22 +181,11 @@ fn finish_writes_the_result_and_never_overwrites_a_namesake() {
     let done = q.root().join("done");
     assert_eq!(
         names_in(&done),
-        vec![
-            "x-2.md",
-            "x-2.result.json",
-            "x-3.md",
-            "x-3.result.json",
-            "x.md",
-            "x.result.json"
-        ]
+        vec!["x-2.md", "x-2.result.json", "x-3.md", "x-3.result.json", "x.md", "x.result.json"]
     );
-    assert_eq!(
-        fs::read_to_string(done.join("x-3.md")).expect("read"),
-        "round 3"
-    );
+    assert_eq!(fs::read_to_string(done.join("x-3.md")).expect("read"), "round 3");
     let written: TaskResult =
-        serde_json::from_str(&fs::read_to_string(done.join("x.result.json")).expect("read"))
-            .expect("parses");
+        serde_json::from_str(&fs::read_to_string(done.join("x.result.json")).expect("read")).expect("parses");
     assert_eq!(written, result);
     assert!(names_in(&q.root().join("active")).is_empty());
     assert_eq!(q.counts().expect("counts").done, 3);
@@ -267,28 +198,13 @@ fn claim_refuses_a_name_already_active_and_a_missing_task() {
     fs::write(q.inbox_dir().join("a.md"), "first").expect("write");
     q.claim("a.md", &lease("s1", 1)).expect("claim");
     fs::write(q.inbox_dir().join("a.md"), "second").expect("write");
-    assert!(matches!(
-        q.claim("a.md", &lease("s2", 1)),
-        Err(QueueError::Occupied { .. })
-    ));
-    assert!(matches!(
-        q.claim("nope.md", &lease("s2", 1)),
-        Err(QueueError::Missing { .. })
-    ));
-    assert!(matches!(
-        q.claim("../a.md", &lease("s2", 1)),
-        Err(QueueError::BadName { .. })
-    ));
-    assert_eq!(
-        fs::read_to_string(q.root().join("active/a.md")).expect("read"),
-        "first"
-    );
+    assert!(matches!(q.claim("a.md", &lease("s2", 1)), Err(QueueError::Occupied { .. })));
+    assert!(matches!(q.claim("nope.md", &lease("s2", 1)), Err(QueueError::Missing { .. })));
+    assert!(matches!(q.claim("../a.md", &lease("s2", 1)), Err(QueueError::BadName { .. })));
+    assert_eq!(fs::read_to_string(q.root().join("active/a.md")).expect("read"), "first");
     // Requeue while a namesake waits in the inbox: the newcomer is untouched.
     assert_eq!(q.requeue("a.md").expect("requeue"), "a-2.md");
-    assert_eq!(
-        fs::read_to_string(q.inbox_dir().join("a.md")).expect("read"),
-        "second"
-    );
+    assert_eq!(fs::read_to_string(q.inbox_dir().join("a.md")).expect("read"), "second");
     assert_eq!(q.load("a-2.md", MAX).expect("load").attempts, 1);
     assert_eq!(q.load("a.md", MAX).expect("load").attempts, 0);
     assert_eq!(q.load("gone.md", MAX), Err(LoadError::Gone));
@@ -312,17 +228,9 @@ fn leases_tidy_what_a_crash_leaves() {
     fs::write(q.inbox_dir().join("ok.md"), "o").expect("write");
     q.claim("ok.md", &lease("s2", 2)).expect("claim");
 
-    assert_eq!(
-        q.leases().expect("leases"),
-        vec![("ok.md".to_string(), lease("s2", 2))]
-    );
+    assert_eq!(q.leases().expect("leases"), vec![("ok.md".to_string(), lease("s2", 2))]);
     assert_eq!(names_in(&active), vec!["ok.lease.json", "ok.md"]);
-    let inbox: Vec<String> = q
-        .scan_inbox()
-        .expect("scan")
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let inbox: Vec<String> = q.scan_inbox().expect("scan").into_iter().map(|e| e.name).collect();
     assert_eq!(inbox, vec!["early.md", "nolease.md"]);
 }
 
@@ -349,13 +257,7 @@ fn order_is_priority_then_name_and_pinned_tasks_wait_for_their_session() {
     let names = |ts: &[Task]| ts.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
     assert_eq!(
         names(&order(tasks.clone())),
-        vec![
-            "2026-11-20-pinned.md",
-            "2026-11-26-urgent.md",
-            "2026-11-24-b.md",
-            "2026-11-25-c.md",
-            "2026-11-01-low.md"
-        ]
+        vec!["2026-11-20-pinned.md", "2026-11-26-urgent.md", "2026-11-24-b.md", "2026-11-25-c.md", "2026-11-01-low.md"]
     );
     let picked = |s: &str| pick(&tasks, s).map(|t| t.name.clone());
     assert_eq!(picked("s1").as_deref(), Some("2026-11-26-urgent.md"));
@@ -371,41 +273,11 @@ fn recovery_verdicts_carried_out_on_disk() {
     let q = open(dir.path());
     // (task, session, attempt, what the session does now, verdict)
     let table = [
-        (
-            "keep.md",
-            "s1",
-            1,
-            SessionNow::WorkingOn("keep.md".into()),
-            Recovery::Keep,
-        ),
-        (
-            "done.md",
-            "s2",
-            1,
-            SessionNow::Finished("done.md".into()),
-            Recovery::Done,
-        ),
-        (
-            "again.md",
-            "s3",
-            1,
-            SessionNow::Other,
-            Recovery::Requeue { next_attempt: 2 },
-        ),
-        (
-            "stale.md",
-            "s4",
-            2,
-            SessionNow::WorkingOn("x.md".into()),
-            Recovery::Requeue { next_attempt: 3 },
-        ),
-        (
-            "spent.md",
-            "s5",
-            3,
-            SessionNow::Other,
-            Recovery::Fail { attempts: 3 },
-        ),
+        ("keep.md", "s1", 1, SessionNow::WorkingOn("keep.md".into()), Recovery::Keep),
+        ("done.md", "s2", 1, SessionNow::Finished("done.md".into()), Recovery::Done),
+        ("again.md", "s3", 1, SessionNow::Other, Recovery::Requeue { next_attempt: 2 }),
+        ("stale.md", "s4", 2, SessionNow::WorkingOn("x.md".into()), Recovery::Requeue { next_attempt: 3 }),
+        ("spent.md", "s5", 3, SessionNow::Other, Recovery::Fail { attempts: 3 }),
     ];
     let mut sessions = HashMap::new();
     for (name, session, attempt, now, _) in &table {
@@ -415,10 +287,7 @@ fn recovery_verdicts_carried_out_on_disk() {
     }
     let verdicts = recover(&q.leases().expect("leases"), &sessions, 3);
     let want: Vec<(String, Recovery)> = {
-        let mut v: Vec<_> = table
-            .iter()
-            .map(|(n, _, _, _, r)| (n.to_string(), r.clone()))
-            .collect();
+        let mut v: Vec<_> = table.iter().map(|(n, _, _, _, r)| (n.to_string(), r.clone())).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     };
@@ -442,15 +311,11 @@ fn recovery_verdicts_carried_out_on_disk() {
                 q.requeue(&name).expect("requeue");
             }
             Recovery::Fail { attempts } => {
-                q.fail(&name, "max_attempts reached", attempts)
-                    .expect("fail");
+                q.fail(&name, "max_attempts reached", attempts).expect("fail");
             }
         }
     }
-    assert_eq!(
-        names_in(&q.root().join("active")),
-        vec!["keep.lease.json", "keep.md"]
-    );
+    assert_eq!(names_in(&q.root().join("active")), vec!["keep.lease.json", "keep.md"]);
     assert_eq!(q.load("again.md", MAX).expect("load").attempts, 1);
     assert_eq!(q.load("stale.md", MAX).expect("load").attempts, 2);
     assert!(q.root().join("done/done.md").exists());
@@ -461,24 +326,12 @@ fn recovery_verdicts_carried_out_on_disk() {
 fn status_json_is_replaced_whole() {
     let dir = support::temp_dir();
     let q = open(dir.path());
-    q.write_status(&serde_json::json!({"sessions": []}))
-        .expect("status");
-    q.write_status(&serde_json::json!({"sessions": [{"name": "s1"}]}))
-        .expect("status");
+    q.write_status(&serde_json::json!({"sessions": []})).expect("status");
+    q.write_status(&serde_json::json!({"sessions": [{"name": "s1"}]})).expect("status");
     let text = fs::read_to_string(q.root().join("status.json")).expect("read");
     let value: serde_json::Value = serde_json::from_str(&text).expect("json");
     assert_eq!(value["sessions"][0]["name"], "s1");
-    assert_eq!(
-        names_in(q.root()),
-        vec![
-            "active",
-            "archive",
-            "done",
-            "failed",
-            "inbox",
-            "status.json"
-        ]
-    );
+    assert_eq!(names_in(q.root()), vec!["active", "archive", "done", "failed", "inbox", "status.json"]);
 }
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -497,16 +350,11 @@ fn expect_event(rx: &Receiver<WatchEvent>, want: &WatchEvent) {
 }
 
 fn arrived(project: &str, name: &str) -> WatchEvent {
-    WatchEvent::Arrived {
-        project: project.into(),
-        name: name.into(),
-    }
+    WatchEvent::Arrived { project: project.into(), name: name.into() }
 }
 
 fn rescan(project: &str) -> WatchEvent {
-    WatchEvent::Rescan {
-        project: project.into(),
-    }
+    WatchEvent::Rescan { project: project.into() }
 }
 
 fn stop_promptly(watcher: InboxWatcher) {
@@ -524,14 +372,9 @@ fn watcher_sees_writes_renames_and_inboxes_that_come_and_go() {
     let q = open(&dir.path().join("one"));
     let later_root: PathBuf = dir.path().join("two-not-yet/.agent-queue");
     let (tx, rx) = unbounded();
-    let watcher = InboxWatcher::start(
-        vec![
-            ("one".into(), q.inbox_dir()),
-            ("two".into(), later_root.join("inbox")),
-        ],
-        tx,
-    )
-    .expect("watcher");
+    let watcher =
+        InboxWatcher::start(vec![("one".into(), q.inbox_dir()), ("two".into(), later_root.join("inbox"))], tx)
+            .expect("watcher");
 
     // Written in place.
     fs::write(q.inbox_dir().join("in-place.md"), "a").expect("write");
@@ -605,19 +448,15 @@ fn start_up_scan_of_ten_thousand_tasks_then_dedupe_with_the_watcher() {
     // Watcher first, then scan: everything written is either scanned or seen.
     let scanned = q.scan_inbox().expect("scan");
     assert_eq!(scanned.len(), 10_000);
-    let mut known: std::collections::BTreeSet<String> =
-        scanned.iter().map(|e| e.name.clone()).collect();
-    let tasks: Vec<Task> = scanned
-        .iter()
-        .map(|e| q.load(&e.name, MAX).expect("load"))
-        .collect();
+    let mut known: std::collections::BTreeSet<String> = scanned.iter().map(|e| e.name.clone()).collect();
+    let tasks: Vec<Task> = scanned.iter().map(|e| q.load(&e.name, MAX).expect("load")).collect();
     let ordered = order(tasks);
     let head: Vec<&str> = ordered.iter().take(11).map(|t| t.name.as_str()).collect();
     assert_eq!(
         head,
         vec![
-            "09007.md", "08007.md", "07007.md", "06007.md", "05007.md", "04007.md", "03007.md",
-            "02007.md", "01007.md", "00000.md", "00001.md"
+            "09007.md", "08007.md", "07007.md", "06007.md", "05007.md", "04007.md", "03007.md", "02007.md", "01007.md",
+            "00000.md", "00001.md"
         ],
         "priority first (00007 has priority 0), then by name"
     );

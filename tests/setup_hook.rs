@@ -54,11 +54,7 @@ fn hook_binary(args: &[String], stdin: &[u8]) -> (i32, Vec<u8>, Duration) {
     drop(pipe);
     let out = child.wait_with_output().expect("wait for the hook");
     let took = started.elapsed();
-    assert!(
-        out.stderr.is_empty(),
-        "the hook wrote to stderr: {:?}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.stderr.is_empty(), "the hook wrote to stderr: {:?}", String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), out.stdout, took)
 }
 
@@ -69,9 +65,8 @@ fn best_of_three(mut run: impl FnMut() -> Duration) -> Duration {
 }
 
 fn spooled(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     files.sort();
     files
 }
@@ -80,10 +75,7 @@ fn assert_spool_name(path: &Path) {
     let name = path.file_name().unwrap().to_str().unwrap();
     let stem = name.strip_suffix(".json").expect("ends in .json");
     let (nanos, pid) = stem.split_once('-').expect("nanos-pid");
-    assert!(
-        nanos.parse::<u128>().is_ok() && pid.parse::<u32>().is_ok(),
-        "{name}"
-    );
+    assert!(nanos.parse::<u128>().is_ok() && pid.parse::<u32>().is_ok(), "{name}");
 }
 
 #[test]
@@ -156,9 +148,7 @@ fn a_writer_that_never_closes_stdin_cannot_hold_the_hook() {
     let args = strings(&["--spool", spool.to_str().unwrap()]);
 
     // A whole document then silence: spooled at once, no wait for EOF.
-    let slow = SlowWriter {
-        first: Some(br#"{"hook_event_name":"Stop","session_id":"s1"}"#.to_vec()),
-    };
+    let slow = SlowWriter { first: Some(br#"{"hook_event_name":"Stop","session_id":"s1"}"#.to_vec()) };
     let (status, out, took) = hook_lib(&args, slow);
     assert_eq!((status, out.len()), (0, 0));
     assert!(took < HOOK_BUDGET, "took {took:?}");
@@ -166,9 +156,7 @@ fn a_writer_that_never_closes_stdin_cannot_hold_the_hook() {
 
     // Half a document then silence: given up after the read budget (40 ms);
     // the bound allows for a loaded machine waking the thread late.
-    let slow = SlowWriter {
-        first: Some(br#"{"hook_event_name":"Stop","#.to_vec()),
-    };
+    let slow = SlowWriter { first: Some(br#"{"hook_event_name":"Stop","#.to_vec()) };
     let (status, out, took) = hook_lib(&args, slow);
     assert_eq!((status, out.len()), (0, 0));
     assert!(took >= hook::READ_BUDGET, "took {took:?}");
@@ -207,11 +195,7 @@ fn hook_without_spool_finds_it_through_the_config() {
     let config = dir.path().join("config.toml");
     write(
         &config,
-        &format!(
-            "state_dir = {:?}\n[[accounts]]\nname = \"a\"\nconfig_dir = {:?}\n",
-            state,
-            dir.path().join("a")
-        ),
+        &format!("state_dir = {:?}\n[[accounts]]\nname = \"a\"\nconfig_dir = {:?}\n", state, dir.path().join("a")),
     );
     let args = strings(&["--config", config.to_str().unwrap()]);
     let (status, out, _) = hook_lib(&args, STATUSLINE_JSON.as_bytes());
@@ -242,8 +226,8 @@ fn spool_files_appear_whole() {
                         continue;
                     }
                     let bytes = std::fs::read(&path).unwrap();
-                    let doc: Value = serde_json::from_slice(&bytes)
-                        .unwrap_or_else(|e| panic!("{name} seen incomplete: {e}"));
+                    let doc: Value =
+                        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{name} seen incomplete: {e}"));
                     assert_eq!(doc["end"], true);
                     checked += 1;
                 }
@@ -320,28 +304,13 @@ fn accounts_sharing(dir: tempfile::TempDir, shared: PathBuf) -> Accounts {
     let alpha = root.join("home/.claude-alpha");
     let beta = root.join("home/.claude-beta");
     write(&alpha.join("projects/-srv-app/s1.jsonl"), "{\"alpha\":1}\n");
-    write(
-        &alpha.join("projects/-srv-app/same.jsonl"),
-        "{\"both\":1}\n",
-    );
-    write(
-        &alpha.join("projects/-srv-app/clash.jsonl"),
-        "{\"alpha\":\"clash\"}\n",
-    );
-    write(
-        &alpha.join("projects/-srv-app/s1/tool-results/r1.txt"),
-        "tool output",
-    );
-    write(
-        &alpha.join("projects/-srv-only-alpha/a.jsonl"),
-        "{\"a\":1}\n",
-    );
+    write(&alpha.join("projects/-srv-app/same.jsonl"), "{\"both\":1}\n");
+    write(&alpha.join("projects/-srv-app/clash.jsonl"), "{\"alpha\":\"clash\"}\n");
+    write(&alpha.join("projects/-srv-app/s1/tool-results/r1.txt"), "tool output");
+    write(&alpha.join("projects/-srv-only-alpha/a.jsonl"), "{\"a\":1}\n");
     write(&beta.join("projects/-srv-app/s2.jsonl"), "{\"beta\":2}\n");
     write(&beta.join("projects/-srv-app/same.jsonl"), "{\"both\":1}\n");
-    write(
-        &beta.join("projects/-srv-app/clash.jsonl"),
-        "{\"beta\":\"clash\"}\n",
-    );
+    write(&beta.join("projects/-srv-app/clash.jsonl"), "{\"beta\":\"clash\"}\n");
     write(&beta.join("projects/-srv-only-beta/b.jsonl"), "{\"b\":1}\n");
     let settings = serde_json::json!({
         "model": "opus",
@@ -352,16 +321,10 @@ fn accounts_sharing(dir: tempfile::TempDir, shared: PathBuf) -> Accounts {
         },
         "statusLine": {"type": "command", "command": USER_STATUSLINE, "padding": 1}
     });
-    write(
-        &alpha.join("settings.json"),
-        &serde_json::to_string_pretty(&settings).unwrap(),
-    );
+    write(&alpha.join("settings.json"), &serde_json::to_string_pretty(&settings).unwrap());
 
     let exe = root.join("bin/claude-failover");
-    write(
-        &exe,
-        "#!/bin/sh\nprintf '%s\\0' \"$@\" > \"$CF_ARGS_OUT\"\n",
-    );
+    write(&exe, "#!/bin/sh\nprintf '%s\\0' \"$@\" > \"$CF_ARGS_OUT\"\n");
     std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 
     let config_path = root.join("config.toml");
@@ -379,12 +342,7 @@ fn accounts_sharing(dir: tempfile::TempDir, shared: PathBuf) -> Accounts {
         ),
     );
     let config = Config::load(&config_path).expect("config");
-    Accounts {
-        _dir: dir,
-        root,
-        config,
-        exe,
-    }
+    Accounts { _dir: dir, root, config, exe }
 }
 
 /// Every file under `dir` (following the top symlink): relative path -> content.
@@ -395,11 +353,7 @@ fn tree(dir: &Path) -> BTreeMap<String, String> {
             if path.is_dir() {
                 walk(base, &path, out);
             } else {
-                let rel = path
-                    .strip_prefix(base)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
+                let rel = path.strip_prefix(base).unwrap().to_string_lossy().into_owned();
                 out.insert(rel, std::fs::read_to_string(&path).unwrap());
             }
         }
@@ -410,8 +364,7 @@ fn tree(dir: &Path) -> BTreeMap<String, String> {
 }
 
 fn settings_of(config_dir: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(config_dir.join("settings.json")).unwrap())
-        .unwrap()
+    serde_json::from_str(&std::fs::read_to_string(config_dir.join("settings.json")).unwrap()).unwrap()
 }
 
 fn our_commands(settings: &Value, event: &str) -> Vec<String> {
@@ -440,11 +393,8 @@ fn run_statusline(acc: &Accounts, command: &str, stdin: &str) -> (i32, String) {
         .unwrap();
     assert!(status.success());
     let raw = std::fs::read(&args_file).unwrap();
-    let argv: Vec<String> = raw
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8(a.to_vec()).unwrap())
-        .collect();
+    let argv: Vec<String> =
+        raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8(a.to_vec()).unwrap()).collect();
     assert_eq!(argv.first().map(String::as_str), Some("hook"), "{argv:?}");
     let (status, out, _) = hook_binary(&argv[1..], stdin.as_bytes());
     (status, String::from_utf8(out).unwrap())
@@ -461,20 +411,10 @@ fn setup_twice_shares_every_transcript_and_installs_hooks_once() {
     let before_alpha = tree(&alpha.join("projects"));
     let before_beta = tree(&beta.join("projects"));
 
-    let first = setup::run(&acc.config, &acc.exe).unwrap_or_else(|errors| {
-        panic!(
-            "{}",
-            errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    });
+    let first = setup::run(&acc.config, &acc.exe)
+        .unwrap_or_else(|errors| panic!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")));
     assert!(first.created_shared_dir);
-    let by_name = |r: &setup::SetupReport, n: &str| {
-        r.accounts.iter().find(|a| a.account == n).unwrap().clone()
-    };
+    let by_name = |r: &setup::SetupReport, n: &str| r.accounts.iter().find(|a| a.account == n).unwrap().clone();
     assert_eq!(by_name(&first, "alpha").projects, ProjectsAction::Replaced);
     assert_eq!(by_name(&first, "beta").projects, ProjectsAction::Replaced);
     assert_eq!(by_name(&first, "gamma").projects, ProjectsAction::Linked);
@@ -482,16 +422,10 @@ fn setup_twice_shares_every_transcript_and_installs_hooks_once() {
     let beta_merge = by_name(&first, "beta").merge;
     assert_eq!(beta_merge.deduplicated, 1, "{beta_merge:?}");
     assert_eq!(beta_merge.kept_both.len(), 1, "{beta_merge:?}");
-    assert!(matches!(
-        by_name(&first, "alpha").settings.status_line,
-        StatusLineAction::Wrapped { .. }
-    ));
+    assert!(matches!(by_name(&first, "alpha").settings.status_line, StatusLineAction::Wrapped { .. }));
     assert!(spool.is_dir());
     let printed = first.to_string();
-    assert!(
-        printed.contains("account beta") && printed.contains("conflict-beta"),
-        "{printed}"
-    );
+    assert!(printed.contains("account beta") && printed.contains("conflict-beta"), "{printed}");
 
     let second = setup::run(&acc.config, &acc.exe).expect("second run");
     for a in &second.accounts {
@@ -517,61 +451,35 @@ fn setup_twice_shares_every_transcript_and_installs_hooks_once() {
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
     for (rel, content) in before_alpha.iter().chain(before_beta.iter()) {
-        assert!(
-            seen.values().any(|c| c == content),
-            "{rel} ({content:?}) lost; shared tree: {seen:?}"
-        );
+        assert!(seen.values().any(|c| c == content), "{rel} ({content:?}) lost; shared tree: {seen:?}");
         assert!(seen.contains_key(rel), "{rel} not at its own path");
     }
     assert_eq!(seen["-srv-app/clash.jsonl"], "{\"alpha\":\"clash\"}\n");
-    assert_eq!(
-        seen["-srv-app/clash.jsonl.conflict-beta"],
-        "{\"beta\":\"clash\"}\n"
-    );
-    assert_eq!(
-        seen.len(),
-        before_alpha.len() + before_beta.len() - 1,
-        "{seen:?}"
-    );
+    assert_eq!(seen["-srv-app/clash.jsonl.conflict-beta"], "{\"beta\":\"clash\"}\n");
+    assert_eq!(seen.len(), before_alpha.len() + before_beta.len() - 1, "{seen:?}");
 
     // settings.json: the user's keys and hooks stay, ours are there once.
     let settings = settings_of(&alpha);
     assert_eq!(settings["model"], "opus");
     assert_eq!(settings["permissions"]["allow"][0], "Bash(ls:*)");
-    assert_eq!(
-        settings["hooks"]["Stop"][0]["hooks"][0]["command"],
-        "notify-send done"
-    );
+    assert_eq!(settings["hooks"]["Stop"][0]["hooks"][0]["command"], "notify-send done");
     assert_eq!(settings["hooks"]["PreToolUse"][0]["matcher"], "Bash");
-    assert_eq!(
-        settings["hooks"]["PreToolUse"][0]["hooks"][0]["command"],
-        "audit-bash"
-    );
+    assert_eq!(settings["hooks"]["PreToolUse"][0]["hooks"][0]["command"], "audit-bash");
     assert_eq!(settings["statusLine"]["padding"], 1);
     for config_dir in [&alpha, &beta, &gamma] {
         let settings = settings_of(config_dir);
         for event in setup::HOOK_EVENTS {
             let ours = our_commands(&settings, event);
-            assert_eq!(
-                ours.len(),
-                1,
-                "{event} in {}: {ours:?}",
-                config_dir.display()
-            );
+            assert_eq!(ours.len(), 1, "{event} in {}: {ours:?}", config_dir.display());
             assert_eq!(ours[0], first.hook_command);
         }
     }
     assert!(first.hook_command.starts_with(acc.exe.to_str().unwrap()));
-    assert!(first
-        .hook_command
-        .ends_with(&format!("--spool {}", spool.display())));
+    assert!(first.hook_command.ends_with(&format!("--spool {}", spool.display())));
 
     let status_line = settings["statusLine"]["command"].as_str().unwrap();
     assert_eq!(status_line.matches("--then").count(), 1, "{status_line}");
-    let beta_status = settings_of(&beta)["statusLine"]["command"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let beta_status = settings_of(&beta)["statusLine"]["command"].as_str().unwrap().to_string();
     assert_eq!(beta_status, first.hook_command);
 
     // One backup, of the user's original file, for the one run that changed it.
@@ -582,8 +490,7 @@ fn setup_twice_shares_every_transcript_and_installs_hooks_once() {
         .filter(|p| p.to_string_lossy().contains("settings.json.bak-"))
         .collect();
     assert_eq!(backups.len(), 1, "{backups:?}");
-    let original: Value =
-        serde_json::from_str(&std::fs::read_to_string(&backups[0]).unwrap()).unwrap();
+    let original: Value = serde_json::from_str(&std::fs::read_to_string(&backups[0]).unwrap()).unwrap();
     assert_eq!(original["statusLine"]["command"], USER_STATUSLINE);
 
     // The user's statusline still prints, through the hook, which also spools.
@@ -611,40 +518,19 @@ fn setup_reports_a_foreign_symlink_and_a_broken_settings_file() {
     let errors = setup::run(&acc.config, &acc.exe).unwrap_err();
     let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     assert_eq!(errors.len(), 2, "{text:?}");
-    assert!(
-        text.iter()
-            .any(|e| e.contains("account alpha") && e.contains("elsewhere")),
-        "{text:?}"
-    );
-    assert!(
-        text.iter()
-            .any(|e| e.contains("account beta") && e.contains("settings.json")),
-        "{text:?}"
-    );
+    assert!(text.iter().any(|e| e.contains("account alpha") && e.contains("elsewhere")), "{text:?}");
+    assert!(text.iter().any(|e| e.contains("account beta") && e.contains("settings.json")), "{text:?}");
     // Neither was touched.
-    assert_eq!(
-        std::fs::read_link(alpha.join("projects")).unwrap(),
-        elsewhere
-    );
-    assert_eq!(
-        std::fs::read_to_string(beta.join("settings.json")).unwrap(),
-        "{ not json"
-    );
+    assert_eq!(std::fs::read_link(alpha.join("projects")).unwrap(), elsewhere);
+    assert_eq!(std::fs::read_to_string(beta.join("settings.json")).unwrap(), "{ not json");
 
     // A symlink that reaches the shared tree by another spelling is fine.
     let shared = acc.root.join("state/projects");
     std::fs::remove_file(alpha.join("projects")).unwrap();
-    std::os::unix::fs::symlink(
-        acc.root.join("state/../state/projects"),
-        alpha.join("projects"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink(acc.root.join("state/../state/projects"), alpha.join("projects")).unwrap();
     write(&beta.join("settings.json"), "{}");
     let report = setup::run(&acc.config, &acc.exe).expect("fixed");
-    assert!(report
-        .accounts
-        .iter()
-        .all(|a| a.projects != ProjectsAction::Skipped));
+    assert!(report.accounts.iter().all(|a| a.projects != ProjectsAction::Skipped));
     assert!(shared.join("-srv-only-beta/b.jsonl").exists());
 }
 
@@ -652,10 +538,7 @@ fn setup_reports_a_foreign_symlink_and_a_broken_settings_file() {
 fn setup_moves_transcripts_into_a_shared_tree_on_another_filesystem() {
     // /dev/shm is a tmpfs here while temp dirs are on disk: links cannot cross,
     // so files are copied, synced and linked in, then the originals removed.
-    let Ok(other_fs) = tempfile::Builder::new()
-        .prefix("cf-test-")
-        .tempdir_in("/dev/shm")
-    else {
+    let Ok(other_fs) = tempfile::Builder::new().prefix("cf-test-").tempdir_in("/dev/shm") else {
         eprintln!("no writable /dev/shm: the same-filesystem path is covered elsewhere");
         return;
     };
@@ -664,11 +547,7 @@ fn setup_moves_transcripts_into_a_shared_tree_on_another_filesystem() {
     let alpha = acc.root.join("home/.claude-alpha");
     let beta = acc.root.join("home/.claude-beta");
     let mut before = tree(&alpha.join("projects"));
-    before.extend(
-        tree(&beta.join("projects"))
-            .into_iter()
-            .map(|(k, v)| (k + " (beta)", v)),
-    );
+    before.extend(tree(&beta.join("projects")).into_iter().map(|(k, v)| (k + " (beta)", v)));
 
     let report = setup::run(&acc.config, &acc.exe).expect("setup");
     let beta_merge = &report.accounts[1].merge;
@@ -676,10 +555,7 @@ fn setup_moves_transcripts_into_a_shared_tree_on_another_filesystem() {
     assert_eq!(beta_merge.kept_both.len(), 1, "{beta_merge:?}");
     let seen = tree(&shared);
     for content in before.values() {
-        assert!(
-            seen.values().any(|c| c == content),
-            "{content:?} lost: {seen:?}"
-        );
+        assert!(seen.values().any(|c| c == content), "{content:?} lost: {seen:?}");
     }
     assert_eq!(seen.len(), before.len() - 1);
     assert_eq!(tree(&alpha.join("projects")), seen);

@@ -18,16 +18,8 @@ fn argv(words: &[&str]) -> Vec<String> {
 /// A session whose process copies what it is typed into `out` (until EOF).
 fn recorder(tmux: &Tmux, name: &str, dir: &Path, out: &Path) {
     let out = out.to_str().expect("utf-8 path");
-    tmux.new_session(
-        name,
-        dir,
-        120,
-        30,
-        &[],
-        &[],
-        &argv(&["sh", "-c", "exec cat > \"$0\"", out]),
-    )
-    .expect("new session");
+    tmux.new_session(name, dir, 120, 30, &[], &[], &argv(&["sh", "-c", "exec cat > \"$0\"", out]))
+        .expect("new session");
 }
 
 fn read(path: &Path) -> String {
@@ -36,10 +28,7 @@ fn read(path: &Path) -> String {
 
 fn environ(pid: u32) -> Vec<String> {
     let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
-    raw.split(|b| *b == 0)
-        .filter(|v| !v.is_empty())
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .collect()
+    raw.split(|b| *b == 0).filter(|v| !v.is_empty()).map(|v| String::from_utf8_lossy(v).into_owned()).collect()
 }
 
 #[test]
@@ -53,15 +42,7 @@ fn a_session_runs_its_command_directly_with_its_own_environment() {
     ];
     // HOME comes from the tmux server's own environment: unsetting must reach it too.
     let spawned = tmux
-        .new_session(
-            "work-1",
-            dir.path(),
-            100,
-            25,
-            &env,
-            &["HOME", "CF_BOTH"],
-            &argv(&["cat"]),
-        )
+        .new_session("work-1", dir.path(), 100, 25, &env, &["HOME", "CF_BOTH"], &argv(&["cat"]))
         .expect("new session");
     assert!(spawned.pane_id.starts_with('%'), "{spawned:?}");
 
@@ -90,10 +71,7 @@ fn a_session_runs_its_command_directly_with_its_own_environment() {
     assert_eq!(cwd, dir.path().canonicalize().unwrap());
 
     let vars = environ(spawned.pid);
-    assert!(
-        vars.contains(&"CF_SET=value with spaces;".to_string()),
-        "{vars:?}"
-    );
+    assert!(vars.contains(&"CF_SET=value with spaces;".to_string()), "{vars:?}");
     assert!(!vars.iter().any(|v| v.starts_with("HOME=")), "{vars:?}");
     assert!(!vars.iter().any(|v| v.starts_with("CF_BOTH=")), "{vars:?}");
 
@@ -123,17 +101,11 @@ fn a_pasted_text_with_a_code_block_arrives_intact() {
     // The terminal echoes what it is given: the capture shows the pasted lines.
     wait_for(WAIT, "the paste on screen", || {
         let screen = tmux.capture_pane("paste").ok()?;
-        screen
-            .contains("Last line with trailing semicolon;")
-            .then_some(())
+        screen.contains("Last line with trailing semicolon;").then_some(())
     });
     tmux.send_keys("paste", &["C-d"]).unwrap();
-    wait_for(WAIT, "the pasted text in the file", || {
-        (read(&out) == text).then_some(())
-    });
-    wait_for(WAIT, "the session to end after EOF", || {
-        (!tmux.has_session("paste").unwrap()).then_some(())
-    });
+    wait_for(WAIT, "the pasted text in the file", || (read(&out) == text).then_some(()));
+    wait_for(WAIT, "the session to end after EOF", || (!tmux.has_session("paste").unwrap()).then_some(()));
     // The named buffer was deleted after the paste.
     let buffers = raw_tmux(&server, &["list-buffers", "-F", "#{buffer_name}"]);
     assert_eq!(buffers.trim(), "", "{buffers}");
@@ -141,12 +113,7 @@ fn a_pasted_text_with_a_code_block_arrives_intact() {
 
 /// A tmux command the client does not offer, for checking from outside.
 fn raw_tmux(server: &TmuxServer, args: &[&str]) -> String {
-    let out = std::process::Command::new("tmux")
-        .arg("-L")
-        .arg(server.socket_name())
-        .args(args)
-        .output()
-        .expect("tmux");
+    let out = std::process::Command::new("tmux").arg("-L").arg(server.socket_name()).args(args).output().expect("tmux");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -155,16 +122,12 @@ fn a_hung_server_costs_a_timeout_not_a_hang() {
     let server = TmuxServer::new();
     let tmux = server.tmux().with_timeout(Duration::from_millis(300));
     let dir = support::temp_dir();
-    tmux.new_session("s", dir.path(), 80, 24, &[], &[], &argv(&["sleep", "30"]))
-        .unwrap();
+    tmux.new_session("s", dir.path(), 80, 24, &[], &[], &argv(&["sleep", "30"])).unwrap();
     let pid = raw_tmux(&server, &["display-message", "-p", "#{pid}"]);
     let pid = pid.trim().to_string();
     assert!(pid.parse::<u32>().is_ok(), "{pid:?}");
     let signal = |sig: &str| {
-        let status = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .expect("kill");
+        let status = std::process::Command::new("kill").args([sig, &pid]).status().expect("kill");
         assert!(status.success());
     };
     signal("-STOP");
@@ -188,15 +151,12 @@ fn typed_text_and_named_keys_reach_the_pane() {
     recorder(&tmux, "typed", dir.path(), &out);
 
     let pane = tmux.list_panes("typed").unwrap().remove(0).pane_id;
-    tmux.send_keys_literal("typed", "-not a flag; Enter;")
-        .unwrap();
+    tmux.send_keys_literal("typed", "-not a flag; Enter;").unwrap();
     tmux.send_keys("typed", &["Enter"]).unwrap();
     // A pane id works as a target as well as a session name.
     tmux.send_keys_literal(&pane, "second").unwrap();
     tmux.send_keys(&pane, &["Enter", "C-d"]).unwrap();
-    wait_for(WAIT, "the typed lines in the file", || {
-        (read(&out) == "-not a flag; Enter;\nsecond\n").then_some(())
-    });
+    wait_for(WAIT, "the typed lines in the file", || (read(&out) == "-not a flag; Enter;\nsecond\n").then_some(()));
     // Escape is a key name too; the pane is gone by now, which is a missing session.
     let err = tmux.send_keys(&pane, &["Escape"]);
     if let Err(e) = err {
@@ -209,35 +169,10 @@ fn a_session_whose_command_exits_disappears() {
     let server = TmuxServer::new();
     let tmux = server.tmux();
     let dir = support::temp_dir();
-    tmux.new_session(
-        "keeper",
-        dir.path(),
-        80,
-        24,
-        &[],
-        &[],
-        &argv(&["sleep", "30"]),
-    )
-    .unwrap();
-    tmux.new_session(
-        "short",
-        dir.path(),
-        80,
-        24,
-        &[],
-        &[],
-        &argv(&["sh", "-c", "sleep 0.2"]),
-    )
-    .unwrap();
-    wait_for(WAIT, "the finished session to go away", || {
-        (!tmux.has_session("short").unwrap()).then_some(())
-    });
-    let names: Vec<String> = tmux
-        .list_sessions()
-        .unwrap()
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
+    tmux.new_session("keeper", dir.path(), 80, 24, &[], &[], &argv(&["sleep", "30"])).unwrap();
+    tmux.new_session("short", dir.path(), 80, 24, &[], &[], &argv(&["sh", "-c", "sleep 0.2"])).unwrap();
+    wait_for(WAIT, "the finished session to go away", || (!tmux.has_session("short").unwrap()).then_some(()));
+    let names: Vec<String> = tmux.list_sessions().unwrap().into_iter().map(|s| s.name).collect();
     assert_eq!(names, vec!["keeper".to_string()]);
 
     tmux.kill_server().unwrap();
@@ -260,16 +195,7 @@ fn missing_sessions_and_servers_are_told_apart_from_failures() {
     assert!(matches!(err, TmuxError::NoServer { .. }), "{err}");
     assert!(err.is_missing());
 
-    tmux.new_session(
-        "present",
-        dir.path(),
-        80,
-        24,
-        &[],
-        &[],
-        &argv(&["sleep", "30"]),
-    )
-    .unwrap();
+    tmux.new_session("present", dir.path(), 80, 24, &[], &[], &argv(&["sleep", "30"])).unwrap();
 
     for err in [
         tmux.capture_pane("nope").unwrap_err(),
@@ -287,16 +213,12 @@ fn missing_sessions_and_servers_are_told_apart_from_failures() {
     let err = tmux.capture_pane("nope").unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
 
-    let err = tmux
-        .new_session("present", dir.path(), 80, 24, &[], &[], &argv(&["true"]))
-        .unwrap_err();
+    let err = tmux.new_session("present", dir.path(), 80, 24, &[], &[], &argv(&["true"])).unwrap_err();
     assert!(matches!(err, TmuxError::SessionExists { .. }), "{err}");
     assert!(!err.is_missing());
 
     let missing = dir.path().join("not-here");
-    let err = tmux
-        .new_session("other", &missing, 80, 24, &[], &[], &argv(&["true"]))
-        .unwrap_err();
+    let err = tmux.new_session("other", &missing, 80, 24, &[], &[], &argv(&["true"])).unwrap_err();
     assert!(matches!(err, TmuxError::NoDirectory { .. }), "{err}");
     assert!(err.to_string().contains("not-here"), "{err}");
 

@@ -47,10 +47,7 @@ impl Credentials {
             if e.kind() == std::io::ErrorKind::NotFound {
                 CredentialsError::Missing { path: path.clone() }
             } else {
-                CredentialsError::Unreadable {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                }
+                CredentialsError::Unreadable { path: path.clone(), reason: e.to_string() }
             }
         })?;
         Credentials::parse(&text, &path)
@@ -68,23 +65,16 @@ impl Credentials {
         let oauth = v
             .get("claudeAiOauth")
             .filter(|o| o.is_object())
-            .ok_or_else(|| CredentialsError::NoOauth {
-                path: path.to_path_buf(),
-            })?;
+            .ok_or_else(|| CredentialsError::NoOauth { path: path.to_path_buf() })?;
         let access_token = oauth
             .get("accessToken")
             .and_then(Value::as_str)
             .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| CredentialsError::NoAccessToken {
-                path: path.to_path_buf(),
-            })?;
+            .ok_or_else(|| CredentialsError::NoAccessToken { path: path.to_path_buf() })?;
         let string = |k: &str| oauth.get(k).and_then(Value::as_str).map(str::to_string);
         Ok(Credentials {
             access_token: Token::new(access_token.trim()),
-            expires_at: oauth
-                .get("expiresAt")
-                .and_then(Value::as_f64)
-                .and_then(super::unix_time),
+            expires_at: oauth.get("expiresAt").and_then(Value::as_f64).and_then(super::unix_time),
             subscription_type: string("subscriptionType"),
             rate_limit_tier: string("rateLimitTier"),
         })
@@ -99,52 +89,31 @@ impl Credentials {
 
 #[derive(Debug)]
 pub enum CredentialsError {
-    Missing {
-        path: PathBuf,
-    },
-    Unreadable {
-        path: PathBuf,
-        reason: String,
-    },
-    NotJson {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-    },
-    NoOauth {
-        path: PathBuf,
-    },
-    NoAccessToken {
-        path: PathBuf,
-    },
+    Missing { path: PathBuf },
+    Unreadable { path: PathBuf, reason: String },
+    NotJson { path: PathBuf, line: usize, column: usize },
+    NoOauth { path: PathBuf },
+    NoAccessToken { path: PathBuf },
 }
 
 impl fmt::Display for CredentialsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CredentialsError::Missing { path } => write!(
-                f,
-                "{}: no credentials file (log this account in with `claude` and /login)",
-                path.display()
-            ),
+            CredentialsError::Missing { path } => {
+                write!(f, "{}: no credentials file (log this account in with `claude` and /login)", path.display())
+            }
             CredentialsError::Unreadable { path, reason } => {
                 write!(f, "{}: cannot read: {reason}", path.display())
             }
-            CredentialsError::NotJson { path, line, column } => write!(
-                f,
-                "{}: not valid JSON (line {line}, column {column})",
-                path.display()
-            ),
-            CredentialsError::NoOauth { path } => write!(
-                f,
-                "{}: no \"claudeAiOauth\" object (is this a subscription login?)",
-                path.display()
-            ),
-            CredentialsError::NoAccessToken { path } => write!(
-                f,
-                "{}: \"claudeAiOauth\" has no \"accessToken\"",
-                path.display()
-            ),
+            CredentialsError::NotJson { path, line, column } => {
+                write!(f, "{}: not valid JSON (line {line}, column {column})", path.display())
+            }
+            CredentialsError::NoOauth { path } => {
+                write!(f, "{}: no \"claudeAiOauth\" object (is this a subscription login?)", path.display())
+            }
+            CredentialsError::NoAccessToken { path } => {
+                write!(f, "{}: \"claudeAiOauth\" has no \"accessToken\"", path.display())
+            }
         }
     }
 }
@@ -162,10 +131,7 @@ mod tests {
     fn reads_token_expiry_and_plan() {
         let c = Credentials::parse(GOOD, Path::new("/a/.credentials.json")).unwrap();
         assert_eq!(c.access_token.secret(), "sk-ant-oat01-SECRET");
-        assert_eq!(
-            c.expires_at,
-            Some(UNIX_EPOCH + Duration::from_secs(1_795_654_549))
-        );
+        assert_eq!(c.expires_at, Some(UNIX_EPOCH + Duration::from_secs(1_795_654_549)));
         assert_eq!(c.subscription_type.as_deref(), Some("max"));
         assert_eq!(c.rate_limit_tier.as_deref(), Some("default_claude_max_20x"));
         assert!(!c.is_expired(UNIX_EPOCH + Duration::from_secs(1_795_654_548)));
@@ -193,11 +159,8 @@ mod tests {
 
     #[test]
     fn missing_expiry_is_not_expired() {
-        let c = Credentials::parse(
-            r#"{"claudeAiOauth":{"accessToken":"t","expiresAt":"soon"}}"#,
-            Path::new("x"),
-        )
-        .unwrap();
+        let c =
+            Credentials::parse(r#"{"claudeAiOauth":{"accessToken":"t","expiresAt":"soon"}}"#, Path::new("x")).unwrap();
         assert_eq!(c.expires_at, None);
         assert!(!c.is_expired(SystemTime::now()));
     }

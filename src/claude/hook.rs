@@ -53,10 +53,9 @@ pub enum HookError {
 impl fmt::Display for HookError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HookError::NotJson { line, column } => write!(
-                f,
-                "hook input from Claude Code is not JSON (line {line}, column {column})"
-            ),
+            HookError::NotJson { line, column } => {
+                write!(f, "hook input from Claude Code is not JSON (line {line}, column {column})")
+            }
             HookError::NotAnObject => write!(f, "hook input from Claude Code is not a JSON object"),
         }
     }
@@ -65,10 +64,7 @@ impl fmt::Display for HookError {
 impl std::error::Error for HookError {}
 
 pub fn parse(text: &str) -> Result<HookInput, HookError> {
-    let v: Value = serde_json::from_str(text).map_err(|e| HookError::NotJson {
-        line: e.line(),
-        column: e.column(),
-    })?;
+    let v: Value = serde_json::from_str(text).map_err(|e| HookError::NotJson { line: e.line(), column: e.column() })?;
     if !v.is_object() {
         return Err(HookError::NotAnObject);
     }
@@ -101,13 +97,7 @@ pub fn parse(text: &str) -> Result<HookInput, HookError> {
         event: s("hook_event_name"),
         session_id: s("session_id"),
         transcript_path: s("transcript_path").map(PathBuf::from),
-        cwd: s("cwd")
-            .or_else(|| {
-                v.pointer("/workspace/current_dir")?
-                    .as_str()
-                    .map(str::to_string)
-            })
-            .map(PathBuf::from),
+        cwd: s("cwd").or_else(|| v.pointer("/workspace/current_dir")?.as_str().map(str::to_string)).map(PathBuf::from),
         error,
         source: s("source"),
         notification_type: s("notification_type"),
@@ -135,10 +125,7 @@ mod tests {
         assert!(h.is_statusline());
         let f = h.rate_limit("five_hour").unwrap();
         assert_eq!(f.used_percentage, 23.5);
-        assert_eq!(
-            f.resets_at,
-            Some(UNIX_EPOCH + Duration::from_secs(1_738_425_600))
-        );
+        assert_eq!(f.resets_at, Some(UNIX_EPOCH + Duration::from_secs(1_738_425_600)));
         assert_eq!(h.rate_limit("seven_day").unwrap().resets_at, None);
         assert!(h.rate_limit("weird").is_none());
     }

@@ -39,9 +39,7 @@ pub fn project_key(cwd: &Path) -> String {
         return key;
     }
     key.truncate(MAX_KEY_LEN);
-    let hash = path.encode_utf16().fold(0i32, |h, unit| {
-        h.wrapping_mul(31).wrapping_add(i32::from(unit))
-    });
+    let hash = path.encode_utf16().fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)));
     format!("{key}-{}", base36(u64::from(hash.unsigned_abs())))
 }
 
@@ -61,9 +59,7 @@ fn base36(mut n: u64) -> String {
 
 /// `<shared_projects_dir>/<project_key(cwd)>/<session_id>.jsonl`.
 pub fn transcript_path(shared_projects_dir: &Path, cwd: &Path, session_id: &str) -> PathBuf {
-    shared_projects_dir
-        .join(project_key(cwd))
-        .join(format!("{session_id}.jsonl"))
+    shared_projects_dir.join(project_key(cwd)).join(format!("{session_id}.jsonl"))
 }
 
 /// Parses the RFC 3339 forms Claude Code and the API write
@@ -138,10 +134,7 @@ mod tests {
 
     #[test]
     fn key_replaces_every_non_alphanumeric_without_collapsing() {
-        assert_eq!(
-            project_key(Path::new("/tmp/cf-dbg/project")),
-            "-tmp-cf-dbg-project"
-        );
+        assert_eq!(project_key(Path::new("/tmp/cf-dbg/project")), "-tmp-cf-dbg-project");
         assert_eq!(project_key(Path::new("/a/.b_c d")), "-a--b-c-d");
         assert_eq!(project_key(Path::new("/é/😀")), "-----");
     }
@@ -154,10 +147,7 @@ mod tests {
         // let t=0; for (c of s) t=(t<<5)-t+c.charCodeAt(0)|0; Math.abs(t).toString(36)
         assert_eq!(key, format!("-{}-v734pd", "x".repeat(199)));
         let cwd = format!("/é/😀{}", "y".repeat(200));
-        assert_eq!(
-            project_key(Path::new(&cwd)),
-            format!("-----{}-6jy48", "y".repeat(195))
-        );
+        assert_eq!(project_key(Path::new(&cwd)), format!("-----{}-6jy48", "y".repeat(195)));
     }
 
     #[test]
@@ -172,17 +162,8 @@ mod tests {
         assert_eq!(t("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(t("2026-11-25T16:55:51.947Z"), Some(1_795_625_751_947));
         assert_eq!(t("2026-11-25T17:55:51.947+01:00"), Some(1_795_625_751_947));
-        assert_eq!(
-            t("2026-01-02T19:59:59.600956+00:00"),
-            Some(1_767_383_999_600)
-        );
-        for bad in [
-            "",
-            "yesterday",
-            "2026-13-01T00:00:00Z",
-            "2026-11-25T16:55:51",
-            "2026-11-25T16:55:51+0100",
-        ] {
+        assert_eq!(t("2026-01-02T19:59:59.600956+00:00"), Some(1_767_383_999_600));
+        for bad in ["", "yesterday", "2026-13-01T00:00:00Z", "2026-11-25T16:55:51", "2026-11-25T16:55:51+0100"] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }

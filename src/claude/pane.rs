@@ -98,14 +98,8 @@ fn with_input_box(footer: &str, recent: &[&str]) -> PaneState {
     // Idle: the latest output decides whether the last turn ended on a limit or
     // a dead login.
     if let Some((kind, resets_text)) = latest_limit(recent) {
-        let auto_continue = recent
-            .iter()
-            .any(|l| l.to_lowercase().contains("continue automatically"));
-        return PaneState::RateLimited {
-            kind,
-            resets_text,
-            auto_continue,
-        };
+        let auto_continue = recent.iter().any(|l| l.to_lowercase().contains("continue automatically"));
+        return PaneState::RateLimited { kind, resets_text, auto_continue };
     }
     if recent.iter().any(|l| is_login_needed(l)) {
         return PaneState::LoginNeeded;
@@ -124,13 +118,8 @@ fn without_input_box(lines: &[&str], last_rule: Option<usize>) -> PaneState {
         || tail_l.contains("what do you want to do?") && tail_l.contains("limit")
     {
         let from = lines.len().saturating_sub(40);
-        let (kind, resets_text) =
-            latest_limit(&lines[from..]).unwrap_or((LimitKind::Unspecified, None));
-        return PaneState::RateLimited {
-            kind,
-            resets_text,
-            auto_continue: false,
-        };
+        let (kind, resets_text) = latest_limit(&lines[from..]).unwrap_or((LimitKind::Unspecified, None));
+        return PaneState::RateLimited { kind, resets_text, auto_continue: false };
     }
     if tail_l.contains("trust this folder") || tail_l.contains("trust the files in this folder") {
         return PaneState::TrustDialog;
@@ -145,10 +134,7 @@ fn without_input_box(lines: &[&str], last_rule: Option<usize>) -> PaneState {
     // A choice cursor (`❯ 1. Yes`, `❯ No, keep manual mode`) under the last rule.
     if tail_l.contains("enter to confirm")
         || tail_l.contains("esc to cancel")
-        || tail
-            .lines()
-            .skip(1)
-            .any(|l| l.trim_start().starts_with('❯'))
+        || tail.lines().skip(1).any(|l| l.trim_start().starts_with('❯'))
     {
         return PaneState::OtherDialog;
     }
@@ -164,11 +150,7 @@ fn without_input_box(lines: &[&str], last_rule: Option<usize>) -> PaneState {
 /// which 2.1.332 draws as `▔▔▔` with a caption in it.
 fn is_rule(line: &str) -> bool {
     let t = line.trim();
-    t.chars()
-        .take(10)
-        .filter(|c| matches!(c, '─' | '━' | '▔'))
-        .count()
-        == 10
+    t.chars().take(10).filter(|c| matches!(c, '─' | '━' | '▔')).count() == 10
 }
 
 fn is_input_line(line: &str) -> bool {
@@ -191,11 +173,7 @@ fn recent_output<'a>(above: &[&'a str]) -> Vec<&'a str> {
 /// reached" line). A missing reset time is taken from any other limit line.
 fn latest_limit(lines: &[&str]) -> Option<(LimitKind, Option<String>)> {
     let found: Vec<_> = lines.iter().rev().filter_map(|l| limit_text(l)).collect();
-    let (kind, resets) = found
-        .iter()
-        .find(|(k, _)| *k != LimitKind::Unspecified)
-        .or(found.first())?
-        .clone();
+    let (kind, resets) = found.iter().find(|(k, _)| *k != LimitKind::Unspecified).or(found.first())?.clone();
     let resets = resets.or_else(|| found.iter().find_map(|(_, r)| r.clone()));
     Some((kind, resets))
 }
@@ -205,10 +183,7 @@ fn latest_limit(lines: &[&str]) -> Option<(LimitKind, Option<String>)> {
 /// limiting requests (not your usage limit)") are not limits.
 pub fn limit_text(line: &str) -> Option<(LimitKind, Option<String>)> {
     let l = line.to_lowercase();
-    if l.contains("approaching")
-        || l.contains("not your usage limit")
-        || l.contains("temporarily limiting")
-    {
+    if l.contains("approaching") || l.contains("not your usage limit") || l.contains("temporarily limiting") {
         return None;
     }
     let hit = l.contains("you've hit your") && l.contains("limit")
@@ -238,19 +213,12 @@ pub fn limit_text(line: &str) -> Option<(LimitKind, Option<String>)> {
 /// The text after "resets" / "reset at", up to the next `·`, `∙` or ` / `.
 fn resets_after(line: &str) -> Option<String> {
     let l = line.to_lowercase();
-    let (at, word) = ["will reset at ", "resets at ", "reset at ", "resets "]
-        .iter()
-        .find_map(|w| l.find(w).map(|i| (i, *w)))?;
+    let (at, word) =
+        ["will reset at ", "resets at ", "reset at ", "resets "].iter().find_map(|w| l.find(w).map(|i| (i, *w)))?;
     // Lowercasing can shift byte offsets for non-ASCII text: read from the
     // original only when the prefix is unchanged.
-    let rest = line
-        .get(at + word.len()..)
-        .filter(|_| l.len() == line.len())?;
-    let end = [rest.find('·'), rest.find('∙'), rest.find(" / ")]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(rest.len());
+    let rest = line.get(at + word.len()..).filter(|_| l.len() == line.len())?;
+    let end = [rest.find('·'), rest.find('∙'), rest.find(" / ")].into_iter().flatten().min().unwrap_or(rest.len());
     let t = rest[..end].trim().trim_end_matches('.').trim();
     (!t.is_empty()).then(|| t.to_string())
 }
@@ -267,6 +235,26 @@ fn is_login_needed(line: &str) -> bool {
         || l.contains("oauth token has been revoked")
         || l.contains("invalid api key")
         || l.contains("oauth token has expired")
+}
+
+/// The keys that choose "Yes, I trust this folder" in the trust dialog on
+/// this screen, from wherever the cursor (`❯`) stands: 2.1.197 puts it on
+/// "1. Yes", 2.1.332 on "No, exit". None when the dialog is not recognised,
+/// so nothing is answered blindly.
+pub fn trust_answer_keys(text: &str) -> Option<Vec<&'static str>> {
+    let lines: Vec<&str> = text.lines().collect();
+    let yes = lines.iter().rposition(|l| l.contains("Yes, I trust this folder"))?;
+    let options = lines.iter().enumerate().filter(|(_, l)| {
+        let t = l.trim_start().trim_start_matches('❯').trim_start();
+        t.contains("Yes, I trust this folder") || t.contains("No, exit")
+    });
+    let (first, last) = options.fold((usize::MAX, 0), |(lo, hi), (i, _)| (lo.min(i), hi.max(i)));
+    let cursor = (first..=last).find(|&i| lines.get(i).is_some_and(|l| l.trim_start().starts_with('❯')))?;
+    let mut keys = Vec::new();
+    let step = if yes > cursor { "Down" } else { "Up" };
+    keys.extend(std::iter::repeat_n(step, yes.abs_diff(cursor)));
+    keys.push("Enter");
+    Some(keys)
 }
 
 #[cfg(test)]
@@ -297,19 +285,27 @@ mod tests {
         };
         let cases = [
             (
-                screen(&["> fix it", "", "Claude usage limit reached. Your limit will reset at 4pm (Europe/Paris)."], "> ", ""),
+                screen(
+                    &["> fix it", "", "Claude usage limit reached. Your limit will reset at 4pm (Europe/Paris)."],
+                    "> ",
+                    "",
+                ),
                 limited(LimitKind::Unspecified, "4pm (Europe/Paris)"),
             ),
             (
                 screen(&["❯ fix it", "  ⎿  5-hour limit reached ∙ resets 1am"], "❯ ", "  ? for shortcuts"),
                 limited(LimitKind::FiveHour, "1am"),
             ),
+            (screen(&["❯ fix it", "● Done", "  Approaching 5-hour limit"], "❯ ", "  ? for shortcuts"), PaneState::Idle),
             (
-                screen(&["❯ fix it", "● Done", "  Approaching 5-hour limit"], "❯ ", "  ? for shortcuts"),
-                PaneState::Idle,
-            ),
-            (
-                screen(&["❯ fix it", "● API Error: Server is temporarily limiting requests (not your usage limit) · Rate limited"], "❯ Resend your message to try again", "  ? for shortcuts"),
+                screen(
+                    &[
+                        "❯ fix it",
+                        "● API Error: Server is temporarily limiting requests (not your usage limit) · Rate limited",
+                    ],
+                    "❯ Resend your message to try again",
+                    "  ? for shortcuts",
+                ),
                 PaneState::Idle,
             ),
             (
@@ -321,7 +317,11 @@ mod tests {
                 PaneState::Busy,
             ),
             (
-                screen(&["❯ fix it", "● Please run /login · API Error: 401"], "❯ Once fixed, resend your message", "  ? for shortcuts"),
+                screen(
+                    &["❯ fix it", "● Please run /login · API Error: 401"],
+                    "❯ Once fixed, resend your message",
+                    "  ? for shortcuts",
+                ),
                 PaneState::LoginNeeded,
             ),
             ("root@vm:~# ".to_string(), PaneState::Unknown),
@@ -336,9 +336,15 @@ mod tests {
     fn limit_lines() {
         let cases = [
             ("You've hit your session limit · resets 5:27pm (UTC)", Some((LimitKind::FiveHour, Some("5:27pm (UTC)")))),
-            ("You've hit your weekly limit · resets Nov 28, 4:30pm (UTC)", Some((LimitKind::Weekly, Some("Nov 28, 4:30pm (UTC)")))),
+            (
+                "You've hit your weekly limit · resets Nov 28, 4:30pm (UTC)",
+                Some((LimitKind::Weekly, Some("Nov 28, 4:30pm (UTC)"))),
+            ),
             ("You've hit your 5-hour limit · resets 5:31pm (UTC)", Some((LimitKind::FiveHour, Some("5:31pm (UTC)")))),
-            ("Claude usage limit reached. Your limit will reset at 4pm (Europe/Paris).", Some((LimitKind::Unspecified, Some("4pm (Europe/Paris)")))),
+            (
+                "Claude usage limit reached. Your limit will reset at 4pm (Europe/Paris).",
+                Some((LimitKind::Unspecified, Some("4pm (Europe/Paris)"))),
+            ),
             ("5-hour limit reached ∙ resets 1am", Some((LimitKind::FiveHour, Some("1am")))),
             ("Opus weekly limit reached ∙ resets Mon 9am", Some((LimitKind::Opus, Some("Mon 9am")))),
             ("Approaching 5-hour limit", None),

@@ -29,18 +29,9 @@ pub struct SessionFile {
 
 #[derive(Debug)]
 pub enum SessionFileError {
-    Unreadable {
-        path: PathBuf,
-        reason: String,
-    },
-    NotJson {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-    },
-    NotAnObject {
-        path: PathBuf,
-    },
+    Unreadable { path: PathBuf, reason: String },
+    NotJson { path: PathBuf, line: usize, column: usize },
+    NotAnObject { path: PathBuf },
 }
 
 impl fmt::Display for SessionFileError {
@@ -70,10 +61,8 @@ pub fn path_for(config_dir: &Path, pid: u32) -> PathBuf {
 
 impl SessionFile {
     pub fn read(path: &Path) -> Result<SessionFile, SessionFileError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SessionFileError::Unreadable {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SessionFileError::Unreadable { path: path.to_path_buf(), reason: e.to_string() })?;
         SessionFile::parse(&text, path)
     }
 
@@ -84,9 +73,7 @@ impl SessionFile {
             column: e.column(),
         })?;
         if !v.is_object() {
-            return Err(SessionFileError::NotAnObject {
-                path: path.to_path_buf(),
-            });
+            return Err(SessionFileError::NotAnObject { path: path.to_path_buf() });
         }
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let status = s("status").map(|st| match st.as_str() {
@@ -96,18 +83,12 @@ impl SessionFile {
             _ => SessionStatus::Other(st),
         });
         Ok(SessionFile {
-            pid: v
-                .get("pid")
-                .and_then(Value::as_u64)
-                .and_then(|p| u32::try_from(p).ok()),
+            pid: v.get("pid").and_then(Value::as_u64).and_then(|p| u32::try_from(p).ok()),
             session_id: s("sessionId"),
             cwd: s("cwd").map(PathBuf::from),
             status,
             waiting_for: s("waitingFor"),
-            updated_at: v
-                .get("updatedAt")
-                .and_then(Value::as_f64)
-                .and_then(super::unix_time),
+            updated_at: v.get("updatedAt").and_then(Value::as_f64).and_then(super::unix_time),
             version: s("version"),
         })
     }
@@ -127,9 +108,6 @@ mod tests {
         let e = SessionFile::parse("{\"pid\":1", p).unwrap_err().to_string();
         assert!(e.contains("/c/sessions/1.json"), "{e}");
         assert!(SessionFile::parse("3", p).is_err());
-        assert_eq!(
-            path_for(Path::new("/c"), 42),
-            PathBuf::from("/c/sessions/42.json")
-        );
+        assert_eq!(path_for(Path::new("/c"), 42), PathBuf::from("/c/sessions/42.json"));
     }
 }

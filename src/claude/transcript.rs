@@ -64,19 +64,9 @@ pub fn classify_line(line: &str) -> Vec<Record> {
     let Ok(v) = serde_json::from_str::<Value>(line) else {
         return Vec::new();
     };
-    let at = v
-        .get("timestamp")
-        .and_then(Value::as_str)
-        .and_then(super::parse_rfc3339);
-    let session_id = v
-        .get("sessionId")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let record = |kind| Record {
-        at,
-        session_id: session_id.clone(),
-        kind,
-    };
+    let at = v.get("timestamp").and_then(Value::as_str).and_then(super::parse_rfc3339);
+    let session_id = v.get("sessionId").and_then(Value::as_str).map(str::to_string);
+    let record = |kind| Record { at, session_id: session_id.clone(), kind };
     let message = v.get("message");
     let content = message.and_then(|m| m.get("content"));
     match v.get("type").and_then(Value::as_str) {
@@ -98,17 +88,11 @@ pub fn classify_line(line: &str) -> Vec<Record> {
                 match block.get("type").and_then(Value::as_str) {
                     Some("text") => {
                         if let Some(t) = block.get("text").and_then(Value::as_str) {
-                            out.push(record(RecordKind::AssistantText {
-                                text: t.to_string(),
-                            }));
+                            out.push(record(RecordKind::AssistantText { text: t.to_string() }));
                         }
                     }
                     Some("tool_use") => out.push(record(RecordKind::ToolUse {
-                        name: block
-                            .get("name")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string(),
+                        name: block.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
                     })),
                     _ => {}
                 }
@@ -129,10 +113,7 @@ fn api_error(v: &Value, text: &str) -> Option<RecordKind> {
     if error.is_none() && !is_api_error {
         return None;
     }
-    let status = v
-        .get("apiErrorStatus")
-        .and_then(Value::as_u64)
-        .and_then(|s| u16::try_from(s).ok());
+    let status = v.get("apiErrorStatus").and_then(Value::as_u64).and_then(|s| u16::try_from(s).ok());
     let text = text.to_string();
     let quota = v.get("quotaLimits");
     let rejected = quota.and_then(|q| q.get("status")).and_then(Value::as_str) == Some("rejected");
@@ -140,14 +121,8 @@ fn api_error(v: &Value, text: &str) -> Option<RecordKind> {
     if error == "rate_limit" && rejected {
         let quota = quota.unwrap_or(&Value::Null);
         return Some(RecordKind::QuotaLimit {
-            resets_at: quota
-                .get("resetsAt")
-                .and_then(Value::as_f64)
-                .and_then(super::unix_time),
-            rate_limit_type: quota
-                .get("rateLimitType")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            resets_at: quota.get("resetsAt").and_then(Value::as_f64).and_then(super::unix_time),
+            rate_limit_type: quota.get("rateLimitType").and_then(Value::as_str).map(str::to_string),
             text,
             structured: true,
         });
@@ -172,21 +147,14 @@ fn api_error(v: &Value, text: &str) -> Option<RecordKind> {
     if error == "authentication_failed" || status == Some(401) {
         return Some(RecordKind::AuthFailure { status, text });
     }
-    Some(RecordKind::ApiError {
-        error,
-        status,
-        text,
-    })
+    Some(RecordKind::ApiError { error, status, text })
 }
 
 /// The text of a user message, or None for tool results, empty or
 /// interrupt-marker messages.
 fn user_text(content: &Value) -> Option<String> {
     if let Some(blocks) = content.as_array() {
-        if blocks
-            .iter()
-            .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
-        {
+        if blocks.iter().any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result")) {
             return None;
         }
     }
@@ -244,10 +212,7 @@ impl TranscriptReader {
 
     /// Starts at `offset`, e.g. the file's length to see only what comes next.
     pub fn at(path: impl Into<PathBuf>, offset: u64) -> TranscriptReader {
-        TranscriptReader {
-            path: path.into(),
-            offset,
-        }
+        TranscriptReader { path: path.into(), offset }
     }
 
     pub fn path(&self) -> &Path {
@@ -263,19 +228,13 @@ impl TranscriptReader {
     /// reads as empty (it appears with the first prompt); a file shorter than the
     /// offset was replaced, and is read again from the start.
     pub fn read_new(&mut self) -> Result<Vec<Record>, TranscriptError> {
-        let err = |reason: String| TranscriptError {
-            path: self.path.clone(),
-            reason,
-        };
+        let err = |reason: String| TranscriptError { path: self.path.clone(), reason };
         let mut file = match std::fs::File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(err(format!("cannot open: {e}"))),
         };
-        let len = file
-            .metadata()
-            .map_err(|e| err(format!("cannot stat: {e}")))?
-            .len();
+        let len = file.metadata().map_err(|e| err(format!("cannot stat: {e}")))?.len();
         if len < self.offset {
             log::warn!(
                 "transcript {} shrank below offset {}: reading it again from the start",
@@ -287,8 +246,7 @@ impl TranscriptReader {
         if len == self.offset {
             return Ok(Vec::new());
         }
-        file.seek(SeekFrom::Start(self.offset))
-            .map_err(|e| err(format!("cannot seek to {}: {e}", self.offset)))?;
+        file.seek(SeekFrom::Start(self.offset)).map_err(|e| err(format!("cannot seek to {}: {e}", self.offset)))?;
         let mut buf = Vec::new();
         file.take(len - self.offset)
             .read_to_end(&mut buf)
@@ -327,10 +285,7 @@ mod tests {
         let r = classify_line(limit);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].session_id.as_deref(), Some("s"));
-        assert_eq!(
-            r[0].at,
-            Some(UNIX_EPOCH + Duration::from_millis(1_795_625_751_947))
-        );
+        assert_eq!(r[0].at, Some(UNIX_EPOCH + Duration::from_millis(1_795_625_751_947)));
         assert_eq!(
             r[0].kind,
             RecordKind::QuotaLimit {
@@ -350,35 +305,22 @@ mod tests {
             matches!(&kinds(old)[..], [RecordKind::QuotaLimit { resets_at: None, rate_limit_type: Some(t), structured: false, .. }] if t == "seven_day")
         );
         let allowed = plain.replace("429}", r#"429,"quotaLimits":{"status":"allowed_warning"}}"#);
-        assert!(matches!(
-            &kinds(&allowed)[..],
-            [RecordKind::ApiError { .. }]
-        ));
+        assert!(matches!(&kinds(&allowed)[..], [RecordKind::ApiError { .. }]));
         let auth = r#"{"type":"assistant","message":{"content":[{"type":"text","text":"Please run /login"}]},"error":"authentication_failed","isApiErrorMessage":true,"apiErrorStatus":401}"#;
-        assert!(matches!(
-            &kinds(auth)[..],
-            [RecordKind::AuthFailure {
-                status: Some(401),
-                ..
-            }]
-        ));
+        assert!(matches!(&kinds(auth)[..], [RecordKind::AuthFailure { status: Some(401), .. }]));
     }
 
     #[test]
     fn user_turns_and_what_is_not_one() {
         assert_eq!(
             kinds(r#"{"type":"user","message":{"role":"user","content":"hello"}}"#),
-            [RecordKind::UserTurn {
-                text: "hello".into()
-            }]
+            [RecordKind::UserTurn { text: "hello".into() }]
         );
         assert_eq!(
             kinds(
                 r#"{"type":"user","message":{"content":[{"type":"text","text":"a"},{"type":"image"},{"type":"text","text":"b"}]}}"#
             ),
-            [RecordKind::UserTurn {
-                text: "a\nb".into()
-            }]
+            [RecordKind::UserTurn { text: "a\nb".into() }]
         );
         for not_turn in [
             r#"{"type":"user","message":{"content":[{"type":"tool_result","content":"ok"}]}}"#,
@@ -400,12 +342,7 @@ mod tests {
             kinds(
                 r#"{"type":"assistant","message":{"content":[{"type":"text","text":"hi"},{"type":"tool_use","name":"Bash","input":{}}]}}"#
             ),
-            [
-                RecordKind::AssistantText { text: "hi".into() },
-                RecordKind::ToolUse {
-                    name: "Bash".into()
-                }
-            ]
+            [RecordKind::AssistantText { text: "hi".into() }, RecordKind::ToolUse { name: "Bash".into() }]
         );
     }
 

@@ -29,9 +29,7 @@ impl Usage {
 
     /// The fullest window, the one that decides whether the account can work.
     pub fn fullest(&self) -> Option<&QuotaWindow> {
-        self.windows
-            .iter()
-            .max_by(|a, b| a.utilization.total_cmp(&b.utilization))
+        self.windows.iter().max_by(|a, b| a.utilization.total_cmp(&b.utilization))
     }
 }
 
@@ -55,10 +53,8 @@ impl fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 pub fn parse(body: &str) -> Result<Usage, UsageError> {
-    let v: Value = serde_json::from_str(body).map_err(|e| UsageError::NotJson {
-        line: e.line(),
-        column: e.column(),
-    })?;
+    let v: Value =
+        serde_json::from_str(body).map_err(|e| UsageError::NotJson { line: e.line(), column: e.column() })?;
     let top = v.as_object().ok_or(UsageError::NotAnObject)?;
     let mut usage = Usage::default();
     for (name, value) in top {
@@ -85,20 +81,14 @@ pub fn parse(body: &str) -> Result<Usage, UsageError> {
 /// A window object: needs a numeric utilization (`utilization`, or the
 /// statusline's `used_percentage`); `resets_at` as RFC 3339 or unix time.
 fn window(name: &str, o: &Map<String, Value>) -> Option<QuotaWindow> {
-    let utilization = ["utilization", "used_percentage", "percent_used"]
-        .iter()
-        .find_map(|k| o.get(*k).and_then(number))?;
+    let utilization =
+        ["utilization", "used_percentage", "percent_used"].iter().find_map(|k| o.get(*k).and_then(number))?;
     let resets_at = o.get("resets_at").and_then(|r| match r {
-        Value::String(s) => super::parse_rfc3339(s)
-            .or_else(|| s.trim().parse::<f64>().ok().and_then(super::unix_time)),
+        Value::String(s) => super::parse_rfc3339(s).or_else(|| s.trim().parse::<f64>().ok().and_then(super::unix_time)),
         Value::Number(n) => n.as_f64().and_then(super::unix_time),
         _ => None,
     });
-    Some(QuotaWindow {
-        name: name.to_string(),
-        utilization,
-        resets_at,
-    })
+    Some(QuotaWindow { name: name.to_string(), utilization, resets_at })
 }
 
 fn number(v: &Value) -> Option<f64> {
@@ -127,10 +117,7 @@ mod tests {
         assert_eq!(names, ["five_hour", "seven_day", "seven_day_sonnet"]);
         let five = u.window("five_hour").unwrap();
         assert_eq!(five.utilization, 24.0);
-        assert_eq!(
-            five.resets_at,
-            Some(UNIX_EPOCH + Duration::from_micros(1_767_383_999_600_956))
-        );
+        assert_eq!(five.resets_at, Some(UNIX_EPOCH + Duration::from_micros(1_767_383_999_600_956)));
         assert_eq!(u.window("seven_day").unwrap().resets_at, None);
         assert!(u.window("seven_day_opus").is_none());
         assert_eq!(u.fullest().unwrap().name, "seven_day");
@@ -147,10 +134,7 @@ mod tests {
         assert_eq!(u.window("five_hour").unwrap().utilization, 10.0);
         let new = u.window("seven_day_new").unwrap();
         assert_eq!(new.utilization, 55.5);
-        assert_eq!(
-            new.resets_at,
-            Some(UNIX_EPOCH + Duration::from_secs(1_795_627_867))
-        );
+        assert_eq!(new.resets_at, Some(UNIX_EPOCH + Duration::from_secs(1_795_627_867)));
         assert_eq!(u.window("monthly").unwrap().utilization, 70.0);
         assert_eq!(u.windows.len(), 3);
     }
@@ -160,11 +144,6 @@ mod tests {
         assert!(matches!(parse("<html>"), Err(UsageError::NotJson { .. })));
         assert_eq!(parse("[1]"), Err(UsageError::NotAnObject));
         assert_eq!(parse("{}").unwrap().windows, vec![]);
-        assert_eq!(
-            parse(r#"{"five_hour":{"utilization":null}}"#)
-                .unwrap()
-                .windows,
-            vec![]
-        );
+        assert_eq!(parse(r#"{"five_hour":{"utilization":null}}"#).unwrap().windows, vec![]);
     }
 }

@@ -17,10 +17,7 @@ pub struct Dedup {
 
 impl Dedup {
     pub fn new(min_interval: Duration) -> Dedup {
-        Dedup {
-            min_interval,
-            last_sent: HashMap::new(),
-        }
+        Dedup { min_interval, last_sent: HashMap::new() }
     }
 
     /// True when an event of `kind` about `subject` may go out at `now`; it
@@ -38,8 +35,7 @@ impl Dedup {
         }
         if self.last_sent.len() >= PRUNE_ABOVE {
             let min_interval = self.min_interval;
-            self.last_sent
-                .retain(|_, last| now.saturating_duration_since(*last) < min_interval);
+            self.last_sent.retain(|_, last| now.saturating_duration_since(*last) < min_interval);
         }
         self.last_sent.insert(key, now);
         true
@@ -72,11 +68,7 @@ mod tests {
         ];
         let mut dedup = Dedup::new(Duration::from_secs(30));
         for (i, (s, kind, subject, want)) in table.iter().enumerate() {
-            assert_eq!(
-                dedup.admit(*kind, subject, at(*s)),
-                *want,
-                "row {i}: {kind:?} {subject} at +{s}s"
-            );
+            assert_eq!(dedup.admit(*kind, subject, at(*s)), *want, "row {i}: {kind:?} {subject} at +{s}s");
         }
     }
 

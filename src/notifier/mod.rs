@@ -66,11 +66,7 @@ impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             queue_capacity: 256,
-            backoff: vec![
-                Duration::from_secs(1),
-                Duration::from_secs(2),
-                Duration::from_secs(4),
-            ],
+            backoff: vec![Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(4)],
             request_timeout: Duration::from_secs(10),
             flush_deadline: Duration::from_secs(2),
         }
@@ -92,13 +88,7 @@ impl NotifierHandle {
     /// sinks get `flush_deadline` to deliver their queues (without further
     /// retries). A sink still busy after that is left behind, not waited for.
     pub fn join(self) {
-        let NotifierHandle {
-            stop,
-            thread,
-            workers,
-            workers_done,
-            flush_deadline,
-        } = self;
+        let NotifierHandle { stop, thread, workers, workers_done, flush_deadline } = self;
         drop(stop);
         let deadline = Instant::now() + flush_deadline;
         if thread.join().is_err() {
@@ -144,56 +134,27 @@ pub fn spawn_tuned(
     let mut sinks = Vec::new();
     let mut workers = Vec::new();
     for target in targets(config) {
-        let (queue, worker) = sink::start(
-            target,
-            &tuning,
-            metrics.clone(),
-            stop_rx.clone(),
-            done_tx.clone(),
-        )?;
+        let (queue, worker) = sink::start(target, &tuning, metrics.clone(), stop_rx.clone(), done_tx.clone())?;
         sinks.push(queue);
         workers.push(worker);
     }
     drop(done_tx);
-    let notifier = Notifier {
-        dedup: Dedup::new(Duration::from_secs(config.min_interval_secs)),
-        sinks,
-        metrics,
-        beat,
-    };
-    let thread = std::thread::Builder::new()
-        .name("notifier".into())
-        .spawn(move || notifier.run(rx, stop_rx))?;
-    Ok(NotifierHandle {
-        stop: stop_tx,
-        thread,
-        workers,
-        workers_done: done_rx,
-        flush_deadline: tuning.flush_deadline,
-    })
+    let notifier = Notifier { dedup: Dedup::new(Duration::from_secs(config.min_interval_secs)), sinks, metrics, beat };
+    let thread = std::thread::Builder::new().name("notifier".into()).spawn(move || notifier.run(rx, stop_rx))?;
+    Ok(NotifierHandle { stop: stop_tx, thread, workers, workers_done: done_rx, flush_deadline: tuning.flush_deadline })
 }
 
 fn targets(config: &NotifyConfig) -> Vec<Target> {
     let mut out = Vec::new();
     if let Some(webhook) = &config.webhook {
-        out.push(Target::Webhook {
-            url: webhook.url.clone(),
-        });
+        out.push(Target::Webhook { url: webhook.url.clone() });
     }
     if let Some(telegram) = &config.telegram {
         match &telegram.bot_token {
             Some(token) if !token.expose().trim().is_empty() => {
                 let token = Secret::new(token.expose().trim().to_string());
-                let url = format!(
-                    "{}/bot{}/sendMessage",
-                    telegram.api_base.trim_end_matches('/'),
-                    token.expose()
-                );
-                out.push(Target::Telegram {
-                    url: Secret::new(url),
-                    chat_id: telegram.chat_id.clone(),
-                    token,
-                });
+                let url = format!("{}/bot{}/sendMessage", telegram.api_base.trim_end_matches('/'), token.expose());
+                out.push(Target::Telegram { url: Secret::new(url), chat_id: telegram.chat_id.clone(), token });
             }
             _ => log::warn!(
                 "notify.telegram: no bot token was read from {}; Telegram notifications are off",
@@ -236,8 +197,7 @@ impl Notifier {
 
     fn route(&mut self, notice: Notice, now: Instant) {
         if !self.dedup.admit(notice.kind, &notice.subject, now) {
-            self.metrics
-                .inc("claude_failover_notify_deduplicated_total", &[]);
+            self.metrics.inc("claude_failover_notify_deduplicated_total", &[]);
             return;
         }
         let notice = Arc::new(notice);

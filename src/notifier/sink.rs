@@ -23,11 +23,7 @@ pub(super) enum Target {
     /// POST of the event JSON to `url`.
     Webhook { url: String },
     /// `sendMessage` of a one-line text; `url` holds the bot token.
-    Telegram {
-        url: Secret,
-        chat_id: String,
-        token: Secret,
-    },
+    Telegram { url: Secret, chat_id: String, token: Secret },
 }
 
 impl Target {
@@ -126,16 +122,10 @@ impl SinkQueue {
                     // If the worker took one meanwhile this drops one more
                     // than needed; it is counted either way.
                     if self.oldest.try_recv().is_ok() {
-                        self.metrics.inc(
-                            "claude_failover_notify_dropped_total",
-                            &[("sink", self.name)],
-                        );
+                        self.metrics.inc("claude_failover_notify_dropped_total", &[("sink", self.name)]);
                         // One line per overflow spell, not one per notice.
                         if !self.overflowing.replace(true) {
-                            log::warn!(
-                                "notify sink {}: queue full, dropping the oldest notices",
-                                self.name
-                            );
+                            log::warn!("notify sink {}: queue full, dropping the oldest notices", self.name);
                         }
                     }
                     notice = back;
@@ -159,10 +149,7 @@ pub(super) fn start(
     let (tx, rx) = crossbeam_channel::bounded(tuning.queue_capacity.max(1));
     let name = target.name();
     let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .timeout_global(Some(tuning.request_timeout))
-            .http_status_as_error(false)
-            .build(),
+        ureq::Agent::config_builder().timeout_global(Some(tuning.request_timeout)).http_status_as_error(false).build(),
     );
     let worker = Worker {
         secrets: target.secrets(),
@@ -172,20 +159,11 @@ pub(super) fn start(
         metrics: metrics.clone(),
         stop,
     };
-    let queue = SinkQueue {
-        name,
-        target,
-        tx,
-        oldest: rx.clone(),
-        overflowing: Cell::new(false),
-        metrics,
-    };
-    let thread = std::thread::Builder::new()
-        .name(format!("notify-{name}"))
-        .spawn(move || {
-            worker.run(rx);
-            drop(done);
-        })?;
+    let queue = SinkQueue { name, target, tx, oldest: rx.clone(), overflowing: Cell::new(false), metrics };
+    let thread = std::thread::Builder::new().name(format!("notify-{name}")).spawn(move || {
+        worker.run(rx);
+        drop(done);
+    })?;
     Ok((queue, thread))
 }
 
@@ -212,8 +190,7 @@ impl Worker {
         loop {
             let err = match self.send(notice) {
                 Ok(()) => {
-                    self.metrics
-                        .inc("claude_failover_notify_sent_total", &[("sink", sink)]);
+                    self.metrics.inc("claude_failover_notify_sent_total", &[("sink", sink)]);
                     return;
                 }
                 Err(e) => e,
@@ -230,8 +207,7 @@ impl Worker {
                     notice.subject,
                     attempt + 1
                 );
-                self.metrics
-                    .inc("claude_failover_notify_failed_total", &[("sink", sink)]);
+                self.metrics.inc("claude_failover_notify_failed_total", &[("sink", sink)]);
                 return;
             }
             log::debug!("{err}; retrying");
@@ -249,10 +225,7 @@ impl Worker {
 
     fn send(&self, notice: &Notice) -> Result<(), DeliveryError> {
         let (url, body) = match &self.target {
-            Target::Webhook { url } => (
-                url.as_str(),
-                serde_json::to_value(notice).unwrap_or(serde_json::Value::Null),
-            ),
+            Target::Webhook { url } => (url.as_str(), serde_json::to_value(notice).unwrap_or(serde_json::Value::Null)),
             Target::Telegram { url, chat_id, .. } => (
                 url.expose(),
                 serde_json::json!({
@@ -278,12 +251,7 @@ impl Worker {
         if (200..300).contains(&status) {
             return Ok(());
         }
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(64 * 1024)
-            .read_to_string()
-            .unwrap_or_default();
+        let text = response.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
         let text: String = text.trim().chars().take(MAX_ERROR_BODY).collect();
         let retryable = status == 429 || status >= 500;
         Err(fail(retryable, format!("HTTP {status}: {text}")))
@@ -296,11 +264,8 @@ mod tests {
 
     #[test]
     fn scrub_hides_every_secret_and_its_longer_forms_first() {
-        let secrets = vec![
-            "123:abc".to_string(),
-            "http://h/bot123:abc/sendMessage".to_string(),
-            "123%3Aabc".to_string(),
-        ];
+        let secrets =
+            vec!["123:abc".to_string(), "http://h/bot123:abc/sendMessage".to_string(), "123%3Aabc".to_string()];
         let text = "bad uri: http://h/bot123:abc/sendMessage (token 123:abc, 123%3Aabc)";
         assert_eq!(scrub(text, &secrets), "bad uri: *** (token ***, ***)");
     }

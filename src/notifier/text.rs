@@ -38,10 +38,7 @@ pub fn telegram_text(notice: &Notice) -> String {
         Kind::TaskDispatched => format!("▶ Task {subject} dispatched"),
         Kind::TaskDone => format!("✅ Task {subject} done"),
         Kind::TaskFailed => match d.num("attempts") {
-            Some(n) => format!(
-                "❌ Task {subject} failed after {n} {}",
-                plural(n, "attempt")
-            ),
+            Some(n) => format!("❌ Task {subject} failed after {n} {}", plural(n, "attempt")),
             None => format!("❌ Task {subject} failed"),
         },
         Kind::ConfigReloaded => "⚙ Configuration reloaded".to_string(),
@@ -170,25 +167,12 @@ mod tests {
                 "🛑 Failover alpha → beta (hard_limit) FAILED — beta's token expired",
             ),
             (
-                notice(
-                    Kind::TaskFailed,
-                    "fix-login.md",
-                    "not UTF-8",
-                    json!({"attempts": 1}),
-                ),
+                notice(Kind::TaskFailed, "fix-login.md", "not UTF-8", json!({"attempts": 1})),
                 "❌ Task fix-login.md failed after 1 attempt — not UTF-8",
             ),
+            (notice(Kind::TokenExpired, "gamma", "", json!({})), "🔑 Account gamma: token expired, log in again"),
             (
-                notice(Kind::TokenExpired, "gamma", "", json!({})),
-                "🔑 Account gamma: token expired, log in again",
-            ),
-            (
-                notice(
-                    Kind::AllAccountsExhausted,
-                    "pool",
-                    "dispatch paused",
-                    json!({"until": "2026-11-25T20:00:00Z"}),
-                ),
+                notice(Kind::AllAccountsExhausted, "pool", "dispatch paused", json!({"until": "2026-11-25T20:00:00Z"})),
                 "🛑 All accounts exhausted until 2026-11-25T20:00:00Z — dispatch paused",
             ),
         ];

@@ -107,30 +107,31 @@ pub enum QueueError {
         source: io::Error,
     },
     /// Not a plain file name (a path, `..`, a dot-file).
-    BadName { project: String, name: String },
+    BadName {
+        project: String,
+        name: String,
+    },
     /// The task is not in the folder the operation moves it from.
-    Missing { path: PathBuf },
+    Missing {
+        path: PathBuf,
+    },
     /// `active/` already holds a task of that name.
-    Occupied { path: PathBuf },
+    Occupied {
+        path: PathBuf,
+    },
 }
 
 impl fmt::Display for QueueError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            QueueError::Io {
-                action,
-                path,
-                source,
-            } => write!(f, "cannot {action} {}: {source}", path.display()),
+            QueueError::Io { action, path, source } => write!(f, "cannot {action} {}: {source}", path.display()),
             QueueError::BadName { project, name } => {
                 write!(f, "project {project}: {name:?} is not a task file name")
             }
             QueueError::Missing { path } => write!(f, "{} does not exist", path.display()),
-            QueueError::Occupied { path } => write!(
-                f,
-                "{} already exists: a task of that name is being worked on",
-                path.display()
-            ),
+            QueueError::Occupied { path } => {
+                write!(f, "{} already exists: a task of that name is being worked on", path.display())
+            }
         }
     }
 }
@@ -145,11 +146,7 @@ impl std::error::Error for QueueError {
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> QueueError + 'a {
-    move |source| QueueError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| QueueError::Io { action, path: path.to_path_buf(), source }
 }
 
 /// One project's queue folder, `<project path>/<queue_dir>`.
@@ -166,10 +163,7 @@ impl Queue {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(io_err("create", &path))?;
         }
-        Ok(Queue {
-            project: project.to_string(),
-            root,
-        })
+        Ok(Queue { project: project.to_string(), root })
     }
 
     pub fn project(&self) -> &str {
@@ -198,10 +192,7 @@ impl Queue {
         if is_plain_name(name) {
             Ok(())
         } else {
-            Err(QueueError::BadName {
-                project: self.project.clone(),
-                name: name.to_string(),
-            })
+            Err(QueueError::BadName { project: self.project.clone(), name: name.to_string() })
         }
     }
 
@@ -218,17 +209,12 @@ impl Queue {
                 continue;
             }
             match raw.to_str() {
-                Some(name) => entries.push(InboxEntry {
-                    name: name.to_string(),
-                }),
+                Some(name) => entries.push(InboxEntry { name: name.to_string() }),
                 None => {
                     let lossy = raw.to_string_lossy().into_owned();
                     let reason = "the file name is not UTF-8";
                     let slot = self.move_to_failed(&inbox.join(&raw), &lossy, reason, 0)?;
-                    log::warn!(
-                        "project {}: inbox entry with a non-UTF-8 name moved to failed/{slot}",
-                        self.project
-                    );
+                    log::warn!("project {}: inbox entry with a non-UTF-8 name moved to failed/{slot}", self.project);
                 }
             }
         }
@@ -243,12 +229,15 @@ impl Queue {
             return Err(LoadError::Gone);
         }
         let inbox = self.dir(INBOX);
-        task::load_file(
-            &inbox.join(name),
-            name,
-            max_bytes,
-            self.inbox_attempts(name),
-        )
+        task::load_file(&inbox.join(name), name, max_bytes, self.inbox_attempts(name))
+    }
+
+    /// The text of a task in active/ (front matter stripped), as it was pasted.
+    pub fn active_body(&self, name: &str) -> Result<String, LoadError> {
+        if !is_plain_name(name) {
+            return Err(LoadError::Gone);
+        }
+        task::load_file(&self.dir(ACTIVE).join(name), name, u64::MAX, 0).map(|t| t.body)
     }
 
     fn inbox_attempts(&self, name: &str) -> u32 {
@@ -268,25 +257,13 @@ impl Queue {
         Ok(slot)
     }
 
-    fn move_to_failed(
-        &self,
-        from: &Path,
-        name: &str,
-        reason: &str,
-        attempts: u32,
-    ) -> Result<String, QueueError> {
+    fn move_to_failed(&self, from: &Path, name: &str, reason: &str, attempts: u32) -> Result<String, QueueError> {
         if fs::symlink_metadata(from).is_err() {
-            return Err(QueueError::Missing {
-                path: from.to_path_buf(),
-            });
+            return Err(QueueError::Missing { path: from.to_path_buf() });
         }
         let failed = self.dir(FAILED);
         let slot = free_slot(&failed, name, ERROR_SUFFIX);
-        let record = ErrorRecord {
-            reason: reason.to_string(),
-            attempts,
-            at: crate::time::rfc3339(SystemTime::now()),
-        };
+        let record = ErrorRecord { reason: reason.to_string(), attempts, at: crate::time::rfc3339(SystemTime::now()) };
         write_json_atomic(&failed, &side_file(&slot, ERROR_SUFFIX), &record)?;
         move_entry(from, &failed.join(&slot))?;
         Ok(slot)
@@ -330,9 +307,7 @@ impl Queue {
         self.check_name(name)?;
         let active = self.dir(ACTIVE);
         if fs::symlink_metadata(active.join(name)).is_err() {
-            return Err(QueueError::Missing {
-                path: active.join(name),
-            });
+            return Err(QueueError::Missing { path: active.join(name) });
         }
         write_json_atomic(&active, &side_file(name, LEASE_SUFFIX), lease)
     }
@@ -340,9 +315,7 @@ impl Queue {
     /// The lease of one active task.
     pub fn lease(&self, name: &str) -> Result<Option<Lease>, QueueError> {
         self.check_name(name)?;
-        Ok(read_lease(
-            &self.dir(ACTIVE).join(side_file(name, LEASE_SUFFIX)),
-        ))
+        Ok(read_lease(&self.dir(ACTIVE).join(side_file(name, LEASE_SUFFIX))))
     }
 
     /// Every active task with its lease, sorted by name, after tidying what a
@@ -403,11 +376,7 @@ impl Queue {
 
     /// Gives up on an active task: `failed/` with `NAME.error.json`.
     pub fn fail(&self, name: &str, reason: &str, attempts: u32) -> Result<String, QueueError> {
-        let record = ErrorRecord {
-            reason: reason.to_string(),
-            attempts,
-            at: crate::time::rfc3339(SystemTime::now()),
-        };
+        let record = ErrorRecord { reason: reason.to_string(), attempts, at: crate::time::rfc3339(SystemTime::now()) };
         self.leave_active(name, FAILED, ERROR_SUFFIX, &record)
     }
 
@@ -525,10 +494,7 @@ fn free_slot(dir: &Path, name: &str, side_suffix: &str) -> String {
         Some(stem) => (stem, ".md"),
         None => (name, ""),
     };
-    (2u64..)
-        .map(|n| format!("{stem}-{n}{ext}"))
-        .find(|candidate| !taken(candidate))
-        .unwrap_or_else(|| name.to_string())
+    (2u64..).map(|n| format!("{stem}-{n}{ext}")).find(|candidate| !taken(candidate)).unwrap_or_else(|| name.to_string())
 }
 
 fn read_lease(path: &Path) -> Option<Lease> {
@@ -546,15 +512,9 @@ fn read_lease(path: &Path) -> Option<Lease> {
 fn move_entry(from: &Path, to: &Path) -> Result<(), QueueError> {
     fs::rename(from, to).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
-            QueueError::Missing {
-                path: from.to_path_buf(),
-            }
+            QueueError::Missing { path: from.to_path_buf() }
         } else {
-            QueueError::Io {
-                action: "move",
-                path: from.to_path_buf(),
-                source: e,
-            }
+            QueueError::Io { action: "move", path: from.to_path_buf(), source: e }
         }
     })?;
     if let Some(dir) = to.parent() {
@@ -572,20 +532,14 @@ fn sync_dir(dir: &Path) -> Result<(), QueueError> {
 
 fn remove_if_present(path: &Path) -> Result<(), QueueError> {
     match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(QueueError::Io {
-            action: "remove",
-            path: path.to_path_buf(),
-            source: e,
-        }),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(QueueError::Io { action: "remove", path: path.to_path_buf(), source: e })
+        }
         _ => Ok(()),
     }
 }
 
-fn write_json_atomic<T: Serialize + ?Sized>(
-    dir: &Path,
-    file_name: &str,
-    value: &T,
-) -> Result<(), QueueError> {
+fn write_json_atomic<T: Serialize + ?Sized>(dir: &Path, file_name: &str, value: &T) -> Result<(), QueueError> {
     let mut text = serde_json::to_vec_pretty(value).map_err(|e| QueueError::Io {
         action: "encode",
         path: dir.join(file_name),

@@ -44,12 +44,8 @@ pub fn recover(
             let verdict = match sessions.get(&lease.session) {
                 Some(SessionNow::WorkingOn(t)) if t == name => Recovery::Keep,
                 Some(SessionNow::Finished(t)) if t == name => Recovery::Done,
-                _ if lease.attempt >= max_attempts => Recovery::Fail {
-                    attempts: lease.attempt,
-                },
-                _ => Recovery::Requeue {
-                    next_attempt: lease.attempt + 1,
-                },
+                _ if lease.attempt >= max_attempts => Recovery::Fail { attempts: lease.attempt },
+                _ => Recovery::Requeue { next_attempt: lease.attempt + 1 },
             };
             (name.clone(), verdict)
         })
@@ -75,14 +71,7 @@ mod tests {
         use Recovery::*;
         use SessionNow::*;
         // (task, lease session, lease attempt, that session now, max, verdict)
-        type Row = (
-            &'static str,
-            &'static str,
-            u32,
-            Option<SessionNow>,
-            u32,
-            Recovery,
-        );
+        type Row = (&'static str, &'static str, u32, Option<SessionNow>, u32, Recovery);
         let table: Vec<Row> = vec![
             ("a.md", "s1", 1, Some(WorkingOn("a.md".into())), 3, Keep),
             ("a.md", "s1", 3, Some(WorkingOn("a.md".into())), 3, Keep),
@@ -94,22 +83,8 @@ mod tests {
             ("a.md", "s1", 4, Some(Other), 3, Fail { attempts: 4 }),
             ("a.md", "s1", 1, None, 3, Requeue { next_attempt: 2 }),
             ("a.md", "s1", 3, None, 3, Fail { attempts: 3 }),
-            (
-                "a.md",
-                "s1",
-                1,
-                Some(WorkingOn("b.md".into())),
-                3,
-                Requeue { next_attempt: 2 },
-            ),
-            (
-                "a.md",
-                "s1",
-                1,
-                Some(Finished("b.md".into())),
-                3,
-                Requeue { next_attempt: 2 },
-            ),
+            ("a.md", "s1", 1, Some(WorkingOn("b.md".into())), 3, Requeue { next_attempt: 2 }),
+            ("a.md", "s1", 1, Some(Finished("b.md".into())), 3, Requeue { next_attempt: 2 }),
             ("a.md", "s1", 1, Some(Other), 1, Fail { attempts: 1 }),
         ];
         for (task, session, attempt, now, max, want) in table {
@@ -117,11 +92,7 @@ mod tests {
             if let Some(now) = now.clone() {
                 sessions.insert(session.to_string(), now);
             }
-            let got = recover(
-                &[(task.to_string(), lease(session, attempt))],
-                &sessions,
-                max,
-            );
+            let got = recover(&[(task.to_string(), lease(session, attempt))], &sessions, max);
             assert_eq!(
                 got,
                 vec![(task.to_string(), want.clone())],

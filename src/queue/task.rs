@@ -49,6 +49,8 @@ pub enum Rejection {
     NotMarkdown,
     FrontMatter(String),
     Unreadable(String),
+    /// Nothing but white space (after any front matter).
+    Empty,
 }
 
 impl fmt::Display for Rejection {
@@ -59,15 +61,15 @@ impl fmt::Display for Rejection {
                 write!(f, "the task is {bytes} bytes, over max_task_bytes ({max})")
             }
             Rejection::Symlink => write!(f, "the task is a symbolic link (never followed)"),
-            Rejection::HardLink { links } => write!(
-                f,
-                "the task file has {links} hard links; it must have only its inbox name"
-            ),
+            Rejection::HardLink { links } => {
+                write!(f, "the task file has {links} hard links; it must have only its inbox name")
+            }
             Rejection::Directory => write!(f, "a directory is not a task"),
             Rejection::NotRegularFile => write!(f, "the task is not a regular file"),
             Rejection::NotMarkdown => write!(f, "the task's name does not end in .md"),
             Rejection::FrontMatter(why) => write!(f, "bad front matter: {why}"),
             Rejection::Unreadable(why) => write!(f, "the task cannot be read: {why}"),
+            Rejection::Empty => write!(f, "the task has no text to send"),
         }
     }
 }
@@ -112,12 +114,7 @@ const O_NONBLOCK: i32 = 0o4000;
 /// Reads and checks `path` (an inbox entry named `name`) without following a
 /// symlink at any point: lstat first, then open and compare the inode, so a
 /// swap between the two is caught.
-pub(crate) fn load_file(
-    path: &Path,
-    name: &str,
-    max_bytes: u64,
-    attempts: u32,
-) -> Result<Task, LoadError> {
+pub(crate) fn load_file(path: &Path, name: &str, max_bytes: u64, attempts: u32) -> Result<Task, LoadError> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LoadError::Gone),
@@ -128,24 +125,14 @@ pub(crate) fn load_file(
         return Err(Rejection::NotMarkdown.into());
     }
     if meta.len() > max_bytes {
-        return Err(Rejection::TooLarge {
-            bytes: meta.len(),
-            max: max_bytes,
-        }
-        .into());
+        return Err(Rejection::TooLarge { bytes: meta.len(), max: max_bytes }.into());
     }
-    let mut file = match File::options()
-        .read(true)
-        .custom_flags(O_NONBLOCK)
-        .open(path)
-    {
+    let mut file = match File::options().read(true).custom_flags(O_NONBLOCK).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LoadError::Gone),
         Err(e) => return Err(Rejection::Unreadable(e.to_string()).into()),
     };
-    let opened = file
-        .metadata()
-        .map_err(|e| Rejection::Unreadable(e.to_string()))?;
+    let opened = file.metadata().map_err(|e| Rejection::Unreadable(e.to_string()))?;
     if opened.ino() != meta.ino() || opened.dev() != meta.dev() {
         // Replaced between lstat and open: judge what is there now.
         let now = std::fs::symlink_metadata(path).map_err(|_| LoadError::Gone)?;
@@ -154,21 +141,17 @@ pub(crate) fn load_file(
     }
     check_kind(&opened)?;
     let mut raw = Vec::new();
-    (&mut file)
-        .take(max_bytes + 1)
-        .read_to_end(&mut raw)
-        .map_err(|e| Rejection::Unreadable(e.to_string()))?;
+    (&mut file).take(max_bytes + 1).read_to_end(&mut raw).map_err(|e| Rejection::Unreadable(e.to_string()))?;
     if raw.len() as u64 > max_bytes {
         // Grown since the lstat.
-        return Err(Rejection::TooLarge {
-            bytes: raw.len() as u64,
-            max: max_bytes,
-        }
-        .into());
+        return Err(Rejection::TooLarge { bytes: raw.len() as u64, max: max_bytes }.into());
     }
     let bytes = raw.len() as u64;
     let text = String::from_utf8(raw).map_err(|_| Rejection::NotUtf8)?;
     let (front, body) = split_front_matter(&text)?;
+    if body.trim().is_empty() {
+        return Err(Rejection::Empty.into());
+    }
     Ok(Task {
         name: name.to_string(),
         body: body.to_string(),
@@ -191,9 +174,7 @@ fn check_kind(meta: &Metadata) -> Result<(), Rejection> {
         return Err(Rejection::NotRegularFile);
     }
     if meta.nlink() > 1 {
-        return Err(Rejection::HardLink {
-            links: meta.nlink(),
-        });
+        return Err(Rejection::HardLink { links: meta.nlink() });
     }
     Ok(())
 }
@@ -209,21 +190,17 @@ fn split_front_matter(text: &str) -> Result<(FrontMatter, &str), Rejection> {
     for line in rest.split_inclusive('\n') {
         if line.trim_end_matches(['\r', '\n']) == "+++" {
             let toml_text = &rest[..offset];
-            let front: FrontMatter =
-                toml::from_str(toml_text).map_err(|e| Rejection::FrontMatter(one_line(&e)))?;
+            let front: FrontMatter = toml::from_str(toml_text).map_err(|e| Rejection::FrontMatter(one_line(&e)))?;
             let body = rest[offset + line.len()..].trim_start_matches(['\r', '\n']);
             return Ok((front, body));
         }
         offset += line.len();
     }
-    Err(Rejection::FrontMatter(
-        "no closing +++ line after the opening one".into(),
-    ))
+    Err(Rejection::FrontMatter("no closing +++ line after the opening one".into()))
 }
 
 fn strip_fence_line(text: &str) -> Option<&str> {
-    text.strip_prefix("+++\n")
-        .or_else(|| text.strip_prefix("+++\r\n"))
+    text.strip_prefix("+++\n").or_else(|| text.strip_prefix("+++\r\n"))
 }
 
 fn one_line(e: &toml::de::Error) -> String {
@@ -231,9 +208,7 @@ fn one_line(e: &toml::de::Error) -> String {
 }
 
 fn by_priority_then_name(a: &Task, b: &Task) -> Ordering {
-    b.priority
-        .cmp(&a.priority)
-        .then_with(|| a.name.cmp(&b.name))
+    b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name))
 }
 
 /// Dispatch order: higher priority first, then oldest first by file name.
@@ -257,12 +232,8 @@ mod tests {
 
     #[test]
     fn front_matter_cases() {
-        let (f, body) = split_front_matter("+++\npriority = 5\nsession = \"s1\"\n+++\n\nDo it\n")
-            .expect("parses");
-        assert_eq!(
-            (f.priority, f.session.as_deref(), body),
-            (5, Some("s1"), "Do it\n")
-        );
+        let (f, body) = split_front_matter("+++\npriority = 5\nsession = \"s1\"\n+++\n\nDo it\n").expect("parses");
+        assert_eq!((f.priority, f.session.as_deref(), body), (5, Some("s1"), "Do it\n"));
 
         let (f, body) = split_front_matter("just text\n+++\n").expect("no front matter");
         assert_eq!((f.priority, body), (0, "just text\n+++\n"));
@@ -280,10 +251,7 @@ mod tests {
             "+++\nthis is not toml\n+++\nx",
             "+++\nsession = 3\n+++\nx",
         ] {
-            assert!(
-                matches!(split_front_matter(bad), Err(Rejection::FrontMatter(_))),
-                "{bad:?} should be rejected"
-            );
+            assert!(matches!(split_front_matter(bad), Err(Rejection::FrontMatter(_))), "{bad:?} should be rejected");
         }
     }
 }

@@ -82,10 +82,7 @@ pub struct InboxWatcher {
 impl InboxWatcher {
     /// Watches each `(project, inbox folder)` and sends what happens to `events`.
     /// The watches are in place when this returns: scan the inboxes after it.
-    pub fn start(
-        inboxes: Vec<(String, PathBuf)>,
-        events: Sender<WatchEvent>,
-    ) -> Result<InboxWatcher, WatchError> {
+    pub fn start(inboxes: Vec<(String, PathBuf)>, events: Sender<WatchEvent>) -> Result<InboxWatcher, WatchError> {
         let inotify = Inotify::init().map_err(WatchError::Init)?;
         let mut tracker = Tracker::new(inotify.watches());
         tracker.hold_wake_watch().map_err(WatchError::Init)?;
@@ -99,19 +96,14 @@ impl InboxWatcher {
             .name("inbox-watch".into())
             .spawn(move || run(inotify, shared, events))
             .map_err(WatchError::Spawn)?;
-        Ok(InboxWatcher {
-            tracker,
-            thread: Some(thread),
-        })
+        Ok(InboxWatcher { tracker, thread: Some(thread) })
     }
 
     /// Watches one more project (e.g. after a config reload). Scan its inbox
     /// after this returns.
     pub fn add(&self, project: &str, inbox: PathBuf) {
         let mut out = Vec::new();
-        self.tracker
-            .lock()
-            .add_project(project.to_string(), inbox, &mut out);
+        self.tracker.lock().add_project(project.to_string(), inbox, &mut out);
     }
 
     /// Removes every watch, which wakes the blocked read, and joins the thread.
@@ -206,12 +198,7 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     pub(crate) fn new(watches: Watches) -> Tracker {
-        Tracker {
-            watches,
-            stopping: false,
-            projects: Vec::new(),
-            by_wd: HashMap::new(),
-        }
+        Tracker { watches, stopping: false, projects: Vec::new(), by_wd: HashMap::new() }
     }
 
     fn hold_wake_watch(&mut self) -> io::Result<()> {
@@ -219,12 +206,7 @@ impl Tracker {
         let id = wd.get_watch_descriptor_id();
         self.by_wd
             .entry(id)
-            .or_insert_with(|| Watched {
-                wd,
-                path: PathBuf::from("/"),
-                projects: Vec::new(),
-                wake: false,
-            })
+            .or_insert_with(|| Watched { wd, path: PathBuf::from("/"), projects: Vec::new(), wake: false })
             .wake = true;
         Ok(())
     }
@@ -234,12 +216,7 @@ impl Tracker {
     pub(crate) fn add_project(&mut self, name: String, inbox: PathBuf, out: &mut Vec<WatchEvent>) {
         let inbox = absolute(&inbox);
         let index = self.projects.len();
-        self.projects.push(Project {
-            name,
-            inbox,
-            at: None,
-            on_inbox: false,
-        });
+        self.projects.push(Project { name, inbox, at: None, on_inbox: false });
         self.resolve(index, false, out);
     }
 
@@ -303,9 +280,7 @@ impl Tracker {
                 if let Some(arrival) = inbox_event(project, &dir, event.mask, &name) {
                     push_unique(out, arrival);
                 }
-            } else if event
-                .mask
-                .intersects(EventMask::CREATE | EventMask::MOVED_TO)
+            } else if event.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO)
                 && next_component(&dir, &project.inbox).as_deref() == Some(name.as_os_str())
             {
                 self.resolve(index, true, out);
@@ -343,12 +318,7 @@ impl Tracker {
                 self.detach(index);
                 self.by_wd
                     .entry(id)
-                    .or_insert_with(|| Watched {
-                        wd,
-                        path: target.clone(),
-                        projects: Vec::new(),
-                        wake: false,
-                    })
+                    .or_insert_with(|| Watched { wd, path: target.clone(), projects: Vec::new(), wake: false })
                     .projects
                     .push(index);
                 self.projects[index].at = Some(id);
@@ -357,12 +327,7 @@ impl Tracker {
                 let project = &mut self.projects[index];
                 project.on_inbox = true;
                 if announce {
-                    push_unique(
-                        out,
-                        WatchEvent::Rescan {
-                            project: project.name.clone(),
-                        },
-                    );
+                    push_unique(out, WatchEvent::Rescan { project: project.name.clone() });
                 }
                 return;
             }
@@ -373,10 +338,7 @@ impl Tracker {
                 _ => return,
             }
         }
-        log::warn!(
-            "project {}: its inbox path keeps changing; watching stopped",
-            self.projects[index].name
-        );
+        log::warn!("project {}: its inbox path keeps changing; watching stopped", self.projects[index].name);
     }
 
     /// Lets go of the project's current watch, removing it when nobody else uses it.
@@ -397,12 +359,7 @@ impl Tracker {
     }
 }
 
-fn inbox_event(
-    project: &Project,
-    dir: &Path,
-    mask: EventMask,
-    name: &std::ffi::OsStr,
-) -> Option<WatchEvent> {
+fn inbox_event(project: &Project, dir: &Path, mask: EventMask, name: &std::ffi::OsStr) -> Option<WatchEvent> {
     let settled = if mask.intersects(EventMask::CLOSE_WRITE | EventMask::MOVED_TO) {
         true
     } else if mask.contains(EventMask::CREATE) {
@@ -421,10 +378,7 @@ fn inbox_event(
     }
     let project = project.name.clone();
     Some(match name.to_str() {
-        Some(name) => WatchEvent::Arrived {
-            project,
-            name: name.to_string(),
-        },
+        Some(name) => WatchEvent::Arrived { project, name: name.to_string() },
         // Only the scan can deal with a name a String cannot hold.
         None => WatchEvent::Rescan { project },
     })
@@ -440,9 +394,7 @@ fn absolute(path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir()
-            .map(|cwd| cwd.join(path))
-            .unwrap_or_else(|_| path.to_path_buf())
+        std::env::current_dir().map(|cwd| cwd.join(path)).unwrap_or_else(|_| path.to_path_buf())
     }
 }
 
@@ -478,27 +430,10 @@ mod tests {
 
         // b's inbox appears while events are being lost.
         std::fs::create_dir_all(&b).expect("mkdir");
-        let overflow = RawEvent {
-            wd: -1,
-            mask: EventMask::Q_OVERFLOW,
-            name: None,
-        };
+        let overflow = RawEvent { wd: -1, mask: EventMask::Q_OVERFLOW, name: None };
         tracker.handle(overflow, &mut out);
-        assert_eq!(
-            out,
-            vec![
-                WatchEvent::Rescan {
-                    project: "a".into()
-                },
-                WatchEvent::Rescan {
-                    project: "b".into()
-                },
-            ]
-        );
-        assert!(
-            tracker.projects.iter().all(|p| p.on_inbox),
-            "b now watched on its inbox"
-        );
+        assert_eq!(out, vec![WatchEvent::Rescan { project: "a".into() }, WatchEvent::Rescan { project: "b".into() },]);
+        assert!(tracker.projects.iter().all(|p| p.on_inbox), "b now watched on its inbox");
         tracker.stop();
     }
 
@@ -512,18 +447,9 @@ mod tests {
         tracker.add_project("p".into(), inbox.clone(), &mut out);
         let wd = tracker.projects[0].at.expect("watching the temp dir");
         std::fs::create_dir_all(&inbox).expect("mkdir");
-        let created = RawEvent {
-            wd,
-            mask: EventMask::CREATE | EventMask::ISDIR,
-            name: Some(".agent-queue".into()),
-        };
+        let created = RawEvent { wd, mask: EventMask::CREATE | EventMask::ISDIR, name: Some(".agent-queue".into()) };
         tracker.handle(created, &mut out);
-        assert_eq!(
-            out,
-            vec![WatchEvent::Rescan {
-                project: "p".into()
-            }]
-        );
+        assert_eq!(out, vec![WatchEvent::Rescan { project: "p".into() }]);
         assert!(tracker.projects[0].on_inbox);
         tracker.stop();
     }
@@ -531,10 +457,7 @@ mod tests {
     #[test]
     fn next_component_walks_down() {
         let inbox = Path::new("/srv/p/.agent-queue/inbox");
-        assert_eq!(
-            next_component(Path::new("/srv"), inbox).as_deref(),
-            Some(std::ffi::OsStr::new("p"))
-        );
+        assert_eq!(next_component(Path::new("/srv"), inbox).as_deref(), Some(std::ffi::OsStr::new("p")));
         assert_eq!(next_component(inbox, inbox), None);
         assert_eq!(next_component(Path::new("/other"), inbox), None);
     }

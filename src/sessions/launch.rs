@@ -5,11 +5,7 @@ use crate::config::Config;
 use std::path::PathBuf;
 
 /// Variables that would override the account's credentials file.
-pub const CREDENTIAL_OVERRIDES: &[&str] = &[
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_AUTH_TOKEN",
-    "CLAUDE_CODE_OAUTH_TOKEN",
-];
+pub const CREDENTIAL_OVERRIDES: &[&str] = &["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"];
 
 /// Whether the conversation continues a transcript or starts under a chosen id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,10 +44,7 @@ impl std::fmt::Display for LaunchError {
             LaunchError::UnknownSession(s) => write!(f, "no session named {s:?} in the config"),
             LaunchError::UnknownAccount(a) => write!(f, "no account named {a:?} in the config"),
             LaunchError::UnknownProject { session, project } => {
-                write!(
-                    f,
-                    "session {session} names project {project:?}, which is not in the config"
-                )
+                write!(f, "session {session} names project {project:?}, which is not in the config")
             }
         }
     }
@@ -66,28 +59,13 @@ pub fn spec(
     claude_session_id: &str,
     conversation: Conversation,
 ) -> Result<LaunchSpec, LaunchError> {
-    let s = config
-        .session(session)
-        .ok_or_else(|| LaunchError::UnknownSession(session.into()))?;
-    let a = config
-        .account(account)
-        .ok_or_else(|| LaunchError::UnknownAccount(account.into()))?;
+    let s = config.session(session).ok_or_else(|| LaunchError::UnknownSession(session.into()))?;
+    let a = config.account(account).ok_or_else(|| LaunchError::UnknownAccount(account.into()))?;
     let p = config
         .project(&s.project)
-        .ok_or_else(|| LaunchError::UnknownProject {
-            session: session.into(),
-            project: s.project.clone(),
-        })?;
-    let mut env: Vec<(String, String)> = config
-        .claude
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    env.push((
-        "CLAUDE_CONFIG_DIR".into(),
-        a.config_dir.display().to_string(),
-    ));
+        .ok_or_else(|| LaunchError::UnknownProject { session: session.into(), project: s.project.clone() })?;
+    let mut env: Vec<(String, String)> = config.claude.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    env.push(("CLAUDE_CONFIG_DIR".into(), a.config_dir.display().to_string()));
     let mut command = vec![config.claude.binary.clone()];
     command.extend(config.claude.args.iter().cloned());
     command.push(
@@ -112,7 +90,5 @@ pub fn spec(
 
 /// A fresh conversation id (a random UUID from the kernel).
 pub fn new_session_id() -> std::io::Result<String> {
-    Ok(std::fs::read_to_string("/proc/sys/kernel/random/uuid")?
-        .trim()
-        .to_string())
+    Ok(std::fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_string())
 }

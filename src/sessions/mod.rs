@@ -3,6 +3,7 @@
 
 pub mod launch;
 pub mod model;
+pub mod role;
 
 use crate::config::Config;
 use model::Seen;
@@ -28,26 +29,9 @@ pub enum Command {
 /// What the sessions role tells the coordinator.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {
-    Adopted {
-        session: String,
-        account: String,
-        claude_session_id: String,
-    },
-    Absent {
-        session: String,
-    },
-    Launched {
-        session: String,
-        account: String,
-        claude_session_id: String,
-    },
-    LaunchFailed {
-        session: String,
-        account: String,
-        error: String,
-    },
-    Seen {
-        session: String,
-        seen: Seen,
-    },
+    Adopted { session: String, account: String, claude_session_id: String },
+    Absent { session: String },
+    Launched { session: String, account: String, claude_session_id: String },
+    LaunchFailed { session: String, account: String, error: String },
+    Seen { session: String, seen: Seen },
 }

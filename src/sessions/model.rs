@@ -71,16 +71,13 @@ pub struct Work {
     pub idle_since: Option<Instant>,
     /// A quota limit was hit during the task: not finished, continue after a swap.
     pub limited: bool,
+    /// Finish was ordered; waiting for the dispatcher to confirm.
+    pub finishing: bool,
 }
 
 impl Work {
     pub fn new(task: &str) -> Work {
-        Work {
-            task: task.into(),
-            turn_seen: false,
-            idle_since: None,
-            limited: false,
-        }
+        Work { task: task.into(), turn_seen: false, idle_since: None, limited: false, finishing: false }
     }
 }
 
@@ -232,11 +229,7 @@ impl Session {
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
         self.relaunch_at = Some(relaunch_at);
         self.deaths.push_back(now);
-        while self
-            .deaths
-            .front()
-            .is_some_and(|d| now.saturating_duration_since(*d) > CRASH_WINDOW)
-        {
+        while self.deaths.front().is_some_and(|d| now.saturating_duration_since(*d) > CRASH_WINDOW) {
             self.deaths.pop_front();
         }
         let crash_loop = self.deaths.len() >= CRASH_LOOP_DEATHS && !self.crash_loop_reported;
@@ -246,10 +239,7 @@ impl Session {
         if self.deaths.len() < CRASH_LOOP_DEATHS {
             self.crash_loop_reported = false;
         }
-        Step::Died {
-            relaunch_at,
-            crash_loop,
-        }
+        Step::Died { relaunch_at, crash_loop }
     }
 
     /// The task's turn ran and the session has been idle for `settle` since,
@@ -257,10 +247,7 @@ impl Session {
     pub fn settled(&self, now: Instant, settle: Duration) -> bool {
         self.activity == Activity::Idle
             && self.work.as_ref().is_some_and(|w| {
-                w.turn_seen
-                    && !w.limited
-                    && w.idle_since
-                        .is_some_and(|t| now.saturating_duration_since(t) >= settle)
+                w.turn_seen && !w.limited && w.idle_since.is_some_and(|t| now.saturating_duration_since(t) >= settle)
             })
     }
 
@@ -273,9 +260,7 @@ impl Session {
     pub fn startup_overdue(&self, now: Instant, timeout: Duration) -> bool {
         self.activity == Activity::Starting
             && self.account.is_some()
-            && self
-                .launched_at
-                .is_some_and(|t| now.saturating_duration_since(t) > timeout)
+            && self.launched_at.is_some_and(|t| now.saturating_duration_since(t) > timeout)
     }
 
     /// Dead and its backoff has run out.
@@ -300,50 +285,18 @@ mod tests {
         let mut s = running(t0);
         let table = [
             (Seen::Starting, Step::Nothing, Activity::Starting),
-            (
-                Seen::Idle,
-                Step::Changed {
-                    from: Activity::Starting,
-                    to: Activity::Idle,
-                },
-                Activity::Idle,
-            ),
+            (Seen::Idle, Step::Changed { from: Activity::Starting, to: Activity::Idle }, Activity::Idle),
             (Seen::Idle, Step::Nothing, Activity::Idle),
-            (
-                Seen::Busy,
-                Step::Changed {
-                    from: Activity::Idle,
-                    to: Activity::Busy,
-                },
-                Activity::Busy,
-            ),
+            (Seen::Busy, Step::Changed { from: Activity::Idle, to: Activity::Busy }, Activity::Busy),
             (
                 Seen::RateLimited,
-                Step::Changed {
-                    from: Activity::Busy,
-                    to: Activity::RateLimited,
-                },
+                Step::Changed { from: Activity::Busy, to: Activity::RateLimited },
                 Activity::RateLimited,
             ),
             (Seen::TrustDialog, Step::AnswerTrust, Activity::Waiting),
-            (
-                Seen::Dialog("permission".into()),
-                Step::NowWaiting("permission".into()),
-                Activity::Waiting,
-            ),
-            (
-                Seen::Dialog("permission".into()),
-                Step::Nothing,
-                Activity::Waiting,
-            ),
-            (
-                Seen::Idle,
-                Step::Changed {
-                    from: Activity::Waiting,
-                    to: Activity::Idle,
-                },
-                Activity::Idle,
-            ),
+            (Seen::Dialog("permission".into()), Step::NowWaiting("permission".into()), Activity::Waiting),
+            (Seen::Dialog("permission".into()), Step::Nothing, Activity::Waiting),
+            (Seen::Idle, Step::Changed { from: Activity::Waiting, to: Activity::Idle }, Activity::Idle),
         ];
         for (seen, step, activity) in table {
             assert_eq!(s.observe(seen.clone(), t0), step, "after {seen:?}");
@@ -360,10 +313,7 @@ mod tests {
         let mut loops = Vec::new();
         for _ in 0..12 {
             match s.observe(Seen::Missing, now) {
-                Step::Died {
-                    relaunch_at,
-                    crash_loop,
-                } => {
+                Step::Died { relaunch_at, crash_loop } => {
                     waits.push(relaunch_at - now);
                     loops.push(crash_loop);
                     assert!(!s.relaunch_due(now));

@@ -27,7 +27,6 @@ const OBSERVE_EVERY: Duration = Duration::from_secs(1);
 /// One session this role watches.
 #[derive(Debug, Clone)]
 struct Managed {
-    account: String,
     config_dir: PathBuf,
     pid: Option<u32>,
 }
@@ -96,12 +95,7 @@ impl Role {
                 self.stop(&session, beat);
                 self.launch(&session, &account);
             }
-            Command::AnswerTrust { session } => {
-                // The dialog's first choice, "Yes, I trust this folder", is selected.
-                if let Err(e) = self.tmux.send_keys(&session, &["Enter"]) {
-                    log::warn!("{session}: answering the trust dialog failed: {e}");
-                }
-            }
+            Command::AnswerTrust { session } => self.answer_trust(&session),
             Command::Configure(config) => {
                 self.managed.retain(|name, _| config.session(name).is_some());
                 self.config = config;
@@ -127,9 +121,11 @@ impl Role {
             let (account, config_dir) = self.account_of(pid, &s.name);
             let id = cmdline_session_id(pid)
                 .or_else(|| self.ids.sessions.get(&s.name).map(|r| r.claude_session_id.clone()))
-                .or_else(|| SessionFile::read(&session_file::path_for(&config_dir, pid)).ok().and_then(|f| f.session_id));
+                .or_else(|| {
+                    SessionFile::read(&session_file::path_for(&config_dir, pid)).ok().and_then(|f| f.session_id)
+                });
             let id = id.unwrap_or_default();
-            self.managed.insert(s.name.clone(), Managed { account: account.clone(), config_dir, pid: Some(pid) });
+            self.managed.insert(s.name.clone(), Managed { config_dir, pid: Some(pid) });
             self.report(Report::Adopted { session: s.name.clone(), account, claude_session_id: id });
         }
     }
@@ -179,11 +175,12 @@ impl Role {
             Some(r) => r.claude_session_id.clone(),
             None => launch::new_session_id().map_err(|e| format!("cannot make a conversation id: {e}"))?,
         };
-        let conversation = if transcript_exists(&acct.config_dir, &config.claude.shared_projects_dir, &project.path, &id) {
-            Conversation::Resume
-        } else {
-            Conversation::Start
-        };
+        let conversation =
+            if transcript_exists(&acct.config_dir, &config.claude.shared_projects_dir, &project.path, &id) {
+                Conversation::Resume
+            } else {
+                Conversation::Start
+            };
         let spec = launch::spec(&config, session, account, &id, conversation).map_err(|e| e.to_string())?;
         let unset: Vec<&str> = spec.unset.iter().map(String::as_str).collect();
         let spawned = self
@@ -195,10 +192,7 @@ impl Role {
             if conversation == Conversation::Resume { "resuming" } else { "starting" },
             spawned.pid
         );
-        self.managed.insert(
-            session.into(),
-            Managed { account: account.into(), config_dir: acct.config_dir.clone(), pid: Some(spawned.pid) },
-        );
+        self.managed.insert(session.into(), Managed { config_dir: acct.config_dir.clone(), pid: Some(spawned.pid) });
         self.ids.sessions.insert(session.into(), IdRecord { claude_session_id: id.clone(), account: account.into() });
         self.save_ids();
         Ok(id)
@@ -209,6 +203,20 @@ impl Role {
         let bytes = serde_json::to_vec_pretty(&self.ids).unwrap_or_default();
         if let Err(e) = crate::atomic::write(&path, &bytes) {
             log::error!("{}: cannot save conversation ids: {e}", path.display());
+        }
+    }
+
+    /// Chooses "Yes, I trust this folder" from where the cursor stands.
+    fn answer_trust(&self, session: &str) {
+        let screen = match self.tmux.capture_pane(session) {
+            Ok(s) => s,
+            Err(e) => return log::warn!("{session}: cannot read the trust dialog: {e}"),
+        };
+        let Some(keys) = pane::trust_answer_keys(&screen) else {
+            return log::warn!("{session}: the trust dialog is not where expected; not answering it");
+        };
+        if let Err(e) = self.tmux.send_keys(session, &keys) {
+            log::warn!("{session}: answering the trust dialog failed: {e}");
         }
     }
 
@@ -286,7 +294,7 @@ pub fn combine(file: Option<&SessionFile>, screen: &PaneState) -> Seen {
         PaneState::OtherDialog => return Seen::Dialog("dialog".into()),
         _ => {}
     }
-    match file.map(|f| &f.status) {
+    match file.and_then(|f| f.status.as_ref()) {
         Some(SessionStatus::Busy) => return Seen::Busy,
         Some(SessionStatus::Idle) => return Seen::Idle,
         Some(SessionStatus::Waiting) => {

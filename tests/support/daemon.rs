@@ -11,11 +11,7 @@ use std::time::Duration;
 
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A minimal valid config: two accounts, no sessions, HTTP on `port`;
@@ -55,10 +51,7 @@ impl Daemon {
     pub fn start(dir: &Path, config: &str, port: u16, env: &[(&str, &str)]) -> Daemon {
         let d = Daemon::spawn(dir, config, port, env);
         wait_for(Duration::from_secs(20), "the daemon's /healthz", || {
-            d.get("/healthz")
-                .ok()
-                .filter(|(code, _)| *code == 200)
-                .map(|_| ())
+            d.get("/healthz").ok().filter(|(code, _)| *code == 200).map(|_| ())
         });
         d
     }
@@ -70,9 +63,7 @@ impl Daemon {
         let log = dir.join("daemon.log");
         let mut cmd = Command::new(bin());
         cmd.args(["run", "--config"]).arg(&path);
-        cmd.env("RUST_LOG", "debug")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC");
+        cmd.env("RUST_LOG", "debug").env_remove("NOTIFY_SOCKET").env_remove("WATCHDOG_USEC");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -82,12 +73,7 @@ impl Daemon {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Daemon {
-            child,
-            port,
-            config: path,
-            log,
-        }
+        Daemon { child, port, config: path, log }
     }
 
     pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
@@ -106,19 +92,13 @@ impl Daemon {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
         assert!(ok.success());
     }
 
     /// Waits for the process to exit; its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        wait_for(timeout, "the daemon to exit", || {
-            self.child.try_wait().unwrap()
-        })
-        .code()
+        wait_for(timeout, "the daemon to exit", || self.child.try_wait().unwrap()).code()
     }
 
     pub fn log_text(&self) -> String {
@@ -155,14 +135,7 @@ pub fn http(
     s.write_all(req.as_bytes())?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
-    let code = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let code = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((code, body))
 }

@@ -59,13 +59,7 @@ struct Usage {
 
 impl Default for Usage {
     fn default() -> Self {
-        Usage {
-            five_hour: 0.0,
-            seven_day: 0.0,
-            seven_day_opus: None,
-            scripted: None,
-            delay: Duration::ZERO,
-        }
+        Usage { five_hour: 0.0, seven_day: 0.0, seven_day_opus: None, scripted: None, delay: Duration::ZERO }
     }
 }
 
@@ -107,10 +101,7 @@ impl FakeApi {
     pub fn start_on(port: u16) -> Result<FakeApi, String> {
         let server = tiny_http::Server::http(("127.0.0.1", port))
             .map_err(|e| format!("fake API: cannot listen on 127.0.0.1:{port}: {e}"))?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or("fake API: not an IP listener")?;
+        let addr = server.server_addr().to_ip().ok_or("fake API: not an IP listener")?;
         let server = Arc::new(server);
         let state = Arc::new(Mutex::new(State::default()));
         let thread = {
@@ -121,12 +112,7 @@ impl FakeApi {
                 .spawn(move || accept_loop(&server, &state))
                 .map_err(|e| format!("fake API: cannot start its thread: {e}"))?
         };
-        Ok(FakeApi {
-            state,
-            server,
-            url: format!("http://{addr}"),
-            thread: Some(thread),
-        })
+        Ok(FakeApi { state, server, url: format!("http://{addr}"), thread: Some(thread) })
     }
 
     /// `http://127.0.0.1:PORT`, what ANTHROPIC_BASE_URL is set to.
@@ -148,17 +134,8 @@ impl FakeApi {
 
     /// `token` may make `turns` more user turns; the next one meets a hard limit.
     pub fn set_quota(&self, token: &str, turns: u64, claim: &str, reset_unix: u64) {
-        let then = Mode::HardLimit {
-            claim: claim.to_string(),
-            reset_unix,
-        };
-        self.lock().quotas.insert(
-            token.to_string(),
-            Quota {
-                remaining: turns,
-                then,
-            },
-        );
+        let then = Mode::HardLimit { claim: claim.to_string(), reset_unix };
+        self.lock().quotas.insert(token.to_string(), Quota { remaining: turns, then });
     }
 
     /// The text every answer carries; None restores "Done: <prompt start>".
@@ -182,20 +159,12 @@ impl FakeApi {
     }
 
     pub fn user_texts(&self) -> Vec<String> {
-        self.lock()
-            .requests
-            .iter()
-            .map(|r| r.text.clone())
-            .collect()
+        self.lock().requests.iter().map(|r| r.text.clone()).collect()
     }
 
     /// How many recorded user turns contain `s`.
     pub fn count_text(&self, s: &str) -> usize {
-        self.lock()
-            .requests
-            .iter()
-            .filter(|r| r.text.contains(s))
-            .count()
+        self.lock().requests.iter().filter(|r| r.text.contains(s)).count()
     }
 
     pub fn log(&self) -> Vec<(String, String, String)> {
@@ -213,19 +182,11 @@ impl FakeApi {
 
     /// The usage endpoint answers `token` with exactly this until `set_usage`.
     pub fn script_usage(&self, token: &str, answer: ScriptedUsage) {
-        self.lock()
-            .usage
-            .entry(token.to_string())
-            .or_default()
-            .scripted = Some(answer);
+        self.lock().usage.entry(token.to_string()).or_default().scripted = Some(answer);
     }
 
     pub fn set_usage_delay(&self, token: &str, delay: Duration) {
-        self.lock()
-            .usage
-            .entry(token.to_string())
-            .or_default()
-            .delay = delay;
+        self.lock().usage.entry(token.to_string()).or_default().delay = delay;
     }
 
     pub fn usage_calls(&self, token: &str) -> u64 {
@@ -252,9 +213,7 @@ fn accept_loop(server: &Arc<tiny_http::Server>, state: &Arc<Mutex<State>>) {
     // answer must not hold up the others.
     while let Ok(request) = server.recv() {
         let state = state.clone();
-        let _ = std::thread::Builder::new()
-            .name("fake-api-req".into())
-            .spawn(move || handle(request, &state));
+        let _ = std::thread::Builder::new().name("fake-api-req".into()).spawn(move || handle(request, &state));
     }
 }
 
@@ -278,9 +237,7 @@ fn handle(mut request: tiny_http::Request, state: &Mutex<State>) {
         .or_else(|| header("x-api-key"))
         .unwrap_or_default();
     let session_header = header("x-claude-code-session-id");
-    lock(state)
-        .log
-        .push((method.clone(), url.clone(), token.clone()));
+    lock(state).log.push((method.clone(), url.clone(), token.clone()));
     if std::env::var_os("FAKE_API_DUMP").is_some() {
         eprintln!("fake-api: {method} {url} token={token} body={body}");
     }
@@ -310,11 +267,7 @@ fn handle(mut request: tiny_http::Request, state: &Mutex<State>) {
 }
 
 fn json_answer(status: u16, v: Value) -> Answer {
-    (
-        status,
-        vec![("Content-Type".into(), "application/json".into())],
-        v.to_string(),
-    )
+    (status, vec![("Content-Type".into(), "application/json".into())], v.to_string())
 }
 
 /// The text of the last message (system ones aside) if it is a user message with
@@ -333,10 +286,7 @@ fn last_user_text(req: &Value) -> Option<String> {
     let text = match last.get("content")? {
         Value::String(s) => s.clone(),
         Value::Array(blocks) => {
-            if blocks
-                .iter()
-                .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
-            {
+            if blocks.iter().any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result")) {
                 return None;
             }
             let texts: Vec<&str> = blocks
@@ -368,24 +318,13 @@ fn session_from_metadata(req: &Value) -> Option<String> {
 /// A side request (title, topic, quota probe) has no tools; the conversation
 /// loop always sends its tool list.
 fn is_conversation(req: &Value) -> bool {
-    req.get("tools")
-        .and_then(Value::as_array)
-        .is_some_and(|t| !t.is_empty())
+    req.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty())
 }
 
-fn messages(
-    state: &Mutex<State>,
-    token: &str,
-    session_header: Option<String>,
-    body: &str,
-) -> Answer {
+fn messages(state: &Mutex<State>, token: &str, session_header: Option<String>, body: &str) -> Answer {
     let req: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let model = req
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("claude-sonnet-4-5")
-        .to_string();
+    let model = req.get("model").and_then(Value::as_str).unwrap_or("claude-sonnet-4-5").to_string();
     let user_text = last_user_text(&req);
     let turn = user_text.is_some() && is_conversation(&req);
 
@@ -411,11 +350,8 @@ fn messages(
                 text: user_text.clone().unwrap_or_default(),
             });
         }
-        let tool_use = if turn && mode == Mode::Ok && !st.tool_uses.is_empty() {
-            Some(st.tool_uses.remove(0))
-        } else {
-            None
-        };
+        let tool_use =
+            if turn && mode == Mode::Ok && !st.tool_uses.is_empty() { Some(st.tool_uses.remove(0)) } else { None };
         (mode, st.reply.clone(), st.delay, tool_use)
     };
     if !delay.is_zero() {
@@ -430,18 +366,9 @@ fn messages(
                 "rate_limit_error",
                 "This request would exceed your account's rate limit. Please try again later.",
             );
-            h.push((
-                "anthropic-ratelimit-unified-status".into(),
-                "rejected".into(),
-            ));
-            h.push((
-                "anthropic-ratelimit-unified-reset".into(),
-                reset_unix.to_string(),
-            ));
-            h.push((
-                "anthropic-ratelimit-unified-representative-claim".into(),
-                claim.clone(),
-            ));
+            h.push(("anthropic-ratelimit-unified-status".into(), "rejected".into()));
+            h.push(("anthropic-ratelimit-unified-reset".into(), reset_unix.to_string()));
+            h.push(("anthropic-ratelimit-unified-representative-claim".into(), claim.clone()));
             return (s, h, b);
         }
         Mode::PlainRateLimit => {
@@ -453,11 +380,7 @@ fn messages(
         }
         Mode::Overloaded => return api_error(529, "overloaded_error", "Overloaded"),
         Mode::Unauthorized => {
-            return api_error(
-                401,
-                "authentication_error",
-                "OAuth token has been revoked. Please obtain a new token.",
-            )
+            return api_error(401, "authentication_error", "OAuth token has been revoked. Please obtain a new token.")
         }
     }
 
@@ -466,7 +389,8 @@ fn messages(
         format!("Done: {prompt}")
     });
     let id = format!("msg_fake_{}", std::process::id());
-    let usage = json!({"input_tokens": 12, "output_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0});
+    let usage =
+        json!({"input_tokens": 12, "output_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0});
     let (block, stop_reason) = match &tool_use {
         Some(command) => (
             json!({"type": "tool_use", "id": "toolu_fake_1", "name": "Bash",
@@ -488,10 +412,7 @@ fn messages(
             json!({"type": "tool_use", "id": "toolu_fake_1", "name": "Bash", "input": {}}),
             json!({"type": "input_json_delta", "partial_json": block["input"].to_string()}),
         ),
-        None => (
-            json!({"type": "text", "text": ""}),
-            json!({"type": "text_delta", "text": text}),
-        ),
+        None => (json!({"type": "text", "text": ""}), json!({"type": "text_delta", "text": text})),
     };
     let events = [
         (
@@ -500,18 +421,9 @@ fn messages(
             "role": "assistant", "model": model, "content": [], "stop_reason": null,
             "stop_sequence": null, "usage": usage}}),
         ),
-        (
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0, "content_block": start_block}),
-        ),
-        (
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0, "delta": delta}),
-        ),
-        (
-            "content_block_stop",
-            json!({"type": "content_block_stop", "index": 0}),
-        ),
+        ("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": start_block})),
+        ("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": delta})),
+        ("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
         (
             "message_delta",
             json!({"type": "message_delta",
@@ -524,21 +436,11 @@ fn messages(
     for (name, data) in events {
         sse.push_str(&format!("event: {name}\ndata: {data}\n\n"));
     }
-    (
-        200,
-        vec![
-            ("Content-Type".into(), "text/event-stream".into()),
-            ("Cache-Control".into(), "no-cache".into()),
-        ],
-        sse,
-    )
+    (200, vec![("Content-Type".into(), "text/event-stream".into()), ("Cache-Control".into(), "no-cache".into())], sse)
 }
 
 fn api_error(status: u16, kind: &str, message: &str) -> Answer {
-    let (s, mut h, b) = json_answer(
-        status,
-        json!({"type": "error", "error": {"type": kind, "message": message}}),
-    );
+    let (s, mut h, b) = json_answer(status, json!({"type": "error", "error": {"type": kind, "message": message}}));
     h.push(("request-id".into(), "req_fake".into()));
     (s, h, b)
 }
@@ -556,12 +458,8 @@ fn usage(state: &Mutex<State>, token: &str) -> Answer {
         return (s.status, s.headers, s.body);
     }
     // Resets an hour and four days from now, in the endpoint's RFC 3339 form.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let window =
-        |util: f64, in_secs: u64| json!({"utilization": util, "resets_at": rfc3339(now + in_secs)});
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let window = |util: f64, in_secs: u64| json!({"utilization": util, "resets_at": rfc3339(now + in_secs)});
     json_answer(
         200,
         json!({
@@ -588,12 +486,7 @@ pub fn rfc3339(unix: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000000+00:00",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000000+00:00", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 /// `POST /_control/<what>` with a JSON body:
@@ -613,10 +506,7 @@ fn control(state: &Mutex<State>, what: &str, body: &str) -> Answer {
     let token = s("token").unwrap_or_default();
     let claim = s("claim").unwrap_or_else(|| "five_hour".into());
     let reset_unix = n("reset_unix").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() + 3600)
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() + 3600).unwrap_or(0)
     });
     let mut st = lock(state);
     match what {
@@ -627,9 +517,7 @@ fn control(state: &Mutex<State>, what: &str, body: &str) -> Answer {
                 Some("plain_rate_limit") => Mode::PlainRateLimit,
                 Some("overloaded") => Mode::Overloaded,
                 Some("unauthorized") => Mode::Unauthorized,
-                other => {
-                    return json_answer(400, json!({"error": format!("unknown mode {other:?}")}))
-                }
+                other => return json_answer(400, json!({"error": format!("unknown mode {other:?}")})),
             };
             st.modes.insert(token, mode);
         }
@@ -649,17 +537,11 @@ fn control(state: &Mutex<State>, what: &str, body: &str) -> Answer {
             let headers = v
                 .get("headers")
                 .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                        .collect()
-                })
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
                 .unwrap_or_default();
             let u = st.usage.entry(token).or_default();
             u.scripted = Some(ScriptedUsage {
-                status: n("status")
-                    .and_then(|s| u16::try_from(s).ok())
-                    .unwrap_or(200),
+                status: n("status").and_then(|s| u16::try_from(s).ok()).unwrap_or(200),
                 body: s("body").unwrap_or_default(),
                 headers,
             });

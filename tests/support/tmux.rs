@@ -9,9 +9,7 @@ pub struct TmuxServer {
 
 impl TmuxServer {
     pub fn new() -> TmuxServer {
-        TmuxServer {
-            socket_name: super::unique_name("cf-tmux"),
-        }
+        TmuxServer { socket_name: super::unique_name("cf-tmux") }
     }
 
     pub fn socket_name(&self) -> &str {

@@ -1,0 +1,502 @@
+//! The dispatcher role ("dispatcher" thread): the task queues' executor.
+//!
+//! It watches every project's inbox (inotify, through `queue::InboxWatcher`),
+//! keeps an index of the tasks waiting there, and on the coordinator's orders
+//! hands one to an idle session (claim, paste, confirm), finishes a settled
+//! one into done/, and reconciles leases after a restart. Which session is
+//! free, and when a task has settled, is the coordinator's call: this role
+//! only picks *which task* a free session gets, by the queue's order.
+
+pub mod delivery;
+
+use crate::config::Config;
+use crate::control::Shared;
+use crate::coordinator::Event;
+use crate::events::Kind;
+use crate::heartbeat::Beat;
+use crate::queue::{self, Lease, LoadError, Queue, QueueCounts, Task, TaskResult, WatchEvent};
+use crate::tmux::Tmux;
+use crossbeam_channel::{select, Receiver, Sender};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Where a session's conversation lives, for pasting and reading back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRef {
+    pub session: String,
+    pub project: String,
+    pub account: String,
+    pub config_dir: PathBuf,
+    pub claude_session_id: String,
+}
+
+impl SessionRef {
+    /// `<config_dir>/projects/<key>/<id>.jsonl`: the same file as the shared
+    /// tree's once `setup` linked `projects/`, and right without it too.
+    pub fn transcript(&self, cwd: &Path) -> PathBuf {
+        self.config_dir
+            .join("projects")
+            .join(crate::claude::project_key(cwd))
+            .join(format!("{}.jsonl", self.claude_session_id))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// This session is idle and may take a task of its project.
+    Offer(SessionRef),
+    /// This session's task settled: move it to done/.
+    Finish {
+        at: SessionRef,
+        task: String,
+    },
+    /// At start-up: every configured session as found (None: not running).
+    Recover {
+        sessions: Vec<(String, Option<SessionRef>)>,
+    },
+    Configure(Arc<Config>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    /// The project's inbox holds `tasks` takeable tasks.
+    Waiting {
+        project: String,
+        tasks: usize,
+    },
+    Dispatched {
+        session: String,
+        task: String,
+    },
+    /// Nothing this session may take right now.
+    NoTask {
+        session: String,
+    },
+    DeliveryFailed {
+        session: String,
+        task: String,
+        error: String,
+    },
+    Finished {
+        session: String,
+        task: String,
+    },
+    /// A lease kept through a restart: the session still works on it.
+    Resumed {
+        session: String,
+        task: String,
+    },
+    /// Leases reconciled; offers may start.
+    Recovered,
+    Counts {
+        project: String,
+        counts: QueueCounts,
+    },
+}
+
+/// A task waiting in an inbox, as much as choosing needs.
+#[derive(Debug, Clone)]
+struct Waiting {
+    priority: i64,
+    session: Option<String>,
+    /// When the daemon first saw it (for the dispatch-latency histogram).
+    seen_at: Instant,
+}
+
+pub struct Role {
+    config: Arc<Config>,
+    shared: Shared,
+    tmux: Tmux,
+    out: Sender<Event>,
+    queues: BTreeMap<String, Queue>,
+    index: BTreeMap<String, BTreeMap<String, Waiting>>,
+    watcher: Option<queue::InboxWatcher>,
+    last_status_json: HashMap<String, String>,
+}
+
+impl Role {
+    pub fn new(config: Arc<Config>, shared: Shared, out: Sender<Event>) -> Role {
+        let tmux = Tmux::new(&config.tmux.socket_name);
+        Role {
+            config,
+            shared,
+            tmux,
+            out,
+            queues: BTreeMap::new(),
+            index: BTreeMap::new(),
+            watcher: None,
+            last_status_json: HashMap::new(),
+        }
+    }
+
+    pub fn run(mut self, commands: Receiver<Command>, beat: Beat) {
+        let (watch_tx, watch_rx) = crossbeam_channel::unbounded();
+        self.open_queues(&watch_tx);
+        let ticks = crossbeam_channel::tick(Duration::from_secs(1));
+        loop {
+            beat.beat();
+            select! {
+                recv(commands) -> cmd => match cmd {
+                    Ok(cmd) => self.handle(cmd, &beat, &watch_tx),
+                    Err(_) => break,
+                },
+                recv(watch_rx) -> ev => if let Ok(ev) = ev { self.on_watch(ev) },
+                recv(ticks) -> _ => self.write_status_files(),
+            }
+        }
+        if let Some(w) = self.watcher.take() {
+            w.stop();
+        }
+    }
+
+    fn report(&self, r: Report) {
+        let _ = self.out.send(Event::Dispatch(r));
+    }
+
+    /// Opens (creating) every project's queue, starts watching the inboxes,
+    /// then scans them: watch first, so nothing written in between is missed.
+    fn open_queues(&mut self, watch_tx: &Sender<WatchEvent>) {
+        let mut inboxes = Vec::new();
+        for p in &self.config.projects {
+            if self.queues.contains_key(&p.name) {
+                continue;
+            }
+            match Queue::open(&p.name, p.queue_root()) {
+                Ok(q) => {
+                    inboxes.push((p.name.clone(), q.inbox_dir()));
+                    self.queues.insert(p.name.clone(), q);
+                }
+                Err(e) => log::error!("project {}: cannot open its queue: {e}", p.name),
+            }
+        }
+        match &self.watcher {
+            Some(w) => inboxes.iter().for_each(|(p, inbox)| w.add(p, inbox.clone())),
+            None => match queue::InboxWatcher::start(inboxes.clone(), watch_tx.clone()) {
+                Ok(w) => self.watcher = Some(w),
+                Err(e) => log::error!("{e}; new tasks will be seen only at the next start"),
+            },
+        }
+        for (project, _) in inboxes {
+            self.rescan(&project);
+        }
+    }
+
+    fn handle(&mut self, cmd: Command, beat: &Beat, watch_tx: &Sender<WatchEvent>) {
+        match cmd {
+            Command::Offer(at) => self.offer(&at, beat),
+            Command::Finish { at, task } => self.finish(&at, &task),
+            Command::Recover { sessions } => self.recover(&sessions),
+            Command::Configure(config) => {
+                self.config = config;
+                self.open_queues(watch_tx);
+            }
+        }
+    }
+
+    fn on_watch(&mut self, ev: WatchEvent) {
+        match ev {
+            WatchEvent::Arrived { project, name } => {
+                if self.admit(&project, &name, Instant::now()) {
+                    self.announce(&project);
+                }
+            }
+            WatchEvent::Rescan { project } => self.rescan(&project),
+        }
+    }
+
+    /// Reads every inbox entry of a project into the index.
+    fn rescan(&mut self, project: &str) {
+        let Some(q) = self.queues.get(project) else { return };
+        let entries = match q.scan_inbox() {
+            Ok(e) => e,
+            Err(e) => {
+                log::error!("project {project}: cannot scan the inbox: {e}");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let mut present = std::collections::HashSet::new();
+        for entry in entries {
+            present.insert(entry.name.clone());
+            let known = self.index.get(project).is_some_and(|i| i.contains_key(&entry.name));
+            if !known {
+                self.admit(project, &entry.name, now);
+            }
+        }
+        if let Some(i) = self.index.get_mut(project) {
+            i.retain(|name, _| present.contains(name));
+        }
+        self.announce(project);
+    }
+
+    /// Validates one inbox entry: good ones join the index, bad ones go to
+    /// failed/ with the reason. True when the index gained it.
+    fn admit(&mut self, project: &str, name: &str, seen_at: Instant) -> bool {
+        let Some(q) = self.queues.get(project) else { return false };
+        match q.load(name, self.config.dispatch.max_task_bytes) {
+            Ok(task) => {
+                let waiting = Waiting { priority: task.priority, session: task.session, seen_at };
+                self.index.entry(project.into()).or_default().entry(name.into()).or_insert(waiting);
+                true
+            }
+            Err(LoadError::Gone) => false,
+            Err(LoadError::Rejected(why)) => {
+                let reason = why.to_string();
+                match q.reject(name, &reason, 0) {
+                    Ok(moved) => self.task_failed(project, &moved, &reason, 0),
+                    Err(e) => log::error!("project {project}: cannot move {name} to failed/: {e}"),
+                }
+                false
+            }
+        }
+    }
+
+    fn task_failed(&self, project: &str, task: &str, reason: &str, attempts: u32) {
+        self.shared.events.emit(
+            Kind::TaskFailed,
+            task,
+            format!("task {task} of {project} failed: {reason}"),
+            json!({"project": project, "task": task, "reason": reason, "attempts": attempts}),
+        );
+        self.shared.metrics.inc("claude_failover_tasks_finished_total", &[("project", project), ("outcome", "failed")]);
+        self.counts(project);
+    }
+
+    fn announce(&self, project: &str) {
+        let tasks = self.index.get(project).map_or(0, BTreeMap::len);
+        self.report(Report::Waiting { project: project.into(), tasks });
+        self.counts(project);
+    }
+
+    fn counts(&self, project: &str) {
+        if let Some(q) = self.queues.get(project) {
+            match q.counts() {
+                Ok(counts) => self.report(Report::Counts { project: project.into(), counts }),
+                Err(e) => log::warn!("project {project}: cannot count the queue: {e}"),
+            }
+        }
+    }
+
+    /// The first waiting task `session` may take: pinned to it or to nobody,
+    /// highest priority first, then oldest by name.
+    fn choose(&self, project: &str, session: &str) -> Option<String> {
+        let index = self.index.get(project)?;
+        index
+            .iter()
+            .filter(|(_, w)| w.session.as_deref().is_none_or(|s| s == session))
+            .min_by(|(a_name, a), (b_name, b)| b.priority.cmp(&a.priority).then_with(|| a_name.cmp(b_name)))
+            .map(|(name, _)| name.clone())
+    }
+
+    fn offer(&mut self, at: &SessionRef, beat: &Beat) {
+        let project = at.project.clone();
+        while let Some(name) = self.choose(&project, &at.session) {
+            let waiting = self.index.get_mut(&project).and_then(|i| i.remove(&name));
+            let Some(q) = self.queues.get(&project) else { break };
+            let task = match q.load(&name, self.config.dispatch.max_task_bytes) {
+                Ok(t) => t,
+                Err(LoadError::Gone) => continue,
+                Err(LoadError::Rejected(why)) => {
+                    let reason = why.to_string();
+                    if let Ok(moved) = q.reject(&name, &reason, 0) {
+                        self.task_failed(&project, &moved, &reason, 0);
+                    }
+                    continue;
+                }
+            };
+            let seen_at = waiting.map_or_else(Instant::now, |w| w.seen_at);
+            self.dispatch(at, task, seen_at, beat);
+            self.announce(&project);
+            return;
+        }
+        self.report(Report::NoTask { session: at.session.clone() });
+    }
+
+    fn dispatch(&mut self, at: &SessionRef, task: Task, seen_at: Instant, beat: &Beat) {
+        let Some(q) = self.queues.get(&at.project) else { return };
+        let attempt = task.attempts + 1;
+        let lease = Lease {
+            session: at.session.clone(),
+            account: at.account.clone(),
+            attempt,
+            dispatched_at: crate::time::rfc3339(SystemTime::now()),
+            claude_session_id: Some(at.claude_session_id.clone()),
+        };
+        if let Err(e) = q.claim(&task.name, &lease) {
+            log::error!("project {}: cannot claim {}: {e}", at.project, task.name);
+            self.report(Report::NoTask { session: at.session.clone() });
+            return;
+        }
+        let Some(cwd) = self.config.project(&at.project).map(|p| p.path.clone()) else { return };
+        let confirm = Duration::from_secs(self.config.dispatch.submit_confirm_secs);
+        match delivery::deliver(&self.tmux, &at.session, &task.body, &at.transcript(&cwd), confirm, beat) {
+            Ok(pasted_at) => {
+                let latency = pasted_at.saturating_duration_since(seen_at).as_secs_f64();
+                self.shared.metrics.observe("claude_failover_dispatch_latency_seconds", latency);
+                self.shared.metrics.inc("claude_failover_tasks_dispatched_total", &[("project", &at.project)]);
+                self.shared.events.emit(
+                    Kind::TaskDispatched,
+                    &task.name,
+                    format!("task {} handed to {} on {} (attempt {attempt})", task.name, at.session, at.account),
+                    json!({"project": at.project, "task": task.name, "session": at.session,
+                           "account": at.account, "attempt": attempt}),
+                );
+                self.report(Report::Dispatched { session: at.session.clone(), task: task.name });
+            }
+            Err(error) => {
+                log::warn!("{}: delivering {} failed: {error}", at.session, task.name);
+                self.give_back(&at.project, &task.name, attempt, &error);
+                self.report(Report::DeliveryFailed { session: at.session.clone(), task: task.name, error });
+            }
+        }
+    }
+
+    /// An active task nobody works on: back to the inbox, or to failed/ once
+    /// `max_attempts` are used.
+    fn give_back(&mut self, project: &str, task: &str, attempts: u32, why: &str) {
+        let Some(q) = self.queues.get(project) else { return };
+        if attempts >= self.config.dispatch.max_attempts {
+            let reason = format!("gave up after {attempts} attempts; last: {why}");
+            match q.fail(task, &reason, attempts) {
+                Ok(moved) => self.task_failed(project, &moved, &reason, attempts),
+                Err(e) => log::error!("project {project}: cannot move {task} to failed/: {e}"),
+            }
+            return;
+        }
+        match q.requeue(task) {
+            Ok(name) => {
+                self.admit(project, &name, Instant::now());
+            }
+            Err(e) => log::error!("project {project}: cannot requeue {task}: {e}"),
+        }
+    }
+
+    fn finish(&mut self, at: &SessionRef, task: &str) {
+        let Some(q) = self.queues.get(&at.project) else { return };
+        let lease = q.lease(task).ok().flatten();
+        let cwd = self.config.project(&at.project).map(|p| p.path.clone()).unwrap_or_default();
+        let result = TaskResult {
+            session: at.session.clone(),
+            account: at.account.clone(),
+            attempts: lease.as_ref().map_or(1, |l| l.attempt),
+            started_at: lease.as_ref().map_or_else(String::new, |l| l.dispatched_at.clone()),
+            finished_at: crate::time::rfc3339(SystemTime::now()),
+            last_assistant_message: last_assistant_text(&at.transcript(&cwd)),
+        };
+        match q.finish(task, &result) {
+            Ok(moved) => {
+                self.shared
+                    .metrics
+                    .inc("claude_failover_tasks_finished_total", &[("project", &at.project), ("outcome", "done")]);
+                self.shared.events.emit(
+                    Kind::TaskDone,
+                    &moved,
+                    format!("task {moved} done by {} on {}", at.session, at.account),
+                    json!({"project": at.project, "task": moved, "session": at.session,
+                           "account": at.account, "attempts": result.attempts}),
+                );
+                self.report(Report::Finished { session: at.session.clone(), task: task.into() });
+                self.counts(&at.project);
+            }
+            Err(e) => log::error!("project {}: cannot move {task} to done/: {e}", at.project),
+        }
+    }
+
+    /// After a restart: a lease whose session's conversation holds the task's
+    /// prompt is kept (the session is still on it); any other goes back to the
+    /// inbox with the attempt counted, or to failed/.
+    fn recover(&mut self, sessions: &[(String, Option<SessionRef>)]) {
+        let running: HashMap<&str, &SessionRef> =
+            sessions.iter().filter_map(|(name, at)| at.as_ref().map(|a| (name.as_str(), a))).collect();
+        let projects: Vec<String> = self.queues.keys().cloned().collect();
+        for project in projects {
+            let Some(q) = self.queues.get(&project) else { continue };
+            let leases = match q.leases() {
+                Ok(l) => l,
+                Err(e) => {
+                    log::error!("project {project}: cannot read leases: {e}");
+                    continue;
+                }
+            };
+            let cwd = self.config.project(&project).map(|p| p.path.clone()).unwrap_or_default();
+            let mut now = HashMap::new();
+            for (name, lease) in &leases {
+                let Some(at) = running.get(lease.session.as_str()) else { continue };
+                let body = q.active_body(name).unwrap_or_default();
+                if transcript_has_prompt(&at.transcript(&cwd), &body) {
+                    now.insert(lease.session.clone(), queue::SessionNow::WorkingOn(name.clone()));
+                }
+            }
+            for (name, verdict) in queue::recover(&leases, &now, self.config.dispatch.max_attempts) {
+                let session = leases.iter().find(|(n, _)| *n == name).map(|(_, l)| l.session.clone());
+                match verdict {
+                    queue::Recovery::Keep | queue::Recovery::Done => {
+                        log::info!("project {project}: {name} stays with {}", session.as_deref().unwrap_or("?"));
+                        if let Some(session) = session {
+                            self.report(Report::Resumed { session, task: name });
+                        }
+                    }
+                    queue::Recovery::Requeue { next_attempt } => {
+                        log::info!("project {project}: {name} was not delivered before the restart; back to the inbox");
+                        self.give_back(&project, &name, next_attempt - 1, "the daemon restarted before delivery")
+                    }
+                    queue::Recovery::Fail { attempts } => {
+                        self.give_back(&project, &name, attempts, "the daemon restarted before delivery")
+                    }
+                }
+            }
+            self.announce(&project);
+        }
+        self.report(Report::Recovered);
+    }
+
+    /// `status.json` per project: its queue and its sessions, rewritten
+    /// (atomically) when either changed.
+    fn write_status_files(&mut self) {
+        let status = self.shared.status.read().clone();
+        for (project, q) in &self.queues {
+            let sessions: Vec<_> = status.sessions.iter().filter(|s| &s.project == project).collect();
+            let queue = status.queues.iter().find(|x| &x.project == project);
+            let doc = json!({"project": project, "active_account": status.active_account,
+                             "dispatch_paused": status.dispatch_paused, "queue": queue, "sessions": sessions});
+            let text = doc.to_string();
+            if self.last_status_json.get(project) == Some(&text) {
+                continue;
+            }
+            let mut doc = doc;
+            doc["updated_at"] = json!(crate::time::rfc3339(SystemTime::now()));
+            match q.write_status(&doc) {
+                Ok(()) => {
+                    self.last_status_json.insert(project.clone(), text);
+                }
+                Err(e) => log::warn!("project {project}: cannot write status.json: {e}"),
+            }
+        }
+    }
+}
+
+fn last_assistant_text(transcript: &Path) -> Option<String> {
+    let records = crate::claude::transcript::TranscriptReader::new(transcript).read_new().ok()?;
+    records.into_iter().rev().find_map(|r| match r.kind {
+        crate::claude::transcript::RecordKind::AssistantText { text } => Some(text),
+        _ => None,
+    })
+}
+
+/// Whether the conversation holds a user turn with this task's text.
+fn transcript_has_prompt(transcript: &Path, body: &str) -> bool {
+    let want = body.trim();
+    if want.is_empty() {
+        return false;
+    }
+    let Ok(records) = crate::claude::transcript::TranscriptReader::new(transcript).read_new() else {
+        return false;
+    };
+    records.iter().any(|r| match &r.kind {
+        crate::claude::transcript::RecordKind::UserTurn { text } => text.trim() == want || text.contains(want),
+        _ => false,
+    })
+}
