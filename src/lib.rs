@@ -8,6 +8,7 @@ pub mod coordinator;
 pub mod events;
 pub mod heartbeat;
 pub mod metrics;
+pub mod quota;
 pub mod runtime;
 pub mod sessions;
 pub mod signals;
