@@ -333,7 +333,8 @@ impl AccountQuota {
                     .map(|(_, w)| w.resets_at.unwrap_or(at + UNKNOWN_RESET_HOLD))
                     .max();
                 if let Some(until) = full {
-                    self.exhausted_until = Some(self.exhausted_until.map_or(until, |u| u.max(until)));
+                    self.exhausted_until =
+                        Some(self.exhausted_until.map_or(until, |u| u.max(until)));
                 }
             }
             Err(e) => {
@@ -467,7 +468,9 @@ impl AccountQuota {
     }
 
     fn roomy(&self, now: SystemTime) -> bool {
-        self.windows.all().all(|(_, w)| w.current(now) < ROOMY_BELOW)
+        self.windows
+            .all()
+            .all(|(_, w)| w.current(now) < ROOMY_BELOW)
     }
 }
 
@@ -477,8 +480,13 @@ pub enum Ineligible {
     /// Nobody is logged in there.
     TokenMissing,
     /// A confirmed hard limit holds until then.
-    Exhausted { until: SystemTime },
-    FiveHour { utilization: f64, threshold: f64 },
+    Exhausted {
+        until: SystemTime,
+    },
+    FiveHour {
+        utilization: f64,
+        threshold: f64,
+    },
     Weekly {
         window: String,
         utilization: f64,
@@ -503,7 +511,11 @@ impl fmt::Display for Ineligible {
         match self {
             Ineligible::TokenMissing => write!(f, "no credentials (nobody is logged in)"),
             Ineligible::Exhausted { until } => {
-                write!(f, "quota limit hit, resets {}", crate::time::rfc3339(*until))
+                write!(
+                    f,
+                    "quota limit hit, resets {}",
+                    crate::time::rfc3339(*until)
+                )
             }
             Ineligible::FiveHour {
                 utilization,
@@ -535,7 +547,10 @@ pub fn eligible(q: &AccountQuota, config: &QuotaConfig, now: SystemTime) -> Resu
     if let Some(until) = q.exhausted_until.filter(|u| *u > now) {
         return Err(Ineligible::Exhausted { until });
     }
-    if let Some(u) = q.five_hour(now).filter(|u| *u >= config.five_hour_threshold) {
+    if let Some(u) = q
+        .five_hour(now)
+        .filter(|u| *u >= config.five_hour_threshold)
+    {
         return Err(Ineligible::FiveHour {
             utilization: u,
             threshold: config.five_hour_threshold,
@@ -564,7 +579,12 @@ pub fn eligible(q: &AccountQuota, config: &QuotaConfig, now: SystemTime) -> Resu
 /// The account `state` of `/status`: `token_expired` (can't be polled),
 /// then `exhausted` (a hard limit holds, or — for a standby — a threshold is
 /// crossed), then `active`, then `error` (the last poll failed), `standby`.
-pub fn state_name(q: &AccountQuota, active: bool, config: &QuotaConfig, now: SystemTime) -> &'static str {
+pub fn state_name(
+    q: &AccountQuota,
+    active: bool,
+    config: &QuotaConfig,
+    now: SystemTime,
+) -> &'static str {
     if q.token != TokenState::Ok {
         return "token_expired";
     }
@@ -656,7 +676,9 @@ pub fn should_swap(
         SwapReason::Projected
     } else if config.failback
         && accounts.first().is_some_and(|first| {
-            first.name != active && eligible(first, config, now).is_ok() && !projected_over(first, config, now)
+            first.name != active
+                && eligible(first, config, now).is_ok()
+                && !projected_over(first, config, now)
         })
     {
         return Verdict::Swap(SwapDecision {
@@ -700,7 +722,11 @@ fn projected_over(q: &AccountQuota, config: &QuotaConfig, now: SystemTime) -> bo
 /// Roomy accounts (every window under [`ROOMY_BELOW`]) are equals: the first
 /// in priority order wins. Without a roomy one, most headroom wins, priority
 /// breaking ties.
-fn best<'a>(candidates: &[&'a AccountQuota], config: &QuotaConfig, now: SystemTime) -> Option<&'a AccountQuota> {
+fn best<'a>(
+    candidates: &[&'a AccountQuota],
+    config: &QuotaConfig,
+    now: SystemTime,
+) -> Option<&'a AccountQuota> {
     if let Some(roomy) = candidates.iter().find(|a| a.roomy(now)) {
         return Some(roomy);
     }
@@ -821,7 +847,9 @@ pub fn next_poll_at(
         return now + interval.min(TOKEN_RECHECK);
     }
     let factor = 2u32.saturating_pow(failures.min(20));
-    let backoff = interval.saturating_mul(factor).min(MAX_BACKOFF.max(interval));
+    let backoff = interval
+        .saturating_mul(factor)
+        .min(MAX_BACKOFF.max(interval));
     let backoff = backoff + backoff.mul_f64(JITTER * unit);
     let mut at = now + backoff;
     if let PollError::RateLimited {
@@ -871,3 +899,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<SystemTime> {
     }
     crate::time::parse_rfc3339(&format!("{year}-{month:02}-{day}T{time}Z"))
 }
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

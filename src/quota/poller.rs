@@ -130,7 +130,12 @@ struct Poller {
 }
 
 impl Poller {
-    fn new(config: Arc<Config>, out: Sender<QuotaReport>, jitter: Jitter, now: SystemTime) -> Poller {
+    fn new(
+        config: Arc<Config>,
+        out: Sender<QuotaReport>,
+        jitter: Jitter,
+        now: SystemTime,
+    ) -> Poller {
         let mut p = Poller {
             agent: agent(&config),
             config: Arc::clone(&config),
@@ -216,17 +221,24 @@ impl Poller {
             Ok(token) if account.refused == Some(fingerprint(&token)) => {
                 // Still the token the endpoint refused: wait for a new one,
                 // quietly.
-                account.schedule.record(&Err::<(), _>(PollError::TokenExpired), quota, &mut self.jitter, now);
+                account.schedule.record(
+                    &Err::<(), _>(PollError::TokenExpired),
+                    quota,
+                    &mut self.jitter,
+                    now,
+                );
                 return true;
             }
             Ok(token) => {
                 let outcome = request(&self.agent, &quota.usage_url, &token, now);
-                account.refused = matches!(outcome, Err(PollError::Unauthorized))
-                    .then(|| fingerprint(&token));
+                account.refused =
+                    matches!(outcome, Err(PollError::Unauthorized)).then(|| fingerprint(&token));
                 outcome.map_err(|e| redact(e, &token))
             }
         };
-        account.schedule.record(&outcome, quota, &mut self.jitter, now);
+        account
+            .schedule
+            .record(&outcome, quota, &mut self.jitter, now);
         let next_poll_at = account.schedule.next_at;
         match &outcome {
             Err(e) if e.no_request() => {
@@ -267,7 +279,12 @@ fn agent(config: &Config) -> ureq::Agent {
 }
 
 /// One `GET usage_url` with `token`, classified.
-fn request(agent: &ureq::Agent, url: &str, token: &str, now: SystemTime) -> Result<Windows, PollError> {
+fn request(
+    agent: &ureq::Agent,
+    url: &str,
+    token: &str,
+    now: SystemTime,
+) -> Result<Windows, PollError> {
     let response = agent
         .get(url)
         .header("Authorization", format!("Bearer {token}"))
@@ -360,7 +377,8 @@ mod local_formats {
 
     pub fn read_credentials(dir: &Path) -> Result<(String, Option<SystemTime>), String> {
         let path = dir.join(".credentials.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| format!("{}: not JSON (line {})", path.display(), e.line()))?;
         let oauth = &v["claudeAiOauth"];

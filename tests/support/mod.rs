@@ -18,13 +18,20 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub fn temp_dir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("cf-test-").tempdir().expect("temp dir")
+    tempfile::Builder::new()
+        .prefix("cf-test-")
+        .tempdir()
+        .expect("temp dir")
 }
 
 /// A tmux socket name no other test (or user) shares.
 pub fn unique_name(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The pinned Claude Code binary installed by `make claude-code`
