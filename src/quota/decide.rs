@@ -265,7 +265,7 @@ pub fn confirm_hard_limit(
     recent.iter().any(|other| {
         other.account == signal.account
             && other.source != signal.source
-            && !other.resets_at.is_some_and(|r| r <= now)
+            && other.resets_at.is_none_or(|r| r > now)
             && gap(other.at, signal.at) <= CONFIRM_WINDOW
     })
 }
