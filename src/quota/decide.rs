@@ -80,6 +80,29 @@ pub struct Windows {
 }
 
 impl Windows {
+    /// Sorts named windows into place: `five_hour`, `seven_day`, the rest
+    /// under their names. Takes the usage answer's windows and the
+    /// statusline's `rate_limits` alike.
+    pub fn from_named<'a>(
+        windows: impl IntoIterator<Item = (&'a str, f64, Option<SystemTime>)>,
+    ) -> Windows {
+        let mut out = Windows::default();
+        for (name, utilization, resets_at) in windows {
+            let w = Window {
+                utilization,
+                resets_at,
+            };
+            match name {
+                "five_hour" => out.five_hour = Some(w),
+                "seven_day" => out.seven_day = Some(w),
+                other => {
+                    out.other.insert(other.to_string(), w);
+                }
+            }
+        }
+        out
+    }
+
     /// The windows the weekly threshold applies to: `seven_day` and every
     /// `seven_day_*`.
     pub fn weekly(&self) -> impl Iterator<Item = (&str, &Window)> {
@@ -453,6 +476,38 @@ impl AccountQuota {
             .is_some_and(|(t, _)| gap(*t, at) > BURN_WINDOW)
         {
             self.samples.pop_front();
+        }
+    }
+
+    /// This account as `/status` shows it.
+    pub fn to_status(
+        &self,
+        active: bool,
+        config: &QuotaConfig,
+        now: SystemTime,
+    ) -> crate::status::AccountStatus {
+        let window = |w: &Window| crate::status::Window {
+            utilization: w.utilization,
+            resets_at: w.resets_at.map(crate::time::rfc3339),
+        };
+        crate::status::AccountStatus {
+            name: self.name.clone(),
+            state: state_name(self, active, config, now).into(),
+            eligible: eligible(self, config, now).is_ok(),
+            five_hour: self.windows.five_hour.as_ref().map(window),
+            seven_day: self.windows.seven_day.as_ref().map(window),
+            other_windows: self
+                .windows
+                .other
+                .iter()
+                .map(|(k, w)| (k.clone(), window(w)))
+                .collect(),
+            last_poll_at: self.last_poll_at.map(crate::time::rfc3339),
+            last_error: self.last_error.as_ref().map(|e| e.to_string()),
+            exhausted_until: self
+                .exhausted_until
+                .filter(|u| *u > now)
+                .map(crate::time::rfc3339),
         }
     }
 

@@ -838,3 +838,35 @@ fn poll_errors_never_need_the_token_to_read() {
     assert!(texts.iter().all(|t| !t.is_empty()));
     assert!(texts[2].contains("401"));
 }
+
+#[test]
+fn status_shows_windows_errors_and_state() {
+    let now = at(60);
+    let mut q = polled("a", 42.0, 10.0);
+    q.windows
+        .other
+        .insert("seven_day_opus".into(), win(3.0, None));
+    q.apply_poll(at(30), &Err(PollError::Server(502)));
+    q.exhausted_until = Some(at(59));
+    let s = q.to_status(false, &cfg(), now);
+    assert_eq!(s.state, "error");
+    assert!(s.eligible);
+    assert_eq!(s.five_hour.as_ref().map(|w| w.utilization), Some(42.0));
+    assert_eq!(
+        s.five_hour.and_then(|w| w.resets_at).as_deref(),
+        Some("2026-11-25T21:00:00Z")
+    );
+    assert_eq!(s.other_windows["seven_day_opus"].resets_at, None);
+    assert_eq!(s.last_poll_at.as_deref(), Some("2026-11-25T16:00:30Z"));
+    assert_eq!(
+        s.last_error.as_deref(),
+        Some("usage endpoint answered 502 (server error)")
+    );
+    assert_eq!(s.exhausted_until, None, "a past hold is not shown");
+    let w = Windows::from_named([("five_hour", 1.0, None), ("seven_day_x", 2.0, Some(at(5)))]);
+    assert_eq!(w.five_hour.map(|w| w.utilization), Some(1.0));
+    assert_eq!(
+        w.weekly().map(|(n, _)| n).collect::<Vec<_>>(),
+        ["seven_day_x"]
+    );
+}

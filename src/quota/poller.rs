@@ -370,7 +370,7 @@ fn parse_usage(body: &str) -> Result<Windows, String> {
 
 /// Stand-ins for `crate::claude` (credentials and usage formats) until it lands.
 mod local_formats {
-    use super::{Window, Windows};
+    use super::Windows;
     use serde_json::Value;
     use std::path::Path;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -397,27 +397,15 @@ mod local_formats {
         let v: Value = serde_json::from_str(body)
             .map_err(|e| format!("not JSON (line {}, column {})", e.line(), e.column()))?;
         let top = v.as_object().ok_or("JSON but not an object")?;
-        let mut w = Windows::default();
-        for (name, value) in top {
-            let Some(u) = value.get("utilization").and_then(Value::as_f64) else {
-                continue;
-            };
-            let resets_at = value
-                .get("resets_at")
-                .and_then(Value::as_str)
-                .and_then(crate::time::parse_rfc3339);
-            let window = Window {
-                utilization: u,
-                resets_at,
-            };
-            match name.as_str() {
-                "five_hour" => w.five_hour = Some(window),
-                "seven_day" => w.seven_day = Some(window),
-                _ => {
-                    w.other.insert(name.clone(), window);
-                }
-            }
-        }
-        Ok(w)
+        Ok(Windows::from_named(top.iter().filter_map(
+            |(name, value)| {
+                let u = value.get("utilization").and_then(Value::as_f64)?;
+                let resets_at = value
+                    .get("resets_at")
+                    .and_then(Value::as_str)
+                    .and_then(crate::time::parse_rfc3339);
+                Some((name.as_str(), u, resets_at))
+            },
+        )))
     }
 }
