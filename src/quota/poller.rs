@@ -13,7 +13,7 @@
 //! (token expired, no credentials), to the coordinator, which owns the
 //! [`AccountQuota`](super::decide::AccountQuota) state.
 
-use super::decide::{parse_retry_after, Jitter, PollError, PollSchedule, Window, Windows};
+use super::decide::{parse_retry_after, Jitter, PollError, PollSchedule, Windows};
 use crate::config::Config;
 use crate::heartbeat::Beat;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
