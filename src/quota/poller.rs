@@ -230,12 +230,15 @@ impl Poller {
                 return true;
             }
             Ok(token) => {
-                let outcome = request(&self.agent, &quota.usage_url, &token, now);
+                let outcome = request(&self.agent, &quota.usage_url, &token);
                 account.refused =
                     matches!(outcome, Err(PollError::Unauthorized)).then(|| fingerprint(&token));
                 outcome.map_err(|e| redact(e, &token))
             }
         };
+        // Spaced from the answer, not the question: a slow answer must not
+        // shorten the gap the server sees.
+        let now = SystemTime::now();
         account
             .schedule
             .record(&outcome, quota, &mut self.jitter, now);
@@ -279,12 +282,7 @@ fn agent(config: &Config) -> ureq::Agent {
 }
 
 /// One `GET usage_url` with `token`, classified.
-fn request(
-    agent: &ureq::Agent,
-    url: &str,
-    token: &str,
-    now: SystemTime,
-) -> Result<Windows, PollError> {
+fn request(agent: &ureq::Agent, url: &str, token: &str) -> Result<Windows, PollError> {
     let response = agent
         .get(url)
         .header("Authorization", format!("Bearer {token}"))
@@ -312,7 +310,7 @@ fn request(
                 .headers()
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, now)),
+                .and_then(|v| parse_retry_after(v, SystemTime::now())),
         }),
         500..=599 => Err(PollError::Server(status)),
         _ => Err(PollError::Status(status)),
