@@ -360,9 +360,18 @@ fn a_429_with_retry_after_holds_the_next_request_back() {
         account: "a0".into(),
     });
     let QuotaReport::Polled {
-        at, next_poll_at, ..
-    } = r;
-    assert!(next_poll_at >= at + Duration::from_secs(3));
+        at,
+        next_poll_at,
+        outcome: Err(PollError::RateLimited {
+            retry_after: Some(retry_after),
+        }),
+        ..
+    } = r
+    else {
+        unreachable!()
+    };
+    assert!(retry_after + Duration::from_secs(1) >= at + Duration::from_secs(3));
+    assert!(next_poll_at >= retry_after);
     rig.wait_report("a poll after the 429", 1, |_, o| o.is_ok());
     let seen = api.seen();
     assert!(
