@@ -37,9 +37,14 @@ pub enum Event {
     Session(Report),
 }
 
+/// Called with a reloaded config.
+pub type ReloadHook = Box<dyn Fn(&Arc<Config>) + Send>;
+
 /// Where the coordinator's orders go.
 pub struct Outputs {
     pub sessions: Sender<sessions::Command>,
+    /// Roles outside the coordinator's orders that take a reloaded config.
+    pub on_reload: Vec<ReloadHook>,
 }
 
 /// Everything the coordinator listens to.
@@ -422,6 +427,9 @@ impl<S: Supervisor> Coordinator<S> {
                 self.config = Arc::new(new);
                 self.reload_problem = None;
                 self.apply_session_changes(Instant::now());
+                for hook in &self.outputs.on_reload {
+                    hook(&self.config);
+                }
                 let path = self.config.source.display().to_string();
                 self.shared.events.emit(
                     Kind::ConfigReloaded,
@@ -567,6 +575,11 @@ fn restart_only_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.tmux.socket_name != new.tmux.socket_name {
         keys.push("tmux.socket_name");
+    }
+    // Debug output hides secrets, so the bot token is compared on its own.
+    let token = |c: &Config| c.notify.telegram.as_ref().and_then(|t| t.bot_token.clone());
+    if format!("{:?}", old.notify) != format!("{:?}", new.notify) || token(old) != token(new) {
+        keys.push("notify");
     }
     keys
 }

@@ -2,15 +2,28 @@
 //! subscription accounts. See SPEC (README) for the outside; this crate's modules
 //! are laid out one per role plus one per outside format.
 
+pub mod atomic;
+pub mod claude;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod coordinator;
 pub mod events;
 pub mod heartbeat;
+pub mod hook;
+pub mod http;
+pub mod janitor;
+pub mod logging;
 pub mod metrics;
+pub mod notifier;
+pub mod queue;
 pub mod quota;
 pub mod runtime;
 pub mod sessions;
+pub mod setup;
 pub mod signals;
 pub mod status;
+pub mod systemd;
 pub mod time;
+pub mod tmux;

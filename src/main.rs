@@ -1,3 +1,3 @@
 fn main() {
-    println!("claude-failover {}", env!("CARGO_PKG_VERSION"));
+    std::process::exit(claude_failover::cli::main(std::env::args().collect()));
 }

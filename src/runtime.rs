@@ -92,42 +92,63 @@ pub fn run(config_path: &Path, supervisor: impl Supervisor) -> i32 {
 fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
     let config = Arc::new(config);
     let heartbeats = Heartbeats::from_env(&config.state_dir);
+    let (notice_tx, notice_rx) = crossbeam_channel::unbounded();
     let shared = Shared {
         status: Arc::new(RwLock::new(Default::default())),
-        events: Events::new(None),
+        events: Events::new(Some(notice_tx)),
         metrics: Metrics::new(),
         heartbeats: heartbeats.clone(),
     };
     let coordinator_beat = heartbeats.register("coordinator");
     let (signal_tx, signal_rx) = crossbeam_channel::unbounded();
-    let (_control_tx, control_rx) = crossbeam_channel::unbounded();
+    let (control_tx, control_rx) = crossbeam_channel::unbounded();
     let (_event_tx, event_rx) = crossbeam_channel::unbounded();
     let (sessions_tx, _sessions_rx) = crossbeam_channel::unbounded();
 
+    fn failed(role: &'static str) -> impl Fn(std::io::Error) -> String {
+        move |e| format!("cannot start the {role} thread: {e}")
+    }
     let signals = crate::signals::spawn(
         config.source.clone(),
         signal_tx,
         heartbeats.register("signals"),
     )
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let notifier = crate::notifier::spawn(
+        &config.notify,
+        notice_rx,
+        shared.metrics.clone(),
+        heartbeats.register("notifier"),
+    )
+    .map_err(failed("notifier"))?;
+    let janitor = Arc::new(
+        crate::janitor::spawn(
+            Arc::clone(&config),
+            shared.metrics.clone(),
+            heartbeats.register("janitor"),
+        )
+        .map_err(failed("janitor"))?,
+    );
+    let http = crate::http::spawn(
+        &config.http,
+        shared.clone(),
+        control_tx,
+        heartbeats.register("http"),
+    )
+    .map_err(|e| e.to_string())?;
     let mut roles = Vec::new();
-    for name in [
-        "dispatcher",
-        "quota",
-        "sessions",
-        "checkpoint",
-        "janitor",
-        "notifier",
-        "switcher",
-        "http",
-    ] {
+    for name in ["dispatcher", "quota", "sessions", "checkpoint", "switcher"] {
         let role = RoleHandle::spawn(name, heartbeats.register(name), waiting_role)
-            .map_err(|e| format!("cannot start the {name} thread: {e}"))?;
+            .map_err(failed(name))?;
         roles.push(role);
     }
 
+    let janitor_for_reload = Arc::clone(&janitor);
     let outputs = Outputs {
         sessions: sessions_tx,
+        on_reload: vec![Box::new(move |c: &Arc<Config>| {
+            janitor_for_reload.reconfigure(Arc::clone(c))
+        })],
     };
     let coordinator = Coordinator::new(
         Arc::clone(&config),
@@ -152,10 +173,17 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
         events: event_rx,
     };
     let exit = coordinator.run(inputs, coordinator_beat);
+    http.shutdown();
     signals.shutdown();
     for role in roles {
         role.shutdown();
     }
+    if let Ok(janitor) = Arc::try_unwrap(janitor) {
+        janitor.join();
+    }
+    // Last: the notifier drains what the others emitted on the way out.
+    drop(shared);
+    notifier.join();
     Ok(exit)
 }
 

@@ -1,0 +1,74 @@
+# claude-failover: build, test and package. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+
+CLAUDE_CODE_VERSION := 2.1.332
+CLAUDE_CODE_DIR := build/claude-code
+CLAUDE_CODE_PKG := $(CLAUDE_CODE_DIR)/node_modules/@anthropic-ai/claude-code/package.json
+
+MUSL_TARGET := x86_64-unknown-linux-musl
+MUSL_BIN := target/$(MUSL_TARGET)/release/claude-failover
+# ring compiles C: for the musl target it must be built by musl's gcc wrapper, or
+# it links against glibc headers and the binary is not static.
+MUSL_ENV := CC_x86_64_unknown_linux_musl=musl-gcc
+MUSL_MAX_BYTES := 6291456
+
+# apt-get for the tools a target needs, only when the tool is missing.
+define need_apt
+	@command -v $(1) >/dev/null || { \
+	  if [ "$$(id -u)" -ne 0 ]; then echo "make: $(1) is missing: apt-get install $(2) (as root)" >&2; exit 1; fi; \
+	  echo "make: installing $(2) for $(1)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(2) </dev/null; }
+endef
+
+.PHONY: build claude-code test lint run musl deb bench demo reliability clean
+
+build:
+	cargo build --locked
+
+# The pinned Claude Code the integration tests and the demo run against.
+claude-code:
+	@if [ "$$(node -p 'require("./$(CLAUDE_CODE_PKG)").version' 2>/dev/null)" = "$(CLAUDE_CODE_VERSION)" ] \
+	    && [ -x $(CLAUDE_CODE_DIR)/node_modules/.bin/claude ]; then \
+	  echo "Claude Code $(CLAUDE_CODE_VERSION) already in $(CLAUDE_CODE_DIR)"; \
+	else \
+	  npm install --no-audit --no-fund --prefix $(CLAUDE_CODE_DIR) @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION); \
+	fi
+
+# One debug build serves every cargo test; the packaging checks then need the
+# static release binary (a second, release build for the musl target).
+test: claude-code
+	cargo test --locked --all-targets
+	$(MAKE) --no-print-directory musl
+	$(call need_apt,lintian,lintian)
+	$(call need_apt,systemd-analyze,systemd)
+	packaging/check.sh
+
+lint:
+	cargo fmt --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+run:
+	cargo run --locked -- run --config etc/config.example.toml
+
+musl:
+	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
+	$(call need_apt,musl-gcc,musl-tools)
+	$(MUSL_ENV) cargo build --locked --release --target $(MUSL_TARGET)
+	@size=$$(stat -c %s $(MUSL_BIN)); \
+	  echo "$(MUSL_BIN): $$size bytes ($$(( size / 1024 )) KiB; target <= $$(( $(MUSL_MAX_BYTES) / 1024 )) KiB)"; \
+	  if [ $$size -gt $(MUSL_MAX_BYTES) ]; then echo "make: the static binary is over 6 MiB" >&2; exit 1; fi
+
+deb: musl
+	$(call need_apt,lintian,lintian)
+	@deb=$$(packaging/build-deb.sh target/deb | tail -n 1); echo "$$deb"; \
+	  lintian --fail-on error,warning "$$deb"
+
+# Filled in by the integrator; until then they say so and fail.
+bench demo reliability:
+	@echo "make $@: not yet" >&2; exit 2
+
+clean:
+	cargo clean
+	rm -rf target/deb

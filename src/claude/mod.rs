@@ -1,0 +1,189 @@
+//! Everything that knows Claude Code's formats: the project-key rule, credentials,
+//! the usage answer, transcripts, pane text, session files and hook input.
+//! Pure parsing and path rules: nothing here runs Claude Code, polls or decides.
+//! Claude Code changes often, so every parser is tolerant and says what and where
+//! when it gives up; none panics on outside input.
+
+pub mod credentials;
+pub mod hook;
+pub mod pane;
+pub mod session_file;
+pub mod transcript;
+pub mod usage;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Longest project key Claude Code keeps whole (its `jae = 200`).
+const MAX_KEY_LEN: usize = 200;
+
+/// The folder name under `projects/` that Claude Code gives to `cwd`: every UTF-16
+/// code unit outside `[A-Za-z0-9]` becomes `-` (so a character outside the BMP
+/// gives two), no collapsing. A key longer than 200 is cut to 200 and suffixed with
+/// `-` and the base-36 absolute value of the Java-style 32-bit string hash of the
+/// original path (`h = h*31 + unit`), as the 2.1.332 binary does it
+/// (`Math.abs(hash(e)).toString(36)`).
+pub fn project_key(cwd: &Path) -> String {
+    let path = cwd.to_string_lossy();
+    let mut key = String::with_capacity(path.len());
+    for c in path.chars() {
+        if c.is_ascii_alphanumeric() {
+            key.push(c);
+        } else {
+            for _ in 0..c.len_utf16() {
+                key.push('-');
+            }
+        }
+    }
+    if key.len() <= MAX_KEY_LEN {
+        return key;
+    }
+    key.truncate(MAX_KEY_LEN);
+    let hash = path.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
+    format!("{key}-{}", base36(u64::from(hash.unsigned_abs())))
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `<shared_projects_dir>/<project_key(cwd)>/<session_id>.jsonl`.
+pub fn transcript_path(shared_projects_dir: &Path, cwd: &Path, session_id: &str) -> PathBuf {
+    shared_projects_dir
+        .join(project_key(cwd))
+        .join(format!("{session_id}.jsonl"))
+}
+
+/// Parses the RFC 3339 forms Claude Code and the API write
+/// (`2026-11-25T16:55:51.947Z`, `2026-01-02T19:59:59.600956+00:00`).
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let s = s.trim();
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut nanos = 0u32;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let kept = &frac[..digits.min(9)];
+        nanos = kept.parse::<u32>().ok()? * 10u32.pow(9 - kept.len() as u32);
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let oh: i64 = rest.get(1..3)?.parse().ok()?;
+            let om: i64 = rest.get(4..6)?.parse().ok()?;
+            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
+                return None;
+            }
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    let secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset;
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Unix seconds (or milliseconds, told apart by size) as a `SystemTime`.
+pub(crate) fn unix_time(n: f64) -> Option<SystemTime> {
+    if !n.is_finite() || n < 0.0 {
+        return None;
+    }
+    // Seconds until the year 5138; anything larger is milliseconds.
+    let secs = if n > 1e11 { n / 1000.0 } else { n };
+    Some(UNIX_EPOCH + Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_replaces_every_non_alphanumeric_without_collapsing() {
+        assert_eq!(
+            project_key(Path::new("/tmp/cf-dbg/project")),
+            "-tmp-cf-dbg-project"
+        );
+        assert_eq!(project_key(Path::new("/a/.b_c d")), "-a--b-c-d");
+        assert_eq!(project_key(Path::new("/é/😀")), "-----");
+    }
+
+    #[test]
+    fn long_key_is_cut_and_hashed_like_claude_code() {
+        let cwd = format!("/{}", "x".repeat(250));
+        let key = project_key(Path::new(&cwd));
+        // Expected from Claude Code's own rule, evaluated in JavaScript:
+        // let t=0; for (c of s) t=(t<<5)-t+c.charCodeAt(0)|0; Math.abs(t).toString(36)
+        assert_eq!(key, format!("-{}-v734pd", "x".repeat(199)));
+        let cwd = format!("/é/😀{}", "y".repeat(200));
+        assert_eq!(
+            project_key(Path::new(&cwd)),
+            format!("-----{}-6jy48", "y".repeat(195))
+        );
+    }
+
+    #[test]
+    fn transcript_path_joins_key_and_session() {
+        let p = transcript_path(Path::new("/shared"), Path::new("/w/p"), "abc");
+        assert_eq!(p, PathBuf::from("/shared/-w-p/abc.jsonl"));
+    }
+
+    #[test]
+    fn rfc3339_forms() {
+        let t = |s| parse_rfc3339(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_millis());
+        assert_eq!(t("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(t("2026-11-25T16:55:51.947Z"), Some(1_795_625_751_947));
+        assert_eq!(t("2026-11-25T17:55:51.947+01:00"), Some(1_795_625_751_947));
+        assert_eq!(
+            t("2026-01-02T19:59:59.600956+00:00"),
+            Some(1_767_383_999_600)
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-11-25T16:55:51",
+            "2026-11-25T16:55:51+0100",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+}

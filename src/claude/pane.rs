@@ -1,0 +1,354 @@
+//! Classifies a Claude Code screen (`tmux capture-pane -p` text) into one state.
+//! Looks at the bottom of the screen for the current state: limit text scrolled
+//! back above the latest prompt is history, not news. Knows the phrasings of
+//! 2.1.197 and 2.1.332 plus older public ones; a screen it cannot place is Unknown,
+//! never a guess. A limit seen here still wants a second source before a swap.
+
+/// What the screen says the session is doing now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaneState {
+    /// Blank or still drawing: no input box, no dialog yet.
+    Starting,
+    /// The input box and no spinner: ready for a prompt (text may sit unsent in it).
+    Idle,
+    /// `esc to interrupt` in the footer.
+    Busy,
+    /// "Do you trust the files in this folder?" / "Yes, I trust this folder".
+    TrustDialog,
+    /// A tool asks for permission ("Do you want to proceed?").
+    PermissionPrompt,
+    /// Any other dialog holding the session (numbered choices, Enter/Esc lines).
+    OtherDialog,
+    /// A subscription quota is exhausted.
+    RateLimited {
+        kind: LimitKind,
+        /// What follows "resets" on screen (`5:31pm (UTC)`), when shown.
+        resets_text: Option<String>,
+        /// Claude Code says it will continue by itself at the reset (2.1.332+).
+        auto_continue: bool,
+    },
+    /// The login is dead: "Please run /login", "OAuth token has been revoked".
+    LoginNeeded,
+    /// Claude Code is retrying a plain 429/529 itself: busy, no quota reason.
+    ServerRetrying,
+    Unknown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitKind {
+    /// The 5-hour ("session") window.
+    FiveHour,
+    /// The 7-day ("weekly") window.
+    Weekly,
+    /// A model-specific weekly window ("Opus limit").
+    Opus,
+    /// A limit whose window the text does not name.
+    Unspecified,
+}
+
+/// How many lines above the input box count as "the latest output" when no prompt
+/// echo bounds it.
+const RECENT_LINES: usize = 12;
+
+pub fn classify(text: &str) -> PaneState {
+    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    let Some(last) = lines.iter().rposition(|l| !l.trim().is_empty()) else {
+        return PaneState::Starting;
+    };
+    let lines = &lines[..=last];
+    let rules: Vec<usize> = (0..lines.len()).filter(|&i| is_rule(lines[i])).collect();
+
+    // The input box: `❯ ...` (or `> ...`) on the line right after a rule, closed by
+    // another rule. Anything else under the last rule is a dialog or a footer.
+    let input_box = rules.windows(2).rev().find_map(|w| {
+        let (top, bottom) = (w[0], w[1]);
+        (bottom > top + 1 && is_input_line(lines[top + 1])).then_some((top, bottom))
+    });
+
+    match input_box {
+        // A footer is a few lines; more below the box means something else is drawn there.
+        Some((top, bottom)) if bottom + 6 >= lines.len() => {
+            let footer = lines[bottom + 1..].join("\n");
+            let recent = recent_output(&lines[..top]);
+            with_input_box(&footer, &recent)
+        }
+        _ => without_input_box(lines, rules.last().copied()),
+    }
+}
+
+/// A screen whose bottom is the input box and its footer.
+fn with_input_box(footer: &str, recent: &[&str]) -> PaneState {
+    let footer_l = footer.to_lowercase();
+    // 2.1.332: `⚠ Usage limit reached · limit resets 5:31pm / Continuing automatically at 5:31pm · Esc to cancel`
+    if footer_l.contains("usage limit reached") || footer_l.contains("limit reached") {
+        // The message above the input box names the window and the time zone.
+        let (kind, resets_text) = latest_limit(recent).unwrap_or((LimitKind::Unspecified, None));
+        return PaneState::RateLimited {
+            kind,
+            resets_text: resets_text.or_else(|| footer.lines().find_map(resets_after)),
+            auto_continue: footer_l.contains("continuing automatically"),
+        };
+    }
+    if footer_l.contains("esc to interrupt") {
+        if recent.iter().any(|l| is_server_retry(l)) {
+            return PaneState::ServerRetrying;
+        }
+        return PaneState::Busy;
+    }
+    // Idle: the latest output decides whether the last turn ended on a limit or
+    // a dead login.
+    if let Some((kind, resets_text)) = latest_limit(recent) {
+        let auto_continue = recent
+            .iter()
+            .any(|l| l.to_lowercase().contains("continue automatically"));
+        return PaneState::RateLimited {
+            kind,
+            resets_text,
+            auto_continue,
+        };
+    }
+    if recent.iter().any(|l| is_login_needed(l)) {
+        return PaneState::LoginNeeded;
+    }
+    PaneState::Idle
+}
+
+/// A screen whose bottom is not the input box: a dialog, or not drawn yet.
+fn without_input_box(lines: &[&str], last_rule: Option<usize>) -> PaneState {
+    // Dialogs draw below a rule; 2.1.197's trust dialog has a box of its own, so
+    // fall back to the last lines.
+    let from = last_rule.unwrap_or(lines.len().saturating_sub(20));
+    let tail = lines[from..].join("\n");
+    let tail_l = tail.to_lowercase();
+    if tail_l.contains("stop and wait for limit to reset")
+        || tail_l.contains("what do you want to do?") && tail_l.contains("limit")
+    {
+        let from = lines.len().saturating_sub(40);
+        let (kind, resets_text) =
+            latest_limit(&lines[from..]).unwrap_or((LimitKind::Unspecified, None));
+        return PaneState::RateLimited {
+            kind,
+            resets_text,
+            auto_continue: false,
+        };
+    }
+    if tail_l.contains("trust this folder") || tail_l.contains("trust the files in this folder") {
+        return PaneState::TrustDialog;
+    }
+    if tail_l.contains("do you want to proceed")
+        || tail_l.contains("do you want to make this edit")
+        || tail_l.contains("do you want to create")
+        || tail_l.contains("do you want to allow")
+    {
+        return PaneState::PermissionPrompt;
+    }
+    // A choice cursor (`❯ 1. Yes`, `❯ No, keep manual mode`) under the last rule.
+    if tail_l.contains("enter to confirm")
+        || tail_l.contains("esc to cancel")
+        || tail
+            .lines()
+            .skip(1)
+            .any(|l| l.trim_start().starts_with('❯'))
+    {
+        return PaneState::OtherDialog;
+    }
+    // The welcome banner without an input box yet; anything else (a shell prompt
+    // after Claude Code exited, an error dump) is not for us to guess.
+    if lines.iter().any(|l| l.contains("Claude Code")) {
+        return PaneState::Starting;
+    }
+    PaneState::Unknown
+}
+
+/// A horizontal rule: the input box's borders (`───`), or a dialog's top edge,
+/// which 2.1.332 draws as `▔▔▔` with a caption in it.
+fn is_rule(line: &str) -> bool {
+    let t = line.trim();
+    t.chars()
+        .take(10)
+        .filter(|c| matches!(c, '─' | '━' | '▔'))
+        .count()
+        == 10
+}
+
+fn is_input_line(line: &str) -> bool {
+    let t = line.trim_start();
+    t.starts_with('❯') || t.starts_with('>')
+}
+
+/// The lines of the latest output: after the last prompt echo (`❯ text` above the
+/// input box), or the last few lines when there is none on screen.
+fn recent_output<'a>(above: &[&'a str]) -> Vec<&'a str> {
+    let start = above
+        .iter()
+        .rposition(|l| is_input_line(l) && l.trim_start().chars().count() > 2)
+        .unwrap_or(above.len().saturating_sub(RECENT_LINES));
+    above[start..].to_vec()
+}
+
+/// The latest limit message among `lines`, preferring one that names its window
+/// (2.1.332 follows "You've hit your 5-hour limit" with a generic "Usage limit
+/// reached" line). A missing reset time is taken from any other limit line.
+fn latest_limit(lines: &[&str]) -> Option<(LimitKind, Option<String>)> {
+    let found: Vec<_> = lines.iter().rev().filter_map(|l| limit_text(l)).collect();
+    let (kind, resets) = found
+        .iter()
+        .find(|(k, _)| *k != LimitKind::Unspecified)
+        .or(found.first())?
+        .clone();
+    let resets = resets.or_else(|| found.iter().find_map(|(_, r)| r.clone()));
+    Some((kind, resets))
+}
+
+/// A quota limit message in one line, with its window and reset text. Warnings
+/// ("Approaching 5-hour limit") and server throttling ("Server is temporarily
+/// limiting requests (not your usage limit)") are not limits.
+pub fn limit_text(line: &str) -> Option<(LimitKind, Option<String>)> {
+    let l = line.to_lowercase();
+    if l.contains("approaching")
+        || l.contains("not your usage limit")
+        || l.contains("temporarily limiting")
+    {
+        return None;
+    }
+    let hit = l.contains("you've hit your") && l.contains("limit")
+        || l.contains("usage limit reached")
+        || l.contains("limit reached")
+            && (l.contains("resets")
+                || l.contains("reset at")
+                || l.contains("hour")
+                || l.contains("weekly")
+                || l.contains("opus"))
+        || l.contains("your limit will reset");
+    if !hit {
+        return None;
+    }
+    let kind = if l.contains("opus") {
+        LimitKind::Opus
+    } else if l.contains("weekly") || l.contains("7-day") || l.contains("seven") {
+        LimitKind::Weekly
+    } else if l.contains("5-hour") || l.contains("session limit") || l.contains("five") {
+        LimitKind::FiveHour
+    } else {
+        LimitKind::Unspecified
+    };
+    Some((kind, resets_after(line)))
+}
+
+/// The text after "resets" / "reset at", up to the next `·`, `∙` or ` / `.
+fn resets_after(line: &str) -> Option<String> {
+    let l = line.to_lowercase();
+    let (at, word) = ["will reset at ", "resets at ", "reset at ", "resets "]
+        .iter()
+        .find_map(|w| l.find(w).map(|i| (i, *w)))?;
+    // Lowercasing can shift byte offsets for non-ASCII text: read from the
+    // original only when the prefix is unchanged.
+    let rest = line
+        .get(at + word.len()..)
+        .filter(|_| l.len() == line.len())?;
+    let end = [rest.find('·'), rest.find('∙'), rest.find(" / ")]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(rest.len());
+    let t = rest[..end].trim().trim_end_matches('.').trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+/// `✻ API error · retrying in 1s · attempt 2/10` (2.1.332; 2.1.197 writes
+/// "Retrying"), `✻ 529 Overloaded · retrying in 4s · attempt 5/10`.
+fn is_server_retry(line: &str) -> bool {
+    line.to_lowercase().contains("retrying in")
+}
+
+fn is_login_needed(line: &str) -> bool {
+    let l = line.to_lowercase();
+    l.contains("please run /login")
+        || l.contains("oauth token has been revoked")
+        || l.contains("invalid api key")
+        || l.contains("oauth token has expired")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_is_starting() {
+        assert_eq!(classify(""), PaneState::Starting);
+        assert_eq!(classify("\n\n  \n"), PaneState::Starting);
+    }
+
+    const RULE: &str = "────────────────────────────────────────";
+
+    fn screen(output: &[&str], input: &str, footer: &str) -> String {
+        let mut lines = vec![" ▐▛███▛█   Claude Code v2.1.332", ""];
+        lines.extend_from_slice(output);
+        lines.extend_from_slice(&[RULE, input, RULE, footer, "", ""]);
+        lines.join("\n")
+    }
+
+    #[test]
+    fn screens_by_phrasing() {
+        let limited = |kind, resets: &str| PaneState::RateLimited {
+            kind,
+            resets_text: Some(resets.to_string()),
+            auto_continue: false,
+        };
+        let cases = [
+            (
+                screen(&["> fix it", "", "Claude usage limit reached. Your limit will reset at 4pm (Europe/Paris)."], "> ", ""),
+                limited(LimitKind::Unspecified, "4pm (Europe/Paris)"),
+            ),
+            (
+                screen(&["❯ fix it", "  ⎿  5-hour limit reached ∙ resets 1am"], "❯ ", "  ? for shortcuts"),
+                limited(LimitKind::FiveHour, "1am"),
+            ),
+            (
+                screen(&["❯ fix it", "● Done", "  Approaching 5-hour limit"], "❯ ", "  ? for shortcuts"),
+                PaneState::Idle,
+            ),
+            (
+                screen(&["❯ fix it", "● API Error: Server is temporarily limiting requests (not your usage limit) · Rate limited"], "❯ Resend your message to try again", "  ? for shortcuts"),
+                PaneState::Idle,
+            ),
+            (
+                screen(&["❯ fix it", "✻ 529 Overloaded · retrying in 4s · attempt 5/10"], "❯ ", "  esc to interrupt"),
+                PaneState::ServerRetrying,
+            ),
+            (
+                screen(&["❯ fix it", "● Reading the retry loop: attempt 3/5 failed"], "❯ ", "  esc to interrupt"),
+                PaneState::Busy,
+            ),
+            (
+                screen(&["❯ fix it", "● Please run /login · API Error: 401"], "❯ Once fixed, resend your message", "  ? for shortcuts"),
+                PaneState::LoginNeeded,
+            ),
+            ("root@vm:~# ".to_string(), PaneState::Unknown),
+            (" ▐▛███▛█   Claude Code v2.1.332\n".to_string(), PaneState::Starting),
+        ];
+        for (text, want) in cases {
+            assert_eq!(classify(&text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn limit_lines() {
+        let cases = [
+            ("You've hit your session limit · resets 5:27pm (UTC)", Some((LimitKind::FiveHour, Some("5:27pm (UTC)")))),
+            ("You've hit your weekly limit · resets Nov 28, 4:30pm (UTC)", Some((LimitKind::Weekly, Some("Nov 28, 4:30pm (UTC)")))),
+            ("You've hit your 5-hour limit · resets 5:31pm (UTC)", Some((LimitKind::FiveHour, Some("5:31pm (UTC)")))),
+            ("Claude usage limit reached. Your limit will reset at 4pm (Europe/Paris).", Some((LimitKind::Unspecified, Some("4pm (Europe/Paris)")))),
+            ("5-hour limit reached ∙ resets 1am", Some((LimitKind::FiveHour, Some("1am")))),
+            ("Opus weekly limit reached ∙ resets Mon 9am", Some((LimitKind::Opus, Some("Mon 9am")))),
+            ("Approaching 5-hour limit", None),
+            ("API Error: Server is temporarily limiting requests (not your usage limit) · Rate limited", None),
+            ("We should add a rate limit to the login endpoint", None),
+        ];
+        for (line, want) in cases {
+            let got = limit_text(line);
+            let want = want.map(|(k, r)| (k, r.map(str::to_string)));
+            assert_eq!(got, want, "{line}");
+        }
+    }
+}

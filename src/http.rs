@@ -1,0 +1,740 @@
+//! The HTTP control plane (SPEC §5) on tiny_http: one role thread, "http", that
+//! answers reads from the published snapshot and turns writes into
+//! `ControlRequest`s for the coordinator. It never changes state itself.
+//!
+//! tiny_http parses request heads on its own per-connection threads and hands
+//! us each request; bodies up to 1 KiB arrive already read. A larger or chunked
+//! body would be read on our thread with no socket timeout (tiny_http gives no
+//! access to the socket), and so would the rest of an unread body when the
+//! request is dropped. So such requests are served on a short-lived
+//! "http-body" thread instead: a slow client can hold that thread, never the
+//! role. A request claiming an absurd `Content-Length` is leaked on purpose:
+//! dropping it would make tiny_http allocate a buffer of that size at once.
+
+use crate::config::{HttpConfig, Listen, Secret};
+use crate::control::{Control, ControlError, ControlRequest, Reply, Shared};
+use crate::heartbeat::{self, Beat};
+use crossbeam_channel::{RecvTimeoutError, Sender};
+use serde::Deserialize;
+use serde_json::json;
+use std::fmt;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
+
+/// Bodies larger than this are refused with 413.
+pub const MAX_BODY: usize = 64 * 1024;
+/// How long a control request waits for the coordinator's reply.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the role waits for a request before beating again.
+const POLL: Duration = Duration::from_millis(500);
+/// Answers larger than this are written from a helper thread.
+const LARGE_ANSWER: usize = 64 * 1024;
+/// Wait before listening again after the listener died.
+const REBIND_PAUSE: Duration = Duration::from_secs(1);
+/// tiny_http reads bodies up to this size before handing the request over.
+const PREBUFFERED: usize = 1024;
+/// Dropping an unread body makes tiny_http allocate the unread length in one
+/// go; above this a request is leaked instead of dropped.
+const ABSURD_BODY: usize = 64 * 1024 * 1024;
+/// Mode of a unix control socket: owner and group (an operators' group).
+const SOCKET_MODE: u32 = 0o660;
+
+#[derive(Debug)]
+pub enum HttpError {
+    /// `http.listen` is neither `host:port` nor `unix:/path`.
+    BadListen(String),
+    Bind {
+        listen: String,
+        source: std::io::Error,
+    },
+    /// The unix socket's folder or file could not be prepared.
+    Socket {
+        path: PathBuf,
+        why: String,
+    },
+    Spawn(std::io::Error),
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpError::BadListen(l) => write!(
+                f,
+                "http.listen {l:?}: expected host:port or unix:/path/to/socket"
+            ),
+            HttpError::Bind { listen, source } => {
+                write!(f, "http.listen {listen:?}: cannot listen: {source}")
+            }
+            HttpError::Socket { path, why } => {
+                write!(f, "control socket {}: {why}", path.display())
+            }
+            HttpError::Spawn(e) => write!(f, "cannot start the http thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// The running control plane. Dropping it stops the role too.
+pub struct HttpHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    local_addr: Option<SocketAddr>,
+}
+
+impl HttpHandle {
+    /// The bound TCP address (useful with port 0), `None` for a unix socket.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// Stops accepting, finishes the request in hand, removes a unix socket
+    /// file, and joins the thread.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                log::error!("the http thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for HttpHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Time limits of the role; tests shorten them.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A role that has not beaten for this long makes `/healthz` answer 503.
+    pub stale_after: Duration,
+    /// How long a control request waits for the coordinator (then 503).
+    pub reply_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            stale_after: heartbeat::STALE_AFTER,
+            reply_timeout: REPLY_TIMEOUT,
+        }
+    }
+}
+
+/// Binds `config.listen` and starts the "http" role thread.
+pub fn spawn(
+    config: &HttpConfig,
+    shared: Shared,
+    control: Sender<ControlRequest>,
+    beat: Beat,
+) -> Result<HttpHandle, HttpError> {
+    spawn_with(config, shared, control, beat, Limits::default())
+}
+
+/// [`spawn`] with other time limits.
+pub fn spawn_with(
+    config: &HttpConfig,
+    shared: Shared,
+    control: Sender<ControlRequest>,
+    beat: Beat,
+    limits: Limits,
+) -> Result<HttpHandle, HttpError> {
+    let listen =
+        Listen::parse(&config.listen).map_err(|_| HttpError::BadListen(config.listen.clone()))?;
+    let (server, local_addr) = bind(&listen, &config.listen)?;
+    log::info!("control plane listening on {}", config.listen);
+    let ctx = Arc::new(Ctx {
+        shared,
+        control,
+        token: config.token.clone(),
+        limits,
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread_stop = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || run(server, listen, ctx, beat, thread_stop))
+        .map_err(HttpError::Spawn)?;
+    Ok(HttpHandle {
+        stop,
+        thread: Some(thread),
+        local_addr,
+    })
+}
+
+fn bind(listen: &Listen, text: &str) -> Result<(Server, Option<SocketAddr>), HttpError> {
+    match listen {
+        Listen::Tcp(addr) => {
+            let listener = TcpListener::bind(addr).map_err(|source| HttpError::Bind {
+                listen: text.to_string(),
+                source,
+            })?;
+            let local = listener.local_addr().ok();
+            Ok((server_from(listener, text)?, local))
+        }
+        Listen::Unix(path) => Ok((server_from(bind_unix(path)?, text)?, None)),
+    }
+}
+
+fn server_from<L: Into<tiny_http::Listener>>(
+    listener: L,
+    listen: &str,
+) -> Result<Server, HttpError> {
+    Server::from_listener(listener, None).map_err(|e| HttpError::Bind {
+        listen: listen.to_string(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// Creates the socket's folder, removes a stale socket left by a dead daemon
+/// (never a live one, never a file that is not a socket), binds, and narrows
+/// the mode.
+fn bind_unix(path: &Path) -> Result<UnixListener, HttpError> {
+    let fail = |why: String| HttpError::Socket {
+        path: path.to_path_buf(),
+        why,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| fail(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(fail("another process is answering on it".into()));
+            }
+            std::fs::remove_file(path)
+                .map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?;
+            log::info!("removed stale control socket {}", path.display());
+        }
+        Ok(_) => return Err(fail("exists and is not a socket; not removing it".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    let listener = UnixListener::bind(path).map_err(|e| fail(format!("cannot bind: {e}")))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+        .map_err(|e| fail(format!("cannot set mode {SOCKET_MODE:o}: {e}")))?;
+    Ok(listener)
+}
+
+struct Ctx {
+    shared: Shared,
+    control: Sender<ControlRequest>,
+    token: Option<Secret>,
+    limits: Limits,
+}
+
+fn run(server: Server, listen: Listen, ctx: Arc<Ctx>, beat: Beat, stop: Arc<AtomicBool>) {
+    let mut server = Some(server);
+    while !stop.load(Ordering::Relaxed) {
+        beat.beat();
+        let Some(current) = &server else {
+            // Listening again after tiny_http's accept thread died.
+            std::thread::sleep(REBIND_PAUSE);
+            match bind(&listen, &listen_text(&listen)) {
+                Ok((fresh, _)) => {
+                    log::info!("control plane listening again");
+                    server = Some(fresh);
+                }
+                Err(e) => log::error!("{e}"),
+            }
+            continue;
+        };
+        match current.recv_timeout(POLL) {
+            Ok(Some(request)) => serve(request, &ctx, &beat),
+            Ok(None) => {}
+            Err(e) => {
+                // tiny_http's accept thread gives up on the first accept error
+                // (e.g. out of file descriptors) and closes the listener.
+                log::error!(
+                    "control plane stopped accepting connections: {e}; listening again shortly"
+                );
+                server = None;
+            }
+        }
+    }
+    // Dropping the server unblocks tiny_http's accept thread and removes a
+    // unix socket file.
+    drop(server);
+    log::debug!("control plane stopped");
+}
+
+fn listen_text(listen: &Listen) -> String {
+    match listen {
+        Listen::Tcp(addr) => addr.to_string(),
+        Listen::Unix(path) => format!("unix:{}", path.display()),
+    }
+}
+
+/// How much of the body is still on the wire.
+enum Body {
+    /// Nothing to read, or tiny_http already read it: safe on the role thread.
+    InHand,
+    /// Must be read from the socket (1 KiB up to the cap, or chunked).
+    OnWire,
+    /// Declared over the cap, but small enough for tiny_http to drain on drop.
+    TooLarge,
+    /// Declared so large that dropping the request would abort the process.
+    Absurd,
+}
+
+fn body_of(request: &Request) -> Body {
+    let chunked = request
+        .headers()
+        .iter()
+        .any(|h| h.field.equiv("Transfer-Encoding"));
+    match request.body_length() {
+        _ if chunked => Body::OnWire,
+        None => Body::InHand,
+        Some(n) if n > ABSURD_BODY => Body::Absurd,
+        Some(n) if n > MAX_BODY => Body::TooLarge,
+        Some(n) if n > PREBUFFERED => Body::OnWire,
+        Some(_) => Body::InHand,
+    }
+}
+
+fn serve(request: Request, ctx: &Arc<Ctx>, beat: &Beat) {
+    match body_of(&request) {
+        Body::InHand => respond(request, ctx, Some(beat)),
+        Body::Absurd => {
+            log::warn!(
+                "{} {}: declared body of {} bytes; dropping the connection unanswered",
+                request.method(),
+                path_only(request.url()),
+                request.body_length().unwrap_or(0)
+            );
+            std::mem::forget(request);
+        }
+        Body::OnWire | Body::TooLarge => {
+            let ctx = ctx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("http-body".into())
+                .spawn(move || respond(request, &ctx, None));
+            if let Err(e) = spawned {
+                // The request went down with the closure; its drop may block
+                // this thread on a slow client, which is the lesser evil.
+                log::error!("cannot start a thread for a request body: {e}");
+            }
+        }
+    }
+}
+
+/// An answer: status, body, content type, extra headers.
+struct Answer {
+    status: u16,
+    body: String,
+    content_type: &'static str,
+    allow: Option<&'static str>,
+}
+
+impl Answer {
+    fn json(status: u16, value: serde_json::Value) -> Answer {
+        Answer {
+            status,
+            body: value.to_string(),
+            content_type: "application/json",
+            allow: None,
+        }
+    }
+
+    fn error(status: u16, message: impl fmt::Display) -> Answer {
+        Answer::json(status, json!({ "error": message.to_string() }))
+    }
+
+    fn text(status: u16, body: String, content_type: &'static str) -> Answer {
+        Answer {
+            status,
+            body,
+            content_type,
+            allow: None,
+        }
+    }
+}
+
+/// `beat` is the role's heartbeat when on the role thread; helper threads
+/// never beat for the role, or they could hide a hung role.
+fn respond(mut request: Request, ctx: &Ctx, beat: Option<&Beat>) {
+    let on_role_thread = beat.is_some();
+    let method = request.method().clone();
+    let url = request.url().to_string();
+    let answer = answer(&mut request, ctx, beat);
+    log::debug!("{method} {} -> {}", path_only(&url), answer.status);
+    let len = answer.body.len();
+    let mut response = Response::from_string(answer.body)
+        .with_status_code(StatusCode(answer.status))
+        // Always a Content-Length: clients then need no chunked decoding.
+        .with_chunked_threshold(usize::MAX)
+        .with_header(header("Content-Type", answer.content_type));
+    if let Some(allow) = answer.allow {
+        response.add_header(header("Allow", allow));
+    }
+    let send = move || {
+        if let Err(e) = request.respond(response) {
+            log::debug!(
+                "{method} {}: could not send the answer: {e}",
+                path_only(&url)
+            );
+        }
+    };
+    // A large answer (the event ring, metrics) can outgrow the socket buffer;
+    // a client that does not read it then blocks the writer, so that writer
+    // is not the role thread. Small answers always fit the buffer.
+    if on_role_thread && len > LARGE_ANSWER {
+        if let Err(e) = std::thread::Builder::new()
+            .name("http-write".into())
+            .spawn(send)
+        {
+            log::error!("cannot start a thread for a large answer: {e}");
+        }
+    } else {
+        send();
+    }
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
+}
+
+fn path_only(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
+
+/// The routes of SPEC §5, and which methods each takes.
+#[derive(Debug, PartialEq)]
+enum Route {
+    Healthz,
+    Status,
+    Metrics,
+    Events,
+    Failover,
+    Pause,
+    Resume,
+    Restart(String),
+}
+
+impl Route {
+    fn parse(path: &str) -> Result<Option<Route>, String> {
+        Ok(Some(match path {
+            "/healthz" => Route::Healthz,
+            "/status" => Route::Status,
+            "/metrics" => Route::Metrics,
+            "/events" => Route::Events,
+            "/failover" => Route::Failover,
+            "/dispatch/pause" => Route::Pause,
+            "/dispatch/resume" => Route::Resume,
+            _ => {
+                let Some(rest) = path.strip_prefix("/sessions/") else {
+                    return Ok(None);
+                };
+                let Some(name) = rest.strip_suffix("/restart") else {
+                    return Ok(None);
+                };
+                if name.is_empty() || name.contains('/') {
+                    return Ok(None);
+                }
+                Route::Restart(percent_decode(name)?)
+            }
+        }))
+    }
+
+    fn method(&self) -> (Method, &'static str) {
+        match self {
+            Route::Healthz | Route::Status | Route::Metrics | Route::Events => (Method::Get, "GET"),
+            _ => (Method::Post, "POST"),
+        }
+    }
+}
+
+fn answer(request: &mut Request, ctx: &Ctx, beat: Option<&Beat>) -> Answer {
+    let url = request.url().to_string();
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let route = Route::parse(path);
+    let open = matches!(route, Ok(Some(Route::Healthz))) && *request.method() == Method::Get;
+    if !open && !authorized(request, ctx.token.as_ref()) {
+        return Answer::error(401, "missing or wrong bearer token");
+    }
+    let route = match route {
+        Ok(Some(route)) => route,
+        Ok(None) => return Answer::error(404, format!("no such endpoint: {path}")),
+        Err(why) => return Answer::error(400, why),
+    };
+    let (method, allow) = route.method();
+    if *request.method() != method {
+        let mut answer = Answer::error(
+            405,
+            format!("{path} takes {allow}, not {}", request.method()),
+        );
+        answer.allow = Some(allow);
+        return answer;
+    }
+    if method == Method::Post {
+        let body = match read_body(request) {
+            Ok(body) => body,
+            Err(answer) => return answer,
+        };
+        return post(route, &body, ctx, beat);
+    }
+    get(route, query, ctx)
+}
+
+fn get(route: Route, query: &str, ctx: &Ctx) -> Answer {
+    match route {
+        Route::Healthz => {
+            let stale = ctx
+                .shared
+                .heartbeats
+                .stale(Instant::now(), ctx.limits.stale_after);
+            if stale.is_empty() {
+                Answer::text(200, "ok".into(), "text/plain; charset=utf-8")
+            } else {
+                Answer::text(
+                    503,
+                    format!("stale roles: {}", stale.join(", ")),
+                    "text/plain; charset=utf-8",
+                )
+            }
+        }
+        Route::Status => {
+            let status = ctx.shared.status.read();
+            match serde_json::to_value(&*status) {
+                Ok(v) => Answer::json(200, v),
+                Err(e) => Answer::error(500, format!("cannot serialise the status: {e}")),
+            }
+        }
+        Route::Metrics => {
+            let status = ctx.shared.status.read().clone();
+            Answer::text(
+                200,
+                ctx.shared.metrics.render(&status),
+                "text/plain; version=0.0.4",
+            )
+        }
+        Route::Events => match since(query) {
+            Ok(n) => Answer::json(200, json!({ "events": ctx.shared.events.since(n) })),
+            Err(why) => Answer::error(400, why),
+        },
+        _ => Answer::error(405, "not a GET endpoint"),
+    }
+}
+
+fn since(query: &str) -> Result<u64, String> {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "since" {
+            return value
+                .parse()
+                .map_err(|_| format!("since={value:?}: expected a non-negative integer"));
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailoverBody {
+    #[serde(default)]
+    to: Option<String>,
+}
+
+fn post(route: Route, body: &str, ctx: &Ctx, beat: Option<&Beat>) -> Answer {
+    let (control, status, default) = match route {
+        Route::Failover => {
+            let parsed: FailoverBody = if body.trim().is_empty() {
+                FailoverBody { to: None }
+            } else {
+                match parse_object(body) {
+                    Ok(b) => b,
+                    Err(why) => return Answer::error(400, format!("bad failover request: {why}")),
+                }
+            };
+            (
+                Control::Failover { to: parsed.to },
+                202,
+                json!({"accepted": true}),
+            )
+        }
+        Route::Pause => (Control::PauseDispatch, 200, json!({"paused": true})),
+        Route::Resume => (Control::ResumeDispatch, 200, json!({"paused": false})),
+        Route::Restart(name) => (
+            Control::RestartSession(name),
+            202,
+            json!({"accepted": true}),
+        ),
+        _ => return Answer::error(405, "not a POST endpoint"),
+    };
+    match ask(ctx, control, beat) {
+        // The coordinator may say more (e.g. the target account); an empty
+        // answer gets the documented body.
+        Ok(serde_json::Value::Object(map)) if !map.is_empty() => {
+            Answer::json(status, serde_json::Value::Object(map))
+        }
+        Ok(_) => Answer::json(status, default),
+        Err(Refusal::Control(ControlError::BadRequest(m))) => Answer::error(400, m),
+        Err(Refusal::Control(ControlError::NotFound(m))) => Answer::error(404, m),
+        Err(Refusal::Control(ControlError::Conflict(m))) => Answer::error(409, m),
+        Err(Refusal::Unavailable(m)) => Answer::error(503, m),
+    }
+}
+
+/// A JSON object into `T` (serde would also take an array for a struct).
+fn parse_object<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, String> {
+    match serde_json::from_str(body).map_err(|e| e.to_string())? {
+        v @ serde_json::Value::Object(_) => serde_json::from_value(v).map_err(|e| e.to_string()),
+        _ => Err("expected a JSON object such as {} or {\"to\": \"beta\"}".into()),
+    }
+}
+
+enum Refusal {
+    Control(ControlError),
+    Unavailable(&'static str),
+}
+
+fn ask(ctx: &Ctx, what: Control, beat: Option<&Beat>) -> Result<serde_json::Value, Refusal> {
+    let (reply, answer) = crossbeam_channel::bounded::<Reply>(1);
+    if ctx
+        .control
+        .send(ControlRequest {
+            control: what,
+            reply,
+        })
+        .is_err()
+    {
+        return Err(Refusal::Unavailable("the coordinator is not running"));
+    }
+    let result = match answer.recv_timeout(ctx.limits.reply_timeout) {
+        Ok(reply) => reply.map_err(Refusal::Control),
+        Err(RecvTimeoutError::Timeout) => Err(Refusal::Unavailable(
+            "the coordinator did not answer in time; try again",
+        )),
+        Err(RecvTimeoutError::Disconnected) => {
+            Err(Refusal::Unavailable("the coordinator dropped the request"))
+        }
+    };
+    if let Some(beat) = beat {
+        beat.beat();
+    }
+    result
+}
+
+/// Reads at most `MAX_BODY` bytes of body; 413 past that, 400 when it is not
+/// UTF-8 or the connection breaks.
+fn read_body(request: &mut Request) -> Result<String, Answer> {
+    if request.body_length().is_some_and(|n| n > MAX_BODY) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    let read = request
+        .as_reader()
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut body);
+    if let Err(e) = read {
+        return Err(Answer::error(400, format!("cannot read the body: {e}")));
+    }
+    if body.len() > MAX_BODY {
+        return Err(too_large());
+    }
+    String::from_utf8(body).map_err(|_| Answer::error(400, "the body is not UTF-8"))
+}
+
+fn too_large() -> Answer {
+    Answer::error(413, format!("body over {MAX_BODY} bytes"))
+}
+
+/// Compares the bearer token in constant time (for a given token length).
+fn authorized(request: &Request, token: Option<&Secret>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let Some(given) = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .map(|h| h.value.as_str())
+    else {
+        return false;
+    };
+    let Some((scheme, value)) = given.trim().split_once(' ') else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("bearer")
+        && constant_time_eq(value.trim().as_bytes(), token.expose().as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, byte) in b.iter().enumerate() {
+        diff |= a.get(i).copied().unwrap_or(0) ^ byte;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent-escape in {s:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse_and_unknown_paths_do_not() {
+        assert_eq!(Route::parse("/status"), Ok(Some(Route::Status)));
+        assert_eq!(
+            Route::parse("/sessions/ccl%2Dauto-11/restart"),
+            Ok(Some(Route::Restart("ccl-auto-11".into())))
+        );
+        assert_eq!(Route::parse("/sessions//restart"), Ok(None));
+        assert_eq!(Route::parse("/sessions/a/b/restart"), Ok(None));
+        assert_eq!(Route::parse("/nope"), Ok(None));
+        assert!(Route::parse("/sessions/%zz/restart").is_err());
+    }
+
+    #[test]
+    fn since_takes_a_number_or_defaults_to_zero() {
+        assert_eq!(since(""), Ok(0));
+        assert_eq!(since("since=12&x=1"), Ok(12));
+        assert!(since("since=-1").is_err());
+        assert!(since("since=").is_err());
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abd", b"abc"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"abcd", b"abc"));
+        assert!(!constant_time_eq(b"", b"abc"));
+    }
+}

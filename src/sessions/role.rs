@@ -1,0 +1,325 @@
+//! The sessions role ("sessions" thread): the daemon's hands and eyes on the
+//! tmux sessions. It launches, restarts and stops `claude` processes on the
+//! coordinator's orders, and once a second boils every managed session's
+//! signals (Claude Code's session file, the pane) down to one `Seen` report.
+//! It decides nothing: backoff, trust answers and dispatch are the
+//! coordinator's.
+
+use super::launch::{self, Conversation};
+use super::model::Seen;
+use super::{Command, Report};
+use crate::claude::pane::{self, PaneState};
+use crate::claude::session_file::{self, SessionFile, SessionStatus};
+use crate::config::Config;
+use crate::coordinator::Event;
+use crate::heartbeat::Beat;
+use crate::tmux::{Tmux, TmuxError};
+use crossbeam_channel::{select, Receiver, Sender};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often every session is looked at.
+const OBSERVE_EVERY: Duration = Duration::from_secs(1);
+
+/// One session this role watches.
+#[derive(Debug, Clone)]
+struct Managed {
+    account: String,
+    config_dir: PathBuf,
+    pid: Option<u32>,
+}
+
+/// The conversation id each session was last launched with, kept in
+/// `<state_dir>/sessions.json` so a restarted daemon resumes the same ones.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Ids {
+    sessions: BTreeMap<String, IdRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct IdRecord {
+    claude_session_id: String,
+    account: String,
+}
+
+pub struct Role {
+    config: Arc<Config>,
+    tmux: Tmux,
+    out: Sender<Event>,
+    managed: BTreeMap<String, Managed>,
+    ids: Ids,
+}
+
+fn ids_path(config: &Config) -> PathBuf {
+    config.state_dir.join("sessions.json")
+}
+
+impl Role {
+    pub fn new(config: Arc<Config>, out: Sender<Event>) -> Role {
+        let tmux = Tmux::new(&config.tmux.socket_name);
+        let ids = match std::fs::read(ids_path(&config)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                log::error!("{}: unreadable ({e}); starting new conversations", ids_path(&config).display());
+                Ids::default()
+            }),
+            Err(_) => Ids::default(),
+        };
+        Role { config, tmux, out, managed: BTreeMap::new(), ids }
+    }
+
+    pub fn run(mut self, commands: Receiver<Command>, beat: Beat) {
+        let ticks = crossbeam_channel::tick(OBSERVE_EVERY);
+        loop {
+            beat.beat();
+            select! {
+                recv(commands) -> cmd => match cmd {
+                    Ok(cmd) => self.handle(cmd, &beat),
+                    Err(_) => return,
+                },
+                recv(ticks) -> _ => self.observe_all(),
+            }
+        }
+    }
+
+    fn report(&self, report: Report) {
+        let _ = self.out.send(Event::Session(report));
+    }
+
+    fn handle(&mut self, cmd: Command, beat: &Beat) {
+        match cmd {
+            Command::Adopt => self.adopt(),
+            Command::Launch { session, account } => self.launch(&session, &account),
+            Command::Restart { session, account } => {
+                self.stop(&session, beat);
+                self.launch(&session, &account);
+            }
+            Command::AnswerTrust { session } => {
+                // The dialog's first choice, "Yes, I trust this folder", is selected.
+                if let Err(e) = self.tmux.send_keys(&session, &["Enter"]) {
+                    log::warn!("{session}: answering the trust dialog failed: {e}");
+                }
+            }
+            Command::Configure(config) => {
+                self.managed.retain(|name, _| config.session(name).is_some());
+                self.config = config;
+            }
+        }
+    }
+
+    /// Finds configured sessions already running and takes them over as they are.
+    fn adopt(&mut self) {
+        for s in self.config.sessions.clone() {
+            let pid = match self.tmux.list_panes(&s.name) {
+                Ok(panes) => panes.into_iter().find(|p| !p.dead).map(|p| p.pid),
+                Err(e) if e.is_missing() => None,
+                Err(e) => {
+                    log::error!("{}: cannot look for a running session: {e}", s.name);
+                    None
+                }
+            };
+            let Some(pid) = pid else {
+                self.report(Report::Absent { session: s.name.clone() });
+                continue;
+            };
+            let (account, config_dir) = self.account_of(pid, &s.name);
+            let id = cmdline_session_id(pid)
+                .or_else(|| self.ids.sessions.get(&s.name).map(|r| r.claude_session_id.clone()))
+                .or_else(|| SessionFile::read(&session_file::path_for(&config_dir, pid)).ok().and_then(|f| f.session_id));
+            let id = id.unwrap_or_default();
+            self.managed.insert(s.name.clone(), Managed { account: account.clone(), config_dir, pid: Some(pid) });
+            self.report(Report::Adopted { session: s.name.clone(), account, claude_session_id: id });
+        }
+    }
+
+    /// The account a running process belongs to, from its CLAUDE_CONFIG_DIR;
+    /// the last one we launched it on, or the first account, when unknown.
+    fn account_of(&self, pid: u32, session: &str) -> (String, PathBuf) {
+        let dir = process_env(pid, "CLAUDE_CONFIG_DIR").map(PathBuf::from);
+        if let Some(a) = dir.as_ref().and_then(|d| self.config.accounts.iter().find(|a| &a.config_dir == d)) {
+            return (a.name.clone(), a.config_dir.clone());
+        }
+        let fallback = self
+            .ids
+            .sessions
+            .get(session)
+            .and_then(|r| self.config.account(&r.account))
+            .or(self.config.accounts.first());
+        match fallback {
+            Some(a) => {
+                log::warn!("{session}: cannot tell its account from the process; assuming {}", a.name);
+                (a.name.clone(), a.config_dir.clone())
+            }
+            None => (String::new(), PathBuf::new()),
+        }
+    }
+
+    fn launch(&mut self, session: &str, account: &str) {
+        match self.try_launch(session, account) {
+            Ok(id) => self.report(Report::Launched {
+                session: session.into(),
+                account: account.into(),
+                claude_session_id: id,
+            }),
+            Err(error) => {
+                self.managed.remove(session);
+                self.report(Report::LaunchFailed { session: session.into(), account: account.into(), error });
+            }
+        }
+    }
+
+    fn try_launch(&mut self, session: &str, account: &str) -> Result<String, String> {
+        let config = Arc::clone(&self.config);
+        let acct = config.account(account).ok_or_else(|| format!("no account named {account:?}"))?;
+        let sc = config.session(session).ok_or_else(|| format!("no session named {session:?}"))?;
+        let project = config.project(&sc.project).ok_or_else(|| format!("no project named {:?}", sc.project))?;
+        let id = match self.ids.sessions.get(session) {
+            Some(r) => r.claude_session_id.clone(),
+            None => launch::new_session_id().map_err(|e| format!("cannot make a conversation id: {e}"))?,
+        };
+        let conversation = if transcript_exists(&acct.config_dir, &config.claude.shared_projects_dir, &project.path, &id) {
+            Conversation::Resume
+        } else {
+            Conversation::Start
+        };
+        let spec = launch::spec(&config, session, account, &id, conversation).map_err(|e| e.to_string())?;
+        let unset: Vec<&str> = spec.unset.iter().map(String::as_str).collect();
+        let spawned = self
+            .tmux
+            .new_session(session, &spec.cwd, config.tmux.width, config.tmux.height, &spec.env, &unset, &spec.command)
+            .map_err(|e| e.to_string())?;
+        log::info!(
+            "{session}: launched on {account} ({} {id}), pid {}",
+            if conversation == Conversation::Resume { "resuming" } else { "starting" },
+            spawned.pid
+        );
+        self.managed.insert(
+            session.into(),
+            Managed { account: account.into(), config_dir: acct.config_dir.clone(), pid: Some(spawned.pid) },
+        );
+        self.ids.sessions.insert(session.into(), IdRecord { claude_session_id: id.clone(), account: account.into() });
+        self.save_ids();
+        Ok(id)
+    }
+
+    fn save_ids(&self) {
+        let path = ids_path(&self.config);
+        let bytes = serde_json::to_vec_pretty(&self.ids).unwrap_or_default();
+        if let Err(e) = crate::atomic::write(&path, &bytes) {
+            log::error!("{}: cannot save conversation ids: {e}", path.display());
+        }
+    }
+
+    /// Asks claude to exit (Escape, `/exit`), waits up to `stop_timeout_secs`,
+    /// then kills the tmux session.
+    fn stop(&mut self, session: &str, beat: &Beat) {
+        self.managed.remove(session);
+        if !matches!(self.tmux.has_session(session), Ok(true)) {
+            return;
+        }
+        let _ = self.tmux.send_keys(session, &["Escape"]);
+        let _ = self.tmux.send_keys_literal(session, "/exit");
+        let _ = self.tmux.send_keys(session, &["Enter"]);
+        let deadline = Instant::now() + Duration::from_secs(self.config.claude.stop_timeout_secs);
+        while Instant::now() < deadline {
+            beat.beat();
+            if !matches!(self.tmux.has_session(session), Ok(true)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        log::warn!("{session}: did not exit within {} s; killing it", self.config.claude.stop_timeout_secs);
+        if let Err(e) = self.tmux.kill_session(session) {
+            if !e.is_missing() {
+                log::error!("{session}: kill failed: {e}");
+            }
+        }
+    }
+
+    fn observe_all(&mut self) {
+        let names: Vec<String> = self.managed.keys().cloned().collect();
+        for name in names {
+            let seen = self.observe(&name);
+            self.report(Report::Seen { session: name, seen });
+        }
+    }
+
+    fn observe(&mut self, name: &str) -> Seen {
+        let pane = match self.tmux.list_panes(name) {
+            Ok(panes) => panes.into_iter().find(|p| !p.dead),
+            Err(e) if e.is_missing() => None,
+            Err(e) => {
+                log::warn!("{name}: cannot list panes: {e}");
+                return Seen::Starting;
+            }
+        };
+        let Some(pane) = pane else {
+            self.managed.remove(name);
+            return Seen::Missing;
+        };
+        let Some(managed) = self.managed.get_mut(name) else { return Seen::Missing };
+        managed.pid = Some(pane.pid);
+        let file = SessionFile::read(&session_file::path_for(&managed.config_dir, pane.pid)).ok();
+        let screen = match self.tmux.capture_pane(&pane.pane_id) {
+            Ok(text) => pane::classify(&text),
+            Err(TmuxError::NoSession { .. }) | Err(TmuxError::NoServer { .. }) => return Seen::Missing,
+            Err(e) => {
+                log::warn!("{name}: capture failed: {e}");
+                PaneState::Unknown
+            }
+        };
+        combine(file.as_ref(), &screen)
+    }
+}
+
+/// One verdict from Claude Code's own session file and the screen. The
+/// screen wins for what the file cannot say (dialogs, limits, a dead login);
+/// the file wins for idle/busy, which it states directly.
+pub fn combine(file: Option<&SessionFile>, screen: &PaneState) -> Seen {
+    match screen {
+        PaneState::TrustDialog => return Seen::TrustDialog,
+        PaneState::RateLimited { .. } => return Seen::RateLimited,
+        PaneState::LoginNeeded => return Seen::LoginNeeded,
+        PaneState::PermissionPrompt => return Seen::Dialog("permission prompt".into()),
+        PaneState::OtherDialog => return Seen::Dialog("dialog".into()),
+        _ => {}
+    }
+    match file.map(|f| &f.status) {
+        Some(SessionStatus::Busy) => return Seen::Busy,
+        Some(SessionStatus::Idle) => return Seen::Idle,
+        Some(SessionStatus::Waiting) => {
+            let what = file.and_then(|f| f.waiting_for.clone()).unwrap_or_else(|| "dialog".into());
+            return Seen::Dialog(what);
+        }
+        _ => {}
+    }
+    match screen {
+        PaneState::Busy | PaneState::ServerRetrying => Seen::Busy,
+        PaneState::Idle => Seen::Idle,
+        _ => Seen::Starting,
+    }
+}
+
+fn transcript_exists(config_dir: &Path, shared: &Path, cwd: &Path, id: &str) -> bool {
+    let key = crate::claude::project_key(cwd);
+    let file = format!("{id}.jsonl");
+    config_dir.join("projects").join(&key).join(&file).exists() || shared.join(&key).join(&file).exists()
+}
+
+/// A variable from a running process's environment (/proc/PID/environ).
+fn process_env(pid: u32, name: &str) -> Option<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    bytes.split(|b| *b == 0).find_map(|kv| {
+        let kv = std::str::from_utf8(kv).ok()?;
+        kv.strip_prefix(name)?.strip_prefix('=').map(str::to_string)
+    })
+}
+
+/// The conversation id on a running claude's command line.
+fn cmdline_session_id(pid: u32) -> Option<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&str> = bytes.split(|b| *b == 0).filter_map(|a| std::str::from_utf8(a).ok()).collect();
+    args.windows(2).find(|w| w[0] == "--resume" || w[0] == "--session-id").map(|w| w[1].to_string())
+}
