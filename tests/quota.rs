@@ -542,3 +542,43 @@ fn reconfigure_polls_new_accounts_and_shutdown_ends_the_thread() {
     rig.handle.take().unwrap().shutdown();
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// The shared fake Anthropic API answers each account's token with its own
+/// usage; the reports drive the coordinator's state to a swap decision.
+#[test]
+fn per_account_usage_from_the_fake_api_drives_a_swap_decision() {
+    use claude_failover::quota::{should_swap, SwapDecision, SwapReason, Verdict};
+    let api = support::fake_api::FakeApi::start();
+    api.set_usage("tok-alpha", 93.0, 20.0, None);
+    api.set_usage("tok-beta", 10.0, 5.0, Some(2.0));
+    let url = format!("{}/api/oauth/usage", api.url());
+    let mut rig = Rig::start(&url, 2, |d| {
+        write_credentials(&d[0], "tok-alpha", in_hours(8));
+        write_credentials(&d[1], "tok-beta", in_hours(8));
+    });
+    let mut accounts = vec![AccountQuota::new("a0"), AccountQuota::new("a1")];
+    for (i, name) in ["a0", "a1"].iter().enumerate() {
+        let QuotaReport::Polled { at, outcome, .. } =
+            rig.wait_report(name, 1, |a, o| a == *name && o.is_ok());
+        accounts[i].apply_poll(at, &outcome);
+    }
+    assert_eq!(accounts[0].five_hour(SystemTime::now()), Some(93.0));
+    let opus = accounts[1].windows.other.get("seven_day_opus");
+    assert_eq!(opus.map(|w| w.utilization), Some(2.0));
+    assert!(accounts[1].windows.five_hour.unwrap().resets_at.is_some());
+    assert_eq!(
+        should_swap(
+            "a0",
+            &accounts,
+            &QuotaConfig::default(),
+            None,
+            SystemTime::now()
+        ),
+        Verdict::Swap(SwapDecision {
+            to: "a1".into(),
+            reason: SwapReason::Threshold
+        })
+    );
+    assert!(api.usage_calls("tok-alpha") >= 1 && api.usage_calls("tok-beta") >= 1);
+    rig.assert_no_token(&["tok-alpha", "tok-beta"]);
+}

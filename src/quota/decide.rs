@@ -122,6 +122,28 @@ impl Windows {
     }
 }
 
+impl From<&crate::claude::usage::Usage> for Windows {
+    fn from(usage: &crate::claude::usage::Usage) -> Windows {
+        Windows::from_named(
+            usage
+                .windows
+                .iter()
+                .map(|w| (w.name.as_str(), w.utilization, w.resets_at)),
+        )
+    }
+}
+
+impl From<&[crate::claude::hook::RateLimit]> for Windows {
+    /// The statusline's `rate_limits`, for [`AccountQuota::apply_sample`].
+    fn from(limits: &[crate::claude::hook::RateLimit]) -> Windows {
+        Windows::from_named(
+            limits
+                .iter()
+                .map(|r| (r.window.as_str(), r.used_percentage, r.resets_at)),
+        )
+    }
+}
+
 /// Whether the account's access token can be used for a poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenState {

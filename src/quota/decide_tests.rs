@@ -870,3 +870,26 @@ fn status_shows_windows_errors_and_state() {
         ["seven_day_x"]
     );
 }
+
+#[test]
+fn windows_from_claude_formats() {
+    let usage = crate::claude::usage::parse(
+        r#"{"five_hour":{"utilization":24.0,"resets_at":"2026-11-25T21:00:00Z"},
+            "seven_day":{"utilization":36,"resets_at":null},"seven_day_opus":null,
+            "seven_day_sonnet":{"utilization":1.0,"resets_at":null},"extra_usage":{"is_enabled":false}}"#,
+    )
+    .unwrap();
+    let w = Windows::from(&usage);
+    assert_eq!(w.five_hour, Some(win(24.0, Some(5 * 3600))));
+    assert_eq!(w.seven_day, Some(win(36.0, None)));
+    assert_eq!(w.other.keys().collect::<Vec<_>>(), ["seven_day_sonnet"]);
+
+    let hook = crate::claude::hook::parse(
+        r#"{"session_id":"s","rate_limits":{"five_hour":{"used_percentage":23.5,"resets_at":1795640400},
+            "seven_day":{"used_percentage":4}}}"#,
+    )
+    .unwrap();
+    let w = Windows::from(hook.rate_limits.as_slice());
+    assert_eq!(w.five_hour, Some(win(23.5, Some(5 * 3600))));
+    assert_eq!(w.seven_day.map(|w| w.utilization), Some(4.0));
+}

@@ -14,6 +14,7 @@
 //! [`AccountQuota`](super::decide::AccountQuota) state.
 
 use super::decide::{parse_retry_after, Jitter, PollError, PollSchedule, Windows};
+use crate::claude::credentials::{Credentials, Token};
 use crate::config::Config;
 use crate::heartbeat::Beat;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -218,7 +219,7 @@ impl Poller {
         let account = &mut self.accounts[i];
         let outcome = match read_token(&account.config_dir, now) {
             Err(e) => Err(e),
-            Ok(token) if account.refused == Some(fingerprint(&token)) => {
+            Ok(token) if account.refused == Some(fingerprint(token.secret())) => {
                 // Still the token the endpoint refused: wait for a new one,
                 // quietly.
                 account.schedule.record(
@@ -230,10 +231,11 @@ impl Poller {
                 return true;
             }
             Ok(token) => {
-                let outcome = request(&self.agent, &quota.usage_url, &token);
+                let secret = token.secret();
+                let outcome = request(&self.agent, &quota.usage_url, secret);
                 account.refused =
-                    matches!(outcome, Err(PollError::Unauthorized)).then(|| fingerprint(&token));
-                outcome.map_err(|e| redact(e, &token))
+                    matches!(outcome, Err(PollError::Unauthorized)).then(|| fingerprint(secret));
+                outcome.map_err(|e| redact(e, secret))
             }
         };
         // Spaced from the answer, not the question: a slow answer must not
@@ -353,57 +355,19 @@ fn fingerprint(token: &str) -> u64 {
     h.finish()
 }
 
-/// The access token, when there is one that has not expired.
-fn read_token(config_dir: &Path, now: SystemTime) -> Result<String, PollError> {
-    let creds = local_formats::read_credentials(config_dir).map_err(PollError::NoCredentials)?;
-    if creds.1.is_some_and(|t| t <= now) {
+/// The access token, when there is one that has not expired. It leaves
+/// this function only to go into the `Authorization` header.
+fn read_token(config_dir: &Path, now: SystemTime) -> Result<Token, PollError> {
+    let creds =
+        Credentials::read(config_dir).map_err(|e| PollError::NoCredentials(e.to_string()))?;
+    if creds.is_expired(now) {
         return Err(PollError::TokenExpired);
     }
-    Ok(creds.0)
+    Ok(creds.access_token)
 }
 
 fn parse_usage(body: &str) -> Result<Windows, String> {
-    local_formats::parse_usage(body)
-}
-
-/// Stand-ins for `crate::claude` (credentials and usage formats) until it lands.
-mod local_formats {
-    use super::Windows;
-    use serde_json::Value;
-    use std::path::Path;
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-    pub fn read_credentials(dir: &Path) -> Result<(String, Option<SystemTime>), String> {
-        let path = dir.join(".credentials.json");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| format!("{}: not JSON (line {})", path.display(), e.line()))?;
-        let oauth = &v["claudeAiOauth"];
-        let token = oauth["accessToken"]
-            .as_str()
-            .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| format!("{}: no claudeAiOauth.accessToken", path.display()))?;
-        let expires = oauth["expiresAt"]
-            .as_f64()
-            .filter(|ms| ms.is_finite() && *ms >= 0.0)
-            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms as u64));
-        Ok((token.trim().to_string(), expires))
-    }
-
-    pub fn parse_usage(body: &str) -> Result<Windows, String> {
-        let v: Value = serde_json::from_str(body)
-            .map_err(|e| format!("not JSON (line {}, column {})", e.line(), e.column()))?;
-        let top = v.as_object().ok_or("JSON but not an object")?;
-        Ok(Windows::from_named(top.iter().filter_map(
-            |(name, value)| {
-                let u = value.get("utilization").and_then(Value::as_f64)?;
-                let resets_at = value
-                    .get("resets_at")
-                    .and_then(Value::as_str)
-                    .and_then(crate::time::parse_rfc3339);
-                Some((name.as_str(), u, resets_at))
-            },
-        )))
-    }
+    crate::claude::usage::parse(body)
+        .map(|usage| Windows::from(&usage))
+        .map_err(|e| e.to_string())
 }
