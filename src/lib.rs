@@ -19,6 +19,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notifier;
 pub mod queue;
+pub mod quota;
 pub mod runtime;
 pub mod sessions;
 pub mod setup;

@@ -1,0 +1,22 @@
+//! Quota: what each account has left, and the failover decisions built on it.
+//!
+//! `decide` holds the pure decisions (eligibility, hard-limit confirmation,
+//! whether and where to swap, poll scheduling) over state the coordinator
+//! owns; `poller` is the quota role, the one thread that asks the usage
+//! endpoint, on a per-account budget, with each account's own token.
+//!
+//! Who holds what: the poller keeps each account's [`decide::PollSchedule`]
+//! (when to ask next, backoff, `Retry-After`), because only it acts on it;
+//! the coordinator keeps one [`decide::AccountQuota`] per account, fed by
+//! [`poller::QuotaReport`]s, statusline samples and hard-limit sightings, and
+//! builds `/status` and its swap decisions from those.
+
+pub mod decide;
+pub mod poller;
+
+pub use decide::{
+    confirm_hard_limit, eligible, should_swap, state_name, AccountQuota, HardLimitSignal,
+    Ineligible, LimitSource, PollError, SwapDecision, SwapReason, TokenState, Verdict, Window,
+    Windows,
+};
+pub use poller::{spawn, QuotaCommand, QuotaHandle, QuotaReport};
