@@ -586,7 +586,13 @@ impl<S: Supervisor> Coordinator<S> {
             .iter()
             .map(|p| {
                 let c = self.counts.get(&p.name).copied().unwrap_or_default();
-                QueueStatus { project: p.name.clone(), inbox: c.inbox, active: c.active, done: c.done, failed: c.failed }
+                QueueStatus {
+                    project: p.name.clone(),
+                    inbox: c.inbox,
+                    active: c.active,
+                    done: c.done,
+                    failed: c.failed,
+                }
             })
             .collect();
         Status {

@@ -34,12 +34,7 @@ struct Reply {
 }
 
 fn reply(status: u16, body: &str) -> Reply {
-    Reply {
-        status,
-        body: body.into(),
-        headers: Vec::new(),
-        delay: Duration::ZERO,
-    }
+    Reply { status, body: body.into(), headers: Vec::new(), delay: Duration::ZERO }
 }
 
 #[derive(Clone, Debug)]
@@ -71,21 +66,13 @@ impl FakeUsage {
     fn start(default: Reply) -> FakeUsage {
         let server = tiny_http::Server::http("127.0.0.1:0").expect("bind");
         let url = format!("http://{}/api/oauth/usage", server.server_addr());
-        let script = Arc::new(Mutex::new(Script {
-            default: Some(default),
-            ..Script::default()
-        }));
+        let script = Arc::new(Mutex::new(Script { default: Some(default), ..Script::default() }));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let thread = {
             let (script, stop) = (script.clone(), stop.clone());
             std::thread::spawn(move || serve(&server, &script, &stop))
         };
-        FakeUsage {
-            url,
-            script,
-            stop,
-            thread: Some(thread),
-        }
+        FakeUsage { url, script, stop, thread: Some(thread) }
     }
 
     fn then(&self, r: Reply) {
@@ -122,13 +109,8 @@ fn serve(server: &tiny_http::Server, script: &Mutex<Script>, stop: &std::sync::a
         let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(50)) else {
             continue;
         };
-        let header = |name: &'static str| {
-            request
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv(name))
-                .map(|h| h.value.to_string())
-        };
+        let header =
+            |name: &'static str| request.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.to_string());
         let seen = Seen {
             at: Instant::now(),
             path: request.url().to_string(),
@@ -139,10 +121,7 @@ fn serve(server: &tiny_http::Server, script: &Mutex<Script>, stop: &std::sync::a
         let r = {
             let mut s = script.lock().unwrap();
             s.seen.push(seen);
-            s.queue
-                .pop_front()
-                .or_else(|| s.default.clone())
-                .expect("a reply")
+            s.queue.pop_front().or_else(|| s.default.clone()).expect("a reply")
         };
         std::thread::sleep(r.delay);
         let mut response = tiny_http::Response::from_string(r.body).with_status_code(r.status);
@@ -191,26 +170,16 @@ impl Rig {
         for i in 0..accounts {
             let d = dir.path().join(format!("a{i}"));
             std::fs::create_dir_all(&d).unwrap();
-            toml.push_str(&format!(
-                "[[accounts]]\nname = \"a{i}\"\nconfig_dir = \"{}\"\n",
-                d.display()
-            ));
+            toml.push_str(&format!("[[accounts]]\nname = \"a{i}\"\nconfig_dir = \"{}\"\n", d.display()));
             dirs.push(d);
         }
         setup(&dirs);
-        let config = Config::from_toml(&toml, &dir.path().join("config.toml"))
-            .unwrap_or_else(|e| panic!("test config: {e}"));
+        let config =
+            Config::from_toml(&toml, &dir.path().join("config.toml")).unwrap_or_else(|e| panic!("test config: {e}"));
         let heartbeats = Heartbeats::new(None);
         let (tx, reports) = crossbeam_channel::unbounded();
         let handle = spawn(Arc::new(config), tx, heartbeats.register("quota")).expect("spawn");
-        Rig {
-            _dir: dir,
-            accounts: dirs,
-            handle: Some(handle),
-            reports,
-            got: Vec::new(),
-            heartbeats,
-        }
+        Rig { _dir: dir, accounts: dirs, handle: Some(handle), reports, got: Vec::new(), heartbeats }
     }
 
     fn drain(&mut self) {
@@ -231,19 +200,13 @@ impl Rig {
                 .got
                 .iter()
                 .filter(|r| match r {
-                    QuotaReport::Polled {
-                        account, outcome, ..
-                    } => f(account, outcome),
+                    QuotaReport::Polled { account, outcome, .. } => f(account, outcome),
                 })
                 .collect();
             if let Some(r) = found.get(n - 1) {
                 return (*r).clone();
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {:?}",
-                self.got
-            );
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {:?}", self.got);
             if let Ok(r) = self.reports.recv_timeout(Duration::from_millis(100)) {
                 self.got.push(r);
             }
@@ -279,25 +242,15 @@ fn gap(a: &Seen, b: &Seen) -> Duration {
 #[test]
 fn reads_a_fresh_token_for_every_poll_and_sends_claude_code_headers() {
     let api = FakeUsage::start(reply(200, USAGE));
-    let mut rig = Rig::start(&api.url, 1, |d| {
-        write_credentials(&d[0], "tok-one", in_hours(8))
-    });
+    let mut rig = Rig::start(&api.url, 1, |d| write_credentials(&d[0], "tok-one", in_hours(8)));
     let first = rig.wait_report("a successful poll", 1, |_, o| o.is_ok());
-    let QuotaReport::Polled {
-        account,
-        outcome,
-        at,
-        next_poll_at,
-    } = first;
+    let QuotaReport::Polled { account, outcome, at, next_poll_at } = first;
     assert_eq!(account, "a0");
     assert!(next_poll_at > at);
     let w = outcome.unwrap();
     assert_eq!(w.five_hour.map(|w| w.utilization), Some(24.0));
     assert_eq!(w.seven_day.map(|w| w.utilization), Some(36.0));
-    assert_eq!(
-        w.other.get("seven_day_sonnet").map(|w| w.utilization),
-        Some(1.0)
-    );
+    assert_eq!(w.other.get("seven_day_sonnet").map(|w| w.utilization), Some(1.0));
     assert!(!w.other.contains_key("seven_day_opus"));
 
     let seen = api.seen();
@@ -310,32 +263,18 @@ fn reads_a_fresh_token_for_every_poll_and_sends_claude_code_headers() {
     // Claude Code rotated the token: the next poll uses the new one.
     write_credentials(&rig.accounts[0], "tok-two", in_hours(8));
     wait_for(DEADLINE, "a poll with the new token", || {
-        api.seen()
-            .iter()
-            .any(|s| s.authorization.as_deref() == Some("Bearer tok-two"))
-            .then_some(())
+        api.seen().iter().any(|s| s.authorization.as_deref() == Some("Bearer tok-two")).then_some(())
     });
     let seen = api.seen();
-    let first_new = seen
-        .iter()
-        .position(|s| s.authorization.as_deref() == Some("Bearer tok-two"))
-        .unwrap();
-    assert!(seen[first_new..]
-        .iter()
-        .all(|s| s.authorization.as_deref() == Some("Bearer tok-two")));
+    let first_new = seen.iter().position(|s| s.authorization.as_deref() == Some("Bearer tok-two")).unwrap();
+    assert!(seen[first_new..].iter().all(|s| s.authorization.as_deref() == Some("Bearer tok-two")));
     // Polls after a success are an interval (1 s, -10 % jitter) apart.
     for pair in seen.windows(2) {
-        assert!(
-            gap(&pair[0], &pair[1]) >= Duration::from_millis(850),
-            "{pair:?}"
-        );
+        assert!(gap(&pair[0], &pair[1]) >= Duration::from_millis(850), "{pair:?}");
     }
     rig.assert_no_token(&["tok-one", "tok-two"]);
     // The role beats while it waits.
-    assert!(rig
-        .heartbeats
-        .stale(Instant::now(), Duration::from_secs(3))
-        .is_empty());
+    assert!(rig.heartbeats.stale(Instant::now(), Duration::from_secs(3)).is_empty());
 }
 
 #[test]
@@ -344,27 +283,14 @@ fn a_429_with_retry_after_holds_the_next_request_back() {
     let mut limited = reply(429, r#"{"error":"rate_limited"}"#);
     limited.headers.push(("Retry-After".into(), "3".into()));
     api.then(limited);
-    let mut rig = Rig::start(&api.url, 1, |d| {
-        write_credentials(&d[0], "tok-rl", in_hours(8))
-    });
-    let r = rig.wait_report("a 429", 1, |_, o| {
-        matches!(
-            o,
-            Err(PollError::RateLimited {
-                retry_after: Some(_)
-            })
-        )
-    });
+    let mut rig = Rig::start(&api.url, 1, |d| write_credentials(&d[0], "tok-rl", in_hours(8)));
+    let r = rig.wait_report("a 429", 1, |_, o| matches!(o, Err(PollError::RateLimited { retry_after: Some(_) })));
     // Asking for a poll now does not override the server's Retry-After.
-    rig.send(QuotaCommand::PollNow {
-        account: "a0".into(),
-    });
+    rig.send(QuotaCommand::PollNow { account: "a0".into() });
     let QuotaReport::Polled {
         at,
         next_poll_at,
-        outcome: Err(PollError::RateLimited {
-            retry_after: Some(retry_after),
-        }),
+        outcome: Err(PollError::RateLimited { retry_after: Some(retry_after) }),
         ..
     } = r
     else {
@@ -374,36 +300,24 @@ fn a_429_with_retry_after_holds_the_next_request_back() {
     assert!(next_poll_at >= retry_after);
     rig.wait_report("a poll after the 429", 1, |_, o| o.is_ok());
     let seen = api.seen();
-    assert!(
-        gap(&seen[0], &seen[1]) >= Duration::from_millis(2900),
-        "{seen:?}"
-    );
+    assert!(gap(&seen[0], &seen[1]) >= Duration::from_millis(2900), "{seen:?}");
     rig.assert_no_token(&["tok-rl"]);
 }
 
 #[test]
 fn server_errors_back_off_doubling() {
     let api = FakeUsage::start(reply(500, "oops"));
-    let mut rig = Rig::start(&api.url, 1, |d| {
-        write_credentials(&d[0], "tok-500", in_hours(8))
-    });
+    let mut rig = Rig::start(&api.url, 1, |d| write_credentials(&d[0], "tok-500", in_hours(8)));
     let seen = api.wait_requests(3);
-    rig.wait_report("a server error", 1, |_, o| {
-        o == &Err(PollError::Server(500))
-    });
+    rig.wait_report("a server error", 1, |_, o| o == &Err(PollError::Server(500)));
     // 1 s interval: 2 s after the first failure, 4 s after the second.
     let (g1, g2) = (gap(&seen[0], &seen[1]), gap(&seen[1], &seen[2]));
     assert!(g1 >= Duration::from_millis(1900), "{g1:?}");
     assert!(g2 >= Duration::from_millis(3900), "{g2:?}");
-    assert!(
-        g2.as_secs_f64() >= 1.5 * g1.as_secs_f64(),
-        "{g1:?} then {g2:?}"
-    );
+    assert!(g2.as_secs_f64() >= 1.5 * g1.as_secs_f64(), "{g1:?} then {g2:?}");
     // Asked to, it polls at once despite the backoff; recovery is reported.
     api.set_default(reply(200, USAGE));
-    rig.send(QuotaCommand::PollNow {
-        account: "a0".into(),
-    });
+    rig.send(QuotaCommand::PollNow { account: "a0".into() });
     rig.wait_report("recovery", 1, |_, o| o.is_ok());
 }
 
@@ -412,16 +326,10 @@ fn garbage_is_reported_and_polling_goes_on() {
     let api = FakeUsage::start(reply(200, USAGE));
     api.then(reply(200, "<html>not json</html>"));
     api.then(reply(200, "[1, 2]"));
-    let mut rig = Rig::start(&api.url, 1, |d| {
-        write_credentials(&d[0], "tok-g", in_hours(8))
-    });
+    let mut rig = Rig::start(&api.url, 1, |d| write_credentials(&d[0], "tok-g", in_hours(8)));
     rig.wait_report("garbage", 1, |_, o| matches!(o, Err(PollError::Garbage(_))));
-    rig.wait_report("more garbage", 2, |_, o| {
-        matches!(o, Err(PollError::Garbage(_)))
-    });
-    rig.send(QuotaCommand::PollNow {
-        account: "a0".into(),
-    });
+    rig.wait_report("more garbage", 2, |_, o| matches!(o, Err(PollError::Garbage(_))));
+    rig.send(QuotaCommand::PollNow { account: "a0".into() });
     rig.wait_report("a good answer after garbage", 1, |_, o| o.is_ok());
 }
 
@@ -431,9 +339,7 @@ fn a_slow_answer_is_a_timeout() {
     let mut slow = reply(200, USAGE);
     slow.delay = Duration::from_millis(2500);
     api.then(slow);
-    let mut rig = Rig::start(&api.url, 1, |d| {
-        write_credentials(&d[0], "tok-slow", in_hours(8))
-    });
+    let mut rig = Rig::start(&api.url, 1, |d| write_credentials(&d[0], "tok-slow", in_hours(8)));
     rig.wait_report("a timeout", 1, |_, o| o == &Err(PollError::Timeout));
     rig.wait_report("a poll after the timeout", 1, |_, o| o.is_ok());
 }
@@ -442,19 +348,14 @@ fn a_slow_answer_is_a_timeout() {
 fn a_401_marks_the_token_expired_and_it_is_not_sent_again() {
     let api = FakeUsage::start(reply(200, USAGE));
     api.then(reply(401, r#"{"error":"token expired"}"#));
-    let mut rig = Rig::start(&api.url, 1, |d| {
-        write_credentials(&d[0], "tok-old", in_hours(8))
-    });
+    let mut rig = Rig::start(&api.url, 1, |d| write_credentials(&d[0], "tok-old", in_hours(8)));
     let QuotaReport::Polled { at, outcome, .. } =
         rig.wait_report("a 401", 1, |_, o| o == &Err(PollError::Unauthorized));
     // Fed to the coordinator's state, that is the token_expired state.
     let mut q = AccountQuota::new("a0");
     q.apply_poll(at, &outcome);
     assert_eq!(q.token, TokenState::Expired);
-    assert_eq!(
-        state_name(&q, false, &QuotaConfig::default(), at),
-        "token_expired"
-    );
+    assert_eq!(state_name(&q, false, &QuotaConfig::default(), at), "token_expired");
     // Several credential re-checks (1 s apart here) pass with the same
     // token: none may send it again. Letting time pass is the point here.
     std::thread::sleep(Duration::from_millis(2500));
@@ -472,40 +373,21 @@ fn a_401_marks_the_token_expired_and_it_is_not_sent_again() {
 fn an_expired_token_makes_no_request_until_renewed() {
     let api = FakeUsage::start(reply(200, USAGE));
     let mut rig = Rig::start(&api.url, 2, |d| {
-        write_credentials(
-            &d[0],
-            "tok-stale",
-            SystemTime::now() - Duration::from_secs(60),
-        );
+        write_credentials(&d[0], "tok-stale", SystemTime::now() - Duration::from_secs(60));
     });
-    rig.wait_report("token expired", 1, |a, o| {
-        a == "a0" && o == &Err(PollError::TokenExpired)
-    });
-    rig.wait_report("no credentials", 1, |a, o| {
-        a == "a1" && matches!(o, Err(PollError::NoCredentials(_)))
-    });
+    rig.wait_report("token expired", 1, |a, o| a == "a0" && o == &Err(PollError::TokenExpired));
+    rig.wait_report("no credentials", 1, |a, o| a == "a1" && matches!(o, Err(PollError::NoCredentials(_))));
     std::thread::sleep(Duration::from_millis(2500));
     assert!(api.seen().is_empty(), "{:?}", api.seen());
     write_credentials(&rig.accounts[0], "tok-fresh", in_hours(8));
     rig.wait_report("a poll once renewed", 1, |a, o| a == "a0" && o.is_ok());
-    assert!(api
-        .seen()
-        .iter()
-        .all(|s| s.authorization.as_deref() == Some("Bearer tok-fresh")));
+    assert!(api.seen().iter().all(|s| s.authorization.as_deref() == Some("Bearer tok-fresh")));
     // Re-checks report changes only: one report per state, not one per check.
     rig.drain();
     let expired = rig
         .got
         .iter()
-        .filter(|r| {
-            matches!(
-                r,
-                QuotaReport::Polled {
-                    outcome: Err(PollError::TokenExpired),
-                    ..
-                }
-            )
-        })
+        .filter(|r| matches!(r, QuotaReport::Polled { outcome: Err(PollError::TokenExpired), .. }))
         .count();
     assert_eq!(expired, 1, "{:?}", rig.got);
     rig.assert_no_token(&["tok-stale", "tok-fresh"]);
@@ -514,9 +396,7 @@ fn an_expired_token_makes_no_request_until_renewed() {
 #[test]
 fn reconfigure_polls_new_accounts_and_shutdown_ends_the_thread() {
     let api = FakeUsage::start(reply(200, USAGE));
-    let mut rig = Rig::start(&api.url, 1, |d| {
-        write_credentials(&d[0], "tok-a", in_hours(8))
-    });
+    let mut rig = Rig::start(&api.url, 1, |d| write_credentials(&d[0], "tok-a", in_hours(8)));
     rig.wait_report("a0 polled", 1, |a, o| a == "a0" && o.is_ok());
     let extra = rig._dir.path().join("b");
     std::fs::create_dir_all(&extra).unwrap();
@@ -534,9 +414,7 @@ fn reconfigure_polls_new_accounts_and_shutdown_ends_the_thread() {
     rig.wait_report("b polled", 1, |a, o| a == "b" && o.is_ok());
     // PollNow asks again at once, whatever the (now long) interval.
     let before = api.seen().len();
-    rig.send(QuotaCommand::PollNow {
-        account: "b".into(),
-    });
+    rig.send(QuotaCommand::PollNow { account: "b".into() });
     api.wait_requests(before + 1);
     let started = Instant::now();
     rig.handle.take().unwrap().shutdown();
@@ -558,8 +436,7 @@ fn per_account_usage_from_the_fake_api_drives_a_swap_decision() {
     });
     let mut accounts = vec![AccountQuota::new("a0"), AccountQuota::new("a1")];
     for (i, name) in ["a0", "a1"].iter().enumerate() {
-        let QuotaReport::Polled { at, outcome, .. } =
-            rig.wait_report(name, 1, |a, o| a == *name && o.is_ok());
+        let QuotaReport::Polled { at, outcome, .. } = rig.wait_report(name, 1, |a, o| a == *name && o.is_ok());
         accounts[i].apply_poll(at, &outcome);
     }
     assert_eq!(accounts[0].five_hour(SystemTime::now()), Some(93.0));
@@ -567,17 +444,8 @@ fn per_account_usage_from_the_fake_api_drives_a_swap_decision() {
     assert_eq!(opus.map(|w| w.utilization), Some(2.0));
     assert!(accounts[1].windows.five_hour.unwrap().resets_at.is_some());
     assert_eq!(
-        should_swap(
-            "a0",
-            &accounts,
-            &QuotaConfig::default(),
-            None,
-            SystemTime::now()
-        ),
-        Verdict::Swap(SwapDecision {
-            to: "a1".into(),
-            reason: SwapReason::Threshold
-        })
+        should_swap("a0", &accounts, &QuotaConfig::default(), None, SystemTime::now()),
+        Verdict::Swap(SwapDecision { to: "a1".into(), reason: SwapReason::Threshold })
     );
     assert!(api.usage_calls("tok-alpha") >= 1 && api.usage_calls("tok-beta") >= 1);
     rig.assert_no_token(&["tok-alpha", "tok-beta"]);

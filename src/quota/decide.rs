@@ -83,15 +83,10 @@ impl Windows {
     /// Sorts named windows into place: `five_hour`, `seven_day`, the rest
     /// under their names. Takes the usage answer's windows and the
     /// statusline's `rate_limits` alike.
-    pub fn from_named<'a>(
-        windows: impl IntoIterator<Item = (&'a str, f64, Option<SystemTime>)>,
-    ) -> Windows {
+    pub fn from_named<'a>(windows: impl IntoIterator<Item = (&'a str, f64, Option<SystemTime>)>) -> Windows {
         let mut out = Windows::default();
         for (name, utilization, resets_at) in windows {
-            let w = Window {
-                utilization,
-                resets_at,
-            };
+            let w = Window { utilization, resets_at };
             match name {
                 "five_hour" => out.five_hour = Some(w),
                 "seven_day" => out.seven_day = Some(w),
@@ -106,41 +101,27 @@ impl Windows {
     /// The windows the weekly threshold applies to: `seven_day` and every
     /// `seven_day_*`.
     pub fn weekly(&self) -> impl Iterator<Item = (&str, &Window)> {
-        self.seven_day.iter().map(|w| ("seven_day", w)).chain(
-            self.other
-                .iter()
-                .filter(|(k, _)| k.starts_with("seven_day_"))
-                .map(|(k, w)| (k.as_str(), w)),
-        )
+        self.seven_day
+            .iter()
+            .map(|w| ("seven_day", w))
+            .chain(self.other.iter().filter(|(k, _)| k.starts_with("seven_day_")).map(|(k, w)| (k.as_str(), w)))
     }
 
     fn all(&self) -> impl Iterator<Item = (&str, &Window)> {
-        self.five_hour
-            .iter()
-            .map(|w| ("five_hour", w))
-            .chain(self.weekly())
+        self.five_hour.iter().map(|w| ("five_hour", w)).chain(self.weekly())
     }
 }
 
 impl From<&crate::claude::usage::Usage> for Windows {
     fn from(usage: &crate::claude::usage::Usage) -> Windows {
-        Windows::from_named(
-            usage
-                .windows
-                .iter()
-                .map(|w| (w.name.as_str(), w.utilization, w.resets_at)),
-        )
+        Windows::from_named(usage.windows.iter().map(|w| (w.name.as_str(), w.utilization, w.resets_at)))
     }
 }
 
 impl From<&[crate::claude::hook::RateLimit]> for Windows {
     /// The statusline's `rate_limits`, for [`AccountQuota::apply_sample`].
     fn from(limits: &[crate::claude::hook::RateLimit]) -> Windows {
-        Windows::from_named(
-            limits
-                .iter()
-                .map(|r| (r.window.as_str(), r.used_percentage, r.resets_at)),
-        )
+        Windows::from_named(limits.iter().map(|r| (r.window.as_str(), r.used_percentage, r.resets_at)))
     }
 }
 
@@ -213,13 +194,9 @@ impl fmt::Display for PollError {
             PollError::RateLimited { retry_after: None } => {
                 write!(f, "usage endpoint answered 429 (rate limited)")
             }
-            PollError::RateLimited {
-                retry_after: Some(t),
-            } => write!(
-                f,
-                "usage endpoint answered 429 (rate limited), retry after {}",
-                crate::time::rfc3339(*t)
-            ),
+            PollError::RateLimited { retry_after: Some(t) } => {
+                write!(f, "usage endpoint answered 429 (rate limited), retry after {}", crate::time::rfc3339(*t))
+            }
             PollError::Server(code) => write!(f, "usage endpoint answered {code} (server error)"),
             PollError::Status(code) => write!(f, "usage endpoint answered {code}"),
             PollError::Unauthorized => write!(
@@ -316,9 +293,7 @@ pub fn confirm_hard_limit(
 }
 
 fn gap(a: SystemTime, b: SystemTime) -> Duration {
-    a.duration_since(b)
-        .or_else(|_| b.duration_since(a))
-        .unwrap_or_default()
+    a.duration_since(b).or_else(|_| b.duration_since(a)).unwrap_or_default()
 }
 
 /// Everything the coordinator knows about one account's quota.
@@ -378,8 +353,7 @@ impl AccountQuota {
                     .map(|(_, w)| w.resets_at.unwrap_or(at + UNKNOWN_RESET_HOLD))
                     .max();
                 if let Some(until) = full {
-                    self.exhausted_until =
-                        Some(self.exhausted_until.map_or(until, |u| u.max(until)));
+                    self.exhausted_until = Some(self.exhausted_until.map_or(until, |u| u.max(until)));
                 }
             }
             Err(e) => {
@@ -415,12 +389,7 @@ impl AccountQuota {
     /// A hard-limit sighting for this account. Returns true when it is
     /// confirmed (see [`confirm_hard_limit`]); the account is then exhausted
     /// until the limit's reset (or the five-hour reset, or an hour).
-    pub fn sighting(
-        &mut self,
-        signal: HardLimitSignal,
-        last_launch: Option<SystemTime>,
-        now: SystemTime,
-    ) -> bool {
+    pub fn sighting(&mut self, signal: HardLimitSignal, last_launch: Option<SystemTime>, now: SystemTime) -> bool {
         self.sightings.retain(|s| gap(s.at, now) <= CONFIRM_WINDOW);
         let confirmed = confirm_hard_limit(&signal, &self.sightings, last_launch, now);
         if confirmed {
@@ -452,11 +421,8 @@ impl AccountQuota {
     /// Percent per second over the recent samples, when they rise over a
     /// long enough span.
     pub fn burn_rate(&self, now: SystemTime) -> Option<f64> {
-        let recent: Vec<&(SystemTime, f64)> = self
-            .samples
-            .iter()
-            .filter(|(t, _)| gap(*t, now) <= BURN_WINDOW)
-            .collect();
+        let recent: Vec<&(SystemTime, f64)> =
+            self.samples.iter().filter(|(t, _)| gap(*t, now) <= BURN_WINDOW).collect();
         let (first, last) = (recent.first()?, recent.last()?);
         let span = last.0.duration_since(first.0).ok()?;
         if span < BURN_MIN_SPAN {
@@ -472,12 +438,7 @@ impl AccountQuota {
         let (t, u) = *self.samples.back()?;
         let ahead = at.duration_since(t).ok()?.as_secs_f64();
         // A reset before `at` makes the projection meaningless.
-        if self
-            .windows
-            .five_hour
-            .and_then(|w| w.resets_at)
-            .is_some_and(|r| r <= at)
-        {
+        if self.windows.five_hour.and_then(|w| w.resets_at).is_some_and(|r| r <= at) {
             return None;
         }
         Some(u + rate * ahead)
@@ -492,22 +453,13 @@ impl AccountQuota {
             return;
         }
         self.samples.push_back((at, utilization));
-        while self
-            .samples
-            .front()
-            .is_some_and(|(t, _)| gap(*t, at) > BURN_WINDOW)
-        {
+        while self.samples.front().is_some_and(|(t, _)| gap(*t, at) > BURN_WINDOW) {
             self.samples.pop_front();
         }
     }
 
     /// This account as `/status` shows it.
-    pub fn to_status(
-        &self,
-        active: bool,
-        config: &QuotaConfig,
-        now: SystemTime,
-    ) -> crate::status::AccountStatus {
+    pub fn to_status(&self, active: bool, config: &QuotaConfig, now: SystemTime) -> crate::status::AccountStatus {
         let window = |w: &Window| crate::status::Window {
             utilization: w.utilization,
             resets_at: w.resets_at.map(crate::time::rfc3339),
@@ -518,36 +470,23 @@ impl AccountQuota {
             eligible: eligible(self, config, now).is_ok(),
             five_hour: self.windows.five_hour.as_ref().map(window),
             seven_day: self.windows.seven_day.as_ref().map(window),
-            other_windows: self
-                .windows
-                .other
-                .iter()
-                .map(|(k, w)| (k.clone(), window(w)))
-                .collect(),
+            other_windows: self.windows.other.iter().map(|(k, w)| (k.clone(), window(w))).collect(),
             last_poll_at: self.last_poll_at.map(crate::time::rfc3339),
             last_error: self.last_error.as_ref().map(|e| e.to_string()),
-            exhausted_until: self
-                .exhausted_until
-                .filter(|u| *u > now)
-                .map(crate::time::rfc3339),
+            exhausted_until: self.exhausted_until.filter(|u| *u > now).map(crate::time::rfc3339),
         }
     }
 
     /// The smallest room left under a threshold, in percentage points.
     fn headroom(&self, config: &QuotaConfig, now: SystemTime) -> f64 {
         let five = config.five_hour_threshold - self.five_hour(now).unwrap_or(0.0);
-        let weekly = self
-            .windows
-            .weekly()
-            .map(|(_, w)| config.weekly_threshold - w.current(now))
-            .fold(f64::INFINITY, f64::min);
+        let weekly =
+            self.windows.weekly().map(|(_, w)| config.weekly_threshold - w.current(now)).fold(f64::INFINITY, f64::min);
         five.min(weekly)
     }
 
     fn roomy(&self, now: SystemTime) -> bool {
-        self.windows
-            .all()
-            .all(|(_, w)| w.current(now) < ROOMY_BELOW)
+        self.windows.all().all(|(_, w)| w.current(now) < ROOMY_BELOW)
     }
 }
 
@@ -588,27 +527,14 @@ impl fmt::Display for Ineligible {
         match self {
             Ineligible::TokenMissing => write!(f, "no credentials (nobody is logged in)"),
             Ineligible::Exhausted { until } => {
-                write!(
-                    f,
-                    "quota limit hit, resets {}",
-                    crate::time::rfc3339(*until)
-                )
+                write!(f, "quota limit hit, resets {}", crate::time::rfc3339(*until))
             }
-            Ineligible::FiveHour {
-                utilization,
-                threshold,
-            } => write!(
-                f,
-                "five_hour at {utilization:.1} % (threshold {threshold:.1} %)"
-            ),
-            Ineligible::Weekly {
-                window,
-                utilization,
-                threshold,
-            } => write!(
-                f,
-                "{window} at {utilization:.1} % (threshold {threshold:.1} %)"
-            ),
+            Ineligible::FiveHour { utilization, threshold } => {
+                write!(f, "five_hour at {utilization:.1} % (threshold {threshold:.1} %)")
+            }
+            Ineligible::Weekly { window, utilization, threshold } => {
+                write!(f, "{window} at {utilization:.1} % (threshold {threshold:.1} %)")
+            }
             Ineligible::Unknown => write!(f, "usage not known yet (never polled)"),
             Ineligible::TokenExpired => write!(f, "access token expired (usage cannot be checked)"),
         }
@@ -624,20 +550,10 @@ pub fn eligible(q: &AccountQuota, config: &QuotaConfig, now: SystemTime) -> Resu
     if let Some(until) = q.exhausted_until.filter(|u| *u > now) {
         return Err(Ineligible::Exhausted { until });
     }
-    if let Some(u) = q
-        .five_hour(now)
-        .filter(|u| *u >= config.five_hour_threshold)
-    {
-        return Err(Ineligible::FiveHour {
-            utilization: u,
-            threshold: config.five_hour_threshold,
-        });
+    if let Some(u) = q.five_hour(now).filter(|u| *u >= config.five_hour_threshold) {
+        return Err(Ineligible::FiveHour { utilization: u, threshold: config.five_hour_threshold });
     }
-    if let Some((name, w)) = q
-        .windows
-        .weekly()
-        .find(|(_, w)| w.current(now) >= config.weekly_threshold)
-    {
+    if let Some((name, w)) = q.windows.weekly().find(|(_, w)| w.current(now) >= config.weekly_threshold) {
         return Err(Ineligible::Weekly {
             window: name.into(),
             utilization: w.current(now),
@@ -656,12 +572,7 @@ pub fn eligible(q: &AccountQuota, config: &QuotaConfig, now: SystemTime) -> Resu
 /// The account `state` of `/status`: `token_expired` (can't be polled),
 /// then `exhausted` (a hard limit holds, or — for a standby — a threshold is
 /// crossed), then `active`, then `error` (the last poll failed), `standby`.
-pub fn state_name(
-    q: &AccountQuota,
-    active: bool,
-    config: &QuotaConfig,
-    now: SystemTime,
-) -> &'static str {
+pub fn state_name(q: &AccountQuota, active: bool, config: &QuotaConfig, now: SystemTime) -> &'static str {
     if q.token != TokenState::Ok {
         return "token_expired";
     }
@@ -671,10 +582,7 @@ pub fn state_name(
     if active {
         return "active";
     }
-    if matches!(
-        eligible(q, config, now),
-        Err(Ineligible::FiveHour { .. } | Ineligible::Weekly { .. })
-    ) {
+    if matches!(eligible(q, config, now), Err(Ineligible::FiveHour { .. } | Ineligible::Weekly { .. })) {
         return "exhausted";
     }
     if q.last_error.is_some() {
@@ -741,10 +649,7 @@ pub fn should_swap(
         SwapReason::HardLimit
     } else if !dwelt {
         return Verdict::Stay;
-    } else if matches!(
-        eligible(current, config, now),
-        Err(Ineligible::FiveHour { .. } | Ineligible::Weekly { .. })
-    ) {
+    } else if matches!(eligible(current, config, now), Err(Ineligible::FiveHour { .. } | Ineligible::Weekly { .. })) {
         SwapReason::Threshold
     } else if current
         .projected_five_hour(now, now + config.poll_interval())
@@ -753,15 +658,10 @@ pub fn should_swap(
         SwapReason::Projected
     } else if config.failback
         && accounts.first().is_some_and(|first| {
-            first.name != active
-                && eligible(first, config, now).is_ok()
-                && !projected_over(first, config, now)
+            first.name != active && eligible(first, config, now).is_ok() && !projected_over(first, config, now)
         })
     {
-        return Verdict::Swap(SwapDecision {
-            to: accounts[0].name.clone(),
-            reason: SwapReason::Failback,
-        });
+        return Verdict::Swap(SwapDecision { to: accounts[0].name.clone(), reason: SwapReason::Failback });
     } else {
         return Verdict::Stay;
     };
@@ -772,10 +672,7 @@ pub fn should_swap(
         .filter(|a| reason != SwapReason::Projected || !projected_over(a, config, now))
         .collect();
     if let Some(to) = best(&known, config, now) {
-        return Verdict::Swap(SwapDecision {
-            to: to.name.clone(),
-            reason,
-        });
+        return Verdict::Swap(SwapDecision { to: to.name.clone(), reason });
     }
     if reason == SwapReason::Projected {
         // Nowhere better to go: keep working until a threshold says more.
@@ -783,27 +680,19 @@ pub fn should_swap(
     }
     let soft = others().find(|a| eligible(a, config, now).is_err_and(|why| why.is_soft()));
     match soft {
-        Some(to) => Verdict::Swap(SwapDecision {
-            to: to.name.clone(),
-            reason,
-        }),
+        Some(to) => Verdict::Swap(SwapDecision { to: to.name.clone(), reason }),
         None => Verdict::AllExhausted(reason),
     }
 }
 
 fn projected_over(q: &AccountQuota, config: &QuotaConfig, now: SystemTime) -> bool {
-    q.projected_five_hour(now, now + config.poll_interval())
-        .is_some_and(|u| u >= config.five_hour_threshold)
+    q.projected_five_hour(now, now + config.poll_interval()).is_some_and(|u| u >= config.five_hour_threshold)
 }
 
 /// Roomy accounts (every window under [`ROOMY_BELOW`]) are equals: the first
 /// in priority order wins. Without a roomy one, most headroom wins, priority
 /// breaking ties.
-fn best<'a>(
-    candidates: &[&'a AccountQuota],
-    config: &QuotaConfig,
-    now: SystemTime,
-) -> Option<&'a AccountQuota> {
+fn best<'a>(candidates: &[&'a AccountQuota], config: &QuotaConfig, now: SystemTime) -> Option<&'a AccountQuota> {
     if let Some(roomy) = candidates.iter().find(|a| a.roomy(now)) {
         return Some(roomy);
     }
@@ -850,12 +739,7 @@ pub struct PollSchedule {
 impl PollSchedule {
     /// The first poll is due at once.
     pub fn new(now: SystemTime) -> PollSchedule {
-        PollSchedule {
-            next_at: now,
-            failures: 0,
-            not_before: None,
-            last_ok_at: None,
-        }
+        PollSchedule { next_at: now, failures: 0, not_before: None, last_ok_at: None }
     }
 
     /// After a poll (or a credentials check) at `now` with this outcome.
@@ -875,9 +759,7 @@ impl PollSchedule {
             Err(_) => {}
         }
         self.not_before = match outcome {
-            Err(PollError::RateLimited {
-                retry_after: Some(t),
-            }) => Some((*t).min(now + MAX_RETRY_AFTER)),
+            Err(PollError::RateLimited { retry_after: Some(t) }) => Some((*t).min(now + MAX_RETRY_AFTER)),
             _ => None,
         };
         let err = outcome.as_ref().err();
@@ -924,15 +806,10 @@ pub fn next_poll_at(
         return now + interval.min(TOKEN_RECHECK);
     }
     let factor = 2u32.saturating_pow(failures.min(20));
-    let backoff = interval
-        .saturating_mul(factor)
-        .min(MAX_BACKOFF.max(interval));
+    let backoff = interval.saturating_mul(factor).min(MAX_BACKOFF.max(interval));
     let backoff = backoff + backoff.mul_f64(JITTER * unit);
     let mut at = now + backoff;
-    if let PollError::RateLimited {
-        retry_after: Some(t),
-    } = error
-    {
+    if let PollError::RateLimited { retry_after: Some(t) } = error {
         at = at.max((*t).min(now + MAX_RETRY_AFTER));
     }
     at
@@ -967,9 +844,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<SystemTime> {
     let [day, month, year, time, "GMT"] = parts[..] else {
         return None;
     };
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let month = MONTHS.iter().position(|m| *m == month)? + 1;
     if day.len() != 2 || year.len() != 4 {
         return None;

@@ -10,18 +10,11 @@ fn at(secs: u64) -> SystemTime {
 }
 
 fn cfg() -> QuotaConfig {
-    QuotaConfig {
-        poll_interval_secs: 180,
-        min_dwell_secs: 600,
-        ..QuotaConfig::default()
-    }
+    QuotaConfig { poll_interval_secs: 180, min_dwell_secs: 600, ..QuotaConfig::default() }
 }
 
 fn win(u: f64, resets: Option<u64>) -> Window {
-    Window {
-        utilization: u,
-        resets_at: resets.map(at),
-    }
+    Window { utilization: u, resets_at: resets.map(at) }
 }
 
 /// An account polled at t=0 with these five_hour and seven_day values
@@ -50,22 +43,12 @@ fn eligibility_reasons() {
     let cases: Vec<Case> = vec![
         ("fresh and low", polled("a", 10.0, 10.0), Ok(())),
         ("five_hour just under", polled("a", 89.9, 0.0), Ok(())),
-        (
-            "five_hour at threshold",
-            polled("a", 90.0, 0.0),
-            Err("five_hour"),
-        ),
-        (
-            "seven_day at threshold",
-            polled("a", 0.0, 95.0),
-            Err("weekly"),
-        ),
+        ("five_hour at threshold", polled("a", 90.0, 0.0), Err("five_hour")),
+        ("seven_day at threshold", polled("a", 0.0, 95.0), Err("weekly")),
         (
             "seven_day_opus over",
             with(polled("a", 0.0, 0.0), |q| {
-                q.windows
-                    .other
-                    .insert("seven_day_opus".into(), win(97.0, None));
+                q.windows.other.insert("seven_day_opus".into(), win(97.0, None));
             }),
             Err("weekly"),
         ),
@@ -84,11 +67,7 @@ fn eligibility_reasons() {
             Ok(()),
         ),
         ("never polled", AccountQuota::new("a"), Err("unknown")),
-        (
-            "token expired",
-            with(polled("a", 0.0, 0.0), |q| q.token = TokenState::Expired),
-            Err("token_expired"),
-        ),
+        ("token expired", with(polled("a", 0.0, 0.0), |q| q.token = TokenState::Expired), Err("token_expired")),
         (
             "token missing beats unknown",
             with(AccountQuota::new("a"), |q| q.token = TokenState::Missing),
@@ -101,16 +80,10 @@ fn eligibility_reasons() {
         ),
         (
             "exhausted until later",
-            with(polled("a", 0.0, 0.0), |q| {
-                q.exhausted_until = Some(at(3600))
-            }),
+            with(polled("a", 0.0, 0.0), |q| q.exhausted_until = Some(at(3600))),
             Err("exhausted"),
         ),
-        (
-            "exhausted until a past reset",
-            with(polled("a", 0.0, 0.0), |q| q.exhausted_until = Some(at(59))),
-            Ok(()),
-        ),
+        ("exhausted until a past reset", with(polled("a", 0.0, 0.0), |q| q.exhausted_until = Some(at(59))), Ok(())),
     ];
     for (what, q, want) in cases {
         let got = eligible(&q, &c, now).map_err(|e| match e {
@@ -127,11 +100,7 @@ fn eligibility_reasons() {
 
 #[test]
 fn reasons_read_well_and_soft_ones_are_marked() {
-    let e = Ineligible::Weekly {
-        window: "seven_day_opus".into(),
-        utilization: 97.0,
-        threshold: 95.0,
-    };
+    let e = Ineligible::Weekly { window: "seven_day_opus".into(), utilization: 97.0, threshold: 95.0 };
     assert_eq!(e.to_string(), "seven_day_opus at 97.0 % (threshold 95.0 %)");
     assert!(Ineligible::Unknown.is_soft() && Ineligible::TokenExpired.is_soft());
     assert!(!e.is_soft() && !Ineligible::TokenMissing.is_soft());
@@ -144,49 +113,15 @@ fn state_names() {
     let cases: Vec<(&str, AccountQuota, bool, &str)> = vec![
         ("active, fine", polled("a", 10.0, 0.0), true, "active"),
         ("standby, fine", polled("a", 10.0, 0.0), false, "standby"),
-        (
-            "never polled standby",
-            AccountQuota::new("a"),
-            false,
-            "standby",
-        ),
-        (
-            "active over threshold stays active",
-            polled("a", 95.0, 0.0),
-            true,
-            "active",
-        ),
-        (
-            "standby over threshold",
-            polled("a", 95.0, 0.0),
-            false,
-            "exhausted",
-        ),
-        (
-            "active hard-limited",
-            with(polled("a", 50.0, 0.0), |q| {
-                q.exhausted_until = Some(at(600))
-            }),
-            true,
-            "exhausted",
-        ),
-        (
-            "token expired",
-            with(polled("a", 0.0, 0.0), |q| q.token = TokenState::Expired),
-            true,
-            "token_expired",
-        ),
-        (
-            "token missing",
-            with(AccountQuota::new("a"), |q| q.token = TokenState::Missing),
-            false,
-            "token_expired",
-        ),
+        ("never polled standby", AccountQuota::new("a"), false, "standby"),
+        ("active over threshold stays active", polled("a", 95.0, 0.0), true, "active"),
+        ("standby over threshold", polled("a", 95.0, 0.0), false, "exhausted"),
+        ("active hard-limited", with(polled("a", 50.0, 0.0), |q| q.exhausted_until = Some(at(600))), true, "exhausted"),
+        ("token expired", with(polled("a", 0.0, 0.0), |q| q.token = TokenState::Expired), true, "token_expired"),
+        ("token missing", with(AccountQuota::new("a"), |q| q.token = TokenState::Missing), false, "token_expired"),
         (
             "last poll failed",
-            with(polled("a", 0.0, 0.0), |q| {
-                q.last_error = Some(PollError::Server(503))
-            }),
+            with(polled("a", 0.0, 0.0), |q| q.last_error = Some(PollError::Server(503))),
             false,
             "error",
         ),
@@ -207,11 +142,8 @@ fn polls_update_token_state_errors_and_hard_limits() {
     q.apply_poll(at(300), &Err(PollError::NoCredentials("gone".into())));
     assert_eq!(q.token, TokenState::Missing);
 
-    let full = Windows {
-        five_hour: Some(win(100.0, Some(4000))),
-        seven_day: Some(win(40.0, None)),
-        other: BTreeMap::new(),
-    };
+    let full =
+        Windows { five_hour: Some(win(100.0, Some(4000))), seven_day: Some(win(40.0, None)), other: BTreeMap::new() };
     q.apply_poll(at(400), &Ok(full));
     assert_eq!(q.token, TokenState::Ok);
     assert_eq!(q.last_error, None);
@@ -222,21 +154,13 @@ fn polls_update_token_state_errors_and_hard_limits() {
 #[test]
 fn zero_cost_samples_merge_and_old_ones_are_ignored() {
     let mut q = polled("a", 10.0, 10.0);
-    q.windows
-        .other
-        .insert("seven_day_opus".into(), win(5.0, None));
-    let sample = Windows {
-        five_hour: Some(win(20.0, Some(5 * 3600))),
-        ..Windows::default()
-    };
+    q.windows.other.insert("seven_day_opus".into(), win(5.0, None));
+    let sample = Windows { five_hour: Some(win(20.0, Some(5 * 3600))), ..Windows::default() };
     q.apply_sample(at(30), &sample);
     assert_eq!(q.five_hour(at(30)), Some(20.0));
     assert_eq!(q.windows.seven_day.map(|w| w.utilization), Some(10.0));
     assert!(q.windows.other.contains_key("seven_day_opus"));
-    let stale = Windows {
-        five_hour: Some(win(5.0, None)),
-        ..Windows::default()
-    };
+    let stale = Windows { five_hour: Some(win(5.0, None)), ..Windows::default() };
     q.apply_sample(at(10), &stale);
     assert_eq!(q.five_hour(at(30)), Some(20.0));
     // A never-polled account becomes known from a sample.
@@ -245,12 +169,7 @@ fn zero_cost_samples_merge_and_old_ones_are_ignored() {
     assert_eq!(eligible(&fresh, &cfg(), at(6)), Ok(()));
 }
 
-fn sig(
-    source: LimitSource,
-    at_s: u64,
-    record: Option<u64>,
-    resets: Option<u64>,
-) -> HardLimitSignal {
+fn sig(source: LimitSource, at_s: u64, record: Option<u64>, resets: Option<u64>) -> HardLimitSignal {
     HardLimitSignal {
         account: "a".into(),
         source,
@@ -266,72 +185,29 @@ fn hard_limit_confirmation() {
     use LimitSource::*;
     let launch = Some(at(100));
     let now = at(1000);
-    let other_account = HardLimitSignal {
-        account: "b".into(),
-        ..sig(Transcript, 990, None, None)
-    };
+    let other_account = HardLimitSignal { account: "b".into(), ..sig(Transcript, 990, None, None) };
     type Case = (&'static str, HardLimitSignal, Vec<HardLimitSignal>, bool);
     let cases: Vec<Case> = vec![
-        (
-            "pane alone",
-            sig(Pane, 1000, None, Some(5000)),
-            vec![],
-            false,
-        ),
+        ("pane alone", sig(Pane, 1000, None, Some(5000)), vec![], false),
         (
             "pane confirmed by a transcript record",
             sig(Pane, 1000, None, Some(5000)),
             vec![sig(Transcript, 995, Some(50), Some(5000))],
             true,
         ),
-        (
-            "pane and pane are one source",
-            sig(Pane, 1000, None, None),
-            vec![sig(Pane, 990, None, None)],
-            false,
-        ),
-        (
-            "pane confirmed only by another account",
-            sig(Pane, 1000, None, None),
-            vec![other_account],
-            false,
-        ),
-        (
-            "confirmation too old",
-            sig(Pane, 1000, None, None),
-            vec![sig(Hook, 1000 - 601, None, None)],
-            false,
-        ),
-        (
-            "transcript record after launch",
-            sig(Transcript, 1000, Some(500), None),
-            vec![],
-            true,
-        ),
-        (
-            "hook record after launch",
-            sig(Hook, 1000, Some(101), Some(5000)),
-            vec![],
-            true,
-        ),
+        ("pane and pane are one source", sig(Pane, 1000, None, None), vec![sig(Pane, 990, None, None)], false),
+        ("pane confirmed only by another account", sig(Pane, 1000, None, None), vec![other_account], false),
+        ("confirmation too old", sig(Pane, 1000, None, None), vec![sig(Hook, 1000 - 601, None, None)], false),
+        ("transcript record after launch", sig(Transcript, 1000, Some(500), None), vec![], true),
+        ("hook record after launch", sig(Hook, 1000, Some(101), Some(5000)), vec![], true),
         (
             "transcript record before launch: a --resume replay",
             sig(Transcript, 1000, Some(99), Some(5000)),
             vec![],
             false,
         ),
-        (
-            "record without a time",
-            sig(Transcript, 1000, None, None),
-            vec![],
-            false,
-        ),
-        (
-            "poll at 100 %",
-            sig(Poll, 1000, None, Some(5000)),
-            vec![],
-            true,
-        ),
+        ("record without a time", sig(Transcript, 1000, None, None), vec![], false),
+        ("poll at 100 %", sig(Poll, 1000, None, Some(5000)), vec![], true),
         (
             "reset already passed: old text",
             sig(Transcript, 1000, Some(500), Some(999)),
@@ -346,19 +222,10 @@ fn hard_limit_confirmation() {
         ),
     ];
     for (what, signal, recent, want) in cases {
-        assert_eq!(
-            confirm_hard_limit(&signal, &recent, launch, now),
-            want,
-            "{what}"
-        );
+        assert_eq!(confirm_hard_limit(&signal, &recent, launch, now), want, "{what}");
     }
     // No known launch: a record's age cannot be judged.
-    assert!(!confirm_hard_limit(
-        &sig(Hook, 1000, Some(900), None),
-        &[],
-        None,
-        now
-    ));
+    assert!(!confirm_hard_limit(&sig(Hook, 1000, Some(900), None), &[], None, now));
 }
 
 #[test]
@@ -368,20 +235,12 @@ fn sightings_accumulate_until_confirmed() {
     assert!(!q.sighting(sig(LimitSource::Pane, 1000, None, None), launch, at(1000)));
     assert_eq!(q.exhausted_until, None);
     // A replayed transcript record alone would not do, but it is a second source.
-    assert!(q.sighting(
-        sig(LimitSource::Transcript, 1010, Some(10), Some(7000)),
-        launch,
-        at(1010)
-    ));
+    assert!(q.sighting(sig(LimitSource::Transcript, 1010, Some(10), Some(7000)), launch, at(1010)));
     assert_eq!(q.exhausted_until, Some(at(7000)));
     assert!(q.sightings.is_empty());
     // Without a reset time, the five-hour window's reset holds it.
     let mut q = polled("a", 50.0, 10.0);
-    assert!(q.sighting(
-        sig(LimitSource::Hook, 1000, Some(900), None),
-        launch,
-        at(1000)
-    ));
+    assert!(q.sighting(sig(LimitSource::Hook, 1000, Some(900), None), launch, at(1000)));
     assert_eq!(q.exhausted_until, Some(at(5 * 3600)));
 }
 
@@ -390,10 +249,7 @@ fn pool(list: &[(&str, f64, f64)]) -> Vec<AccountQuota> {
 }
 
 fn swap(to: &str, reason: SwapReason) -> Verdict {
-    Verdict::Swap(SwapDecision {
-        to: to.into(),
-        reason,
-    })
+    Verdict::Swap(SwapDecision { to: to.into(), reason })
 }
 
 #[test]
@@ -406,42 +262,12 @@ fn swap_decisions() {
         v[i].exhausted_until = Some(at(20_000));
         v
     };
-    type Case = (
-        &'static str,
-        &'static str,
-        Vec<AccountQuota>,
-        Option<SystemTime>,
-        Verdict,
-    );
+    type Case = (&'static str, &'static str, Vec<AccountQuota>, Option<SystemTime>, Verdict);
     let cases: Vec<Case> = vec![
-        (
-            "all fine",
-            "a",
-            pool(&[("a", 10.0, 10.0), ("b", 0.0, 0.0)]),
-            None,
-            Verdict::Stay,
-        ),
-        (
-            "threshold crossed",
-            "a",
-            pool(&[("a", 91.0, 10.0), ("b", 0.0, 0.0)]),
-            long_ago,
-            swap("b", Threshold),
-        ),
-        (
-            "threshold crossed inside min_dwell",
-            "a",
-            pool(&[("a", 91.0, 10.0), ("b", 0.0, 0.0)]),
-            recent,
-            Verdict::Stay,
-        ),
-        (
-            "weekly crossed",
-            "a",
-            pool(&[("a", 10.0, 96.0), ("b", 0.0, 0.0)]),
-            None,
-            swap("b", Threshold),
-        ),
+        ("all fine", "a", pool(&[("a", 10.0, 10.0), ("b", 0.0, 0.0)]), None, Verdict::Stay),
+        ("threshold crossed", "a", pool(&[("a", 91.0, 10.0), ("b", 0.0, 0.0)]), long_ago, swap("b", Threshold)),
+        ("threshold crossed inside min_dwell", "a", pool(&[("a", 91.0, 10.0), ("b", 0.0, 0.0)]), recent, Verdict::Stay),
+        ("weekly crossed", "a", pool(&[("a", 10.0, 96.0), ("b", 0.0, 0.0)]), None, swap("b", Threshold)),
         (
             "hard limit ignores min_dwell",
             "a",
@@ -501,37 +327,21 @@ fn swap_decisions() {
         (
             "soft fallback: expired token with good last windows",
             "a",
-            hard(
-                vec![
-                    polled("a", 50.0, 10.0),
-                    with(polled("b", 20.0, 10.0), |q| q.token = TokenState::Expired),
-                ],
-                0,
-            ),
+            hard(vec![polled("a", 50.0, 10.0), with(polled("b", 20.0, 10.0), |q| q.token = TokenState::Expired)], 0),
             None,
             swap("b", HardLimit),
         ),
         (
             "known headroom beats a soft candidate earlier in order",
             "a",
-            vec![
-                polled("a", 92.0, 10.0),
-                AccountQuota::new("b"),
-                polled("c", 30.0, 0.0),
-            ],
+            vec![polled("a", 92.0, 10.0), AccountQuota::new("b"), polled("c", 30.0, 0.0)],
             None,
             swap("c", Threshold),
         ),
         (
             "no fallback to a missing login",
             "a",
-            hard(
-                vec![
-                    polled("a", 50.0, 10.0),
-                    with(AccountQuota::new("b"), |q| q.token = TokenState::Missing),
-                ],
-                0,
-            ),
+            hard(vec![polled("a", 50.0, 10.0), with(AccountQuota::new("b"), |q| q.token = TokenState::Missing)], 0),
             None,
             Verdict::AllExhausted(HardLimit),
         ),
@@ -542,13 +352,7 @@ fn swap_decisions() {
             long_ago,
             swap("a", Failback),
         ),
-        (
-            "failback waits for min_dwell",
-            "b",
-            pool(&[("a", 10.0, 10.0), ("b", 30.0, 10.0)]),
-            recent,
-            Verdict::Stay,
-        ),
+        ("failback waits for min_dwell", "b", pool(&[("a", 10.0, 10.0), ("b", 30.0, 10.0)]), recent, Verdict::Stay),
         (
             "no failback while the first is over threshold",
             "b",
@@ -576,31 +380,15 @@ fn swap_decisions() {
             None,
             swap("a", Failback),
         ),
-        (
-            "unknown active account",
-            "zz",
-            pool(&[("a", 99.0, 10.0)]),
-            None,
-            Verdict::Stay,
-        ),
+        ("unknown active account", "zz", pool(&[("a", 99.0, 10.0)]), None, Verdict::Stay),
     ];
     for (what, active, accounts, last_swap, want) in cases {
-        assert_eq!(
-            should_swap(active, &accounts, &cfg(), last_swap, now),
-            want,
-            "{what}"
-        );
+        assert_eq!(should_swap(active, &accounts, &cfg(), last_swap, now), want, "{what}");
     }
     let mut no_failback = cfg();
     no_failback.failback = false;
     assert_eq!(
-        should_swap(
-            "b",
-            &pool(&[("a", 10.0, 10.0), ("b", 30.0, 10.0)]),
-            &no_failback,
-            None,
-            now
-        ),
+        should_swap("b", &pool(&[("a", 10.0, 10.0), ("b", 30.0, 10.0)]), &no_failback, None, now),
         Verdict::Stay
     );
 }
@@ -627,21 +415,13 @@ fn burn_rate_and_projection() {
     let rate = q.burn_rate(now).unwrap();
     assert!((rate - 1.0 / 60.0).abs() < 1e-9, "{rate}");
     // 80 % now, +3 % by the next poll (180 s).
-    let p = q
-        .projected_five_hour(now, now + Duration::from_secs(180))
-        .unwrap();
+    let p = q.projected_five_hour(now, now + Duration::from_secs(180)).unwrap();
     assert!((p - 83.0).abs() < 1e-9, "{p}");
     // Too short a span says nothing.
     assert_eq!(burning("a", 70.0, 0, 10_000).burn_rate(now), None);
     // A drop (window reset) starts over.
     let mut r = burning("a", 70.0, 10, 10_000);
-    r.apply_poll(
-        at(10_060),
-        &Ok(Windows {
-            five_hour: Some(win(1.0, None)),
-            ..Windows::default()
-        }),
-    );
+    r.apply_poll(at(10_060), &Ok(Windows { five_hour: Some(win(1.0, None)), ..Windows::default() }));
     assert_eq!(r.samples.len(), 1);
     assert_eq!(r.burn_rate(at(10_060)), None);
 }
@@ -653,35 +433,19 @@ fn projected_crossing_swaps_early() {
     // 88 % now, rising 1 %/min: 91 % before the next poll in 180 s.
     let hot = burning("a", 78.0, 10, 10_000);
     let accounts = vec![hot.clone(), polled("b", 0.0, 0.0)];
-    assert_eq!(
-        should_swap("a", &accounts, &cfg(), None, now),
-        swap("b", Projected)
-    );
+    assert_eq!(should_swap("a", &accounts, &cfg(), None, now), swap("b", Projected));
     // Subject to min_dwell.
-    assert_eq!(
-        should_swap("a", &accounts, &cfg(), Some(at(9_900)), now),
-        Verdict::Stay
-    );
+    assert_eq!(should_swap("a", &accounts, &cfg(), Some(at(9_900)), now), Verdict::Stay);
     // A shorter poll interval leaves time: stay.
     let mut quick = cfg();
     quick.poll_interval_secs = 60;
-    assert_eq!(
-        should_swap("a", &accounts, &quick, None, now),
-        Verdict::Stay
-    );
+    assert_eq!(should_swap("a", &accounts, &quick, None, now), Verdict::Stay);
     // Nowhere better to go: stay rather than raise the alarm.
     let lonely = vec![hot.clone(), polled("b", 95.0, 0.0)];
     assert_eq!(should_swap("a", &lonely, &cfg(), None, now), Verdict::Stay);
     // A candidate burning just as hot is no refuge.
-    let both = vec![
-        hot.clone(),
-        burning("b", 78.0, 10, 10_000),
-        polled("c", 60.0, 0.0),
-    ];
-    assert_eq!(
-        should_swap("a", &both, &cfg(), None, now),
-        swap("c", Projected)
-    );
+    let both = vec![hot.clone(), burning("b", 78.0, 10, 10_000), polled("c", 60.0, 0.0)];
+    assert_eq!(should_swap("a", &both, &cfg(), None, now), swap("c", Projected));
 }
 
 #[test]
@@ -690,9 +454,7 @@ fn poll_schedule_after_success_is_jittered_and_deterministic() {
     let now = at(0);
     let draw = |seed| {
         let mut j = Jitter::new(seed);
-        (0..50)
-            .map(|_| next_poll_at(None, 0, &c, j.next_unit(), now))
-            .collect::<Vec<_>>()
+        (0..50).map(|_| next_poll_at(None, 0, &c, j.next_unit(), now)).collect::<Vec<_>>()
     };
     let a = draw(7);
     assert_eq!(a, draw(7));
@@ -708,10 +470,7 @@ fn poll_schedule_after_errors() {
     let c = cfg();
     let now = at(0);
     let secs = |e: Option<&PollError>, failures: u32, unit: f64| {
-        next_poll_at(e, failures, &c, unit, now)
-            .duration_since(now)
-            .unwrap()
-            .as_secs()
+        next_poll_at(e, failures, &c, unit, now).duration_since(now).unwrap().as_secs()
     };
     let server = PollError::Server(503);
     assert_eq!(secs(Some(&server), 1, 0.0), 360);
@@ -722,21 +481,11 @@ fn poll_schedule_after_errors() {
     assert_eq!(secs(Some(&server), 1, 0.99), 395, "jitter only adds");
     assert_eq!(secs(Some(&PollError::Timeout), 1, 0.0), 360);
     assert_eq!(secs(Some(&PollError::Garbage("x".into())), 2, 0.0), 720);
-    let later = PollError::RateLimited {
-        retry_after: Some(at(2000)),
-    };
-    assert_eq!(
-        secs(Some(&later), 1, 0.0),
-        2000,
-        "Retry-After beyond backoff"
-    );
-    let soon = PollError::RateLimited {
-        retry_after: Some(at(5)),
-    };
+    let later = PollError::RateLimited { retry_after: Some(at(2000)) };
+    assert_eq!(secs(Some(&later), 1, 0.0), 2000, "Retry-After beyond backoff");
+    let soon = PollError::RateLimited { retry_after: Some(at(5)) };
     assert_eq!(secs(Some(&soon), 1, 0.0), 360, "backoff beyond Retry-After");
-    let absurd = PollError::RateLimited {
-        retry_after: Some(at(30 * 86400)),
-    };
+    let absurd = PollError::RateLimited { retry_after: Some(at(30 * 86400)) };
     assert_eq!(secs(Some(&absurd), 1, 0.0), 6 * 3600);
     assert_eq!(secs(Some(&PollError::TokenExpired), 0, 0.5), 30);
     assert_eq!(secs(Some(&PollError::Unauthorized), 0, 0.5), 30);
@@ -759,9 +508,7 @@ fn schedule_records_outcomes() {
     s.record(&Ok(()), &c, &mut j, at(2000));
     assert_eq!((s.failures, s.last_ok_at), (0, Some(at(2000))));
     // Retry-After holds even against PollNow.
-    let limited = PollError::RateLimited {
-        retry_after: Some(at(9000)),
-    };
+    let limited = PollError::RateLimited { retry_after: Some(at(9000)) };
     s.record(&Err::<(), _>(limited), &c, &mut j, at(3000));
     s.poll_now(at(3001));
     assert_eq!(s.next_at, at(9000));
@@ -774,25 +521,10 @@ fn schedule_records_outcomes() {
 fn samples_defer_the_next_poll_within_limits() {
     let c = cfg();
     let planned = at(180);
-    assert_eq!(
-        defer_after_sample(planned, at(100), Some(at(0)), &c),
-        at(280)
-    );
-    assert_eq!(
-        defer_after_sample(at(300), at(10), Some(at(0)), &c),
-        at(300),
-        "never earlier"
-    );
-    assert_eq!(
-        defer_after_sample(planned, at(500), Some(at(0)), &c),
-        at(540),
-        "capped"
-    );
-    assert_eq!(
-        defer_after_sample(planned, at(100), None, &c),
-        planned,
-        "never polled ok"
-    );
+    assert_eq!(defer_after_sample(planned, at(100), Some(at(0)), &c), at(280));
+    assert_eq!(defer_after_sample(at(300), at(10), Some(at(0)), &c), at(300), "never earlier");
+    assert_eq!(defer_after_sample(planned, at(500), Some(at(0)), &c), at(540), "capped");
+    assert_eq!(defer_after_sample(planned, at(100), None, &c), planned, "never polled ok");
     // No deferral while backing off.
     let mut j = Jitter::new(3);
     let mut s = PollSchedule::new(at(0));
@@ -807,18 +539,8 @@ fn retry_after_values() {
     let now = at(0);
     assert_eq!(parse_retry_after("120", now), Some(at(120)));
     assert_eq!(parse_retry_after(" 0 ", now), Some(at(0)));
-    assert_eq!(
-        parse_retry_after("Wed, 25 Nov 2026 16:10:00 GMT", now),
-        Some(at(600))
-    );
-    for bad in [
-        "",
-        "-5",
-        "soon",
-        "Wed, 25 Nov 2026 16:10:00 UTC",
-        "Wed, 5 Nov 2026 16:10:00 GMT",
-        "1.5",
-    ] {
+    assert_eq!(parse_retry_after("Wed, 25 Nov 2026 16:10:00 GMT", now), Some(at(600)));
+    for bad in ["", "-5", "soon", "Wed, 25 Nov 2026 16:10:00 UTC", "Wed, 5 Nov 2026 16:10:00 GMT", "1.5"] {
         assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
     }
 }
@@ -843,32 +565,21 @@ fn poll_errors_never_need_the_token_to_read() {
 fn status_shows_windows_errors_and_state() {
     let now = at(60);
     let mut q = polled("a", 42.0, 10.0);
-    q.windows
-        .other
-        .insert("seven_day_opus".into(), win(3.0, None));
+    q.windows.other.insert("seven_day_opus".into(), win(3.0, None));
     q.apply_poll(at(30), &Err(PollError::Server(502)));
     q.exhausted_until = Some(at(59));
     let s = q.to_status(false, &cfg(), now);
     assert_eq!(s.state, "error");
     assert!(s.eligible);
     assert_eq!(s.five_hour.as_ref().map(|w| w.utilization), Some(42.0));
-    assert_eq!(
-        s.five_hour.and_then(|w| w.resets_at).as_deref(),
-        Some("2026-11-25T21:00:00Z")
-    );
+    assert_eq!(s.five_hour.and_then(|w| w.resets_at).as_deref(), Some("2026-11-25T21:00:00Z"));
     assert_eq!(s.other_windows["seven_day_opus"].resets_at, None);
     assert_eq!(s.last_poll_at.as_deref(), Some("2026-11-25T16:00:30Z"));
-    assert_eq!(
-        s.last_error.as_deref(),
-        Some("usage endpoint answered 502 (server error)")
-    );
+    assert_eq!(s.last_error.as_deref(), Some("usage endpoint answered 502 (server error)"));
     assert_eq!(s.exhausted_until, None, "a past hold is not shown");
     let w = Windows::from_named([("five_hour", 1.0, None), ("seven_day_x", 2.0, Some(at(5)))]);
     assert_eq!(w.five_hour.map(|w| w.utilization), Some(1.0));
-    assert_eq!(
-        w.weekly().map(|(n, _)| n).collect::<Vec<_>>(),
-        ["seven_day_x"]
-    );
+    assert_eq!(w.weekly().map(|(n, _)| n).collect::<Vec<_>>(), ["seven_day_x"]);
 }
 
 #[test]

@@ -15,8 +15,7 @@ pub mod decide;
 pub mod poller;
 
 pub use decide::{
-    confirm_hard_limit, eligible, should_swap, state_name, AccountQuota, HardLimitSignal,
-    Ineligible, LimitSource, PollError, SwapDecision, SwapReason, TokenState, Verdict, Window,
-    Windows,
+    confirm_hard_limit, eligible, should_swap, state_name, AccountQuota, HardLimitSignal, Ineligible, LimitSource,
+    PollError, SwapDecision, SwapReason, TokenState, Verdict, Window, Windows,
 };
 pub use poller::{spawn, QuotaCommand, QuotaHandle, QuotaReport};

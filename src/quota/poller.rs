@@ -55,12 +55,7 @@ pub enum QuotaCommand {
 pub enum QuotaReport {
     /// One poll's outcome (or a change in why no poll can be made:
     /// `TokenExpired`, `NoCredentials`); `next_poll_at` is the plan after it.
-    Polled {
-        account: String,
-        at: SystemTime,
-        outcome: Result<Windows, PollError>,
-        next_poll_at: SystemTime,
-    },
+    Polled { account: String, at: SystemTime, outcome: Result<Windows, PollError>, next_poll_at: SystemTime },
 }
 
 pub struct QuotaHandle {
@@ -92,22 +87,14 @@ impl QuotaHandle {
 
 /// Starts the quota role. Every configured account is polled at once, then
 /// on its own schedule.
-pub fn spawn(
-    config: Arc<Config>,
-    out: Sender<QuotaReport>,
-    beat: Beat,
-) -> std::io::Result<QuotaHandle> {
-    let seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+pub fn spawn(config: Arc<Config>, out: Sender<QuotaReport>, beat: Beat) -> std::io::Result<QuotaHandle> {
+    let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
         ^ u64::from(std::process::id()).rotate_left(32);
     let (commands, rx) = crossbeam_channel::unbounded();
-    let thread = std::thread::Builder::new()
-        .name("quota".into())
-        .spawn(move || {
-            let mut poller = Poller::new(config, out, Jitter::new(seed), SystemTime::now());
-            poller.run(&rx, &beat);
-        })?;
+    let thread = std::thread::Builder::new().name("quota".into()).spawn(move || {
+        let mut poller = Poller::new(config, out, Jitter::new(seed), SystemTime::now());
+        poller.run(&rx, &beat);
+    })?;
     Ok(QuotaHandle { commands, thread })
 }
 
@@ -131,19 +118,8 @@ struct Poller {
 }
 
 impl Poller {
-    fn new(
-        config: Arc<Config>,
-        out: Sender<QuotaReport>,
-        jitter: Jitter,
-        now: SystemTime,
-    ) -> Poller {
-        let mut p = Poller {
-            agent: agent(&config),
-            config: Arc::clone(&config),
-            accounts: Vec::new(),
-            jitter,
-            out,
-        };
+    fn new(config: Arc<Config>, out: Sender<QuotaReport>, jitter: Jitter, now: SystemTime) -> Poller {
+        let mut p = Poller { agent: agent(&config), config: Arc::clone(&config), accounts: Vec::new(), jitter, out };
         p.configure(config, now);
         p
     }
@@ -197,10 +173,8 @@ impl Poller {
         self.agent = agent(&config);
         let mut old = std::mem::take(&mut self.accounts);
         for ac in &config.accounts {
-            let kept = old
-                .iter()
-                .position(|a| a.name == ac.name && a.config_dir == ac.config_dir)
-                .map(|i| old.swap_remove(i));
+            let kept =
+                old.iter().position(|a| a.name == ac.name && a.config_dir == ac.config_dir).map(|i| old.swap_remove(i));
             self.accounts.push(kept.unwrap_or_else(|| AccountPoll {
                 name: ac.name.clone(),
                 config_dir: ac.config_dir.clone(),
@@ -222,28 +196,20 @@ impl Poller {
             Ok(token) if account.refused == Some(fingerprint(token.secret())) => {
                 // Still the token the endpoint refused: wait for a new one,
                 // quietly.
-                account.schedule.record(
-                    &Err::<(), _>(PollError::TokenExpired),
-                    quota,
-                    &mut self.jitter,
-                    now,
-                );
+                account.schedule.record(&Err::<(), _>(PollError::TokenExpired), quota, &mut self.jitter, now);
                 return true;
             }
             Ok(token) => {
                 let secret = token.secret();
                 let outcome = request(&self.agent, &quota.usage_url, secret);
-                account.refused =
-                    matches!(outcome, Err(PollError::Unauthorized)).then(|| fingerprint(secret));
+                account.refused = matches!(outcome, Err(PollError::Unauthorized)).then(|| fingerprint(secret));
                 outcome.map_err(|e| redact(e, secret))
             }
         };
         // Spaced from the answer, not the question: a slow answer must not
         // shorten the gap the server sees.
         let now = SystemTime::now();
-        account
-            .schedule
-            .record(&outcome, quota, &mut self.jitter, now);
+        account.schedule.record(&outcome, quota, &mut self.jitter, now);
         let next_poll_at = account.schedule.next_at;
         match &outcome {
             Err(e) if e.no_request() => {
@@ -262,14 +228,7 @@ impl Poller {
                 log::debug!("account {}: usage polled", account.name);
             }
         }
-        self.out
-            .send(QuotaReport::Polled {
-                account: account.name.clone(),
-                at: now,
-                outcome,
-                next_poll_at,
-            })
-            .is_ok()
+        self.out.send(QuotaReport::Polled { account: account.name.clone(), at: now, outcome, next_poll_at }).is_ok()
     }
 }
 
@@ -298,12 +257,7 @@ fn request(agent: &ureq::Agent, url: &str, token: &str) -> Result<Windows, PollE
     let status = response.status().as_u16();
     match status {
         200..=299 => {
-            let body = response
-                .body_mut()
-                .with_config()
-                .limit(MAX_BODY)
-                .read_to_string()
-                .map_err(transport_error)?;
+            let body = response.body_mut().with_config().limit(MAX_BODY).read_to_string().map_err(transport_error)?;
             parse_usage(&body).map_err(PollError::Garbage)
         }
         401 => Err(PollError::Unauthorized),
@@ -322,17 +276,10 @@ fn request(agent: &ureq::Agent, url: &str, token: &str) -> Result<Windows, PollE
 fn transport_error(e: ureq::Error) -> PollError {
     match e {
         ureq::Error::Timeout(_) => PollError::Timeout,
-        ureq::Error::Io(io)
-            if matches!(
-                io.kind(),
-                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-            ) =>
-        {
+        ureq::Error::Io(io) if matches!(io.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => {
             PollError::Timeout
         }
-        ureq::Error::BodyExceedsLimit(_) => {
-            PollError::Garbage(format!("answer longer than {MAX_BODY} bytes"))
-        }
+        ureq::Error::BodyExceedsLimit(_) => PollError::Garbage(format!("answer longer than {MAX_BODY} bytes")),
         other => PollError::Network(other.to_string()),
     }
 }
@@ -358,8 +305,7 @@ fn fingerprint(token: &str) -> u64 {
 /// The access token, when there is one that has not expired. It leaves
 /// this function only to go into the `Authorization` header.
 fn read_token(config_dir: &Path, now: SystemTime) -> Result<Token, PollError> {
-    let creds =
-        Credentials::read(config_dir).map_err(|e| PollError::NoCredentials(e.to_string()))?;
+    let creds = Credentials::read(config_dir).map_err(|e| PollError::NoCredentials(e.to_string()))?;
     if creds.is_expired(now) {
         return Err(PollError::TokenExpired);
     }
@@ -367,7 +313,5 @@ fn read_token(config_dir: &Path, now: SystemTime) -> Result<Token, PollError> {
 }
 
 fn parse_usage(body: &str) -> Result<Windows, String> {
-    crate::claude::usage::parse(body)
-        .map(|usage| Windows::from(&usage))
-        .map_err(|e| e.to_string())
+    crate::claude::usage::parse(body).map(|usage| Windows::from(&usage)).map_err(|e| e.to_string())
 }
