@@ -72,7 +72,10 @@ impl<S: Supervisor> Coordinator<S> {
     /// Dispatch goes on only while the active account can work.
     pub(super) fn dispatch_allowed_by_quota(&self, now: SystemTime) -> bool {
         let Some(active) = &self.active_account else { return false };
-        self.swap.is_none() && !self.exhausted && !self.quotas.iter().any(|q| &q.name == active && q.exhausted(now))
+        self.swap.is_none()
+            && self.pending_swap.is_none()
+            && !self.exhausted
+            && !self.quotas.iter().any(|q| &q.name == active && q.exhausted(now))
     }
 
     /// Swaps when the quota says so; latches "all exhausted" once.
@@ -80,6 +83,17 @@ impl<S: Supervisor> Coordinator<S> {
         if self.swap.is_some() || !self.recovered || self.journal.is_some() {
             return;
         }
+        if self.pending_swap.is_none() {
+            self.decide_swap(now);
+        }
+        if !self.delivery_in_flight() {
+            if let Some((to, reason)) = self.pending_swap.take() {
+                self.start_swap(&to, &reason, now);
+            }
+        }
+    }
+
+    fn decide_swap(&mut self, now: SystemTime) {
         let Some(active) = self.active_account.clone() else { return };
         match should_swap(&active, &self.quotas, &self.config.quota, self.last_swap_at, now) {
             Verdict::Stay => {
@@ -104,7 +118,8 @@ impl<S: Supervisor> Coordinator<S> {
                         json!({"account": decision.to}),
                     );
                 }
-                self.start_swap(&decision.to, decision.reason.as_str(), now);
+                // Started by consider_swap once no paste is in flight.
+                self.pending_swap = Some((decision.to, decision.reason.as_str().into()));
             }
             Verdict::AllExhausted(reason) => {
                 if !self.exhausted {
@@ -145,7 +160,7 @@ impl<S: Supervisor> Coordinator<S> {
 
     /// `POST /failover`: to a named account, or to the best other one.
     pub(super) fn failover_request(&mut self, to: Option<String>) -> Reply {
-        if self.swap.is_some() {
+        if self.swap.is_some() || self.pending_swap.is_some() {
             return Err(ControlError::Conflict("a swap is already running".into()));
         }
         let now = SystemTime::now();
@@ -176,8 +191,19 @@ impl<S: Supervisor> Coordinator<S> {
                 }
             }
         };
-        self.start_swap(&target, "manual", now);
+        if self.delivery_in_flight() {
+            // A paste into a session being stopped would be lost: the swap
+            // starts as soon as the dispatcher answers.
+            self.pending_swap = Some((target.clone(), "manual".into()));
+        } else {
+            self.start_swap(&target, "manual", now);
+        }
         Ok(json!({"accepted": true, "from": active, "to": target}))
+    }
+
+    /// A task is being pasted into some session right now.
+    fn delivery_in_flight(&self) -> bool {
+        self.sessions.values().any(|s| s.offered)
     }
 
     /// Plans a swap of every session to `to` and hands it to the switcher.

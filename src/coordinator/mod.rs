@@ -100,6 +100,8 @@ pub struct Coordinator<S: Supervisor> {
     quotas: Vec<AccountQuota>,
     /// The swap running now, if any.
     swap: Option<crate::switcher::Plan>,
+    /// A requested swap (to, reason) waiting for in-flight deliveries.
+    pending_swap: Option<(String, String)>,
     last_swap: Option<SwapRecord>,
     last_swap_at: Option<SystemTime>,
     /// No account is eligible: dispatch waits, the event was sent once.
@@ -145,6 +147,7 @@ impl<S: Supervisor> Coordinator<S> {
             counts: BTreeMap::new(),
             quotas,
             swap: None,
+            pending_swap: None,
             last_swap: None,
             last_swap_at: None,
             exhausted: false,
@@ -233,6 +236,7 @@ impl<S: Supervisor> Coordinator<S> {
             Event::Dispatch(report) => self.on_dispatch_report(report),
             Event::Swap(finished) => self.on_swap_finished(finished, now),
         }
+        self.consider_swap(SystemTime::now());
         self.offer_work();
         self.publish();
     }
@@ -646,7 +650,10 @@ impl<S: Supervisor> Coordinator<S> {
             started_at: crate::time::rfc3339(self.started_at),
             active_account: self.active_account.clone(),
             dispatch_paused: self.dispatch_paused,
-            swap: SwapStatus { in_progress: self.swap.is_some(), last: self.last_swap.clone() },
+            swap: SwapStatus {
+                in_progress: self.swap.is_some() || self.pending_swap.is_some(),
+                last: self.last_swap.clone(),
+            },
             accounts,
             sessions,
             queues,
