@@ -408,6 +408,10 @@ impl<S: Supervisor> Coordinator<S> {
                 let source = crate::quota::LimitSource::Transcript;
                 self.limit_sighting(&session, source, resets_at, record_time, SystemTime::now());
             }
+            Report::Sample { session, limits } => self.statusline_sample(&session, &limits, SystemTime::now()),
+            Report::RateLimitFailure { session } => {
+                self.limit_sighting(&session, crate::quota::LimitSource::Hook, None, None, SystemTime::now());
+            }
         }
     }
 

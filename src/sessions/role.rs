@@ -86,15 +86,58 @@ impl Role {
 
     pub fn run(mut self, commands: Receiver<Command>, beat: Beat) {
         let ticks = crossbeam_channel::tick(OBSERVE_EVERY);
+        let (spool_tx, spool_rx) = crossbeam_channel::unbounded();
+        let spool = crate::hook::spool_dir(&self.config.state_dir);
+        if let Err(e) = std::fs::create_dir_all(&spool) {
+            log::error!("{}: cannot create the hook spool: {e}", spool.display());
+        }
+        let watcher = match crate::queue::InboxWatcher::start(vec![("spool".into(), spool.clone())], spool_tx) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log::error!("{e}: hook signals will not be read");
+                None
+            }
+        };
+        self.drain_spool(&spool);
         loop {
             beat.beat();
             select! {
                 recv(commands) -> cmd => match cmd {
                     Ok(cmd) => self.handle(cmd, &beat),
-                    Err(_) => return,
+                    Err(_) => break,
+                },
+                recv(spool_rx) -> ev => match ev {
+                    Ok(crate::queue::WatchEvent::Arrived { name, .. }) => self.spooled(&spool.join(name)),
+                    Ok(crate::queue::WatchEvent::Rescan { .. }) => self.drain_spool(&spool),
+                    Err(_) => {}
                 },
                 recv(ticks) -> _ => self.observe_all(),
             }
+        }
+        if let Some(w) = watcher {
+            w.stop();
+        }
+    }
+
+    /// Every file in the spool (at start, and after a watch overflow).
+    fn drain_spool(&mut self, spool: &Path) {
+        let Ok(entries) = std::fs::read_dir(spool) else { return };
+        for entry in entries.flatten() {
+            self.spooled(&entry.path());
+        }
+    }
+
+    /// One spooled hook document: read, removed, reported when it matters.
+    fn spooled(&mut self, path: &Path) {
+        let Some((claude_session_id, signal)) = super::spool::take(path) else { return };
+        let Some(session) =
+            self.ids.sessions.iter().find(|(_, r)| r.claude_session_id == claude_session_id).map(|(n, _)| n.clone())
+        else {
+            return log::debug!("hook for conversation {claude_session_id}, which no configured session runs");
+        };
+        match signal {
+            super::spool::Signal::Sample(limits) => self.report(Report::Sample { session, limits }),
+            super::spool::Signal::RateLimitFailure => self.report(Report::RateLimitFailure { session }),
         }
     }
 
