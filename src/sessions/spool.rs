@@ -23,7 +23,7 @@ pub fn read(text: &str) -> Option<(String, Signal)> {
     let input: HookInput = hook::parse(text).ok()?;
     let session_id = input.session_id.clone()?;
     if input.is_statusline() {
-        return (!input.rate_limits.is_empty()).then(|| (session_id, Signal::Sample(input.rate_limits)));
+        return (!input.rate_limits.is_empty()).then_some((session_id, Signal::Sample(input.rate_limits)));
     }
     let failed_on_limit = input.event.as_deref() == Some("StopFailure") && input.error.as_deref() == Some("rate_limit");
     failed_on_limit.then_some((session_id, Signal::RateLimitFailure))
