@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 
 /// How often every session is looked at.
 const OBSERVE_EVERY: Duration = Duration::from_secs(1);
+/// How long answering the trust dialog may take, and when keys that did not
+/// close it are sent again.
+const TRUST_ANSWER_WITHIN: Duration = Duration::from_secs(5);
+const TRUST_ANSWER_RETRY: Duration = Duration::from_millis(1500);
 
 /// One session this role watches.
 #[derive(Debug, Clone)]
@@ -95,7 +99,7 @@ impl Role {
                 self.stop(&session, beat);
                 self.launch(&session, &account);
             }
-            Command::AnswerTrust { session } => self.answer_trust(&session),
+            Command::AnswerTrust { session } => self.answer_trust(&session, beat),
             Command::Configure(config) => {
                 self.managed.retain(|name, _| config.session(name).is_some());
                 self.config = config;
@@ -206,17 +210,42 @@ impl Role {
         }
     }
 
-    /// Chooses "Yes, I trust this folder" from where the cursor stands.
-    fn answer_trust(&self, session: &str) {
-        let screen = match self.tmux.capture_pane(session) {
-            Ok(s) => s,
-            Err(e) => return log::warn!("{session}: cannot read the trust dialog: {e}"),
-        };
-        let Some(keys) = pane::trust_answer_keys(&screen) else {
-            return log::warn!("{session}: the trust dialog is not where expected; not answering it");
-        };
-        if let Err(e) = self.tmux.send_keys(session, &keys) {
-            log::warn!("{session}: answering the trust dialog failed: {e}");
+    /// Chooses "Yes, I trust this folder" from where the cursor stands, and
+    /// makes sure it landed: the coordinator asks once per appearance of the
+    /// dialog, so a half-drawn dialog or a lost key must not leave the session
+    /// waiting for good. Keys are recomputed from the screen before each try.
+    fn answer_trust(&self, session: &str, beat: &Beat) {
+        let deadline = Instant::now() + TRUST_ANSWER_WITHIN;
+        let mut last_sent: Option<Instant> = None;
+        loop {
+            beat.beat();
+            let screen = match self.tmux.capture_pane(session) {
+                Ok(s) => s,
+                Err(e) => return log::warn!("{session}: cannot read the trust dialog: {e}"),
+            };
+            if pane::classify(&screen) != PaneState::TrustDialog {
+                if last_sent.is_none() {
+                    log::debug!("{session}: the trust dialog is gone before it was answered");
+                }
+                return;
+            }
+            let due = last_sent.is_none_or(|t| t.elapsed() >= TRUST_ANSWER_RETRY);
+            if due {
+                if let Some(keys) = pane::trust_answer_keys(&screen) {
+                    if let Err(e) = self.tmux.send_keys(session, &keys) {
+                        return log::warn!("{session}: answering the trust dialog failed: {e}");
+                    }
+                    last_sent = Some(Instant::now());
+                }
+            }
+            if Instant::now() >= deadline {
+                return log::warn!(
+                    "{session}: the trust dialog is still open {} s after answering it (or not recognised); \
+                     leaving it",
+                    TRUST_ANSWER_WITHIN.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
