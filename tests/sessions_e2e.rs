@@ -290,6 +290,9 @@ fn sessions_launch_survive_a_killed_claude_and_a_daemon_restart() {
     assert_eq!(rig.pane_pid("ccl-a"), Some(pid_a), "ccl-a did not survive the daemon's stop");
     assert_eq!(rig.pane_pid("ccl-b"), Some(pid_b), "ccl-b did not survive the daemon's stop");
 
+    // The new daemon must take the conversation ids from what runs, not
+    // only from its state: lose the state file it would read them from.
+    std::fs::remove_file(rig.tmp.path().join("state/sessions.json")).expect("state/sessions.json");
     let daemon = rig.start("run2");
     for (name, id) in [("ccl-a", &id_a), ("ccl-b", &id_b)] {
         let s = daemon.wait_state(name, "idle", START);
@@ -304,6 +307,17 @@ fn sessions_launch_survive_a_killed_claude_and_a_daemon_restart() {
         !events.iter().any(|e| e["kind"] == "session_restarted" || e["kind"] == "session_died"),
         "the adopting daemon relaunched something: {events:?}"
     );
+
+    // An adopted session is watched like a launched one: killed, it comes
+    // back on the conversation it ran.
+    sigkill(pid_a);
+    let s = wait_for(START, "adopted ccl-a relaunched and idle", || {
+        let s = daemon.session("ccl-a");
+        (s["state"] == "idle" && s["restarts"] == 1).then_some(s)
+    });
+    assert_eq!(s["claude_session_id"], id_a.as_str(), "{s}");
+    let pid = rig.pane_pid("ccl-a").expect("ccl-a's pane");
+    assert!(resumes(pid, &id_a), "relaunched as {:?}", cmdline(pid));
 }
 
 /// A restart by request (POST /sessions/NAME/restart): the session is

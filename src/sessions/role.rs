@@ -129,6 +129,14 @@ impl Role {
                     SessionFile::read(&session_file::path_for(&config_dir, pid)).ok().and_then(|f| f.session_id)
                 });
             let id = id.unwrap_or_default();
+            // What runs is the truth: a later relaunch must resume this
+            // conversation even when sessions.json was lost or is stale.
+            let known = self.ids.sessions.get(&s.name);
+            if !id.is_empty() && known.is_none_or(|r| r.claude_session_id != id || r.account != account) {
+                let record = IdRecord { claude_session_id: id.clone(), account: account.clone() };
+                self.ids.sessions.insert(s.name.clone(), record);
+                self.save_ids();
+            }
             self.managed.insert(s.name.clone(), Managed { config_dir, pid: Some(pid) });
             self.report(Report::Adopted { session: s.name.clone(), account, claude_session_id: id });
         }
