@@ -24,6 +24,10 @@ use std::time::{Duration, Instant};
 
 /// How often every session is looked at.
 const OBSERVE_EVERY: Duration = Duration::from_secs(1);
+/// How long answering the trust dialog may take, and when keys that did not
+/// close it are sent again.
+const TRUST_ANSWER_WITHIN: Duration = Duration::from_secs(5);
+const TRUST_ANSWER_RETRY: Duration = Duration::from_millis(1500);
 
 /// One session this role watches.
 #[derive(Debug)]
@@ -153,7 +157,7 @@ impl Role {
                 self.stop(&session, beat);
                 self.launch(&session, &account);
             }
-            Command::AnswerTrust { session } => self.answer_trust(&session),
+            Command::AnswerTrust { session } => self.answer_trust(&session, beat),
             Command::Track { session, account, claude_session_id, pid } => {
                 let Some(m) = Managed::new(&self.config, &session, &account, &claude_session_id, pid) else { return };
                 self.managed.insert(session.clone(), m);
@@ -189,6 +193,14 @@ impl Role {
                     SessionFile::read(&session_file::path_for(&config_dir, pid)).ok().and_then(|f| f.session_id)
                 });
             let id = id.unwrap_or_default();
+            // What runs is the truth: a later relaunch must resume this
+            // conversation even when sessions.json was lost or is stale.
+            let known = self.ids.sessions.get(&s.name);
+            if !id.is_empty() && known.is_none_or(|r| r.claude_session_id != id || r.account != account) {
+                let record = IdRecord { claude_session_id: id.clone(), account: account.clone() };
+                self.ids.sessions.insert(s.name.clone(), record);
+                self.save_ids();
+            }
             if let Some(m) = Managed::new(&self.config, &s.name, &account, &id, pid) {
                 self.managed.insert(s.name.clone(), m);
             }
@@ -274,17 +286,42 @@ impl Role {
         }
     }
 
-    /// Chooses "Yes, I trust this folder" from where the cursor stands.
-    fn answer_trust(&self, session: &str) {
-        let screen = match self.tmux.capture_pane(session) {
-            Ok(s) => s,
-            Err(e) => return log::warn!("{session}: cannot read the trust dialog: {e}"),
-        };
-        let Some(keys) = pane::trust_answer_keys(&screen) else {
-            return log::warn!("{session}: the trust dialog is not where expected; not answering it");
-        };
-        if let Err(e) = self.tmux.send_keys(session, &keys) {
-            log::warn!("{session}: answering the trust dialog failed: {e}");
+    /// Chooses "Yes, I trust this folder" from where the cursor stands, and
+    /// makes sure it landed: the coordinator asks once per appearance of the
+    /// dialog, so a half-drawn dialog or a lost key must not leave the session
+    /// waiting for good. Keys are recomputed from the screen before each try.
+    fn answer_trust(&self, session: &str, beat: &Beat) {
+        let deadline = Instant::now() + TRUST_ANSWER_WITHIN;
+        let mut last_sent: Option<Instant> = None;
+        loop {
+            beat.beat();
+            let screen = match self.tmux.capture_pane(session) {
+                Ok(s) => s,
+                Err(e) => return log::warn!("{session}: cannot read the trust dialog: {e}"),
+            };
+            if pane::classify(&screen) != PaneState::TrustDialog {
+                if last_sent.is_none() {
+                    log::debug!("{session}: the trust dialog is gone before it was answered");
+                }
+                return;
+            }
+            let due = last_sent.is_none_or(|t| t.elapsed() >= TRUST_ANSWER_RETRY);
+            if due {
+                if let Some(keys) = pane::trust_answer_keys(&screen) {
+                    if let Err(e) = self.tmux.send_keys(session, &keys) {
+                        return log::warn!("{session}: answering the trust dialog failed: {e}");
+                    }
+                    last_sent = Some(Instant::now());
+                }
+            }
+            if Instant::now() >= deadline {
+                return log::warn!(
+                    "{session}: the trust dialog is still open {} s after answering it (or not recognised); \
+                     leaving it",
+                    TRUST_ANSWER_WITHIN.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
