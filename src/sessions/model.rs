@@ -124,6 +124,9 @@ pub struct Session {
     /// Being moved to another account by a swap: observations mean nothing
     /// until the switcher reports it moved.
     pub moving: bool,
+    /// A launch or restart was ordered and not reported yet: an observation
+    /// queued before the order must not make it look idle.
+    pub launching: bool,
     pub restarts: u32,
     pub launched_at: Option<Instant>,
     /// When to relaunch after a death; None while alive or not yet due.
@@ -148,6 +151,7 @@ impl Session {
             work: None,
             offered: false,
             moving: false,
+            launching: false,
             restarts: 0,
             launched_at: None,
             relaunch_at: None,
@@ -164,13 +168,14 @@ impl Session {
         self.claude_session_id = Some(claude_session_id.into());
         self.activity = Activity::Starting;
         self.launched_at = Some(now);
+        self.launching = false;
         self.relaunch_at = None;
         self.waiting_for = None;
     }
 
     /// Folds one observation in; says what the coordinator should do.
     pub fn observe(&mut self, seen: Seen, now: Instant) -> Step {
-        if self.activity == Activity::Stopped || self.moving {
+        if self.activity == Activity::Stopped || self.moving || self.launching {
             // Not launched by us (yet): observations mean nothing.
             return Step::Nothing;
         }
