@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 /// How often every session is looked at.
 const OBSERVE_EVERY: Duration = Duration::from_secs(1);
+/// Every this many looks, the screen is read even when nothing else asks.
+const SCREEN_EVERY: u64 = 5;
 /// How long answering the trust dialog may take, and when keys that did not
 /// close it are sent again.
 const TRUST_ANSWER_WITHIN: Duration = Duration::from_secs(5);
@@ -37,6 +39,9 @@ struct Managed {
     /// Follows the conversation from where it stood when we took the session
     /// on, so every limit record read is new.
     transcript: Option<TranscriptReader>,
+    /// The last verdict: while it is idle or busy and Claude Code's session
+    /// file agrees, the screen need not be read every tick.
+    last: Option<Seen>,
 }
 
 impl Managed {
@@ -46,7 +51,7 @@ impl Managed {
             let len = std::fs::metadata(&p).map_or(0, |m| m.len());
             TranscriptReader::at(p, len)
         });
-        Some(Managed { config_dir, pid: Some(pid), transcript })
+        Some(Managed { config_dir, pid: Some(pid), transcript, last: None })
     }
 }
 
@@ -69,6 +74,8 @@ pub struct Role {
     out: Sender<Event>,
     managed: BTreeMap<String, Managed>,
     ids: Ids,
+    /// Observation rounds so far (for `SCREEN_EVERY`).
+    ticks: u64,
 }
 
 fn ids_path(config: &Config) -> PathBuf {
@@ -85,7 +92,7 @@ impl Role {
             }),
             Err(_) => Ids::default(),
         };
-        Role { config, tmux, out, managed: BTreeMap::new(), ids }
+        Role { config, tmux, out, managed: BTreeMap::new(), ids, ticks: 0 }
     }
 
     pub fn run(mut self, commands: Receiver<Command>, beat: Beat) {
@@ -351,11 +358,30 @@ impl Role {
         }
     }
 
+    /// One `list-panes -a` for every session, then per session its session
+    /// file and transcript (cheap reads); the screen only when those cannot
+    /// tell (no file yet, a dialog, a limit, starting) or every
+    /// `SCREEN_EVERY` ticks, to catch what only the screen shows.
     fn observe_all(&mut self) {
+        if self.managed.is_empty() {
+            return;
+        }
+        self.ticks = self.ticks.wrapping_add(1);
+        let panes = match self.tmux.list_all_panes() {
+            Ok(p) => p,
+            Err(e) => return log::warn!("cannot list tmux panes: {e}"),
+        };
         let names: Vec<String> = self.managed.keys().cloned().collect();
         for name in names {
             self.read_transcript(&name);
-            let seen = self.observe(&name);
+            let pane = panes.iter().find(|(s, p)| *s == name && !p.dead).map(|(_, p)| p);
+            let seen = match pane {
+                Some(pane) => self.observe(&name, pane),
+                None => {
+                    self.managed.remove(&name);
+                    Seen::Missing
+                }
+            };
             self.report(Report::Seen { session: name, seen });
         }
     }
@@ -375,31 +401,29 @@ impl Role {
         }
     }
 
-    fn observe(&mut self, name: &str) -> Seen {
-        let pane = match self.tmux.list_panes(name) {
-            Ok(panes) => panes.into_iter().find(|p| !p.dead),
-            Err(e) if e.is_missing() => None,
-            Err(e) => {
-                log::warn!("{name}: cannot list panes: {e}");
-                return Seen::Starting;
-            }
-        };
-        let Some(pane) = pane else {
-            self.managed.remove(name);
-            return Seen::Missing;
-        };
+    fn observe(&mut self, name: &str, pane: &crate::tmux::PaneInfo) -> Seen {
+        let periodic = self.ticks % SCREEN_EVERY == 0;
         let Some(managed) = self.managed.get_mut(name) else { return Seen::Missing };
         managed.pid = Some(pane.pid);
         let file = SessionFile::read(&session_file::path_for(&managed.config_dir, pane.pid)).ok();
-        let screen = match self.tmux.capture_pane(&pane.pane_id) {
-            Ok(text) => pane::classify(&text),
-            Err(TmuxError::NoSession { .. }) | Err(TmuxError::NoServer { .. }) => return Seen::Missing,
-            Err(e) => {
-                log::warn!("{name}: capture failed: {e}");
-                PaneState::Unknown
+        let file_says = file.as_ref().and_then(|f| f.status.clone());
+        let settled = matches!(managed.last, Some(Seen::Idle | Seen::Busy));
+        let look = periodic || !settled || !matches!(file_says, Some(SessionStatus::Idle | SessionStatus::Busy));
+        let screen = if look {
+            match self.tmux.capture_pane(&pane.pane_id) {
+                Ok(text) => pane::classify(&text),
+                Err(TmuxError::NoSession { .. }) | Err(TmuxError::NoServer { .. }) => return Seen::Missing,
+                Err(e) => {
+                    log::warn!("{name}: capture failed: {e}");
+                    PaneState::Unknown
+                }
             }
+        } else {
+            PaneState::Unknown
         };
-        combine(file.as_ref(), &screen)
+        let seen = combine(file.as_ref(), &screen);
+        managed.last = Some(seen.clone());
+        seen
     }
 }
 
