@@ -402,7 +402,7 @@ impl Role {
     }
 
     fn observe(&mut self, name: &str, pane: &crate::tmux::PaneInfo) -> Seen {
-        let periodic = self.ticks % SCREEN_EVERY == 0;
+        let periodic = self.ticks.is_multiple_of(SCREEN_EVERY);
         let Some(managed) = self.managed.get_mut(name) else { return Seen::Missing };
         managed.pid = Some(pane.pid);
         let file = SessionFile::read(&session_file::path_for(&managed.config_dir, pane.pid)).ok();
