@@ -5,7 +5,7 @@
 //! It decides nothing: backoff, trust answers and dispatch are the
 //! coordinator's.
 
-use super::launch::{self, Conversation};
+use super::launch;
 use super::model::Seen;
 use super::{Command, Report};
 use crate::claude::pane::{self, PaneState};
@@ -252,32 +252,12 @@ impl Role {
     }
 
     fn try_launch(&mut self, session: &str, account: &str) -> Result<String, String> {
-        let config = Arc::clone(&self.config);
-        let acct = config.account(account).ok_or_else(|| format!("no account named {account:?}"))?;
-        let sc = config.session(session).ok_or_else(|| format!("no session named {session:?}"))?;
-        let project = config.project(&sc.project).ok_or_else(|| format!("no project named {:?}", sc.project))?;
         let id = match self.ids.sessions.get(session) {
             Some(r) => r.claude_session_id.clone(),
             None => launch::new_session_id().map_err(|e| format!("cannot make a conversation id: {e}"))?,
         };
-        let conversation =
-            if transcript_exists(&acct.config_dir, &config.claude.shared_projects_dir, &project.path, &id) {
-                Conversation::Resume
-            } else {
-                Conversation::Start
-            };
-        let spec = launch::spec(&config, session, account, &id, conversation).map_err(|e| e.to_string())?;
-        let unset: Vec<&str> = spec.unset.iter().map(String::as_str).collect();
-        let spawned = self
-            .tmux
-            .new_session(session, &spec.cwd, config.tmux.width, config.tmux.height, &spec.env, &unset, &spec.command)
-            .map_err(|e| e.to_string())?;
-        log::info!(
-            "{session}: launched on {account} ({} {id}), pid {}",
-            if conversation == Conversation::Resume { "resuming" } else { "starting" },
-            spawned.pid
-        );
-        if let Some(m) = Managed::new(&config, session, account, &id, spawned.pid) {
+        let (_, spawned) = launch::start(&self.tmux, &self.config, session, account, &id)?;
+        if let Some(m) = Managed::new(&self.config, session, account, &id, spawned.pid) {
             self.managed.insert(session.into(), m);
         }
         self.ids.sessions.insert(session.into(), IdRecord { claude_session_id: id.clone(), account: account.into() });
@@ -336,26 +316,7 @@ impl Role {
     /// then kills the tmux session.
     fn stop(&mut self, session: &str, beat: &Beat) {
         self.managed.remove(session);
-        if !matches!(self.tmux.has_session(session), Ok(true)) {
-            return;
-        }
-        let _ = self.tmux.send_keys(session, &["Escape"]);
-        let _ = self.tmux.send_keys_literal(session, "/exit");
-        let _ = self.tmux.send_keys(session, &["Enter"]);
-        let deadline = Instant::now() + Duration::from_secs(self.config.claude.stop_timeout_secs);
-        while Instant::now() < deadline {
-            beat.beat();
-            if !matches!(self.tmux.has_session(session), Ok(true)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        log::warn!("{session}: did not exit within {} s; killing it", self.config.claude.stop_timeout_secs);
-        if let Err(e) = self.tmux.kill_session(session) {
-            if !e.is_missing() {
-                log::error!("{session}: kill failed: {e}");
-            }
-        }
+        launch::stop(&self.tmux, session, Duration::from_secs(self.config.claude.stop_timeout_secs), beat);
     }
 
     /// One `list-panes -a` for every session, then per session its session
@@ -453,12 +414,6 @@ pub fn combine(file: Option<&SessionFile>, screen: &PaneState) -> Seen {
         PaneState::Idle => Seen::Idle,
         _ => Seen::Starting,
     }
-}
-
-fn transcript_exists(config_dir: &Path, shared: &Path, cwd: &Path, id: &str) -> bool {
-    let key = crate::claude::project_key(cwd);
-    let file = format!("{id}.jsonl");
-    config_dir.join("projects").join(&key).join(&file).exists() || shared.join(&key).join(&file).exists()
 }
 
 /// A variable from a running process's environment (/proc/PID/environ).
