@@ -46,7 +46,7 @@ fn wait_all_in(rig: &Rig, daemon: &Daemon, project: &str, folder: &str, names: &
 
 /// What the fake API answers a prompt: "Done: " and its first 40 characters.
 fn fake_answer(prompt: &str) -> String {
-    format!("Done: {}", prompt.chars().take(40).collect::<String>())
+    format!("Done: {}", prompt.trim().chars().take(40).collect::<String>())
 }
 
 /// Checks one done/ task: its result names a session of `sessions`, one
@@ -113,7 +113,7 @@ fn a_multi_line_task_with_a_code_block_arrives_whole_as_one_turn() {
     let rig = Rig::new(&["p"], &[("s1", "p")], &dispatch_table(1, ""));
     let body = "e2e-multiline: review this function and say what it prints.\n\n\
                 ```rust\nfn main() {\n    let xs = [1, 2, 3];\n    for x in xs {\n        println!(\"{x} -> {}\", x * 2);\n    }\n}\n```\n\n\
-                Then, on a new paragraph: keep  double  spaces, tabs\there, and `inline code`.\n";
+                Then, on a new paragraph: keep  double  spaces (Claude Code turns a tab into four spaces), and `inline code`.\n";
     let daemon = rig.start();
     wait_idle(&daemon, &["s1"], START);
     rig.drop_task("p", "multi.md", &format!("+++\npriority = 1\n+++\n{body}"));
