@@ -70,7 +70,11 @@ fn check_done(rig: &Rig, project: &str, name: &str, text: &str, sessions: &[&str
 fn twenty_tasks_over_two_projects_and_three_sessions_each_done_once() {
     let _lock = support::claude_lock();
     let began = Instant::now();
-    let rig = Rig::new(&["alpha-proj", "beta-proj"], &[("a1", "alpha-proj"), ("a2", "alpha-proj"), ("b1", "beta-proj")], &dispatch_table(1, ""));
+    let rig = Rig::new(
+        &["alpha-proj", "beta-proj"],
+        &[("a1", "alpha-proj"), ("a2", "alpha-proj"), ("b1", "beta-proj")],
+        &dispatch_table(1, ""),
+    );
     let mut tasks: Vec<(&str, String, String)> = Vec::new();
     for i in 0..20 {
         let project = if i % 3 == 2 { "beta-proj" } else { "alpha-proj" };
@@ -190,9 +194,8 @@ fn a_daemon_killed_mid_dispatch_loses_nothing_and_sends_nothing_twice() {
     let rig = Rig::new(&["p"], &[("s1", "p"), ("s2", "p")], &dispatch_table(1, ""));
     let mut daemon = rig.start();
     wait_idle(&daemon, &["s1", "s2"], START);
-    let tasks: Vec<(String, String)> = (0..10)
-        .map(|i| (format!("crash-{i:02}.md"), format!("e2e-crash-{i:02}: answer with one word.\n")))
-        .collect();
+    let tasks: Vec<(String, String)> =
+        (0..10).map(|i| (format!("crash-{i:02}.md"), format!("e2e-crash-{i:02}: answer with one word.\n"))).collect();
     for (name, text) in &tasks {
         rig.drop_task("p", name, text);
     }
@@ -271,8 +274,7 @@ fn priority_orders_and_a_pinned_task_goes_only_to_its_session() {
         rig.drop_task("p", name, &format!("+++\nsession = \"s2\"\n+++\n{text}"));
     }
     daemon.request("POST", "/dispatch/resume", Some("{}"), &[]).unwrap();
-    let all: Vec<String> =
-        unpinned.iter().map(|u| u.0.to_string()).chain(pinned.iter().map(|p| p.0.clone())).collect();
+    let all: Vec<String> = unpinned.iter().map(|u| u.0.to_string()).chain(pinned.iter().map(|p| p.0.clone())).collect();
     wait_all_in(&rig, &daemon, "p", "done", &all, Duration::from_secs(150));
     for (name, text) in &pinned {
         check_done(&rig, "p", name, text, &["s2"], Some(1));

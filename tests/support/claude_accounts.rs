@@ -51,13 +51,7 @@ impl Rig {
         Rig::with_binary(projects, sessions, extra, &super::claude_binary(), &[])
     }
 
-    pub fn with_binary(
-        projects: &[&str],
-        sessions: &[(&str, &str)],
-        extra: &str,
-        binary: &Path,
-        args: &[&str],
-    ) -> Rig {
+    pub fn with_binary(projects: &[&str], sessions: &[(&str, &str)], extra: &str, binary: &Path, args: &[&str]) -> Rig {
         let dir = super::temp_dir();
         let api = FakeApi::start();
         let tmux = TmuxServer::new();
@@ -167,9 +161,6 @@ pub fn wait_idle(daemon: &Daemon, sessions: &[&str], timeout: Duration) {
     super::wait_for(timeout, &format!("sessions {sessions:?} to be idle"), || {
         let st = status(daemon)?;
         let all = st["sessions"].as_array()?;
-        sessions
-            .iter()
-            .all(|name| all.iter().any(|s| s["name"] == *name && s["state"] == "idle"))
-            .then_some(())
+        sessions.iter().all(|name| all.iter().any(|s| s["name"] == *name && s["state"] == "idle")).then_some(())
     });
 }
