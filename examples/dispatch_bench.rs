@@ -317,7 +317,6 @@ config_dir = "{root}/accounts/alpha"
     };
 
     let mut closed: Vec<(String, SystemTime, SystemTime)> = Vec::new();
-    let mut pasted_lines = 0usize;
     for i in 0..tasks {
         // An idle session with no task, and the dispatcher done with the last
         // delivery (its Enter arrived, and the confirmation has had time).
@@ -335,9 +334,8 @@ config_dir = "{root}/accounts/alpha"
         closed.push((marker.clone(), at, polled_at));
         wait_until(Duration::from_secs(15), &format!("{marker} to be pasted and submitted"), || {
             let text = std::fs::read_to_string(&paste_log).ok()?;
-            (text.lines().count() > pasted_lines && text.contains(&marker)).then_some(())
+            (text.lines().count() > i && text.contains(&marker)).then_some(())
         })?;
-        pasted_lines += 1;
         std::thread::sleep(Duration::from_millis(300));
     }
     wait_until(POLL_EVERY * 2, "the polling loop's last scan", || {

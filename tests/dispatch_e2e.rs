@@ -231,6 +231,47 @@ fn a_daemon_killed_mid_dispatch_loses_nothing_and_sends_nothing_twice() {
     eprintln!("at the kill: done {} active {} inbox {}", at_kill.0, at_kill.1, at_kill.2);
 }
 
+/// The worst instant for a crash: a task pasted into a session's input box,
+/// its Enter not yet sent. The text must not ride along with the next task.
+#[test]
+fn a_daemon_killed_between_paste_and_enter_sends_each_task_once() {
+    let _lock = support::claude_lock();
+    let rig = Rig::new(&["p"], &[("s1", "p"), ("s2", "p")], &dispatch_table(1, ""));
+    let mut daemon = rig.start();
+    wait_idle(&daemon, &["s1", "s2"], START);
+    let tasks: Vec<(String, String)> = (0..6)
+        .map(|i| {
+            (
+                format!("torn-{i:02}.md"),
+                format!(
+                    "e2e-torn-{i:02}: answer with one word.\nline 2\nline 3\nline 4\nline 5\nline 6\nline 7\nline 8\n"
+                ),
+            )
+        })
+        .collect();
+    for (name, text) in &tasks {
+        rig.drop_task("p", name, text);
+    }
+    let tmux = rig.tmux.tmux();
+    let torn = support::wait_for(Duration::from_secs(60), "a paste waiting for its Enter", || {
+        ["s1", "s2"].into_iter().find(|s| tmux.capture_pane(s).is_ok_and(|screen| screen.contains("[Pasted text")))
+    });
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    drop(daemon);
+    let daemon = rig.start();
+    let names: Vec<String> = tasks.iter().map(|t| t.0.clone()).collect();
+    wait_all_in(&rig, &daemon, "p", "done", &names, Duration::from_secs(180));
+    for (name, text) in &tasks {
+        let first = text.lines().next().unwrap();
+        assert_eq!(rig.api.count_text(first), 1, "{name} (killed with a paste in {torn}): {:?}", rig.api.user_texts());
+    }
+    for turn in rig.api.user_texts() {
+        assert_eq!(turn.matches("e2e-torn-").count(), 1, "two tasks in one turn: {turn}");
+    }
+    assert!(std::fs::read_dir(rig.folder("p", "active")).unwrap().next().is_none(), "leftovers in active/");
+}
+
 #[test]
 fn a_task_waits_while_dispatch_is_paused_and_goes_on_resume() {
     let _lock = support::claude_lock();
