@@ -487,8 +487,11 @@ fn last_assistant_text(transcript: &Path) -> Option<String> {
 }
 
 /// Whether the conversation holds a user turn with this task's text.
+/// Compared with white space collapsed: Claude Code 2.1.332 records a pasted
+/// tab as four spaces (and wraps the paste in `<pasted_content>`), so an exact
+/// match would miss a delivered task and send it a second time.
 fn transcript_has_prompt(transcript: &Path, body: &str) -> bool {
-    let want = body.trim();
+    let want = collapse_space(body);
     if want.is_empty() {
         return false;
     }
@@ -496,7 +499,29 @@ fn transcript_has_prompt(transcript: &Path, body: &str) -> bool {
         return false;
     };
     records.iter().any(|r| match &r.kind {
-        crate::claude::transcript::RecordKind::UserTurn { text } => text.trim() == want || text.contains(want),
+        crate::claude::transcript::RecordKind::UserTurn { text } => collapse_space(text).contains(&want),
         _ => false,
     })
+}
+
+/// Every run of white space as one space, trimmed.
+fn collapse_space(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prompt_is_found_through_pasted_content_and_tab_expansion() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("t.jsonl");
+        let recorded = "\n\n<pasted_content id=\"ab12\">\nfix it:\n    a    b\n</pasted_content id=\"ab12\">\n";
+        let line = json!({"type": "user", "message": {"role": "user", "content": recorded}});
+        std::fs::write(&path, format!("{line}\n")).expect("write");
+        assert!(transcript_has_prompt(&path, "fix it:\n\ta\tb\n"));
+        assert!(!transcript_has_prompt(&path, "fix it:\n\ta\tc\n"));
+        assert!(!transcript_has_prompt(&path, " \n"));
+    }
 }

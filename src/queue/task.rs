@@ -141,7 +141,13 @@ pub(crate) fn load_file(path: &Path, name: &str, max_bytes: u64, attempts: u32) 
     }
     check_kind(&opened)?;
     let mut raw = Vec::new();
-    (&mut file).take(max_bytes + 1).read_to_end(&mut raw).map_err(|e| Rejection::Unreadable(e.to_string()))?;
+    // Saturating: `Queue::active_body` reads with no limit (u64::MAX), where a
+    // plain `+ 1` panics in debug builds and wraps to 0 in release, which read
+    // the task as empty and sent it a second time after a restart.
+    (&mut file)
+        .take(max_bytes.saturating_add(1))
+        .read_to_end(&mut raw)
+        .map_err(|e| Rejection::Unreadable(e.to_string()))?;
     if raw.len() as u64 > max_bytes {
         // Grown since the lstat.
         return Err(Rejection::TooLarge { bytes: raw.len() as u64, max: max_bytes }.into());
@@ -253,5 +259,14 @@ mod tests {
         ] {
             assert!(matches!(split_front_matter(bad), Err(Rejection::FrontMatter(_))), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn no_limit_reads_the_whole_task() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("a.md");
+        std::fs::write(&path, "+++\npriority = 2\n+++\nthe body\n").expect("write");
+        let task = load_file(&path, "a.md", u64::MAX, 0).expect("loads");
+        assert_eq!((task.body.as_str(), task.priority), ("the body\n", 2));
     }
 }
