@@ -213,8 +213,19 @@ fn one_line(e: &toml::de::Error) -> String {
     e.message().trim().replace('\n', " ")
 }
 
+/// The dispatch order of two waiting tasks, each `(priority, name)`: higher
+/// priority first, then oldest first by file name.
+pub fn takes_first(a: (i64, &str), b: (i64, &str)) -> Ordering {
+    b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1))
+}
+
+/// Whether `session` may take a task pinned (front matter `session`) to `pin`.
+pub fn may_take(pin: Option<&str>, session: &str) -> bool {
+    pin.is_none_or(|p| p == session)
+}
+
 fn by_priority_then_name(a: &Task, b: &Task) -> Ordering {
-    b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name))
+    takes_first((a.priority, &a.name), (b.priority, &b.name))
 }
 
 /// Dispatch order: higher priority first, then oldest first by file name.
@@ -226,10 +237,7 @@ pub fn order(mut tasks: Vec<Task>) -> Vec<Task> {
 /// The first task, in dispatch order, that `session` may take: unpinned tasks
 /// and tasks pinned to it. `tasks` need not be sorted.
 pub fn pick<'a>(tasks: &'a [Task], session: &str) -> Option<&'a Task> {
-    tasks
-        .iter()
-        .filter(|t| t.session.as_deref().is_none_or(|s| s == session))
-        .min_by(|a, b| by_priority_then_name(a, b))
+    tasks.iter().filter(|t| may_take(t.session.as_deref(), session)).min_by(|a, b| by_priority_then_name(a, b))
 }
 
 #[cfg(test)]
