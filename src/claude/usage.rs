@@ -134,11 +134,14 @@ fn window(name: &str, o: &Map<String, Value>, required: bool) -> Result<Option<Q
         Some(Value::Null) => return Ok(None),
         None if required => return Err(bad(name, "no utilization".into())),
         None => return Ok(None),
-        Some(v) => number(v).ok_or_else(|| bad(name, format!("utilization {} is not a number", quote(v))))?,
+        Some(v) => {
+            let n = number(v).ok_or_else(|| bad(name, format!("utilization {} is not a number", quote(v))))?;
+            if !(0.0..=100.0).contains(&n) {
+                return Err(bad(name, format!("utilization {} is outside 0-100", quote(v))));
+            }
+            n
+        }
     };
-    if !(0.0..=100.0).contains(&utilization) {
-        return Err(bad(name, format!("utilization {utilization} is outside 0-100")));
-    }
     let resets_at = match o.get("resets_at") {
         None | Some(Value::Null) => None,
         Some(r) => {
