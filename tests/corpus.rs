@@ -109,7 +109,13 @@ fn sighup_with_a_broken_file_keeps_the_old_config_running() {
     let port = free_port();
     let good = config_text(dir.path(), port, "");
     let d = Daemon::start(dir.path(), &good, port, &[]);
-    let broken = ["05-threshold-over-100", "11-no-accounts", "18-listen-public-without-token", "30-duplicate-key", "33-not-utf8"];
+    let broken = [
+        "05-threshold-over-100",
+        "11-no-accounts",
+        "18-listen-public-without-token",
+        "30-duplicate-key",
+        "33-not-utf8",
+    ];
     for (i, case) in broken.iter().enumerate() {
         let fixture = corpus("config").join(format!("{case}.toml"));
         let (key, _) = config_expectation(&fixture);
@@ -127,7 +133,8 @@ fn sighup_with_a_broken_file_keeps_the_old_config_running() {
         let (code, status) = d.get("/status").unwrap();
         assert_eq!(code, 200, "{case}");
         let status: Value = serde_json::from_str(&status).unwrap();
-        let names: Vec<&str> = status["accounts"].as_array().unwrap().iter().filter_map(|a| a["name"].as_str()).collect();
+        let names: Vec<&str> =
+            status["accounts"].as_array().unwrap().iter().filter_map(|a| a["name"].as_str()).collect();
         assert_eq!(names, ["alpha", "beta"], "{case}: the old config must stay");
         assert_eq!(d.get("/healthz").unwrap().0, 200, "{case}");
     }
@@ -196,7 +203,8 @@ fn malformed_tasks_dropped_into_a_running_inbox_go_to_failed_and_good_ones_stay(
     std::fs::create_dir_all(&staging).unwrap();
 
     let all = cases("tasks");
-    let (good, bad): (Vec<_>, Vec<_>) = all.iter().partition(|c| c.get("good").and_then(toml::Value::as_bool) == Some(true));
+    let (good, bad): (Vec<_>, Vec<_>) =
+        all.iter().partition(|c| c.get("good").and_then(toml::Value::as_bool) == Some(true));
     assert!(bad.len() >= 15, "the task corpus has {} bad cases", bad.len());
     for case in &good {
         drop_task(case, &inbox, &outside, &staging);
@@ -363,7 +371,8 @@ fn malformed_http_requests_get_the_right_4xx_and_the_daemon_keeps_answering() {
         assert!(case.accept.contains(&code), "{}: got {code}, want one of {:?}:\n{text}", case.wrong, case.accept);
         if case.ours && (400..500).contains(&code) {
             let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-            let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{}: body not JSON: {body}", case.wrong));
+            let v: Value =
+                serde_json::from_str(body).unwrap_or_else(|_| panic!("{}: body not JSON: {body}", case.wrong));
             assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{}: {body}", case.wrong);
         }
         assert!(started.elapsed() < Duration::from_secs(5), "{}: took {:?}", case.wrong, started.elapsed());
@@ -467,7 +476,9 @@ fn the_poller_reports_every_malformed_answer_and_credentials_file_per_account() 
         let acct = dir.path().join("accounts").join(&name);
         std::fs::create_dir_all(&acct).unwrap();
         match field(case, "file") {
-            Some(file) => drop(std::fs::copy(corpus("credentials").join(file), acct.join(".credentials.json")).unwrap()),
+            Some(file) => {
+                std::fs::copy(corpus("credentials").join(file), acct.join(".credentials.json")).unwrap();
+            }
             None => std::fs::create_dir(acct.join(".credentials.json")).unwrap(),
         }
         accounts.push_str(&format!("[[accounts]]\nname = \"{name}\"\nconfig_dir = \"{}\"\n", acct.display()));
