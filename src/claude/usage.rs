@@ -41,13 +41,20 @@ impl Usage {
 #[derive(Clone, Debug, PartialEq)]
 pub enum UsageError {
     /// `why` is serde's reason ("EOF while parsing a string", "recursion limit exceeded").
-    NotJson { line: usize, column: usize, why: String },
+    NotJson {
+        line: usize,
+        column: usize,
+        why: String,
+    },
     NotAnObject,
     /// Neither `five_hour` nor `seven_day` nor a `limits` array: an error
     /// document, or not the usage endpoint at all.
     NoWindows,
     /// A window (or `limits`) that is there but malformed.
-    BadWindow { window: String, why: String },
+    BadWindow {
+        window: String,
+        why: String,
+    },
 }
 
 impl fmt::Display for UsageError {
