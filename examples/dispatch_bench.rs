@@ -66,6 +66,12 @@ fn stand_in(args: &[String]) {
         config_dir.join("projects").join(claude_failover::claude::project_key(&cwd)).join(format!("{id}.jsonl"));
     let paste_log = std::env::var("BENCH_PASTE_LOG").ok().map(PathBuf::from);
     let _ = std::fs::create_dir_all(transcript.parent().unwrap_or(Path::new("/")));
+    // Claude Code's own statement of idle/busy (sessions/<pid>.json), which
+    // spares the daemon reading this pane's screen every second.
+    let sessions = config_dir.join("sessions");
+    let _ = std::fs::create_dir_all(&sessions);
+    let session_file = serde_json::json!({"pid": std::process::id(), "sessionId": id, "cwd": cwd, "status": "idle"});
+    let _ = std::fs::write(sessions.join(format!("{}.json", std::process::id())), session_file.to_string());
     // Raw input: bytes as they come, no echo, Enter as a lone CR.
     let _ = Command::new("stty").args(["raw", "-echo"]).stdin(Stdio::inherit()).status();
     let mut out = std::io::stdout();

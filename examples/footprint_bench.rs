@@ -18,7 +18,6 @@
 //! Usage: `footprint_bench [WINDOW_SECS]`. Prints figures; asserts nothing.
 
 #[path = "../tests/support/fake_api.rs"]
-#[allow(dead_code)]
 mod fake_api;
 
 use std::path::{Path, PathBuf};
@@ -55,7 +54,7 @@ fn run(window: Duration) -> Result<(), String> {
         .unwrap_or_else(|_| "not built (make musl)".into());
     rows.push(Row("static binary size".into(), size, "≤ 6 MB".into()));
     println!("\nclaude-failover footprint ({})", daemon.display());
-    println!("{:<58} {:>22}  {}", "measure", "value", "target");
+    println!("{:<58} {:>22}  target", "measure", "value");
     for Row(what, value, target) in rows {
         println!("{what:<58} {value:>22}  {target}");
     }

@@ -188,7 +188,7 @@ fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, beat: &Bea
             &continuation_prompt(task),
             &transcript,
             confirm,
-            beat,
+            &|| beat.beat(),
         ) {
             Ok(_) => continued = true,
             Err(e) => return failed(format!("continuation prompt for {task}: {e}")),

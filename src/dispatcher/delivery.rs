@@ -6,7 +6,6 @@
 
 use crate::claude::pane::{self, PaneState};
 use crate::claude::transcript::{RecordKind, TranscriptReader};
-use crate::heartbeat::Beat;
 use crate::tmux::Tmux;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -38,19 +37,19 @@ pub fn deliver(
     text: &str,
     transcript: &Path,
     confirm_within: Duration,
-    beat: &Beat,
+    keep_alive: &dyn Fn(),
 ) -> Result<Delivered, String> {
     let start = std::fs::metadata(transcript).map(|m| m.len()).unwrap_or(0);
     let mut reader = TranscriptReader::at(transcript, start);
     tmux.send_keys(target, &["C-u"]).map_err(|e| format!("clearing the input failed: {e}"))?;
     tmux.paste(target, text).map_err(|e| format!("paste failed: {e}"))?;
     let pasted_at = Instant::now();
-    pause(PASTE_PAUSE, beat);
+    pause(PASTE_PAUSE, keep_alive);
     for attempt in 1..=ENTER_TRIES {
         tmux.send_keys(target, &["Enter"]).map_err(|e| format!("sending Enter failed: {e}"))?;
         let deadline = Instant::now() + confirm_within;
         while Instant::now() < deadline {
-            beat.beat();
+            keep_alive();
             if submitted(&mut reader, tmux, target) {
                 return Ok(Delivered { pasted_at, transcript_offset: start });
             }
@@ -70,11 +69,11 @@ fn submitted(reader: &mut TranscriptReader, tmux: &Tmux, target: &str) -> bool {
     matches!(tmux.capture_pane(target).map(|t| pane::classify(&t)), Ok(PaneState::Busy))
 }
 
-/// A deliberate protocol pause, beating meanwhile.
-fn pause(d: Duration, beat: &Beat) {
+/// A deliberate protocol pause, keeping the caller's heartbeat meanwhile.
+fn pause(d: Duration, keep_alive: &dyn Fn()) {
     let end = Instant::now() + d;
     while Instant::now() < end {
-        beat.beat();
+        keep_alive();
         std::thread::sleep(LOOK_EVERY.min(end.saturating_duration_since(Instant::now())));
     }
 }

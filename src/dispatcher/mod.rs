@@ -97,6 +97,15 @@ pub enum Report {
     },
 }
 
+/// What a delivery thread reports back.
+struct DeliveryDone {
+    at: SessionRef,
+    task: String,
+    attempt: u32,
+    seen_at: Instant,
+    result: Result<delivery::Delivered, String>,
+}
+
 /// A task waiting in an inbox, as much as choosing needs.
 #[derive(Debug, Clone)]
 struct Waiting {
@@ -118,11 +127,14 @@ pub struct Role {
     /// Per delivered (project, task): the transcript offset its prompt went
     /// in at, so the result quotes this task's answer and no earlier one.
     answers_from: HashMap<(String, String), u64>,
+    delivered_tx: Sender<DeliveryDone>,
+    delivered_rx: Receiver<DeliveryDone>,
 }
 
 impl Role {
     pub fn new(config: Arc<Config>, shared: Shared, out: Sender<Event>) -> Role {
         let tmux = Tmux::new(&config.tmux.socket_name);
+        let (delivered_tx, delivered_rx) = crossbeam_channel::unbounded();
         Role {
             config,
             shared,
@@ -133,6 +145,8 @@ impl Role {
             watcher: None,
             last_status_json: HashMap::new(),
             answers_from: HashMap::new(),
+            delivered_tx,
+            delivered_rx,
         }
     }
 
@@ -144,10 +158,11 @@ impl Role {
             beat.beat();
             select! {
                 recv(commands) -> cmd => match cmd {
-                    Ok(cmd) => self.handle(cmd, &beat, &watch_tx),
+                    Ok(cmd) => self.handle(cmd, &watch_tx),
                     Err(_) => break,
                 },
                 recv(watch_rx) -> ev => if let Ok(ev) = ev { self.on_watch(ev) },
+                recv(self.delivered_rx.clone()) -> done => if let Ok(done) = done { self.delivered(done) },
                 recv(ticks) -> _ => self.write_status_files(),
             }
         }
@@ -188,9 +203,9 @@ impl Role {
         }
     }
 
-    fn handle(&mut self, cmd: Command, beat: &Beat, watch_tx: &Sender<WatchEvent>) {
+    fn handle(&mut self, cmd: Command, watch_tx: &Sender<WatchEvent>) {
         match cmd {
-            Command::Offer(at) => self.offer(&at, beat),
+            Command::Offer(at) => self.offer(&at),
             Command::Finish { at, task } => self.finish(&at, &task),
             Command::Recover { sessions } => self.recover(&sessions),
             Command::Configure(config) => {
@@ -295,7 +310,7 @@ impl Role {
             .map(|(name, _)| name.clone())
     }
 
-    fn offer(&mut self, at: &SessionRef, beat: &Beat) {
+    fn offer(&mut self, at: &SessionRef) {
         let project = at.project.clone();
         while let Some(name) = self.choose(&project, &at.session) {
             let waiting = self.index.get_mut(&project).and_then(|i| i.remove(&name));
@@ -312,14 +327,14 @@ impl Role {
                 }
             };
             let seen_at = waiting.map_or_else(Instant::now, |w| w.seen_at);
-            self.dispatch(at, task, seen_at, beat);
+            self.dispatch(at, task, seen_at);
             self.announce(&project);
             return;
         }
         self.report(Report::NoTask { session: at.session.clone() });
     }
 
-    fn dispatch(&mut self, at: &SessionRef, task: Task, seen_at: Instant, beat: &Beat) {
+    fn dispatch(&mut self, at: &SessionRef, task: Task, seen_at: Instant) {
         let Some(q) = self.queues.get(&at.project) else { return };
         let attempt = task.attempts + 1;
         let lease = Lease {
@@ -336,28 +351,45 @@ impl Role {
         }
         let Some(cwd) = self.config.project(&at.project).map(|p| p.path.clone()) else { return };
         let confirm = Duration::from_secs(self.config.dispatch.submit_confirm_secs);
-        match delivery::deliver(&self.tmux, &at.session, &task.body, &at.transcript(&cwd), confirm, beat) {
+        // Each delivery waits ~1 s by design (the paste pause, then the
+        // confirmation): it runs on its own thread so sessions are served in
+        // parallel and this role keeps answering.
+        let (tmux, done, transcript) = (self.tmux.clone(), self.delivered_tx.clone(), at.transcript(&cwd));
+        let at = at.clone();
+        let spawned = std::thread::Builder::new().name("deliver".into()).spawn(move || {
+            let result = delivery::deliver(&tmux, &at.session, &task.body, &transcript, confirm, &|| {});
+            let _ = done.send(DeliveryDone { at, task: task.name, attempt, seen_at, result });
+        });
+        if let Err(e) = spawned {
+            log::error!("cannot start a delivery thread: {e}");
+        }
+    }
+
+    /// A delivery thread's outcome.
+    fn delivered(&mut self, done: DeliveryDone) {
+        let DeliveryDone { at, task, attempt, seen_at, result } = done;
+        match result {
             Ok(delivered) => {
-                let pasted_at = delivered.pasted_at;
-                self.answers_from.insert((at.project.clone(), task.name.clone()), delivered.transcript_offset);
-                let latency = pasted_at.saturating_duration_since(seen_at).as_secs_f64();
+                self.answers_from.insert((at.project.clone(), task.clone()), delivered.transcript_offset);
+                let latency = delivered.pasted_at.saturating_duration_since(seen_at).as_secs_f64();
                 self.shared.metrics.observe("claude_failover_dispatch_latency_seconds", latency);
                 self.shared.metrics.inc("claude_failover_tasks_dispatched_total", &[("project", &at.project)]);
                 self.shared.events.emit(
                     Kind::TaskDispatched,
-                    &task.name,
-                    format!("task {} handed to {} on {} (attempt {attempt})", task.name, at.session, at.account),
-                    json!({"project": at.project, "task": task.name, "session": at.session,
+                    &task,
+                    format!("task {task} handed to {} on {} (attempt {attempt})", at.session, at.account),
+                    json!({"project": at.project, "task": task, "session": at.session,
                            "account": at.account, "attempt": attempt}),
                 );
-                self.report(Report::Dispatched { session: at.session.clone(), task: task.name });
+                self.report(Report::Dispatched { session: at.session.clone(), task });
             }
             Err(error) => {
-                log::warn!("{}: delivering {} failed: {error}", at.session, task.name);
-                self.give_back(&at.project, &task.name, attempt, &error);
-                self.report(Report::DeliveryFailed { session: at.session.clone(), task: task.name, error });
+                log::warn!("{}: delivering {task} failed: {error}", at.session);
+                self.give_back(&at.project, &task, attempt, &error);
+                self.report(Report::DeliveryFailed { session: at.session.clone(), task, error });
             }
         }
+        self.announce(&at.project);
     }
 
     /// An active task nobody works on: back to the inbox, or to failed/ once
