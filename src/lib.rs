@@ -3,6 +3,7 @@
 //! are laid out one per role plus one per outside format.
 
 pub mod atomic;
+pub mod checkpoint;
 pub mod claude;
 pub mod cli;
 pub mod client;
@@ -25,6 +26,7 @@ pub mod sessions;
 pub mod setup;
 pub mod signals;
 pub mod status;
+pub mod switcher;
 pub mod systemd;
 pub mod time;
 pub mod tmux;

@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::control::Shared;
-use crate::coordinator::{Coordinator, Exit, Inputs, Outputs, Supervisor};
+use crate::coordinator::{Coordinator, Exit, Inputs, Outputs, Restored, Supervisor};
 use crate::events::{Events, Kind};
 use crate::heartbeat::{Beat, Heartbeats};
 use crate::metrics::Metrics;
@@ -44,17 +44,6 @@ impl RoleHandle {
         drop(self.stop);
         if self.thread.join().is_err() {
             log::error!("role {} had panicked", self.name);
-        }
-    }
-}
-
-/// The body of a role whose machinery is not built yet: it beats and waits.
-fn waiting_role(stopped: Receiver<()>, beat: Beat) {
-    loop {
-        beat.beat();
-        select! {
-            recv(stopped) -> _ => return,
-            default(Duration::from_secs(1)) => {}
         }
     }
 }
@@ -135,7 +124,6 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
     );
     let http = crate::http::spawn(&config.http, shared.clone(), control_tx, heartbeats.register("http"))
         .map_err(|e| e.to_string())?;
-    let mut roles = Vec::new();
     let sessions_role = crate::sessions::role::Role::new(Arc::clone(&config), event_tx.clone());
     let sessions = RoleHandle::spawn("sessions", heartbeats.register("sessions"), move |stopped, beat| {
         sessions_role.run(until_stopped(sessions_rx, stopped), beat)
@@ -146,34 +134,54 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
         dispatcher_role.run(until_stopped(dispatcher_rx, stopped), beat)
     })
     .map_err(failed("dispatcher"))?;
+    let (switcher_tx, switcher_rx) = crossbeam_channel::unbounded();
+    let (switcher_config, switcher_events) = (Arc::clone(&config), event_tx.clone());
+    let switcher = RoleHandle::spawn("switcher", heartbeats.register("switcher"), move |stopped, beat| {
+        crate::switcher::run(switcher_config, until_stopped(switcher_rx, stopped), switcher_events, beat)
+    })
+    .map_err(failed("switcher"))?;
     drop(event_tx);
-    for name in ["quota", "checkpoint", "switcher"] {
-        let role = RoleHandle::spawn(name, heartbeats.register(name), waiting_role).map_err(failed(name))?;
-        roles.push(role);
-    }
+    let (checkpoint_config, checkpoint_shared) = (Arc::clone(&config), shared.clone());
+    let checkpoint = RoleHandle::spawn("checkpoint", heartbeats.register("checkpoint"), move |stopped, beat| {
+        crate::checkpoint::run(checkpoint_config, checkpoint_shared, stopped, beat)
+    })
+    .map_err(failed("checkpoint"))?;
+    let (quota_tx, quota_rx) = crossbeam_channel::unbounded();
+    let quota =
+        crate::quota::spawn(Arc::clone(&config), quota_tx, heartbeats.register("quota")).map_err(failed("quota"))?;
 
     let janitor_for_reload = Arc::clone(&janitor);
     let outputs = Outputs {
         sessions: sessions_tx,
         dispatcher: dispatcher_tx,
+        quota: quota.sender(),
+        switcher: switcher_tx,
         on_reload: vec![Box::new(move |c: &Arc<Config>| janitor_for_reload.reconfigure(Arc::clone(c)))],
     };
-    let coordinator = Coordinator::new(Arc::clone(&config), shared.clone(), supervisor, outputs, SystemTime::now());
+    let restored = Restored {
+        active_account: crate::switcher::read_active(&config.state_dir),
+        journal: crate::switcher::read_journal(&config.state_dir),
+    };
+    if let Some(j) = &restored.journal {
+        log::warn!("found an unfinished swap {} → {} ({}); it will be finished", j.from, j.to, j.reason);
+    }
+    let coordinator =
+        Coordinator::new(Arc::clone(&config), shared.clone(), supervisor, outputs, restored, SystemTime::now());
     shared.events.emit(
         Kind::DaemonStarted,
         "daemon",
         format!("claude-failover {} started with {}", env!("CARGO_PKG_VERSION"), config.source.display()),
         json!({"accounts": config.accounts.len(), "sessions": config.sessions.len()}),
     );
-    let inputs = Inputs { signals: signal_rx, control: control_rx, events: event_rx };
+    let inputs = Inputs { signals: signal_rx, control: control_rx, events: event_rx, quota: quota_rx };
     let exit = coordinator.run(inputs, coordinator_beat);
     http.shutdown();
     signals.shutdown();
     sessions.shutdown();
     dispatcher.shutdown();
-    for role in roles {
-        role.shutdown();
-    }
+    switcher.shutdown();
+    checkpoint.shutdown();
+    quota.shutdown();
     if let Ok(janitor) = Arc::try_unwrap(janitor) {
         janitor.join();
     }

@@ -92,3 +92,94 @@ pub fn spec(
 pub fn new_session_id() -> std::io::Result<String> {
     Ok(std::fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_string())
 }
+
+/// Where a session's conversation is written: `<account>/projects/<key>/<id>.jsonl`
+/// (the shared tree's file once `setup` linked `projects/`).
+pub fn transcript_path(config: &Config, session: &str, account: &str, id: &str) -> Option<PathBuf> {
+    let acct = config.account(account)?;
+    let project = config.project(&config.session(session)?.project)?;
+    let key = crate::claude::project_key(&project.path);
+    Some(acct.config_dir.join("projects").join(key).join(format!("{id}.jsonl")))
+}
+
+/// Resume a conversation that has a transcript (in the account's tree or the
+/// shared one); start one under the chosen id otherwise.
+pub fn conversation_for(config: &Config, session: &str, account: &str, id: &str) -> Conversation {
+    let in_account = transcript_path(config, session, account, id).is_some_and(|p| p.exists());
+    let in_shared = config
+        .session(session)
+        .and_then(|s| config.project(&s.project))
+        .map(|p| {
+            config.claude.shared_projects_dir.join(crate::claude::project_key(&p.path)).join(format!("{id}.jsonl"))
+        })
+        .is_some_and(|p| p.exists());
+    if in_account || in_shared {
+        Conversation::Resume
+    } else {
+        Conversation::Start
+    }
+}
+
+/// Starts `session`'s claude on `account` in a new tmux session, continuing
+/// conversation `id`.
+pub fn start(
+    tmux: &crate::tmux::Tmux,
+    config: &Config,
+    session: &str,
+    account: &str,
+    id: &str,
+) -> Result<(Conversation, crate::tmux::Spawned), String> {
+    let conversation = conversation_for(config, session, account, id);
+    let spec = spec(config, session, account, id, conversation).map_err(|e| e.to_string())?;
+    let unset: Vec<&str> = spec.unset.iter().map(String::as_str).collect();
+    let spawned = tmux
+        .new_session(session, &spec.cwd, config.tmux.width, config.tmux.height, &spec.env, &unset, &spec.command)
+        .map_err(|e| e.to_string())?;
+    log::info!(
+        "{session}: launched on {account} ({} {id}), pid {}",
+        if conversation == Conversation::Resume { "resuming" } else { "starting" },
+        spawned.pid
+    );
+    Ok((conversation, spawned))
+}
+
+/// Ends a session's claude: Escape (dismisses a dialog or a limit banner)
+/// and Ctrl-C (interrupts a turn, clears the input), a pause, then Ctrl-C
+/// twice (exit; sent together with the first they are lost, observed on
+/// 2.1.332); waits up to `timeout` for the tmux session to go, killing it
+/// after that.
+pub fn stop(tmux: &crate::tmux::Tmux, session: &str, timeout: std::time::Duration, beat: &crate::heartbeat::Beat) {
+    use std::time::{Duration, Instant};
+    if !matches!(tmux.has_session(session), Ok(true)) {
+        return;
+    }
+    let gone = |within: Duration| {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            beat.beat();
+            if !matches!(tmux.has_session(session), Ok(true)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    };
+    let _ = tmux.send_keys(session, &["Escape", "C-c"]);
+    if gone(Duration::from_millis(300)) {
+        return;
+    }
+    let _ = tmux.send_keys(session, &["C-c", "C-c"]);
+    if gone(timeout.min(Duration::from_secs(3))) {
+        return;
+    }
+    let _ = tmux.send_keys(session, &["C-c", "C-c"]);
+    if gone(timeout.saturating_sub(Duration::from_secs(3))) {
+        return;
+    }
+    log::warn!("{session}: did not exit within {} s; killing it", timeout.as_secs());
+    if let Err(e) = tmux.kill_session(session) {
+        if !e.is_missing() {
+            log::error!("{session}: kill failed: {e}");
+        }
+    }
+}

@@ -22,6 +22,9 @@ pub enum Command {
     Restart { session: String, account: String },
     /// Answer the "trust this folder?" dialog (the coordinator checked `auto_trust`).
     AnswerTrust { session: String },
+    /// A swap moved the session (the switcher launched it): watch it again,
+    /// now under this account.
+    Track { session: String, account: String, claude_session_id: String, pid: u32 },
     /// A reloaded config: sessions no longer in it stop being watched (left running).
     Configure(Arc<Config>),
 }
@@ -29,9 +32,34 @@ pub enum Command {
 /// What the sessions role tells the coordinator.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {
-    Adopted { session: String, account: String, claude_session_id: String },
-    Absent { session: String },
-    Launched { session: String, account: String, claude_session_id: String },
-    LaunchFailed { session: String, account: String, error: String },
-    Seen { session: String, seen: Seen },
+    Adopted {
+        session: String,
+        account: String,
+        claude_session_id: String,
+    },
+    Absent {
+        session: String,
+    },
+    Launched {
+        session: String,
+        account: String,
+        claude_session_id: String,
+    },
+    LaunchFailed {
+        session: String,
+        account: String,
+        error: String,
+    },
+    Seen {
+        session: String,
+        seen: Seen,
+    },
+    /// The transcript gained a quota-limit record. `record_time` is set only
+    /// for a structured record (`quotaLimits`, 2.1.332+): older versions write
+    /// one that looks like any 429, which wants a second source.
+    Limit {
+        session: String,
+        resets_at: Option<std::time::SystemTime>,
+        record_time: Option<std::time::SystemTime>,
+    },
 }

@@ -116,6 +116,9 @@ pub struct Session {
     pub work: Option<Work>,
     /// Offered to the dispatcher and not answered yet: no second offer.
     pub offered: bool,
+    /// Being moved to another account by a swap: observations mean nothing
+    /// until the switcher reports it moved.
+    pub moving: bool,
     pub restarts: u32,
     pub launched_at: Option<Instant>,
     /// When to relaunch after a death; None while alive or not yet due.
@@ -137,6 +140,7 @@ impl Session {
             waiting_for: None,
             work: None,
             offered: false,
+            moving: false,
             restarts: 0,
             launched_at: None,
             relaunch_at: None,
@@ -158,7 +162,7 @@ impl Session {
 
     /// Folds one observation in; says what the coordinator should do.
     pub fn observe(&mut self, seen: Seen, now: Instant) -> Step {
-        if self.activity == Activity::Stopped {
+        if self.activity == Activity::Stopped || self.moving {
             // Not launched by us (yet): observations mean nothing.
             return Step::Nothing;
         }
@@ -259,13 +263,14 @@ impl Session {
     /// Launched longer than `timeout` ago and still not at its prompt.
     pub fn startup_overdue(&self, now: Instant, timeout: Duration) -> bool {
         self.activity == Activity::Starting
+            && !self.moving
             && self.account.is_some()
             && self.launched_at.is_some_and(|t| now.saturating_duration_since(t) > timeout)
     }
 
     /// Dead and its backoff has run out.
     pub fn relaunch_due(&self, now: Instant) -> bool {
-        self.activity == Activity::Dead && self.relaunch_at.is_some_and(|at| now >= at)
+        self.activity == Activity::Dead && !self.moving && self.relaunch_at.is_some_and(|at| now >= at)
     }
 }
 

@@ -10,6 +10,7 @@ use super::model::Seen;
 use super::{Command, Report};
 use crate::claude::pane::{self, PaneState};
 use crate::claude::session_file::{self, SessionFile, SessionStatus};
+use crate::claude::transcript::{RecordKind, TranscriptReader};
 use crate::config::Config;
 use crate::coordinator::Event;
 use crate::heartbeat::Beat;
@@ -25,10 +26,24 @@ use std::time::{Duration, Instant};
 const OBSERVE_EVERY: Duration = Duration::from_secs(1);
 
 /// One session this role watches.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Managed {
     config_dir: PathBuf,
     pid: Option<u32>,
+    /// Follows the conversation from where it stood when we took the session
+    /// on, so every limit record read is new.
+    transcript: Option<TranscriptReader>,
+}
+
+impl Managed {
+    fn new(config: &Config, session: &str, account: &str, id: &str, pid: u32) -> Option<Managed> {
+        let config_dir = config.account(account)?.config_dir.clone();
+        let transcript = launch::transcript_path(config, session, account, id).map(|p| {
+            let len = std::fs::metadata(&p).map_or(0, |m| m.len());
+            TranscriptReader::at(p, len)
+        });
+        Some(Managed { config_dir, pid: Some(pid), transcript })
+    }
 }
 
 /// The conversation id each session was last launched with, kept in
@@ -96,6 +111,12 @@ impl Role {
                 self.launch(&session, &account);
             }
             Command::AnswerTrust { session } => self.answer_trust(&session),
+            Command::Track { session, account, claude_session_id, pid } => {
+                let Some(m) = Managed::new(&self.config, &session, &account, &claude_session_id, pid) else { return };
+                self.managed.insert(session.clone(), m);
+                self.ids.sessions.insert(session, IdRecord { claude_session_id, account });
+                self.save_ids();
+            }
             Command::Configure(config) => {
                 self.managed.retain(|name, _| config.session(name).is_some());
                 self.config = config;
@@ -125,7 +146,9 @@ impl Role {
                     SessionFile::read(&session_file::path_for(&config_dir, pid)).ok().and_then(|f| f.session_id)
                 });
             let id = id.unwrap_or_default();
-            self.managed.insert(s.name.clone(), Managed { config_dir, pid: Some(pid) });
+            if let Some(m) = Managed::new(&self.config, &s.name, &account, &id, pid) {
+                self.managed.insert(s.name.clone(), m);
+            }
             self.report(Report::Adopted { session: s.name.clone(), account, claude_session_id: id });
         }
     }
@@ -192,7 +215,9 @@ impl Role {
             if conversation == Conversation::Resume { "resuming" } else { "starting" },
             spawned.pid
         );
-        self.managed.insert(session.into(), Managed { config_dir: acct.config_dir.clone(), pid: Some(spawned.pid) });
+        if let Some(m) = Managed::new(&config, session, account, &id, spawned.pid) {
+            self.managed.insert(session.into(), m);
+        }
         self.ids.sessions.insert(session.into(), IdRecord { claude_session_id: id.clone(), account: account.into() });
         self.save_ids();
         Ok(id)
@@ -249,8 +274,24 @@ impl Role {
     fn observe_all(&mut self) {
         let names: Vec<String> = self.managed.keys().cloned().collect();
         for name in names {
+            self.read_transcript(&name);
             let seen = self.observe(&name);
             self.report(Report::Seen { session: name, seen });
+        }
+    }
+
+    /// Reports quota-limit records the conversation gained since last time.
+    fn read_transcript(&mut self, name: &str) {
+        let Some(reader) = self.managed.get_mut(name).and_then(|m| m.transcript.as_mut()) else { return };
+        let records = match reader.read_new() {
+            Ok(r) => r,
+            Err(e) => return log::debug!("{name}: {e}"),
+        };
+        for r in records {
+            if let RecordKind::QuotaLimit { resets_at, structured, .. } = r.kind {
+                let record_time = if structured { r.at } else { None };
+                self.report(Report::Limit { session: name.into(), resets_at, record_time });
+            }
         }
     }
 

@@ -12,10 +12,11 @@ use crate::dispatcher::{self, SessionRef};
 use crate::events::Kind;
 use crate::heartbeat::Beat;
 use crate::queue::QueueCounts;
+use crate::quota::{AccountQuota, QuotaCommand, QuotaReport};
 use crate::sessions::model::{Activity, Seen, Session, Step, Work};
 use crate::sessions::{self, Report};
 use crate::signals::SignalEvent;
-use crate::status::{AccountStatus, QueueStatus, SessionStatus, Status, SwapStatus};
+use crate::status::{QueueStatus, SessionStatus, Status, SwapRecord, SwapStatus};
 use crossbeam_channel::{select, Receiver, Sender};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -38,6 +39,7 @@ pub trait Supervisor {
 pub enum Event {
     Session(Report),
     Dispatch(dispatcher::Report),
+    Swap(crate::switcher::Finished),
 }
 
 /// Called with a reloaded config.
@@ -47,6 +49,8 @@ pub type ReloadHook = Box<dyn Fn(&Arc<Config>) + Send>;
 pub struct Outputs {
     pub sessions: Sender<sessions::Command>,
     pub dispatcher: Sender<dispatcher::Command>,
+    pub quota: Sender<QuotaCommand>,
+    pub switcher: Sender<crate::switcher::Plan>,
     /// Roles outside the coordinator's orders that take a reloaded config.
     pub on_reload: Vec<ReloadHook>,
 }
@@ -56,6 +60,16 @@ pub struct Inputs {
     pub signals: Receiver<SignalEvent>,
     pub control: Receiver<ControlRequest>,
     pub events: Receiver<Event>,
+    pub quota: Receiver<QuotaReport>,
+}
+
+/// What a previous run left in state_dir that the coordinator starts from.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    /// The account the last swap moved to.
+    pub active_account: Option<String>,
+    /// A swap the last run did not finish.
+    pub journal: Option<crate::switcher::Plan>,
 }
 
 /// Why the coordinator returned.
@@ -64,6 +78,8 @@ pub enum Exit {
     /// SIGTERM/SIGINT or every input closed: a clean stop.
     Stopped(&'static str),
 }
+
+mod failover;
 
 pub struct Coordinator<S: Supervisor> {
     config: Arc<Config>,
@@ -80,6 +96,18 @@ pub struct Coordinator<S: Supervisor> {
     /// Sessions told "nothing for you" since the project's inbox last changed.
     declined: std::collections::BTreeSet<String>,
     counts: BTreeMap<String, QueueCounts>,
+    /// Per account, in config (priority) order.
+    quotas: Vec<AccountQuota>,
+    /// The swap running now, if any.
+    swap: Option<crate::switcher::Plan>,
+    /// A requested swap (to, reason) waiting for in-flight deliveries.
+    pending_swap: Option<(String, String)>,
+    last_swap: Option<SwapRecord>,
+    last_swap_at: Option<SystemTime>,
+    /// No account is eligible: dispatch waits, the event was sent once.
+    exhausted: bool,
+    /// A swap the last run left unfinished: finished once leases are reconciled.
+    journal: Option<crate::switcher::Plan>,
     started_at: SystemTime,
     active_account: Option<String>,
     dispatch_paused: bool,
@@ -90,8 +118,19 @@ pub struct Coordinator<S: Supervisor> {
 }
 
 impl<S: Supervisor> Coordinator<S> {
-    pub fn new(config: Arc<Config>, shared: Shared, supervisor: S, outputs: Outputs, now: SystemTime) -> Self {
-        let active_account = config.accounts.first().map(|a| a.name.clone());
+    pub fn new(
+        config: Arc<Config>,
+        shared: Shared,
+        supervisor: S,
+        outputs: Outputs,
+        restored: Restored,
+        now: SystemTime,
+    ) -> Self {
+        let known = |a: &Option<String>| a.as_ref().filter(|a| config.account(a).is_some()).cloned();
+        let active_account = known(&restored.journal.as_ref().map(|j| j.to.clone()))
+            .or_else(|| known(&restored.active_account))
+            .or_else(|| config.accounts.first().map(|a| a.name.clone()));
+        let quotas = config.accounts.iter().map(|a| AccountQuota::new(&a.name)).collect();
         let sessions =
             config.sessions.iter().map(|s| (s.name.clone(), Session::new(&s.name, &s.project, s.dispatch))).collect();
         let pending = config.sessions.iter().map(|s| s.name.clone()).collect();
@@ -106,6 +145,13 @@ impl<S: Supervisor> Coordinator<S> {
             waiting: BTreeMap::new(),
             declined: Default::default(),
             counts: BTreeMap::new(),
+            quotas,
+            swap: None,
+            pending_swap: None,
+            last_swap: None,
+            last_swap_at: None,
+            exhausted: false,
+            journal: restored.journal,
             started_at: now,
             active_account,
             dispatch_paused: false,
@@ -133,6 +179,7 @@ impl<S: Supervisor> Coordinator<S> {
         let mut signals = Some(inputs.signals);
         let mut control = Some(inputs.control);
         let mut events = Some(inputs.events);
+        let mut quota = Some(inputs.quota);
         self.order(sessions::Command::Adopt);
         self.on_tick(Instant::now());
         self.supervisor.ready();
@@ -141,6 +188,7 @@ impl<S: Supervisor> Coordinator<S> {
             let never_signal = crossbeam_channel::never();
             let never_control = crossbeam_channel::never();
             let never_event = crossbeam_channel::never();
+            let never_quota = crossbeam_channel::never();
             select! {
                 recv(signals.as_ref().unwrap_or(&never_signal)) -> msg => match msg {
                     Ok(SignalEvent::Stop(why)) => return self.stop(why),
@@ -157,6 +205,10 @@ impl<S: Supervisor> Coordinator<S> {
                 recv(events.as_ref().unwrap_or(&never_event)) -> msg => match msg {
                     Ok(event) => self.handle(event, Instant::now()),
                     Err(_) => events = None,
+                },
+                recv(quota.as_ref().unwrap_or(&never_quota)) -> msg => match msg {
+                    Ok(report) => self.on_quota_report(report, SystemTime::now()),
+                    Err(_) => quota = None,
                 },
                 recv(ticks) -> _ => self.on_tick(Instant::now()),
             }
@@ -182,7 +234,9 @@ impl<S: Supervisor> Coordinator<S> {
         match event {
             Event::Session(report) => self.on_session_report(report, now),
             Event::Dispatch(report) => self.on_dispatch_report(report),
+            Event::Swap(finished) => self.on_swap_finished(finished, now),
         }
+        self.consider_swap(SystemTime::now());
         self.offer_work();
         self.publish();
     }
@@ -263,7 +317,10 @@ impl<S: Supervisor> Coordinator<S> {
                     s.work = Some(Work { turn_seen: true, ..Work::new(&task) });
                 }
             }
-            R::Recovered => self.recovered = true,
+            R::Recovered => {
+                self.recovered = true;
+                self.consolidate(SystemTime::now());
+            }
             R::Counts { project, counts } => {
                 self.counts.insert(project, counts);
             }
@@ -286,7 +343,11 @@ impl<S: Supervisor> Coordinator<S> {
             }
             self.dispatch_order(dispatcher::Command::Finish { at, task });
         }
-        if !self.recovered || self.dispatch_paused || !self.config.dispatch.enabled || self.active_account.is_none() {
+        if !self.recovered
+            || self.dispatch_paused
+            || !self.config.dispatch.enabled
+            || !self.dispatch_allowed_by_quota(SystemTime::now())
+        {
             return;
         }
         let offers: Vec<SessionRef> = self
@@ -340,10 +401,20 @@ impl<S: Supervisor> Coordinator<S> {
                 self.observed(&session, Seen::Missing, now);
             }
             Report::Seen { session, seen } => self.observed(&session, seen, now),
+            Report::Limit { session, resets_at, record_time } => {
+                if let Some(w) = self.sessions.get_mut(&session).and_then(|s| s.work.as_mut()) {
+                    w.limited = true;
+                }
+                let source = crate::quota::LimitSource::Transcript;
+                self.limit_sighting(&session, source, resets_at, record_time, SystemTime::now());
+            }
         }
     }
 
     fn observed(&mut self, name: &str, seen: Seen, now: Instant) {
+        if seen == Seen::RateLimited {
+            self.limit_sighting(name, crate::quota::LimitSource::Pane, None, None, SystemTime::now());
+        }
         let Some(s) = self.sessions.get_mut(name) else {
             return;
         };
@@ -420,6 +491,7 @@ impl<S: Supervisor> Coordinator<S> {
                 self.order(sessions::Command::Restart { session: name, account });
             }
         }
+        self.consider_swap(SystemTime::now());
         self.offer_work();
         self.publish();
         if let Some(interval) = self.supervisor.watchdog_interval() {
@@ -444,17 +516,7 @@ impl<S: Supervisor> Coordinator<S> {
                 self.publish();
                 Ok(json!({"paused": self.dispatch_paused}))
             }
-            Control::Failover { to } => {
-                if let Some(to) = &to {
-                    if self.config.account(to).is_none() {
-                        return Err(ControlError::BadRequest(format!("no account named {to:?} in the config")));
-                    }
-                    if self.active_account.as_deref() == Some(to.as_str()) {
-                        return Err(ControlError::BadRequest(format!("{to} is already the active account")));
-                    }
-                }
-                Err(ControlError::Conflict("account swaps are not available in this build yet".into()))
-            }
+            Control::Failover { to } => self.failover_request(to),
             Control::RestartSession(name) => {
                 if self.config.session(&name).is_none() {
                     return Err(ControlError::NotFound(format!("no session named {name:?} in the config")));
@@ -479,6 +541,7 @@ impl<S: Supervisor> Coordinator<S> {
                 self.reload_problem = None;
                 self.apply_session_changes(Instant::now());
                 self.dispatch_order(dispatcher::Command::Configure(Arc::clone(&self.config)));
+                self.apply_account_changes();
                 for hook in &self.outputs.on_reload {
                     hook(&self.config);
                 }
@@ -548,24 +611,11 @@ impl<S: Supervisor> Coordinator<S> {
     }
 
     fn status(&self) -> Status {
+        let now = SystemTime::now();
         let accounts = self
-            .config
-            .accounts
+            .quotas
             .iter()
-            .map(|a| {
-                let active = self.active_account.as_deref() == Some(a.name.as_str());
-                AccountStatus {
-                    name: a.name.clone(),
-                    state: if active { "active" } else { "standby" }.into(),
-                    eligible: true,
-                    five_hour: None,
-                    seven_day: None,
-                    other_windows: Default::default(),
-                    last_poll_at: None,
-                    last_error: None,
-                    exhausted_until: None,
-                }
-            })
+            .map(|q| q.to_status(self.active_account.as_deref() == Some(q.name.as_str()), &self.config.quota, now))
             .collect();
         let sessions = self
             .sessions
@@ -600,7 +650,10 @@ impl<S: Supervisor> Coordinator<S> {
             started_at: crate::time::rfc3339(self.started_at),
             active_account: self.active_account.clone(),
             dispatch_paused: self.dispatch_paused,
-            swap: SwapStatus::default(),
+            swap: SwapStatus {
+                in_progress: self.swap.is_some() || self.pending_swap.is_some(),
+                last: self.last_swap.clone(),
+            },
             accounts,
             sessions,
             queues,

@@ -1,0 +1,356 @@
+//! The coordinator's failover decisions: folding quota reports and limit
+//! sightings into per-account state, deciding when and where to swap, and
+//! planning swaps for the account switcher. Which account is eligible and
+//! whether a limit is real are `quota::decide`'s pure functions; this file
+//! applies them to the coordinator's state and acts.
+
+use super::{Coordinator, Supervisor};
+use crate::control::{ControlError, Reply};
+use crate::events::Kind;
+use crate::quota::{
+    eligible, should_swap, AccountQuota, HardLimitSignal, LimitSource, PollError, QuotaCommand, QuotaReport, Verdict,
+};
+use crate::sessions::{self, model::Seen};
+use crate::status::SwapRecord;
+use crate::switcher::{Finished, Mover, Outcome, Plan};
+use serde_json::json;
+use std::time::{Instant, SystemTime};
+
+impl<S: Supervisor> Coordinator<S> {
+    pub(super) fn on_quota_report(&mut self, report: QuotaReport, now: SystemTime) {
+        let QuotaReport::Polled { account, at, outcome, next_poll_at } = report;
+        let Some(q) = self.quotas.iter_mut().find(|q| q.name == account) else { return };
+        let was_expired = matches!(q.last_error, Some(PollError::Unauthorized | PollError::TokenExpired));
+        if let Err(e) = &outcome {
+            self.shared.metrics.inc("claude_failover_usage_poll_errors_total", &[("account", &account)]);
+            log::warn!("usage poll for {account}: {e}");
+        }
+        q.apply_poll(at, &outcome);
+        q.next_poll_at = Some(next_poll_at);
+        let expired = matches!(q.last_error, Some(PollError::Unauthorized | PollError::TokenExpired));
+        if expired && !was_expired {
+            self.shared.events.emit(
+                Kind::TokenExpired,
+                &account,
+                format!("the access token of {account} is expired or refused; Claude Code renews it when it next runs there, or log in again"),
+                json!({"account": account}),
+            );
+        }
+        self.consider_swap(now);
+        self.offer_work();
+        self.publish();
+    }
+
+    /// A hard limit seen in a session (pane, transcript or hook); it counts
+    /// only when `quota::confirm_hard_limit` says it is real.
+    pub(super) fn limit_sighting(
+        &mut self,
+        session: &str,
+        source: LimitSource,
+        resets_at: Option<SystemTime>,
+        record_time: Option<SystemTime>,
+        now: SystemTime,
+    ) {
+        let Some(s) = self.sessions.get(session) else { return };
+        let Some(account) = s.account.clone() else { return };
+        let last_launch = s.launched_at.map(|t| now - Instant::now().saturating_duration_since(t));
+        let signal = HardLimitSignal {
+            account: account.clone(),
+            source,
+            at: now,
+            resets_at,
+            record_time,
+            session: Some(session.into()),
+        };
+        let Some(q) = self.quotas.iter_mut().find(|q| q.name == account) else { return };
+        if q.sighting(signal, last_launch, now) {
+            log::warn!("{account}: hard limit confirmed (seen in {session} by {source:?})");
+            self.consider_swap(now);
+        }
+    }
+
+    /// Dispatch goes on only while the active account can work.
+    pub(super) fn dispatch_allowed_by_quota(&self, now: SystemTime) -> bool {
+        let Some(active) = &self.active_account else { return false };
+        self.swap.is_none()
+            && self.pending_swap.is_none()
+            && !self.exhausted
+            && !self.quotas.iter().any(|q| &q.name == active && q.exhausted(now))
+    }
+
+    /// Swaps when the quota says so; latches "all exhausted" once.
+    pub(super) fn consider_swap(&mut self, now: SystemTime) {
+        if self.swap.is_some() || !self.recovered || self.journal.is_some() {
+            return;
+        }
+        if self.pending_swap.is_none() {
+            self.decide_swap(now);
+        }
+        if !self.delivery_in_flight() {
+            if let Some((to, reason)) = self.pending_swap.take() {
+                self.start_swap(&to, &reason, now);
+            }
+        }
+    }
+
+    fn decide_swap(&mut self, now: SystemTime) {
+        let Some(active) = self.active_account.clone() else { return };
+        match should_swap(&active, &self.quotas, &self.config.quota, self.last_swap_at, now) {
+            Verdict::Stay => {
+                let active_ok = self.quotas.iter().any(|q| q.name == active && !q.exhausted(now));
+                if self.exhausted && active_ok {
+                    self.exhausted = false;
+                    self.shared.events.emit(
+                        Kind::AccountRecovered,
+                        &active,
+                        format!("{active} can work again; dispatch resumes"),
+                        json!({"account": active}),
+                    );
+                }
+            }
+            Verdict::Swap(decision) => {
+                if self.exhausted {
+                    self.exhausted = false;
+                    self.shared.events.emit(
+                        Kind::AccountRecovered,
+                        &decision.to,
+                        format!("{} can work again; moving the sessions there", decision.to),
+                        json!({"account": decision.to}),
+                    );
+                }
+                // Started by consider_swap once no paste is in flight.
+                self.pending_swap = Some((decision.to, decision.reason.as_str().into()));
+            }
+            Verdict::AllExhausted(reason) => {
+                if !self.exhausted {
+                    self.exhausted = true;
+                    let until = self.quotas.iter().filter_map(|q| q.exhausted_until).min().map(crate::time::rfc3339);
+                    self.shared.events.emit(
+                        Kind::AllAccountsExhausted,
+                        &active,
+                        format!(
+                            "no account can take the work ({}); dispatch paused, sessions left as they are{}",
+                            reason.as_str(),
+                            until.as_ref().map(|u| format!(", first reset {u}")).unwrap_or_default()
+                        ),
+                        json!({"reason": reason.as_str(), "until": until}),
+                    );
+                }
+            }
+        }
+    }
+
+    /// After a reload: quota state follows the account list (kept for
+    /// accounts that stay, in the new priority order), and the poller too.
+    pub(super) fn apply_account_changes(&mut self) {
+        let mut old = std::mem::take(&mut self.quotas);
+        self.quotas = self
+            .config
+            .accounts
+            .iter()
+            .map(|a| match old.iter().position(|q| q.name == a.name) {
+                Some(i) => old.swap_remove(i),
+                None => AccountQuota::new(&a.name),
+            })
+            .collect();
+        if self.outputs.quota.send(QuotaCommand::Configure(std::sync::Arc::clone(&self.config))).is_err() {
+            log::error!("the quota role is gone");
+        }
+    }
+
+    /// `POST /failover`: to a named account, or to the best other one.
+    pub(super) fn failover_request(&mut self, to: Option<String>) -> Reply {
+        if self.swap.is_some() || self.pending_swap.is_some() {
+            return Err(ControlError::Conflict("a swap is already running".into()));
+        }
+        let now = SystemTime::now();
+        let active = self.active_account.clone().unwrap_or_default();
+        let target = match to {
+            Some(to) => {
+                let Some(q) = self.quotas.iter().find(|q| q.name == to) else {
+                    return Err(ControlError::BadRequest(format!("no account named {to:?} in the config")));
+                };
+                if to == active {
+                    return Err(ControlError::BadRequest(format!("{to} is already the active account")));
+                }
+                if let Err(why) = eligible(q, &self.config.quota, now) {
+                    if !why.is_soft() {
+                        return Err(ControlError::BadRequest(format!("{to} is not eligible: {why}")));
+                    }
+                }
+                to
+            }
+            None => {
+                let others = || self.quotas.iter().filter(|q| q.name != active);
+                let best = others()
+                    .find(|q| eligible(q, &self.config.quota, now).is_ok())
+                    .or_else(|| others().find(|q| eligible(q, &self.config.quota, now).is_err_and(|w| w.is_soft())));
+                match best {
+                    Some(q) => q.name.clone(),
+                    None => return Err(ControlError::BadRequest("no other account is eligible".into())),
+                }
+            }
+        };
+        if self.delivery_in_flight() {
+            // A paste into a session being stopped would be lost: the swap
+            // starts as soon as the dispatcher answers.
+            self.pending_swap = Some((target.clone(), "manual".into()));
+        } else {
+            self.start_swap(&target, "manual", now);
+        }
+        Ok(json!({"accepted": true, "from": active, "to": target}))
+    }
+
+    /// A task is being pasted into some session right now.
+    fn delivery_in_flight(&self) -> bool {
+        self.sessions.values().any(|s| s.offered)
+    }
+
+    /// Plans a swap of every session to `to` and hands it to the switcher.
+    pub(super) fn start_swap(&mut self, to: &str, reason: &str, now: SystemTime) {
+        let from = self.active_account.clone().unwrap_or_default();
+        let movers = self.movers();
+        let plan = Plan {
+            from: from.clone(),
+            to: to.into(),
+            reason: reason.into(),
+            started_at: crate::time::rfc3339(now),
+            sessions: movers,
+        };
+        self.begin(plan, now);
+    }
+
+    /// Every session that runs (or ran) a conversation, with its task.
+    fn movers(&self) -> Vec<Mover> {
+        self.sessions
+            .values()
+            .filter(|s| s.account.is_some())
+            .filter_map(|s| {
+                Some(Mover {
+                    session: s.name.clone(),
+                    claude_session_id: s.claude_session_id.clone()?,
+                    task: s.work.as_ref().map(|w| w.task.clone()),
+                })
+            })
+            .collect()
+    }
+
+    fn begin(&mut self, plan: Plan, now: SystemTime) {
+        log::warn!("swap {} → {} ({}) of {} session(s)", plan.from, plan.to, plan.reason, plan.sessions.len());
+        for m in &plan.sessions {
+            if let Some(s) = self.sessions.get_mut(&m.session) {
+                s.moving = true;
+                s.offered = false;
+            }
+        }
+        self.active_account = Some(plan.to.clone());
+        self.last_swap_at = Some(now);
+        self.shared.metrics.inc("claude_failover_failovers_total", &[("reason", &plan.reason)]);
+        let names: Vec<&str> = plan.sessions.iter().map(|m| m.session.as_str()).collect();
+        self.shared.events.emit(
+            Kind::FailoverStarted,
+            &plan.from,
+            format!("moving {} session(s) from {} to {} ({})", names.len(), plan.from, plan.to, plan.reason),
+            json!({"from": plan.from, "to": plan.to, "reason": plan.reason, "sessions": names}),
+        );
+        self.swap = Some(plan.clone());
+        if self.outputs.switcher.send(plan).is_err() {
+            log::error!("the switcher role is gone; the swap cannot run");
+        }
+        self.publish();
+    }
+
+    pub(super) fn on_swap_finished(&mut self, finished: Finished, now: Instant) {
+        let Finished { plan, outcomes, finished_at } = finished;
+        let mut results = Vec::new();
+        let mut moved = 0;
+        for outcome in &outcomes {
+            match outcome {
+                Outcome::Moved { session, pid, continued } => {
+                    moved += 1;
+                    results.push(json!({"session": session, "ok": true, "continued": continued}));
+                    let Some(s) = self.sessions.get_mut(session) else { continue };
+                    s.moving = false;
+                    let id = s.claude_session_id.clone().unwrap_or_default();
+                    s.launched(&plan.to, &id, now);
+                    if let Some(w) = &mut s.work {
+                        w.limited = false;
+                        w.idle_since = None;
+                        w.turn_seen = *continued;
+                    }
+                    self.order(sessions::Command::Track {
+                        session: session.clone(),
+                        account: plan.to.clone(),
+                        claude_session_id: id,
+                        pid: *pid,
+                    });
+                }
+                Outcome::Failed { session, error } => {
+                    log::error!("swap: {session} could not be moved to {}: {error}", plan.to);
+                    results.push(json!({"session": session, "ok": false, "error": error}));
+                    if let Some(s) = self.sessions.get_mut(session) {
+                        s.moving = false;
+                    }
+                    self.observed(session, Seen::Missing, now);
+                }
+            }
+        }
+        let failed = outcomes.len() - moved;
+        self.last_swap = Some(SwapRecord {
+            from: plan.from.clone(),
+            to: plan.to.clone(),
+            reason: plan.reason.clone(),
+            started_at: plan.started_at.clone(),
+            finished_at: Some(crate::time::rfc3339(finished_at)),
+            sessions_moved: moved,
+        });
+        self.swap = None;
+        let (kind, message) = if failed == 0 {
+            (
+                Kind::FailoverFinished,
+                format!("{moved} session(s) moved from {} to {} ({})", plan.from, plan.to, plan.reason),
+            )
+        } else {
+            (
+                Kind::FailoverFailed,
+                format!(
+                    "{moved} of {} session(s) moved from {} to {}; {failed} failed and will be relaunched",
+                    outcomes.len(),
+                    plan.from,
+                    plan.to
+                ),
+            )
+        };
+        self.shared.events.emit(
+            kind,
+            &plan.from,
+            message,
+            json!({"from": plan.from, "to": plan.to, "reason": plan.reason, "sessions_moved": moved, "results": results}),
+        );
+    }
+
+    /// After a restart, once leases are reconciled: a swap the last run left
+    /// unfinished, or sessions found on another account than the active
+    /// one, are moved to the active account so none stays split.
+    pub(super) fn consolidate(&mut self, now: SystemTime) {
+        let Some(active) = self.active_account.clone() else { return };
+        let journal = self.journal.take();
+        let stray: Vec<Mover> = self
+            .movers()
+            .into_iter()
+            .filter(|m| self.sessions.get(&m.session).and_then(|s| s.account.as_deref()) != Some(active.as_str()))
+            .collect();
+        if stray.is_empty() && journal.is_none() {
+            return;
+        }
+        let from = journal
+            .as_ref()
+            .map(|j| j.from.clone())
+            .or_else(|| stray.first().and_then(|m| self.sessions.get(&m.session)?.account.clone()))
+            .unwrap_or_default();
+        let reason = journal.as_ref().map_or("consolidate".to_string(), |j| j.reason.clone());
+        log::warn!("finishing an interrupted swap to {active}: {} session(s) still elsewhere", stray.len());
+        let plan = Plan { from, to: active, reason, started_at: crate::time::rfc3339(now), sessions: stray };
+        self.begin(plan, now);
+    }
+}

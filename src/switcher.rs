@@ -1,0 +1,236 @@
+//! The account switcher ("switcher" thread): carries out one swap at a time,
+//! as the coordinator plans it, and reports each session's outcome.
+//!
+//! A swap: write the journal (`<state_dir>/swap.json`) and the new active
+//! account (`<state_dir>/active.json`); then, for every session in parallel,
+//! checkpoint it, stop its claude (gracefully, then kill), launch it on the new
+//! account resuming the same conversation, wait for its prompt, and send a
+//! session that had a task a continuation prompt naming it; last, remove the
+//! journal. A daemon killed in the middle finds the journal on restart and
+//! the coordinator finishes the swap. Deciding whether and where to swap is
+//! not done here.
+
+use crate::checkpoint::{self, Subject};
+use crate::claude::pane;
+use crate::claude::session_file::{self, SessionFile};
+use crate::config::Config;
+use crate::coordinator::Event;
+use crate::heartbeat::Beat;
+use crate::sessions::launch;
+use crate::sessions::model::Seen;
+use crate::tmux::Tmux;
+use crossbeam_channel::{Receiver, Sender};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// One planned swap; also the journal's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    pub started_at: String,
+    pub sessions: Vec<Mover>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mover {
+    pub session: String,
+    pub claude_session_id: String,
+    /// The task it held (its lease stays in active/): continued after the move.
+    pub task: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Moved { session: String, pid: u32, continued: bool },
+    Failed { session: String, error: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub plan: Plan,
+    pub outcomes: Vec<Outcome>,
+    pub finished_at: SystemTime,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Active {
+    account: String,
+}
+
+pub fn journal_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("swap.json")
+}
+
+fn active_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("active.json")
+}
+
+/// The swap a killed daemon left unfinished, if any.
+pub fn read_journal(state_dir: &Path) -> Option<Plan> {
+    let bytes = std::fs::read(journal_path(state_dir)).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(plan) => Some(plan),
+        Err(e) => {
+            log::error!("{}: unreadable swap journal ({e}); ignoring it", journal_path(state_dir).display());
+            None
+        }
+    }
+}
+
+/// The account the last swap moved to, kept across restarts.
+pub fn read_active(state_dir: &Path) -> Option<String> {
+    let bytes = std::fs::read(active_path(state_dir)).ok()?;
+    serde_json::from_slice::<Active>(&bytes).ok().map(|a| a.account)
+}
+
+/// Saves the active account (also used when no swap runs, e.g. at first start).
+pub fn write_active(state_dir: &Path, account: &str) {
+    let bytes = serde_json::to_vec(&Active { account: account.into() }).unwrap_or_default();
+    if let Err(e) = crate::atomic::write(&active_path(state_dir), &bytes) {
+        log::error!("{}: cannot save the active account: {e}", active_path(state_dir).display());
+    }
+}
+
+/// The prompt that tells a moved session to carry on with its task.
+pub fn continuation_prompt(task: &str) -> String {
+    format!(
+        "You were interrupted by a usage limit while working on the task from {task}. \
+         The session has moved to another account; continue that task from where you stopped and finish it."
+    )
+}
+
+pub fn run(config: Arc<Config>, commands: Receiver<Plan>, out: Sender<Event>, beat: Beat) {
+    let tmux = Tmux::new(&config.tmux.socket_name);
+    loop {
+        beat.beat();
+        match commands.recv_timeout(Duration::from_secs(1)) {
+            Ok(plan) => {
+                let finished = swap(&config, &tmux, plan, &beat);
+                if out.send(Event::Swap(finished)).is_err() {
+                    return;
+                }
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+fn swap(config: &Config, tmux: &Tmux, plan: Plan, beat: &Beat) -> Finished {
+    let journal = journal_path(&config.state_dir);
+    match serde_json::to_vec_pretty(&plan) {
+        Ok(bytes) => {
+            if let Err(e) = crate::atomic::write(&journal, &bytes) {
+                log::error!("{}: cannot write the swap journal: {e}", journal.display());
+            }
+        }
+        Err(e) => log::error!("cannot encode the swap journal: {e}"),
+    }
+    write_active(&config.state_dir, &plan.to);
+    let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = plan
+            .sessions
+            .iter()
+            .map(|m| {
+                let beat = beat.clone();
+                let plan = &plan;
+                std::thread::Builder::new()
+                    .name("switcher-move".into())
+                    .spawn_scoped(scope, move || move_session(config, tmux, plan, m, &beat))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(&plan.sessions)
+            .map(|(h, m)| match h.map_err(|e| e.to_string()).and_then(|h| h.join().map_err(|_| "panicked".into())) {
+                Ok(outcome) => outcome,
+                Err(e) => Outcome::Failed { session: m.session.clone(), error: format!("mover thread: {e}") },
+            })
+            .collect()
+    });
+    if let Err(e) = std::fs::remove_file(&journal) {
+        log::error!("{}: cannot remove the swap journal: {e}", journal.display());
+    }
+    Finished { plan, outcomes, finished_at: SystemTime::now() }
+}
+
+fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, beat: &Beat) -> Outcome {
+    let failed = |error: String| Outcome::Failed { session: m.session.clone(), error };
+    let subject = Subject {
+        session: m.session.clone(),
+        account: plan.from.clone(),
+        claude_session_id: m.claude_session_id.clone(),
+        task: m.task.clone(),
+    };
+    checkpoint::snapshot_now(config, &subject, "swap");
+    launch::stop(tmux, &m.session, Duration::from_secs(config.claude.stop_timeout_secs), beat);
+    let pid = match launch::start(tmux, config, &m.session, &plan.to, &m.claude_session_id) {
+        Ok((_, spawned)) => spawned.pid,
+        Err(e) => return failed(format!("launch on {}: {e}", plan.to)),
+    };
+    let deadline = Instant::now() + Duration::from_secs(config.claude.startup_timeout_secs);
+    if let Err(e) = wait_idle(config, tmux, &m.session, &plan.to, pid, deadline, beat) {
+        return failed(e);
+    }
+    let mut continued = false;
+    if let Some(task) = &m.task {
+        let Some(transcript) = launch::transcript_path(config, &m.session, &plan.to, &m.claude_session_id) else {
+            return failed("no transcript path".into());
+        };
+        let confirm = Duration::from_secs(config.dispatch.submit_confirm_secs);
+        match crate::dispatcher::delivery::deliver(
+            tmux,
+            &m.session,
+            &continuation_prompt(task),
+            &transcript,
+            confirm,
+            beat,
+        ) {
+            Ok(_) => continued = true,
+            Err(e) => return failed(format!("continuation prompt for {task}: {e}")),
+        }
+    }
+    Outcome::Moved { session: m.session.clone(), pid, continued }
+}
+
+/// Waits for the relaunched session's prompt, answering the trust dialog
+/// when `auto_trust` allows; any other dialog or a limit is a failure to
+/// report, not something to click through.
+fn wait_idle(
+    config: &Config,
+    tmux: &Tmux,
+    session: &str,
+    account: &str,
+    pid: u32,
+    deadline: Instant,
+    beat: &Beat,
+) -> Result<(), String> {
+    let config_dir = config.account(account).map(|a| a.config_dir.clone()).unwrap_or_default();
+    let mut last = Seen::Starting;
+    while Instant::now() < deadline {
+        beat.beat();
+        let screen = match tmux.capture_pane(session) {
+            Ok(text) => text,
+            Err(e) if e.is_missing() => return Err(format!("the session exited on {account}")),
+            Err(e) => return Err(e.to_string()),
+        };
+        let file = SessionFile::read(&session_file::path_for(&config_dir, pid)).ok();
+        last = crate::sessions::role::combine(file.as_ref(), &pane::classify(&screen));
+        match &last {
+            Seen::Idle => return Ok(()),
+            Seen::TrustDialog if config.claude.auto_trust => {
+                if let Some(keys) = pane::trust_answer_keys(&screen) {
+                    let _ = tmux.send_keys(session, &keys);
+                }
+            }
+            Seen::LoginNeeded => return Err(format!("{account} needs a login (/login)")),
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("not at its prompt on {account} within {} s (last seen {last:?})", config.claude.startup_timeout_secs))
+}
