@@ -51,7 +51,8 @@ fail() {
     printf '\ndemo: FAILED: %s\n' "$*" >&2
     if [ -s "${DEMO_DIR}/daemon.log" ]; then
         printf '\nlast lines of %s:\n' "$DEMO_DIR/daemon.log" >&2
-        tail -n 25 "$DEMO_DIR/daemon.log" | indent >&2
+        # ureq's own debug lines are noise here.
+        grep -v ' DEBUG ureq' "$DEMO_DIR/daemon.log" | tail -n 25 | indent >&2
     fi
     exit 1
 }
@@ -210,7 +211,7 @@ state_dir = "$DEMO_DIR/state"
 [claude]
 binary = "$CLAUDE_BIN"
 shared_projects_dir = "$DEMO_DIR/shared-projects"
-startup_timeout_secs = 60
+startup_timeout_secs = 30
 stop_timeout_secs = 10
 
 [claude.env]
@@ -248,7 +249,7 @@ cf check-config >/dev/null || fail "the generated config $DEMO_DIR/config.toml d
 say "config: $DEMO_DIR/config.toml (valid; HTTP on 127.0.0.1:$HTTP_PORT, tmux -L $DEMO_SOCKET)"
 
 heading "claude-failover setup"
-cf setup 2>&1 | indent || fail "setup failed"
+cf setup 2>&1 | grep -v '^ *$' | indent || fail "setup failed"
 
 # ---------------------------------------------------------------- daemon
 
@@ -347,12 +348,18 @@ deadline=$((SECONDS + SWAP_DEADLINE_SECS))
 until swap_finished; do
     if [ $SECONDS -ge $deadline ]; then
         cf status | indent
-        fail "no account swap within $SWAP_DEADLINE_SECS s of ${ACCOUNTS[0]} reaching its limit: /status swap.last is $(status_json | jsq 'd.swap.last || "null"') and active_account is still $(status_json | jsq 'd.active_account'). Does this build of the daemon swap accounts yet?"
+        now=$(status_json) || fail "the daemon stopped answering /status"
+        if [ "$(jsq 'd.swap.in_progress' <<<"$now")" = true ]; then
+            fail "a swap to $(jsq 'd.active_account' <<<"$now") started but did not finish within $SWAP_DEADLINE_SECS s of ${ACCOUNTS[0]} reaching its limit (/status swap.in_progress is still true; sessions: $(jsq 'd.sessions.map(s => s.name + " " + s.state + " on " + s.account).join(", ")' <<<"$now"))"
+        fi
+        fail "no account swap within $SWAP_DEADLINE_SECS s of ${ACCOUNTS[0]} reaching its limit: /status swap.last is $(jsq 'd.swap.last || "null"' <<<"$now") and the active account is still $(jsq 'd.active_account' <<<"$now"). Does this build of the daemon swap accounts yet?"
     fi
     sleep 0.5
 done
 SWAP=$(status_json | jsq 'd.swap.last')
 say "swap finished: $(jsq '`${d.from} -> ${d.to}, reason ${d.reason}, ${d.sessions_moved} sessions moved`' <<<"$SWAP")"
+moved=$(jsq 'd.sessions_moved' <<<"$SWAP")
+[ "$moved" = "${#SESSIONS[@]}" ] || fail "the swap moved $moved of ${#SESSIONS[@]} sessions (see the failover_finished event)"
 wait_until 120 "every session idle again after the swap" all_sessions idle
 cf status | indent
 
@@ -381,12 +388,22 @@ per_account=$(node -e '
 turns=$(curl -fsS "$FAKE_API_URL/_control/requests" | jsq "
     Object.entries(d.reduce((m, r) => (m[r.token] = (m[r.token] || 0) + 1, m), {}))
         .map(([t, n]) => t.replace('$TOKEN_PREFIX', '').toLowerCase() + ' ' + n).sort().join(', ')")
+# Per conversation (Claude Code's session id in each request), the accounts whose
+# tokens carried its turns, in order: "alpha 2, beta 2" is one conversation resumed.
+conversations=$(curl -fsS "$FAKE_API_URL/_control/requests" | jsq "
+    Object.entries(d.filter(r => r.session_id).reduce((m, r) => {
+        const a = r.token.replace('$TOKEN_PREFIX', '').toLowerCase(), runs = (m[r.session_id] = m[r.session_id] || []);
+        if (runs.length && runs[runs.length - 1][0] === a) runs[runs.length - 1][1]++; else runs.push([a, 1]);
+        return m;
+    }, {})).map(([id, runs]) => '  ' + id + ': ' + runs.map(([a, n]) => a + ' ' + n).join(', then ')).join('\\n')")
 failed=$(find "$QUEUE/failed" -maxdepth 1 -name '*.md' 2>/dev/null | wc -l)
 echo "tasks done per account:"
 printf '%s\n' "$per_account" | sed 's/^/  /'
 echo "tasks failed: $failed"
 jsq '`swap: from ${d.from} to ${d.to}, reason ${d.reason}, sessions moved ${d.sessions_moved}, ${d.started_at} -> ${d.finished_at}`' <<<"$SWAP"
 echo "user turns the fake API served per account token: $turns"
+echo "user turns per conversation (Claude Code session id), by account token:"
+printf '%s\n' "$conversations"
 echo "active account now: $(status_json | jsq 'd.active_account')"
 echo "run time: $((SECONDS - START)) s"
 
@@ -404,16 +421,20 @@ if [ "$KEEP" = 1 ]; then
     sleep 0.5
     FOLLOW_PID=$(sed -n 's/^FOLLOW_PID=//p' "$DEMO_DIR/run.env")
     kill "$FOLLOW_PID" 2>/dev/null || true
+    stop="make demo-stop    (or scripts/demo.sh stop)"
+    [ "$DEMO_DIR" = "$ROOT/build/demo" ] || stop="DEMO_DIR=$DEMO_DIR scripts/demo.sh stop"
     cat <<EOF
 
 The demo is still running (KEEP=1):
-  watch a session:     tmux -L $DEMO_SOCKET attach -t ${SESSIONS[0]}     (detach: Ctrl-b d)
-  status:              $CF_BIN status --config $DEMO_DIR/config.toml
-  events:              curl -s 'http://127.0.0.1:$HTTP_PORT/events?since=0'
-  swap back by hand:   $CF_BIN failover --to ${ACCOUNTS[0]} --config $DEMO_DIR/config.toml
-  more tasks:          drop NAME.md files into $QUEUE/inbox/
-  daemon log:          $DEMO_DIR/daemon.log
-  stop it all:         make demo-stop    (or scripts/demo.sh stop)
+  watch a session:    tmux -L $DEMO_SOCKET attach -t ${SESSIONS[0]}     (detach: Ctrl-b d)
+  status:             $CF_BIN status --config $DEMO_DIR/config.toml
+  events:             curl -s 'http://127.0.0.1:$HTTP_PORT/events?since=0'
+  more tasks:         drop NAME.md files into $QUEUE/inbox/
+  ${ACCOUNTS[0]}'s window resets (the daemon fails back to its first account):
+                      curl -s -X POST -d '{"token":"$ALPHA_TOKEN","five_hour":20}' $FAKE_API_URL/_control/usage
+  swap by hand:       $CF_BIN failover --to ${ACCOUNTS[1]} --config $DEMO_DIR/config.toml
+  daemon log:         $DEMO_DIR/daemon.log
+  stop it all:        $stop
 EOF
 else
     echo "demo: OK, cleaning up"

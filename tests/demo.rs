@@ -75,6 +75,14 @@ fn the_demo_does_its_tasks_swaps_accounts_and_cleans_up() {
         panic!("no swap line from alpha to beta:\n{all}");
     });
     assert_eq!(number_after(swap, "sessions moved"), Some(2), "{all}");
+    // Each session's conversation went on under beta after its turns under alpha.
+    // (Summary lines "  <session id>: alpha N, then beta M".)
+    let resumed = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ")?.split_once(": alpha ")?.1.split_once(", then beta "))
+        .filter(|(a, b)| a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok())
+        .count();
+    assert_eq!(resumed, 2, "conversations resumed across the swap:\n{all}");
     assert!(out.contains("failover_started") && out.contains("failover_finished"), "swap events not shown:\n{all}");
     assert!(out.contains("demo: OK"), "{all}");
 
