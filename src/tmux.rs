@@ -259,24 +259,33 @@ impl Tmux {
 
     /// Every pane of one session.
     pub fn list_panes(&self, session: &str) -> Result<Vec<PaneInfo>, TmuxError> {
-        let args: Vec<String> = vec![
-            "list-panes".into(),
-            "-s".into(),
-            "-t".into(),
-            exact(session),
-            "-F".into(),
-            "#{pane_id}\t#{pane_pid}\t#{pane_dead}\t#{pane_current_command}".into(),
-        ];
+        let args: Vec<String> = vec!["list-panes".into(), "-s".into(), "-t".into(), exact(session)];
+        Ok(self.panes(args)?.into_iter().map(|(_, p)| p).collect())
+    }
+
+    /// Every pane of every session on the server, with its session's name:
+    /// one tmux call however many sessions there are. Empty when no server runs.
+    pub fn list_all_panes(&self) -> Result<Vec<(String, PaneInfo)>, TmuxError> {
+        match self.panes(vec!["list-panes".into(), "-a".into()]) {
+            Err(TmuxError::NoServer { .. }) => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
+    fn panes(&self, mut args: Vec<String>) -> Result<Vec<(String, PaneInfo)>, TmuxError> {
+        args.push("-F".into());
+        args.push("#{session_name}\t#{pane_id}\t#{pane_pid}\t#{pane_dead}\t#{pane_current_command}".into());
         let out = self.run(&args, None)?;
         let mut panes = Vec::new();
         for line in out.stdout.lines().filter(|l| !l.is_empty()) {
-            let mut fields = line.splitn(4, '\t');
+            let mut fields = line.splitn(5, '\t');
             let parsed = (|| {
+                let session = fields.next()?.to_string();
                 let pane_id = fields.next()?.to_string();
                 let pid = fields.next()?.parse().ok()?;
                 let dead = fields.next()? == "1";
                 let current_command = fields.next().unwrap_or_default().to_string();
-                Some(PaneInfo { pane_id, pid, current_command, dead })
+                Some((session, PaneInfo { pane_id, pid, current_command, dead }))
             })();
             panes.push(
                 parsed.ok_or_else(|| TmuxError::BadOutput { command: describe(&args), output: line.to_string() })?,

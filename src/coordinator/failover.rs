@@ -69,6 +69,21 @@ impl<S: Supervisor> Coordinator<S> {
         }
     }
 
+    /// The statusline's windows for the account `session` runs on: fresher
+    /// than a poll, and free; the poller may then wait longer.
+    pub(super) fn statusline_sample(
+        &mut self,
+        session: &str,
+        limits: &[crate::claude::hook::RateLimit],
+        now: SystemTime,
+    ) {
+        let Some(account) = self.sessions.get(session).and_then(|s| s.account.clone()) else { return };
+        let Some(q) = self.quotas.iter_mut().find(|q| q.name == account) else { return };
+        q.apply_sample(now, &crate::quota::Windows::from(limits));
+        let _ = self.outputs.quota.send(QuotaCommand::Sampled { account, at: now });
+        self.consider_swap(now);
+    }
+
     /// Dispatch goes on only while the active account can work.
     pub(super) fn dispatch_allowed_by_quota(&self, now: SystemTime) -> bool {
         let Some(active) = &self.active_account else { return false };

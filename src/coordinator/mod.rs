@@ -398,6 +398,9 @@ impl<S: Supervisor> Coordinator<S> {
             }
             Report::LaunchFailed { session, account, error } => {
                 log::error!("launching session {session} on {account} failed: {error}");
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.launching = false;
+                }
                 self.observed(&session, Seen::Missing, now);
             }
             Report::Seen { session, seen } => self.observed(&session, seen, now),
@@ -407,6 +410,10 @@ impl<S: Supervisor> Coordinator<S> {
                 }
                 let source = crate::quota::LimitSource::Transcript;
                 self.limit_sighting(&session, source, resets_at, record_time, SystemTime::now());
+            }
+            Report::Sample { session, limits } => self.statusline_sample(&session, &limits, SystemTime::now()),
+            Report::RateLimitFailure { session } => {
+                self.limit_sighting(&session, crate::quota::LimitSource::Hook, None, None, SystemTime::now());
             }
         }
     }
@@ -469,7 +476,19 @@ impl<S: Supervisor> Coordinator<S> {
         s.activity = Activity::Starting;
         s.relaunch_at = None;
         s.launched_at = Some(now);
+        s.launching = true;
         self.order(sessions::Command::Launch { session: name.into(), account });
+    }
+
+    /// Stops a session and launches it again on `account`, same conversation.
+    fn restart(&mut self, name: &str, account: &str, now: Instant) {
+        let Some(s) = self.sessions.get_mut(name) else { return };
+        s.restarts += 1;
+        s.activity = Activity::Starting;
+        s.relaunch_at = None;
+        s.launched_at = Some(now);
+        s.launching = true;
+        self.order(sessions::Command::Restart { session: name.into(), account: account.into() });
     }
 
     fn on_tick(&mut self, now: Instant) {
@@ -485,10 +504,8 @@ impl<S: Supervisor> Coordinator<S> {
             self.sessions.values().filter(|s| s.startup_overdue(now, startup)).map(|s| s.name.clone()).collect();
         for name in overdue {
             log::warn!("{name}: not at its prompt within {} s; restarting it", startup.as_secs());
-            if let (Some(s), Some(account)) = (self.sessions.get_mut(&name), self.active_account.clone()) {
-                s.restarts += 1;
-                s.launched_at = Some(now);
-                self.order(sessions::Command::Restart { session: name, account });
+            if let Some(account) = self.active_account.clone() {
+                self.restart(&name, &account, now);
             }
         }
         self.consider_swap(SystemTime::now());
@@ -518,10 +535,17 @@ impl<S: Supervisor> Coordinator<S> {
             }
             Control::Failover { to } => self.failover_request(to),
             Control::RestartSession(name) => {
-                if self.config.session(&name).is_none() {
+                if !self.sessions.contains_key(&name) {
                     return Err(ControlError::NotFound(format!("no session named {name:?} in the config")));
                 }
-                Err(ControlError::Conflict("session restarts are not available in this build yet".into()))
+                if self.swap.is_some() || self.sessions.get(&name).is_some_and(|s| s.moving) {
+                    return Err(ControlError::Conflict("a swap is moving the sessions; try again after it".into()));
+                }
+                let Some(account) = self.active_account.clone() else {
+                    return Err(ControlError::Conflict("no account is active to launch it on".into()));
+                };
+                self.restart(&name, &account, Instant::now());
+                Ok(json!({"accepted": true, "session": name, "account": account}))
             }
         }
     }

@@ -4,6 +4,7 @@
 pub mod launch;
 pub mod model;
 pub mod role;
+pub mod spool;
 
 use crate::config::Config;
 use model::Seen;
@@ -61,5 +62,14 @@ pub enum Report {
         session: String,
         resets_at: Option<std::time::SystemTime>,
         record_time: Option<std::time::SystemTime>,
+    },
+    /// The statusline's rate limits for the account this session runs on.
+    Sample {
+        session: String,
+        limits: Vec<crate::claude::hook::RateLimit>,
+    },
+    /// A `StopFailure` hook with `rate_limit`: a hint, never proof alone.
+    RateLimitFailure {
+        session: String,
     },
 }

@@ -13,6 +13,11 @@ pub const STABLE_AFTER: Duration = Duration::from_secs(120);
 /// This many deaths within `CRASH_WINDOW` is a crash loop, reported once.
 pub const CRASH_LOOP_DEATHS: usize = 5;
 pub const CRASH_WINDOW: Duration = Duration::from_secs(600);
+/// What a session on the folder trust dialog is waiting for.
+pub const TRUST_DIALOG: &str = "trust dialog";
+/// A trust dialog still open this long after it was last raised is raised
+/// again (answered again, or a person reminded when auto_trust is off).
+pub const TRUST_ASK_AGAIN: Duration = Duration::from_secs(60);
 
 /// The states of SPEC §5, as the coordinator tracks them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +124,9 @@ pub struct Session {
     /// Being moved to another account by a swap: observations mean nothing
     /// until the switcher reports it moved.
     pub moving: bool,
+    /// A launch or restart was ordered and not reported yet: an observation
+    /// queued before the order must not make it look idle.
+    pub launching: bool,
     pub restarts: u32,
     pub launched_at: Option<Instant>,
     /// When to relaunch after a death; None while alive or not yet due.
@@ -126,6 +134,8 @@ pub struct Session {
     backoff: Duration,
     deaths: VecDeque<Instant>,
     crash_loop_reported: bool,
+    /// When the trust dialog was last raised with the coordinator.
+    trust_raised_at: Option<Instant>,
 }
 
 impl Session {
@@ -141,12 +151,14 @@ impl Session {
             work: None,
             offered: false,
             moving: false,
+            launching: false,
             restarts: 0,
             launched_at: None,
             relaunch_at: None,
             backoff: BACKOFF_FIRST,
             deaths: VecDeque::new(),
             crash_loop_reported: false,
+            trust_raised_at: None,
         }
     }
 
@@ -156,13 +168,14 @@ impl Session {
         self.claude_session_id = Some(claude_session_id.into());
         self.activity = Activity::Starting;
         self.launched_at = Some(now);
+        self.launching = false;
         self.relaunch_at = None;
         self.waiting_for = None;
     }
 
     /// Folds one observation in; says what the coordinator should do.
     pub fn observe(&mut self, seen: Seen, now: Instant) -> Step {
-        if self.activity == Activity::Stopped || self.moving {
+        if self.activity == Activity::Stopped || self.moving || self.launching {
             // Not launched by us (yet): observations mean nothing.
             return Step::Nothing;
         }
@@ -198,8 +211,18 @@ impl Session {
             }
         }
         match seen {
+            // Once per appearance of the dialog (and again after a long while):
+            // the sessions role makes sure its answer lands, and with
+            // auto_trust off the coordinator turns this into a
+            // `session_waiting` event, which must not repeat each second while
+            // a person has not answered.
             Seen::TrustDialog => {
-                self.waiting_for = Some("trust dialog".into());
+                let recent = self.trust_raised_at.is_some_and(|t| now.saturating_duration_since(t) < TRUST_ASK_AGAIN);
+                if self.waiting_for.as_deref() == Some(TRUST_DIALOG) && recent {
+                    return Step::Nothing;
+                }
+                self.waiting_for = Some(TRUST_DIALOG.into());
+                self.trust_raised_at = Some(now);
                 Step::AnswerTrust
             }
             Seen::Dialog(what) => self.waiting(what),
@@ -299,6 +322,7 @@ mod tests {
                 Activity::RateLimited,
             ),
             (Seen::TrustDialog, Step::AnswerTrust, Activity::Waiting),
+            (Seen::TrustDialog, Step::Nothing, Activity::Waiting),
             (Seen::Dialog("permission".into()), Step::NowWaiting("permission".into()), Activity::Waiting),
             (Seen::Dialog("permission".into()), Step::Nothing, Activity::Waiting),
             (Seen::Idle, Step::Changed { from: Activity::Waiting, to: Activity::Idle }, Activity::Idle),
@@ -376,6 +400,26 @@ mod tests {
         s.observe(Seen::RateLimited, t0 + Duration::from_secs(15));
         s.observe(Seen::Idle, t0 + Duration::from_secs(16));
         assert!(!s.settled(t0 + Duration::from_secs(60), settle));
+    }
+
+    #[test]
+    fn the_trust_dialog_is_raised_once_per_appearance_and_again_after_a_long_while() {
+        let t0 = Instant::now();
+        let secs = |n| t0 + Duration::from_secs(n);
+        let mut s = running(t0);
+        let table = [
+            (0, Seen::Starting, Step::Nothing),
+            (1, Seen::TrustDialog, Step::AnswerTrust),
+            (2, Seen::TrustDialog, Step::Nothing),
+            (60, Seen::TrustDialog, Step::Nothing),
+            (61, Seen::TrustDialog, Step::AnswerTrust),
+            (62, Seen::TrustDialog, Step::Nothing),
+            (63, Seen::Idle, Step::Changed { from: Activity::Waiting, to: Activity::Idle }),
+            (64, Seen::TrustDialog, Step::AnswerTrust),
+        ];
+        for (at, seen, step) in table {
+            assert_eq!(s.observe(seen.clone(), secs(at)), step, "{seen:?} at {at} s");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! It decides nothing: backoff, trust answers and dispatch are the
 //! coordinator's.
 
-use super::launch::{self, Conversation};
+use super::launch;
 use super::model::Seen;
 use super::{Command, Report};
 use crate::claude::pane::{self, PaneState};
@@ -24,6 +24,12 @@ use std::time::{Duration, Instant};
 
 /// How often every session is looked at.
 const OBSERVE_EVERY: Duration = Duration::from_secs(1);
+/// Every this many looks, the screen is read even when nothing else asks.
+const SCREEN_EVERY: u64 = 5;
+/// How long answering the trust dialog may take, and when keys that did not
+/// close it are sent again.
+const TRUST_ANSWER_WITHIN: Duration = Duration::from_secs(5);
+const TRUST_ANSWER_RETRY: Duration = Duration::from_millis(1500);
 
 /// One session this role watches.
 #[derive(Debug)]
@@ -33,6 +39,9 @@ struct Managed {
     /// Follows the conversation from where it stood when we took the session
     /// on, so every limit record read is new.
     transcript: Option<TranscriptReader>,
+    /// The last verdict: while it is idle or busy and Claude Code's session
+    /// file agrees, the screen need not be read every tick.
+    last: Option<Seen>,
 }
 
 impl Managed {
@@ -42,7 +51,7 @@ impl Managed {
             let len = std::fs::metadata(&p).map_or(0, |m| m.len());
             TranscriptReader::at(p, len)
         });
-        Some(Managed { config_dir, pid: Some(pid), transcript })
+        Some(Managed { config_dir, pid: Some(pid), transcript, last: None })
     }
 }
 
@@ -65,6 +74,8 @@ pub struct Role {
     out: Sender<Event>,
     managed: BTreeMap<String, Managed>,
     ids: Ids,
+    /// Observation rounds so far (for `SCREEN_EVERY`).
+    ticks: u64,
 }
 
 fn ids_path(config: &Config) -> PathBuf {
@@ -81,20 +92,63 @@ impl Role {
             }),
             Err(_) => Ids::default(),
         };
-        Role { config, tmux, out, managed: BTreeMap::new(), ids }
+        Role { config, tmux, out, managed: BTreeMap::new(), ids, ticks: 0 }
     }
 
     pub fn run(mut self, commands: Receiver<Command>, beat: Beat) {
         let ticks = crossbeam_channel::tick(OBSERVE_EVERY);
+        let (spool_tx, spool_rx) = crossbeam_channel::unbounded();
+        let spool = crate::hook::spool_dir(&self.config.state_dir);
+        if let Err(e) = std::fs::create_dir_all(&spool) {
+            log::error!("{}: cannot create the hook spool: {e}", spool.display());
+        }
+        let watcher = match crate::queue::InboxWatcher::start(vec![("spool".into(), spool.clone())], spool_tx) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log::error!("{e}: hook signals will not be read");
+                None
+            }
+        };
+        self.drain_spool(&spool);
         loop {
             beat.beat();
             select! {
                 recv(commands) -> cmd => match cmd {
                     Ok(cmd) => self.handle(cmd, &beat),
-                    Err(_) => return,
+                    Err(_) => break,
+                },
+                recv(spool_rx) -> ev => match ev {
+                    Ok(crate::queue::WatchEvent::Arrived { name, .. }) => self.spooled(&spool.join(name)),
+                    Ok(crate::queue::WatchEvent::Rescan { .. }) => self.drain_spool(&spool),
+                    Err(_) => {}
                 },
                 recv(ticks) -> _ => self.observe_all(),
             }
+        }
+        if let Some(w) = watcher {
+            w.stop();
+        }
+    }
+
+    /// Every file in the spool (at start, and after a watch overflow).
+    fn drain_spool(&mut self, spool: &Path) {
+        let Ok(entries) = std::fs::read_dir(spool) else { return };
+        for entry in entries.flatten() {
+            self.spooled(&entry.path());
+        }
+    }
+
+    /// One spooled hook document: read, removed, reported when it matters.
+    fn spooled(&mut self, path: &Path) {
+        let Some((claude_session_id, signal)) = super::spool::take(path) else { return };
+        let Some(session) =
+            self.ids.sessions.iter().find(|(_, r)| r.claude_session_id == claude_session_id).map(|(n, _)| n.clone())
+        else {
+            return log::debug!("hook for conversation {claude_session_id}, which no configured session runs");
+        };
+        match signal {
+            super::spool::Signal::Sample(limits) => self.report(Report::Sample { session, limits }),
+            super::spool::Signal::RateLimitFailure => self.report(Report::RateLimitFailure { session }),
         }
     }
 
@@ -110,7 +164,7 @@ impl Role {
                 self.stop(&session, beat);
                 self.launch(&session, &account);
             }
-            Command::AnswerTrust { session } => self.answer_trust(&session),
+            Command::AnswerTrust { session } => self.answer_trust(&session, beat),
             Command::Track { session, account, claude_session_id, pid } => {
                 let Some(m) = Managed::new(&self.config, &session, &account, &claude_session_id, pid) else { return };
                 self.managed.insert(session.clone(), m);
@@ -146,6 +200,14 @@ impl Role {
                     SessionFile::read(&session_file::path_for(&config_dir, pid)).ok().and_then(|f| f.session_id)
                 });
             let id = id.unwrap_or_default();
+            // What runs is the truth: a later relaunch must resume this
+            // conversation even when sessions.json was lost or is stale.
+            let known = self.ids.sessions.get(&s.name);
+            if !id.is_empty() && known.is_none_or(|r| r.claude_session_id != id || r.account != account) {
+                let record = IdRecord { claude_session_id: id.clone(), account: account.clone() };
+                self.ids.sessions.insert(s.name.clone(), record);
+                self.save_ids();
+            }
             if let Some(m) = Managed::new(&self.config, &s.name, &account, &id, pid) {
                 self.managed.insert(s.name.clone(), m);
             }
@@ -190,32 +252,12 @@ impl Role {
     }
 
     fn try_launch(&mut self, session: &str, account: &str) -> Result<String, String> {
-        let config = Arc::clone(&self.config);
-        let acct = config.account(account).ok_or_else(|| format!("no account named {account:?}"))?;
-        let sc = config.session(session).ok_or_else(|| format!("no session named {session:?}"))?;
-        let project = config.project(&sc.project).ok_or_else(|| format!("no project named {:?}", sc.project))?;
         let id = match self.ids.sessions.get(session) {
             Some(r) => r.claude_session_id.clone(),
             None => launch::new_session_id().map_err(|e| format!("cannot make a conversation id: {e}"))?,
         };
-        let conversation =
-            if transcript_exists(&acct.config_dir, &config.claude.shared_projects_dir, &project.path, &id) {
-                Conversation::Resume
-            } else {
-                Conversation::Start
-            };
-        let spec = launch::spec(&config, session, account, &id, conversation).map_err(|e| e.to_string())?;
-        let unset: Vec<&str> = spec.unset.iter().map(String::as_str).collect();
-        let spawned = self
-            .tmux
-            .new_session(session, &spec.cwd, config.tmux.width, config.tmux.height, &spec.env, &unset, &spec.command)
-            .map_err(|e| e.to_string())?;
-        log::info!(
-            "{session}: launched on {account} ({} {id}), pid {}",
-            if conversation == Conversation::Resume { "resuming" } else { "starting" },
-            spawned.pid
-        );
-        if let Some(m) = Managed::new(&config, session, account, &id, spawned.pid) {
+        let (_, spawned) = launch::start(&self.tmux, &self.config, session, account, &id)?;
+        if let Some(m) = Managed::new(&self.config, session, account, &id, spawned.pid) {
             self.managed.insert(session.into(), m);
         }
         self.ids.sessions.insert(session.into(), IdRecord { claude_session_id: id.clone(), account: account.into() });
@@ -231,17 +273,42 @@ impl Role {
         }
     }
 
-    /// Chooses "Yes, I trust this folder" from where the cursor stands.
-    fn answer_trust(&self, session: &str) {
-        let screen = match self.tmux.capture_pane(session) {
-            Ok(s) => s,
-            Err(e) => return log::warn!("{session}: cannot read the trust dialog: {e}"),
-        };
-        let Some(keys) = pane::trust_answer_keys(&screen) else {
-            return log::warn!("{session}: the trust dialog is not where expected; not answering it");
-        };
-        if let Err(e) = self.tmux.send_keys(session, &keys) {
-            log::warn!("{session}: answering the trust dialog failed: {e}");
+    /// Chooses "Yes, I trust this folder" from where the cursor stands, and
+    /// makes sure it landed: the coordinator asks once per appearance of the
+    /// dialog, so a half-drawn dialog or a lost key must not leave the session
+    /// waiting for good. Keys are recomputed from the screen before each try.
+    fn answer_trust(&self, session: &str, beat: &Beat) {
+        let deadline = Instant::now() + TRUST_ANSWER_WITHIN;
+        let mut last_sent: Option<Instant> = None;
+        loop {
+            beat.beat();
+            let screen = match self.tmux.capture_pane(session) {
+                Ok(s) => s,
+                Err(e) => return log::warn!("{session}: cannot read the trust dialog: {e}"),
+            };
+            if pane::classify(&screen) != PaneState::TrustDialog {
+                if last_sent.is_none() {
+                    log::debug!("{session}: the trust dialog is gone before it was answered");
+                }
+                return;
+            }
+            let due = last_sent.is_none_or(|t| t.elapsed() >= TRUST_ANSWER_RETRY);
+            if due {
+                if let Some(keys) = pane::trust_answer_keys(&screen) {
+                    if let Err(e) = self.tmux.send_keys(session, &keys) {
+                        return log::warn!("{session}: answering the trust dialog failed: {e}");
+                    }
+                    last_sent = Some(Instant::now());
+                }
+            }
+            if Instant::now() >= deadline {
+                return log::warn!(
+                    "{session}: the trust dialog is still open {} s after answering it (or not recognised); \
+                     leaving it",
+                    TRUST_ANSWER_WITHIN.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -249,33 +316,33 @@ impl Role {
     /// then kills the tmux session.
     fn stop(&mut self, session: &str, beat: &Beat) {
         self.managed.remove(session);
-        if !matches!(self.tmux.has_session(session), Ok(true)) {
-            return;
-        }
-        let _ = self.tmux.send_keys(session, &["Escape"]);
-        let _ = self.tmux.send_keys_literal(session, "/exit");
-        let _ = self.tmux.send_keys(session, &["Enter"]);
-        let deadline = Instant::now() + Duration::from_secs(self.config.claude.stop_timeout_secs);
-        while Instant::now() < deadline {
-            beat.beat();
-            if !matches!(self.tmux.has_session(session), Ok(true)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        log::warn!("{session}: did not exit within {} s; killing it", self.config.claude.stop_timeout_secs);
-        if let Err(e) = self.tmux.kill_session(session) {
-            if !e.is_missing() {
-                log::error!("{session}: kill failed: {e}");
-            }
-        }
+        launch::stop(&self.tmux, session, Duration::from_secs(self.config.claude.stop_timeout_secs), beat);
     }
 
+    /// One `list-panes -a` for every session, then per session its session
+    /// file and transcript (cheap reads); the screen only when those cannot
+    /// tell (no file yet, a dialog, a limit, starting) or every
+    /// `SCREEN_EVERY` ticks, to catch what only the screen shows.
     fn observe_all(&mut self) {
+        if self.managed.is_empty() {
+            return;
+        }
+        self.ticks = self.ticks.wrapping_add(1);
+        let panes = match self.tmux.list_all_panes() {
+            Ok(p) => p,
+            Err(e) => return log::warn!("cannot list tmux panes: {e}"),
+        };
         let names: Vec<String> = self.managed.keys().cloned().collect();
         for name in names {
             self.read_transcript(&name);
-            let seen = self.observe(&name);
+            let pane = panes.iter().find(|(s, p)| *s == name && !p.dead).map(|(_, p)| p);
+            let seen = match pane {
+                Some(pane) => self.observe(&name, pane),
+                None => {
+                    self.managed.remove(&name);
+                    Seen::Missing
+                }
+            };
             self.report(Report::Seen { session: name, seen });
         }
     }
@@ -295,31 +362,29 @@ impl Role {
         }
     }
 
-    fn observe(&mut self, name: &str) -> Seen {
-        let pane = match self.tmux.list_panes(name) {
-            Ok(panes) => panes.into_iter().find(|p| !p.dead),
-            Err(e) if e.is_missing() => None,
-            Err(e) => {
-                log::warn!("{name}: cannot list panes: {e}");
-                return Seen::Starting;
-            }
-        };
-        let Some(pane) = pane else {
-            self.managed.remove(name);
-            return Seen::Missing;
-        };
+    fn observe(&mut self, name: &str, pane: &crate::tmux::PaneInfo) -> Seen {
+        let periodic = self.ticks.is_multiple_of(SCREEN_EVERY);
         let Some(managed) = self.managed.get_mut(name) else { return Seen::Missing };
         managed.pid = Some(pane.pid);
         let file = SessionFile::read(&session_file::path_for(&managed.config_dir, pane.pid)).ok();
-        let screen = match self.tmux.capture_pane(&pane.pane_id) {
-            Ok(text) => pane::classify(&text),
-            Err(TmuxError::NoSession { .. }) | Err(TmuxError::NoServer { .. }) => return Seen::Missing,
-            Err(e) => {
-                log::warn!("{name}: capture failed: {e}");
-                PaneState::Unknown
+        let file_says = file.as_ref().and_then(|f| f.status.clone());
+        let settled = matches!(managed.last, Some(Seen::Idle | Seen::Busy));
+        let look = periodic || !settled || !matches!(file_says, Some(SessionStatus::Idle | SessionStatus::Busy));
+        let screen = if look {
+            match self.tmux.capture_pane(&pane.pane_id) {
+                Ok(text) => pane::classify(&text),
+                Err(TmuxError::NoSession { .. }) | Err(TmuxError::NoServer { .. }) => return Seen::Missing,
+                Err(e) => {
+                    log::warn!("{name}: capture failed: {e}");
+                    PaneState::Unknown
+                }
             }
+        } else {
+            PaneState::Unknown
         };
-        combine(file.as_ref(), &screen)
+        let seen = combine(file.as_ref(), &screen);
+        managed.last = Some(seen.clone());
+        seen
     }
 }
 
@@ -349,12 +414,6 @@ pub fn combine(file: Option<&SessionFile>, screen: &PaneState) -> Seen {
         PaneState::Idle => Seen::Idle,
         _ => Seen::Starting,
     }
-}
-
-fn transcript_exists(config_dir: &Path, shared: &Path, cwd: &Path, id: &str) -> bool {
-    let key = crate::claude::project_key(cwd);
-    let file = format!("{id}.jsonl");
-    config_dir.join("projects").join(&key).join(&file).exists() || shared.join(&key).join(&file).exists()
 }
 
 /// A variable from a running process's environment (/proc/PID/environ).

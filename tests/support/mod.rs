@@ -73,6 +73,7 @@ pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write");
 }
 
+pub mod accounts;
 pub mod daemon;
 pub mod fake_api;
 pub mod tmux;

@@ -1,0 +1,45 @@
+//! Account folders for runs of the real Claude Code against the fake API: a
+//! `.credentials.json` with a test token and a `.claude.json` that has done
+//! onboarding and trusts the folders named (none: the trust dialog shows).
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One account folder (what CLAUDE_CONFIG_DIR is set to) and its access token.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub dir: PathBuf,
+    pub token: String,
+}
+
+/// Lays out `<root>/<name>` with the token `sk-ant-oat01-TEST-<NAME>`, valid
+/// for 8 hours, trusting `trusted` folders.
+pub fn create(root: &Path, name: &str, trusted: &[&Path]) -> Account {
+    let dir = root.join(name);
+    let token = format!("sk-ant-oat01-TEST-{}", name.to_uppercase());
+    let expires = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() + 8 * 3_600_000;
+    let credentials = serde_json::json!({"claudeAiOauth": {
+        "accessToken": token,
+        "refreshToken": format!("sk-ant-ort01-TEST-{}", name.to_uppercase()),
+        "expiresAt": expires as u64,
+        "scopes": ["user:inference", "user:profile"],
+        "subscriptionType": "max",
+    }});
+    super::write(&dir.join(".credentials.json"), &credentials.to_string());
+    let projects: serde_json::Map<String, serde_json::Value> = trusted
+        .iter()
+        .map(|p| (p.to_string_lossy().into_owned(), serde_json::json!({"hasTrustDialogAccepted": true})))
+        .collect();
+    let state = serde_json::json!({"hasCompletedOnboarding": true, "theme": "dark", "projects": projects});
+    super::write(&dir.join(".claude.json"), &state.to_string());
+    Account { name: name.into(), dir, token }
+}
+
+/// Whether the account's `.claude.json` records `project` as trusted (Claude
+/// Code writes this when its trust dialog is answered "yes").
+pub fn trusts(account: &Account, project: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(account.dir.join(".claude.json")) else { return false };
+    let Ok(state) = serde_json::from_str::<serde_json::Value>(&text) else { return false };
+    state["projects"][project.to_string_lossy().as_ref()]["hasTrustDialogAccepted"] == true
+}
