@@ -259,7 +259,8 @@ RUST_LOG=${RUST_LOG:-info} "$CF_BIN" run --config "$DEMO_DIR/config.toml" \
 DAEMON_PID=$!
 record DAEMON_PID "$DAEMON_PID"
 daemon_up() {
-    is_ours "$DAEMON_PID" claude-failover || fail "the daemon exited at start"
+    # (kill -0, not is_ours: right after the fork the child may not have exec'd yet.)
+    kill -0 "$DAEMON_PID" 2>/dev/null || fail "the daemon exited at start"
     curl -fsS "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null 2>&1
 }
 wait_until 20 "the daemon's /healthz" daemon_up
