@@ -118,7 +118,16 @@ stop_all() {
             kill -KILL "$DAEMON_PID" 2>/dev/null || true
         fi
     fi
-    [ -n "$SOCKET" ] && tmux -L "$SOCKET" kill-server 2>/dev/null || true
+    if [ -n "$SOCKET" ]; then
+        # Claude Code still writes to its folders for a moment after its pane
+        # goes: wait for the pane processes, so nothing runs (or writes) after us.
+        local panes pid i
+        panes=$(tmux -L "$SOCKET" list-panes -a -F '#{pane_pid}' 2>/dev/null || true)
+        tmux -L "$SOCKET" kill-server 2>/dev/null || true
+        for pid in $panes; do
+            for i in $(seq 50); do [ -e "/proc/$pid" ] || break; sleep 0.1; done
+        done
+    fi
     is_ours "$FOLLOW_PID" node && kill "$FOLLOW_PID" 2>/dev/null || true
     is_ours "$FAKE_PID" fake_api && kill "$FAKE_PID" 2>/dev/null || true
     rm -f "$env"
@@ -163,7 +172,7 @@ case $SCENARIO in threshold | hard_limit) ;; *) fail "SCENARIO must be threshold
 unset ANTHROPIC_API_KEY ANTHROPIC_AUTH_TOKEN CLAUDE_CODE_OAUTH_TOKEN CLAUDE_CONFIG_DIR
 
 stop_all # a previous KEEP=1 run in the same folder
-rm -rf "$DEMO_DIR"
+rm -rf "$DEMO_DIR" 2>/dev/null || { sleep 1; rm -rf "$DEMO_DIR"; }
 mkdir -p "$DEMO_DIR"
 DEMO_DIR=$(cd "$DEMO_DIR" && pwd)
 PROJECT=$DEMO_DIR/project
@@ -360,7 +369,7 @@ done
 SWAP=$(status_json | jsq 'd.swap.last')
 say "swap finished: $(jsq '`${d.from} -> ${d.to}, reason ${d.reason}, ${d.sessions_moved} sessions moved`' <<<"$SWAP")"
 moved=$(jsq 'd.sessions_moved' <<<"$SWAP")
-[ "$moved" = "${#SESSIONS[@]}" ] || fail "the swap moved $moved of ${#SESSIONS[@]} sessions (see the failover_finished event)"
+[ "$moved" = "${#SESSIONS[@]}" ] || fail "the swap moved $moved of ${#SESSIONS[@]} sessions (see the failover events above and the log below)"
 wait_until 120 "every session idle again after the swap" all_sessions idle
 cf status | indent
 
@@ -406,6 +415,8 @@ echo "user turns the fake API served per account token: $turns"
 echo "user turns per conversation (Claude Code session id), by account token:"
 printf '%s\n' "$conversations"
 echo "active account now: $(status_json | jsq 'd.active_account')"
+errors=$(grep -c ' ERROR ' "$DEMO_DIR/daemon.log" || true)
+echo "daemon log: $errors ERROR lines ($DEMO_DIR/daemon.log)"
 echo "run time: $((SECONDS - START)) s"
 
 [ "$failed" -eq 0 ] || fail "$failed tasks went to failed/ (see $QUEUE/failed/*.error.json)"
