@@ -486,6 +486,11 @@ struct FailoverBody {
 }
 
 fn post(route: Route, body: &str, ctx: &Ctx, beat: Option<&Beat>) -> Answer {
+    if route != Route::Failover && !body.trim().is_empty() {
+        if let Err(why) = parse_object::<NoArguments>(body) {
+            return Answer::error(400, format!("bad request body: {why}"));
+        }
+    }
     let (control, status, default) = match route {
         Route::Failover => {
             let parsed: FailoverBody = if body.trim().is_empty() {
@@ -514,6 +519,13 @@ fn post(route: Route, body: &str, ctx: &Ctx, beat: Option<&Beat>) -> Answer {
         Err(Refusal::Unavailable(m)) => Answer::error(503, m),
     }
 }
+
+/// The body of a write that takes no arguments: `{}` or nothing. A field is
+/// refused rather than ignored, so a typo'd or misrouted request is not
+/// silently taken for another.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArguments {}
 
 /// A JSON object into `T` (serde would also take an array for a struct).
 fn parse_object<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, String> {

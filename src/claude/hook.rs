@@ -72,7 +72,10 @@ pub fn parse(text: &str) -> Result<HookInput, HookError> {
     let mut rate_limits = Vec::new();
     if let Some(limits) = v.get("rate_limits").and_then(Value::as_object) {
         for (window, w) in limits {
-            let Some(used) = w.get("used_percentage").and_then(Value::as_f64) else {
+            // A percentage outside 0–100 is not a reading: skip it rather
+            // than let it drive a swap (or hide a full window).
+            let Some(used) = w.get("used_percentage").and_then(Value::as_f64).filter(|u| (0.0..=100.0).contains(u))
+            else {
                 continue;
             };
             rate_limits.push(RateLimit {
@@ -121,13 +124,14 @@ mod tests {
 
     #[test]
     fn statusline_rate_limits() {
-        let h = parse(r#"{"session_id":"s","cwd":"/w","model":{"id":"x"},"rate_limits":{"five_hour":{"used_percentage":23.5,"resets_at":1738425600},"seven_day":{"used_percentage":41}, "weird":{"used_percentage":"x"}}}"#).unwrap();
+        let h = parse(r#"{"session_id":"s","cwd":"/w","model":{"id":"x"},"rate_limits":{"five_hour":{"used_percentage":23.5,"resets_at":1738425600},"seven_day":{"used_percentage":41}, "weird":{"used_percentage":"x"},"negative":{"used_percentage":-5},"over":{"used_percentage":250}}}"#).unwrap();
         assert!(h.is_statusline());
         let f = h.rate_limit("five_hour").unwrap();
         assert_eq!(f.used_percentage, 23.5);
         assert_eq!(f.resets_at, Some(UNIX_EPOCH + Duration::from_secs(1_738_425_600)));
         assert_eq!(h.rate_limit("seven_day").unwrap().resets_at, None);
         assert!(h.rate_limit("weird").is_none());
+        assert!(h.rate_limit("negative").is_none() && h.rate_limit("over").is_none());
     }
 
     #[test]

@@ -1,6 +1,11 @@
-//! Parses the answer of `GET /api/oauth/usage` into quota windows. Tolerant: any
-//! window may be null, missing or new, utilization may be an integer or a float,
-//! and newer answers add a `limits` array. The HTTP call itself lives elsewhere.
+//! Parses the answer of `GET /api/oauth/usage` into quota windows. Tolerant of
+//! what the endpoint is known to vary: any window may be null, missing or new,
+//! utilization may be an integer, a float or a numeric string, and newer answers
+//! add a `limits` array. Strict about what would mislead a swap decision: a
+//! window (`five_hour`, `seven_day`, `seven_day_*`) that is there but not a
+//! window, a utilization outside 0–100, a reset time that is not a time, or an
+//! answer with no window at all is an error naming the window and the value.
+//! The HTTP call itself lives elsewhere.
 
 use serde_json::{Map, Value};
 use std::fmt;
@@ -35,60 +40,148 @@ impl Usage {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum UsageError {
-    NotJson { line: usize, column: usize },
+    /// `why` is serde's reason ("EOF while parsing a string", "recursion limit exceeded").
+    NotJson {
+        line: usize,
+        column: usize,
+        why: String,
+    },
     NotAnObject,
+    /// Neither `five_hour` nor `seven_day` nor a `limits` array: an error
+    /// document, or not the usage endpoint at all.
+    NoWindows,
+    /// A window (or `limits`) that is there but malformed.
+    BadWindow {
+        window: String,
+        why: String,
+    },
 }
 
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            UsageError::NotJson { line, column } => {
-                write!(f, "usage answer is not JSON (line {line}, column {column})")
+            UsageError::NotJson { line, column, why } => {
+                write!(f, "usage answer is not JSON (line {line}, column {column}: {why})")
             }
             UsageError::NotAnObject => write!(f, "usage answer is JSON but not an object"),
+            UsageError::NoWindows => {
+                write!(f, "usage answer has no quota windows (no five_hour, seven_day or limits)")
+            }
+            UsageError::BadWindow { window, why } => write!(f, "usage answer, {window}: {why}"),
         }
     }
 }
 
 impl std::error::Error for UsageError {}
 
+/// Longest value quoted back in an error: answers can be anything.
+const QUOTE_MAX: usize = 40;
+
 pub fn parse(body: &str) -> Result<Usage, UsageError> {
-    let v: Value =
-        serde_json::from_str(body).map_err(|e| UsageError::NotJson { line: e.line(), column: e.column() })?;
+    let v: Value = serde_json::from_str(body).map_err(|e| UsageError::NotJson {
+        line: e.line(),
+        column: e.column(),
+        why: reason_of(&e),
+    })?;
     let top = v.as_object().ok_or(UsageError::NotAnObject)?;
+    let limits = match top.get("limits") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(items),
+        Some(other) => return Err(bad("limits", format!("expected an array, found {}", quote(other)))),
+    };
+    if !top.contains_key("five_hour") && !top.contains_key("seven_day") && limits.is_none() {
+        return Err(UsageError::NoWindows);
+    }
     let mut usage = Usage::default();
     for (name, value) in top {
-        if let Some(w) = value.as_object().and_then(|o| window(name, o)) {
-            usage.windows.push(w);
-        }
-    }
-    if let Some(limits) = top.get("limits").and_then(Value::as_array) {
-        for item in limits.iter().filter_map(Value::as_object) {
-            let name = ["name", "window", "type", "id", "rate_limit_type"]
-                .iter()
-                .find_map(|k| item.get(*k).and_then(Value::as_str));
-            let Some(w) = name.and_then(|n| window(n, item)) else {
-                continue;
-            };
-            if usage.window(&w.name).is_none() {
+        if !is_window_name(name) {
+            // extra_usage and keys not known yet: not windows.
+            if let Some(w) = value.as_object().map(|o| window(name, o, false)).transpose()?.flatten() {
                 usage.windows.push(w);
             }
+            continue;
+        }
+        match value {
+            Value::Null => {}
+            Value::Object(o) => usage.windows.extend(window(name, o, true)?),
+            other => return Err(bad(name, format!("expected an object or null, found {}", quote(other)))),
+        }
+    }
+    for item in limits.into_iter().flatten().filter_map(Value::as_object) {
+        let name = ["name", "window", "type", "id", "rate_limit_type"]
+            .iter()
+            .find_map(|k| item.get(*k).and_then(Value::as_str));
+        let Some(name) = name else { continue };
+        let Some(w) = window(&format!("limits[{name}]"), item, false)? else {
+            continue;
+        };
+        if usage.window(name).is_none() {
+            usage.windows.push(QuotaWindow { name: name.to_string(), ..w });
         }
     }
     Ok(usage)
 }
 
-/// A window object: needs a numeric utilization (`utilization`, or the
-/// statusline's `used_percentage`); `resets_at` as RFC 3339 or unix time.
-fn window(name: &str, o: &Map<String, Value>) -> Option<QuotaWindow> {
-    let utilization =
-        ["utilization", "used_percentage", "percent_used"].iter().find_map(|k| o.get(*k).and_then(number))?;
-    let resets_at = o.get("resets_at").and_then(|r| match r {
-        Value::String(s) => super::parse_rfc3339(s).or_else(|| s.trim().parse::<f64>().ok().and_then(super::unix_time)),
-        Value::Number(n) => n.as_f64().and_then(super::unix_time),
-        _ => None,
-    });
-    Some(QuotaWindow { name: name.to_string(), utilization, resets_at })
+/// `five_hour`, `seven_day` and every `seven_day_*`: the windows quota decisions read.
+fn is_window_name(name: &str) -> bool {
+    name == "five_hour" || name == "seven_day" || name.starts_with("seven_day_")
+}
+
+fn bad(window: &str, why: String) -> UsageError {
+    UsageError::BadWindow { window: window.to_string(), why }
+}
+
+/// A window object: a numeric utilization (`utilization`, or the statusline's
+/// `used_percentage`) from 0 to 100; `resets_at` as RFC 3339 or unix time.
+/// A null utilization is a window with nothing to say (None); a missing one is
+/// an error only for a known window (`required`).
+fn window(name: &str, o: &Map<String, Value>, required: bool) -> Result<Option<QuotaWindow>, UsageError> {
+    let found = ["utilization", "used_percentage", "percent_used"].iter().find_map(|k| o.get(*k));
+    let utilization = match found {
+        Some(Value::Null) => return Ok(None),
+        None if required => return Err(bad(name, "no utilization".into())),
+        None => return Ok(None),
+        Some(v) => {
+            let n = number(v).ok_or_else(|| bad(name, format!("utilization {} is not a number", quote(v))))?;
+            if !(0.0..=100.0).contains(&n) {
+                return Err(bad(name, format!("utilization {} is outside 0-100", quote(v))));
+            }
+            n
+        }
+    };
+    let resets_at = match o.get("resets_at") {
+        None | Some(Value::Null) => None,
+        Some(r) => {
+            let parsed = match r {
+                Value::String(s) => {
+                    super::parse_rfc3339(s).or_else(|| s.trim().parse::<f64>().ok().and_then(super::unix_time))
+                }
+                Value::Number(n) => n.as_f64().and_then(super::unix_time),
+                _ => None,
+            };
+            Some(parsed.ok_or_else(|| bad(name, format!("resets_at {} is not a time", quote(r))))?)
+        }
+    };
+    Ok(Some(QuotaWindow { name: name.to_string(), utilization, resets_at }))
+}
+
+/// A value as JSON, cut short: enough to recognise, never a whole document.
+fn quote(v: &Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() <= QUOTE_MAX {
+        return text;
+    }
+    let cut: String = text.chars().take(QUOTE_MAX).collect();
+    format!("{cut}...")
+}
+
+/// serde_json's message without its " at line L column C" tail (said apart).
+fn reason_of(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
 }
 
 fn number(v: &Value) -> Option<f64> {
@@ -143,7 +236,10 @@ mod tests {
     fn garbage_is_an_error_never_a_panic() {
         assert!(matches!(parse("<html>"), Err(UsageError::NotJson { .. })));
         assert_eq!(parse("[1]"), Err(UsageError::NotAnObject));
-        assert_eq!(parse("{}").unwrap().windows, vec![]);
+        assert_eq!(parse("{}"), Err(UsageError::NoWindows));
         assert_eq!(parse(r#"{"five_hour":{"utilization":null}}"#).unwrap().windows, vec![]);
+        assert_eq!(parse(r#"{"five_hour":null,"seven_day":null}"#).unwrap().windows, vec![]);
+        let e = parse(r#"{"five_hour":{"utilization":101}}"#).unwrap_err().to_string();
+        assert!(e.contains("five_hour") && e.contains("101"), "{e}");
     }
 }

@@ -18,8 +18,20 @@ pub const PASTE_PAUSE: Duration = Duration::from_millis(800);
 const ENTER_TRIES: u32 = 3;
 const LOOK_EVERY: Duration = Duration::from_millis(100);
 
+/// A confirmed delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivered {
+    /// When the paste went in (the dispatch-latency end point).
+    pub pasted_at: Instant,
+    /// The transcript's length before the paste: this prompt's turn and its
+    /// answer come after it.
+    pub transcript_offset: u64,
+}
+
 /// Pastes `text` into `target` and confirms it was submitted.
 /// `transcript` is the session's transcript file (it may not exist yet).
+/// The input box is cleared first (Ctrl-U), so a paste left unsent by a
+/// daemon killed between paste and Enter is not sent along with this one.
 pub fn deliver(
     tmux: &Tmux,
     target: &str,
@@ -27,9 +39,10 @@ pub fn deliver(
     transcript: &Path,
     confirm_within: Duration,
     beat: &Beat,
-) -> Result<Instant, String> {
+) -> Result<Delivered, String> {
     let start = std::fs::metadata(transcript).map(|m| m.len()).unwrap_or(0);
     let mut reader = TranscriptReader::at(transcript, start);
+    tmux.send_keys(target, &["C-u"]).map_err(|e| format!("clearing the input failed: {e}"))?;
     tmux.paste(target, text).map_err(|e| format!("paste failed: {e}"))?;
     let pasted_at = Instant::now();
     pause(PASTE_PAUSE, beat);
@@ -39,7 +52,7 @@ pub fn deliver(
         while Instant::now() < deadline {
             beat.beat();
             if submitted(&mut reader, tmux, target) {
-                return Ok(pasted_at);
+                return Ok(Delivered { pasted_at, transcript_offset: start });
             }
             std::thread::sleep(LOOK_EVERY);
         }

@@ -115,6 +115,9 @@ pub struct Role {
     index: BTreeMap<String, BTreeMap<String, Waiting>>,
     watcher: Option<queue::InboxWatcher>,
     last_status_json: HashMap<String, String>,
+    /// Per delivered (project, task): the transcript offset its prompt went
+    /// in at, so the result quotes this task's answer and no earlier one.
+    answers_from: HashMap<(String, String), u64>,
 }
 
 impl Role {
@@ -129,6 +132,7 @@ impl Role {
             index: BTreeMap::new(),
             watcher: None,
             last_status_json: HashMap::new(),
+            answers_from: HashMap::new(),
         }
     }
 
@@ -286,8 +290,8 @@ impl Role {
         let index = self.index.get(project)?;
         index
             .iter()
-            .filter(|(_, w)| w.session.as_deref().is_none_or(|s| s == session))
-            .min_by(|(a_name, a), (b_name, b)| b.priority.cmp(&a.priority).then_with(|| a_name.cmp(b_name)))
+            .filter(|(_, w)| queue::may_take(w.session.as_deref(), session))
+            .min_by(|(a_name, a), (b_name, b)| queue::takes_first((a.priority, a_name), (b.priority, b_name)))
             .map(|(name, _)| name.clone())
     }
 
@@ -333,7 +337,9 @@ impl Role {
         let Some(cwd) = self.config.project(&at.project).map(|p| p.path.clone()) else { return };
         let confirm = Duration::from_secs(self.config.dispatch.submit_confirm_secs);
         match delivery::deliver(&self.tmux, &at.session, &task.body, &at.transcript(&cwd), confirm, beat) {
-            Ok(pasted_at) => {
+            Ok(delivered) => {
+                let pasted_at = delivered.pasted_at;
+                self.answers_from.insert((at.project.clone(), task.name.clone()), delivered.transcript_offset);
                 let latency = pasted_at.saturating_duration_since(seen_at).as_secs_f64();
                 self.shared.metrics.observe("claude_failover_dispatch_latency_seconds", latency);
                 self.shared.metrics.inc("claude_failover_tasks_dispatched_total", &[("project", &at.project)]);
@@ -384,7 +390,10 @@ impl Role {
             attempts: lease.as_ref().map_or(1, |l| l.attempt),
             started_at: lease.as_ref().map_or_else(String::new, |l| l.dispatched_at.clone()),
             finished_at: crate::time::rfc3339(SystemTime::now()),
-            last_assistant_message: last_assistant_text(&at.transcript(&cwd)),
+            last_assistant_message: last_assistant_text(
+                &at.transcript(&cwd),
+                self.answers_from.remove(&(at.project.clone(), task.to_string())).unwrap_or(0),
+            ),
         };
         match q.finish(task, &result) {
             Ok(moved) => {
@@ -478,8 +487,9 @@ impl Role {
     }
 }
 
-fn last_assistant_text(transcript: &Path) -> Option<String> {
-    let records = crate::claude::transcript::TranscriptReader::new(transcript).read_new().ok()?;
+/// The last assistant text after `offset` (where the task's prompt went in).
+fn last_assistant_text(transcript: &Path, offset: u64) -> Option<String> {
+    let records = crate::claude::transcript::TranscriptReader::at(transcript, offset).read_new().ok()?;
     records.into_iter().rev().find_map(|r| match r.kind {
         crate::claude::transcript::RecordKind::AssistantText { text } => Some(text),
         _ => None,
@@ -487,8 +497,11 @@ fn last_assistant_text(transcript: &Path) -> Option<String> {
 }
 
 /// Whether the conversation holds a user turn with this task's text.
+/// Compared with white space collapsed: Claude Code 2.1.332 records a pasted
+/// tab as four spaces (and wraps the paste in `<pasted_content>`), so an exact
+/// match would miss a delivered task and send it a second time.
 fn transcript_has_prompt(transcript: &Path, body: &str) -> bool {
-    let want = body.trim();
+    let want = collapse_space(body);
     if want.is_empty() {
         return false;
     }
@@ -496,7 +509,29 @@ fn transcript_has_prompt(transcript: &Path, body: &str) -> bool {
         return false;
     };
     records.iter().any(|r| match &r.kind {
-        crate::claude::transcript::RecordKind::UserTurn { text } => text.trim() == want || text.contains(want),
+        crate::claude::transcript::RecordKind::UserTurn { text } => collapse_space(text).contains(&want),
         _ => false,
     })
+}
+
+/// Every run of white space as one space, trimmed.
+fn collapse_space(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prompt_is_found_through_pasted_content_and_tab_expansion() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("t.jsonl");
+        let recorded = "\n\n<pasted_content id=\"ab12\">\nfix it:\n    a    b\n</pasted_content id=\"ab12\">\n";
+        let line = json!({"type": "user", "message": {"role": "user", "content": recorded}});
+        std::fs::write(&path, format!("{line}\n")).expect("write");
+        assert!(transcript_has_prompt(&path, "fix it:\n\ta\tb\n"));
+        assert!(!transcript_has_prompt(&path, "fix it:\n\ta\tc\n"));
+        assert!(!transcript_has_prompt(&path, " \n"));
+    }
 }

@@ -40,7 +40,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 pub use recovery::{recover, Recovery, SessionNow};
-pub use task::{order, pick, LoadError, Rejection, Task};
+pub use task::{may_take, order, pick, takes_first, LoadError, Rejection, Task};
 pub use watch::{InboxWatcher, WatchError, WatchEvent};
 
 const INBOX: &str = "inbox";

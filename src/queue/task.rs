@@ -141,7 +141,13 @@ pub(crate) fn load_file(path: &Path, name: &str, max_bytes: u64, attempts: u32) 
     }
     check_kind(&opened)?;
     let mut raw = Vec::new();
-    (&mut file).take(max_bytes + 1).read_to_end(&mut raw).map_err(|e| Rejection::Unreadable(e.to_string()))?;
+    // Saturating: `Queue::active_body` reads with no limit (u64::MAX), where a
+    // plain `+ 1` panics in debug builds and wraps to 0 in release, which read
+    // the task as empty and sent it a second time after a restart.
+    (&mut file)
+        .take(max_bytes.saturating_add(1))
+        .read_to_end(&mut raw)
+        .map_err(|e| Rejection::Unreadable(e.to_string()))?;
     if raw.len() as u64 > max_bytes {
         // Grown since the lstat.
         return Err(Rejection::TooLarge { bytes: raw.len() as u64, max: max_bytes }.into());
@@ -207,8 +213,19 @@ fn one_line(e: &toml::de::Error) -> String {
     e.message().trim().replace('\n', " ")
 }
 
+/// The dispatch order of two waiting tasks, each `(priority, name)`: higher
+/// priority first, then oldest first by file name.
+pub fn takes_first(a: (i64, &str), b: (i64, &str)) -> Ordering {
+    b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1))
+}
+
+/// Whether `session` may take a task pinned (front matter `session`) to `pin`.
+pub fn may_take(pin: Option<&str>, session: &str) -> bool {
+    pin.is_none_or(|p| p == session)
+}
+
 fn by_priority_then_name(a: &Task, b: &Task) -> Ordering {
-    b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name))
+    takes_first((a.priority, &a.name), (b.priority, &b.name))
 }
 
 /// Dispatch order: higher priority first, then oldest first by file name.
@@ -220,10 +237,7 @@ pub fn order(mut tasks: Vec<Task>) -> Vec<Task> {
 /// The first task, in dispatch order, that `session` may take: unpinned tasks
 /// and tasks pinned to it. `tasks` need not be sorted.
 pub fn pick<'a>(tasks: &'a [Task], session: &str) -> Option<&'a Task> {
-    tasks
-        .iter()
-        .filter(|t| t.session.as_deref().is_none_or(|s| s == session))
-        .min_by(|a, b| by_priority_then_name(a, b))
+    tasks.iter().filter(|t| may_take(t.session.as_deref(), session)).min_by(|a, b| by_priority_then_name(a, b))
 }
 
 #[cfg(test)]
@@ -253,5 +267,14 @@ mod tests {
         ] {
             assert!(matches!(split_front_matter(bad), Err(Rejection::FrontMatter(_))), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn no_limit_reads_the_whole_task() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("a.md");
+        std::fs::write(&path, "+++\npriority = 2\n+++\nthe body\n").expect("write");
+        let task = load_file(&path, "a.md", u64::MAX, 0).expect("loads");
+        assert_eq!((task.body.as_str(), task.priority), ("the body\n", 2));
     }
 }

@@ -74,6 +74,7 @@ pub fn write(path: &Path, text: &str) {
 }
 
 pub mod accounts;
+pub mod claude_accounts;
 pub mod daemon;
 pub mod fake_api;
 pub mod tmux;
