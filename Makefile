@@ -22,7 +22,7 @@ define need_apt
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(2) </dev/null; }
 endef
 
-.PHONY: build claude-code test lint run musl deb bench demo reliability clean
+.PHONY: build claude-code test lint run musl deb bench demo demo-stop reliability clean
 
 build:
 	cargo build --locked
@@ -65,8 +65,21 @@ deb: musl
 	@deb=$$(packaging/build-deb.sh target/deb | tail -n 1); echo "$$deb"; \
 	  lintian --fail-on error,warning "$$deb"
 
+# The demo: real Claude Code sessions against the fake API on loopback, two accounts,
+# one failover (scripts/demo.sh says what it does). Debug build, the one `make test`
+# uses too. KEEP=1 leaves it running; `make demo-stop` ends it.
+KEEP ?= 0
+demo: claude-code
+	$(call need_apt,tmux,tmux)
+	$(call need_apt,curl,curl)
+	cargo build --locked --bin claude-failover --example fake_api
+	KEEP=$(KEEP) scripts/demo.sh
+
+demo-stop:
+	scripts/demo.sh stop
+
 # Filled in by the integrator; until then they say so and fail.
-bench demo reliability:
+bench reliability:
 	@echo "make $@: not yet" >&2; exit 2
 
 clean:
