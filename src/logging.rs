@@ -14,8 +14,11 @@ pub fn init() {
     builder.target(env_logger::Target::Stderr);
     // At trace level ureq logs whole request URLs, and Telegram's carries the
     // bot token: never let those modules log below debug.
+    // Cap them at the most verbose level RUST_LOG asks for, so that a plain
+    // `info` does not turn their debug lines on.
+    let asked = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build().filter();
     for target in crate::notifier::URL_LOGGING_TARGETS {
-        builder.filter_module(target, log::LevelFilter::Debug);
+        builder.filter_module(target, asked.min(log::LevelFilter::Debug));
     }
     if journal {
         builder.format(|buf, record| {

@@ -412,6 +412,9 @@ impl<S: Supervisor> Coordinator<S> {
                 self.limit_sighting(&session, source, resets_at, record_time, SystemTime::now());
             }
             Report::Sample { session, limits } => self.statusline_sample(&session, &limits, SystemTime::now()),
+            Report::ScreenLimit { session } => {
+                self.limit_sighting(&session, crate::quota::LimitSource::Pane, None, None, SystemTime::now());
+            }
             Report::RateLimitFailure { session } => {
                 self.limit_sighting(&session, crate::quota::LimitSource::Hook, None, None, SystemTime::now());
             }
@@ -419,9 +422,6 @@ impl<S: Supervisor> Coordinator<S> {
     }
 
     fn observed(&mut self, name: &str, seen: Seen, now: Instant) {
-        if seen == Seen::RateLimited {
-            self.limit_sighting(name, crate::quota::LimitSource::Pane, None, None, SystemTime::now());
-        }
         let Some(s) = self.sessions.get_mut(name) else {
             return;
         };

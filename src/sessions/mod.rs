@@ -68,6 +68,11 @@ pub enum Report {
         session: String,
         limits: Vec<crate::claude::hook::RateLimit>,
     },
+    /// Limit text at the bottom of the screen: current, or replayed by
+    /// `--resume`; a sighting that needs a second source.
+    ScreenLimit {
+        session: String,
+    },
     /// A `StopFailure` hook with `rate_limit`: a hint, never proof alone.
     RateLimitFailure {
         session: String,

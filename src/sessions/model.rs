@@ -274,7 +274,10 @@ impl Session {
     pub fn settled(&self, now: Instant, settle: Duration) -> bool {
         self.activity == Activity::Idle
             && self.work.as_ref().is_some_and(|w| {
-                w.turn_seen && !w.limited && w.idle_since.is_some_and(|t| now.saturating_duration_since(t) >= settle)
+                w.turn_seen
+                    && !w.limited
+                    && !w.finishing
+                    && w.idle_since.is_some_and(|t| now.saturating_duration_since(t) >= settle)
             })
     }
 
@@ -392,6 +395,10 @@ mod tests {
         s.observe(Seen::Idle, t0 + Duration::from_secs(3));
         assert!(!s.settled(t0 + Duration::from_secs(7), settle));
         assert!(s.settled(t0 + Duration::from_secs(8), settle));
+        // Once Finish is ordered it is not settled again.
+        s.work.as_mut().unwrap().finishing = true;
+        assert!(!s.settled(t0 + Duration::from_secs(8), settle));
+        s.work.as_mut().unwrap().finishing = false;
         // Busy again restarts the settle clock.
         s.observe(Seen::Busy, t0 + Duration::from_secs(9));
         s.observe(Seen::Idle, t0 + Duration::from_secs(10));

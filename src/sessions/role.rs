@@ -384,6 +384,9 @@ impl Role {
         };
         let seen = combine(file.as_ref(), &screen);
         managed.last = Some(seen.clone());
+        if matches!(screen, PaneState::RateLimited { .. }) {
+            self.report(Report::ScreenLimit { session: name.into() });
+        }
         seen
     }
 }
@@ -392,15 +395,21 @@ impl Role {
 /// screen wins for what the file cannot say (dialogs, limits, a dead login);
 /// the file wins for idle/busy, which it states directly.
 pub fn combine(file: Option<&SessionFile>, screen: &PaneState) -> Seen {
+    let file_status = file.and_then(|f| f.status.as_ref());
     match screen {
         PaneState::TrustDialog => return Seen::TrustDialog,
-        PaneState::RateLimited { .. } => return Seen::RateLimited,
+        // Limit text above an idle prompt is what `--resume` replays: when
+        // Claude Code says it is idle or busy, believe it. (The screen's limit
+        // still goes to the quota side as a sighting to be confirmed.)
+        PaneState::RateLimited { .. } if !matches!(file_status, Some(SessionStatus::Idle | SessionStatus::Busy)) => {
+            return Seen::RateLimited
+        }
         PaneState::LoginNeeded => return Seen::LoginNeeded,
         PaneState::PermissionPrompt => return Seen::Dialog("permission prompt".into()),
         PaneState::OtherDialog => return Seen::Dialog("dialog".into()),
         _ => {}
     }
-    match file.and_then(|f| f.status.as_ref()) {
+    match file_status {
         Some(SessionStatus::Busy) => return Seen::Busy,
         Some(SessionStatus::Idle) => return Seen::Idle,
         Some(SessionStatus::Waiting) => {
