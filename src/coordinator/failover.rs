@@ -10,11 +10,24 @@ use crate::events::Kind;
 use crate::quota::{
     eligible, should_swap, AccountQuota, HardLimitSignal, LimitSource, PollError, QuotaCommand, QuotaReport, Verdict,
 };
+use crate::sessions::model::Activity;
 use crate::sessions::{self, model::Seen};
 use crate::status::SwapRecord;
 use crate::switcher::{Finished, Mover, Outcome, Plan};
 use serde_json::json;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long a decided swap waits for running turns to end before it
+/// interrupts them (hard limits never wait).
+pub const SWAP_WAITS_FOR_TURNS: Duration = Duration::from_secs(300);
+
+/// A swap decided (or asked for) and not started yet.
+#[derive(Debug, Clone)]
+pub struct PendingSwap {
+    pub to: String,
+    pub reason: String,
+    pub decided: Instant,
+}
 
 impl<S: Supervisor> Coordinator<S> {
     pub(super) fn on_quota_report(&mut self, report: QuotaReport, now: SystemTime) {
@@ -101,11 +114,29 @@ impl<S: Supervisor> Coordinator<S> {
         if self.pending_swap.is_none() {
             self.decide_swap(now);
         }
-        if !self.delivery_in_flight() {
-            if let Some((to, reason)) = self.pending_swap.take() {
-                self.start_swap(&to, &reason, now);
-            }
+        let Some(pending) = &self.pending_swap else { return };
+        // A paste into a session being stopped would be lost, and a turn
+        // interrupted right after its prompt is rewound by Claude Code (the
+        // prompt reached the API, yet the conversation has no trace of it):
+        // wait for both, except for a hard limit, where the turns are over
+        // anyway, or once a turn has held the swap up for too long.
+        let hard = pending.reason == "hard_limit";
+        let overdue = Instant::now().saturating_duration_since(pending.decided) > SWAP_WAITS_FOR_TURNS;
+        if self.delivery_in_flight() || (!hard && !overdue && self.turn_running()) {
+            return;
         }
+        if let Some(p) = self.pending_swap.take() {
+            self.start_swap(&p.to, &p.reason, now);
+        }
+    }
+
+    /// Some session is in the middle of a turn.
+    fn turn_running(&self) -> bool {
+        self.sessions.values().any(|s| {
+            s.account.is_some()
+                && (s.activity == Activity::Busy
+                    || s.work.as_ref().is_some_and(|w| w.turn_seen && !w.limited && w.idle_since.is_none()))
+        })
     }
 
     fn decide_swap(&mut self, now: SystemTime) {
@@ -134,7 +165,11 @@ impl<S: Supervisor> Coordinator<S> {
                     );
                 }
                 // Started by consider_swap once no paste is in flight.
-                self.pending_swap = Some((decision.to, decision.reason.as_str().into()));
+                self.pending_swap = Some(PendingSwap {
+                    to: decision.to,
+                    reason: decision.reason.as_str().into(),
+                    decided: Instant::now(),
+                });
             }
             Verdict::AllExhausted(reason) => {
                 if !self.exhausted {
@@ -206,13 +241,9 @@ impl<S: Supervisor> Coordinator<S> {
                 }
             }
         };
-        if self.delivery_in_flight() {
-            // A paste into a session being stopped would be lost: the swap
-            // starts as soon as the dispatcher answers.
-            self.pending_swap = Some((target.clone(), "manual".into()));
-        } else {
-            self.start_swap(&target, "manual", now);
-        }
+        // Started by consider_swap, now or once no paste or turn is in flight.
+        self.pending_swap = Some(PendingSwap { to: target.clone(), reason: "manual".into(), decided: Instant::now() });
+        self.consider_swap(now);
         Ok(json!({"accepted": true, "from": active, "to": target}))
     }
 

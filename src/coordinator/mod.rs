@@ -101,7 +101,7 @@ pub struct Coordinator<S: Supervisor> {
     /// The swap running now, if any.
     swap: Option<crate::switcher::Plan>,
     /// A requested swap (to, reason) waiting for in-flight deliveries.
-    pending_swap: Option<(String, String)>,
+    pending_swap: Option<failover::PendingSwap>,
     last_swap: Option<SwapRecord>,
     last_swap_at: Option<SystemTime>,
     /// No account is eligible: dispatch waits, the event was sent once.

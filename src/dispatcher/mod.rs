@@ -467,7 +467,15 @@ impl Role {
             for (name, lease) in &leases {
                 let Some(at) = running.get(lease.session.as_str()) else { continue };
                 let body = q.active_body(name).unwrap_or_default();
-                if transcript_has_prompt(&at.transcript(&cwd), &body) {
+                // The conversation may have moved accounts since the lease
+                // was written: look where it was then, and where it is now.
+                let then = self.config.account(&lease.account).map(|a| SessionRef {
+                    config_dir: a.config_dir.clone(),
+                    claude_session_id: lease.claude_session_id.clone().unwrap_or_default(),
+                    ..(*at).clone()
+                });
+                let places = std::iter::once(at.transcript(&cwd)).chain(then.map(|t| t.transcript(&cwd)));
+                if places.into_iter().any(|p| transcript_has_prompt(&p, &body)) {
                     now.insert(lease.session.clone(), queue::SessionNow::WorkingOn(name.clone()));
                 }
             }

@@ -102,21 +102,45 @@ pub fn transcript_path(config: &Config, session: &str, account: &str, id: &str) 
     Some(acct.config_dir.join("projects").join(key).join(format!("{id}.jsonl")))
 }
 
-/// Resume a conversation that has a transcript (in the account's tree or the
-/// shared one); start one under the chosen id otherwise.
-pub fn conversation_for(config: &Config, session: &str, account: &str, id: &str) -> Conversation {
-    let in_account = transcript_path(config, session, account, id).is_some_and(|p| p.exists());
-    let in_shared = config
-        .session(session)
-        .and_then(|s| config.project(&s.project))
-        .map(|p| {
-            config.claude.shared_projects_dir.join(crate::claude::project_key(&p.path)).join(format!("{id}.jsonl"))
-        })
-        .is_some_and(|p| p.exists());
-    if in_account || in_shared {
-        Conversation::Resume
-    } else {
-        Conversation::Start
+/// Resume a conversation that has a transcript under `account`; start one
+/// under the chosen id otherwise. Once `setup` has linked every account's
+/// `projects/` to the shared tree, a transcript written under one account is
+/// there under all. Without it, a transcript found under another account (or
+/// in the shared tree) is copied in first — never moved — so the move of a
+/// session between accounts still resumes its conversation.
+pub fn prepare_conversation(config: &Config, session: &str, account: &str, id: &str) -> Conversation {
+    let Some(target) = transcript_path(config, session, account, id) else { return Conversation::Start };
+    if target.exists() {
+        return Conversation::Resume;
+    }
+    let (Some(key_dir), Some(file)) = (target.parent().and_then(|p| p.file_name()), target.file_name()) else {
+        return Conversation::Start;
+    };
+    let elsewhere = config
+        .accounts
+        .iter()
+        .filter(|a| a.name != account)
+        .map(|a| a.config_dir.join("projects"))
+        .chain(std::iter::once(config.claude.shared_projects_dir.clone()))
+        .map(|projects| projects.join(key_dir).join(file))
+        .find(|p| p.exists());
+    let Some(source) = elsewhere else { return Conversation::Start };
+    log::warn!(
+        "{session}: {account}'s projects/ does not share transcripts (run `claude-failover setup`); \
+         copying conversation {id} from {}",
+        source.display()
+    );
+    let copied = (|| {
+        std::fs::create_dir_all(target.parent().unwrap_or(std::path::Path::new("/")))?;
+        let bytes = std::fs::read(&source)?;
+        crate::atomic::write(&target, &bytes)
+    })();
+    match copied {
+        Ok(()) => Conversation::Resume,
+        Err(e) => {
+            log::error!("{session}: cannot copy the transcript into {}: {e}", target.display());
+            Conversation::Start
+        }
     }
 }
 
@@ -129,7 +153,7 @@ pub fn start(
     account: &str,
     id: &str,
 ) -> Result<(Conversation, crate::tmux::Spawned), String> {
-    let conversation = conversation_for(config, session, account, id);
+    let conversation = prepare_conversation(config, session, account, id);
     let spec = spec(config, session, account, id, conversation).map_err(|e| e.to_string())?;
     let unset: Vec<&str> = spec.unset.iter().map(String::as_str).collect();
     let spawned = tmux
