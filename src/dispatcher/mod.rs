@@ -97,6 +97,9 @@ pub enum Report {
     },
 }
 
+/// How long recovery waits for a delivered prompt's transcript record.
+const TRANSCRIPT_GRACE: Duration = Duration::from_secs(3);
+
 /// What a delivery thread reports back.
 struct DeliveryDone {
     at: SessionRef,
@@ -463,21 +466,38 @@ impl Role {
                 }
             };
             let cwd = self.config.project(&project).map(|p| p.path.clone()).unwrap_or_default();
-            let mut now = HashMap::new();
+            // Where each lease's prompt would be, if it was delivered: the
+            // conversation may have moved accounts since the lease was
+            // written, so where it was then and where it is now.
+            let mut looking: Vec<(&String, &Lease, String, Vec<PathBuf>)> = Vec::new();
             for (name, lease) in &leases {
                 let Some(at) = running.get(lease.session.as_str()) else { continue };
-                let body = q.active_body(name).unwrap_or_default();
-                // The conversation may have moved accounts since the lease
-                // was written: look where it was then, and where it is now.
                 let then = self.config.account(&lease.account).map(|a| SessionRef {
                     config_dir: a.config_dir.clone(),
                     claude_session_id: lease.claude_session_id.clone().unwrap_or_default(),
                     ..(*at).clone()
                 });
-                let places = std::iter::once(at.transcript(&cwd)).chain(then.map(|t| t.transcript(&cwd)));
-                if places.into_iter().any(|p| transcript_has_prompt(&p, &body)) {
-                    now.insert(lease.session.clone(), queue::SessionNow::WorkingOn(name.clone()));
+                let places = std::iter::once(at.transcript(&cwd)).chain(then.map(|t| t.transcript(&cwd))).collect();
+                looking.push((name, lease, q.active_body(name).unwrap_or_default(), places));
+            }
+            // Claude Code writes a prompt's record to the transcript a moment
+            // after the prompt goes out: a daemon killed right after an Enter
+            // must give the record time to land before calling the task
+            // undelivered (and sending it again).
+            let mut now = HashMap::new();
+            let deadline = Instant::now() + TRANSCRIPT_GRACE;
+            loop {
+                looking.retain(|(name, lease, body, places)| {
+                    let found = places.iter().any(|p| transcript_has_prompt(p, body));
+                    if found {
+                        now.insert(lease.session.clone(), queue::SessionNow::WorkingOn((*name).clone()));
+                    }
+                    !found
+                });
+                if looking.is_empty() || Instant::now() >= deadline {
+                    break;
                 }
+                std::thread::sleep(Duration::from_millis(200));
             }
             for (name, verdict) in queue::recover(&leases, &now, self.config.dispatch.max_attempts) {
                 let session = leases.iter().find(|(n, _)| *n == name).map(|(_, l)| l.session.clone());
