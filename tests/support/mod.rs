@@ -76,3 +76,4 @@ pub fn write(path: &Path, text: &str) {
 pub mod daemon;
 pub mod fake_api;
 pub mod tmux;
+pub mod failover_rig;
