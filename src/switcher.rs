@@ -11,8 +11,8 @@
 //! not done here.
 
 use crate::checkpoint::{self, Subject};
-use crate::claude::pane;
-use crate::claude::session_file::{self, SessionFile};
+use crate::claude::pane::{self, PaneState};
+use crate::claude::session_file::{self, SessionFile, SessionStatus};
 use crate::config::Config;
 use crate::coordinator::Event;
 use crate::heartbeat::Beat;
@@ -219,7 +219,15 @@ fn wait_idle(
             Err(e) => return Err(e.to_string()),
         };
         let file = SessionFile::read(&session_file::path_for(&config_dir, pid)).ok();
-        last = crate::sessions::role::combine(file.as_ref(), &pane::classify(&screen));
+        let shown = pane::classify(&screen);
+        let idle_file = file.as_ref().and_then(|f| f.status.as_ref()) == Some(&SessionStatus::Idle);
+        last = match shown {
+            // `--resume` replays the conversation, the limit that ended it on
+            // the old account included; this process has sent nothing yet,
+            // so Claude Code's own "idle" is the truth.
+            PaneState::RateLimited { .. } if idle_file => Seen::Idle,
+            _ => crate::sessions::role::combine(file.as_ref(), &shown),
+        };
         match &last {
             Seen::Idle => return Ok(()),
             Seen::TrustDialog if config.claude.auto_trust => {

@@ -202,7 +202,7 @@ path = "{project}"
         let child = Command::new(&self.daemon_bin)
             .args(["run", "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", "info,claude_failover=debug")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .stdin(Stdio::null())
@@ -392,7 +392,9 @@ impl Drop for Rig {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let log = self.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(120).collect();
+            // ureq logs every request at debug whatever RUST_LOG says.
+            let tail: Vec<&str> =
+                log.lines().filter(|l| !l.contains(" ureq") && !l.contains("usage polled")).rev().take(150).collect();
             eprintln!("--- daemon log (last lines) ---");
             for line in tail.iter().rev() {
                 eprintln!("{line}");
