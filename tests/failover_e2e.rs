@@ -153,7 +153,7 @@ fn a_replayed_limit_after_resume_does_not_swap_again() {
     wait_until(LONG, "s1 relaunched", || rig.panes().first().is_some_and(|p| p.1 != old_pid).then_some(()));
     assert_eq!(rig.wait_all_idle_on("beta", LONG), ids, "resumed the same conversation");
     let screen = rig.screen("s1");
-    assert!(screen.contains("hit your") || screen.contains("limit"), "the old limit is on screen:\n{screen}");
+    assert!(screen.contains("You've hit your"), "the old limit is replayed on screen:\n{screen}");
 
     // Long enough for several observations (1 s) and polls of both accounts.
     rig.wait_polls("beta", 4, LONG);
