@@ -251,9 +251,7 @@ fn usage_endpoint_errors_are_reported_and_back_off() {
         ("expired", "token_expired", "401"),
     ];
     wait_until(LONG, "every account's first poll", || {
-        want.iter()
-            .all(|(a, _, _)| rig.account_status(a).is_some_and(|s| !s["last_error"].is_null()))
-            .then_some(())
+        want.iter().all(|(a, _, _)| rig.account_status(a).is_some_and(|s| !s["last_error"].is_null())).then_some(())
     });
     for (account, state, why) in want {
         let s = rig.account_status(account).unwrap();

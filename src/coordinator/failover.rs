@@ -8,7 +8,8 @@ use super::{Coordinator, Supervisor};
 use crate::control::{ControlError, Reply};
 use crate::events::Kind;
 use crate::quota::{
-    eligible, should_swap, AccountQuota, HardLimitSignal, LimitSource, PollError, QuotaCommand, QuotaReport, SwapReason, Verdict,
+    eligible, should_swap, AccountQuota, HardLimitSignal, LimitSource, PollError, QuotaCommand, QuotaReport,
+    SwapReason, Verdict,
 };
 use crate::sessions::{self, model::Seen};
 use crate::status::SwapRecord;

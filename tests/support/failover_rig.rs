@@ -368,9 +368,9 @@ path = "{project}"
     /// The CLAUDE_CONFIG_DIR a pane's process runs with.
     pub fn pane_config_dir(pid: u32) -> Option<String> {
         let bytes = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-        bytes.split(|b| *b == 0).find_map(|kv| {
-            std::str::from_utf8(kv).ok()?.strip_prefix("CLAUDE_CONFIG_DIR=").map(str::to_string)
-        })
+        bytes
+            .split(|b| *b == 0)
+            .find_map(|kv| std::str::from_utf8(kv).ok()?.strip_prefix("CLAUDE_CONFIG_DIR=").map(str::to_string))
     }
 
     /// Usage calls the fake API answered for `account` so far.

@@ -74,6 +74,6 @@ pub fn write(path: &Path, text: &str) {
 }
 
 pub mod daemon;
+pub mod failover_rig;
 pub mod fake_api;
 pub mod tmux;
-pub mod failover_rig;
