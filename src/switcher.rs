@@ -22,6 +22,7 @@ use crate::tmux::Tmux;
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -131,16 +132,17 @@ fn swap(config: &Config, tmux: &Tmux, plan: Plan, beat: &Beat) -> Finished {
         Err(e) => log::error!("cannot encode the swap journal: {e}"),
     }
     write_active(&config.state_dir, &plan.to);
+    let first = AtomicUsize::new(plan.sessions.iter().filter(|m| m.task.is_some()).count());
     let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
         let handles: Vec<_> = plan
             .sessions
             .iter()
             .map(|m| {
                 let beat = beat.clone();
-                let plan = &plan;
+                let (plan, first) = (&plan, &first);
                 std::thread::Builder::new()
                     .name("switcher-move".into())
-                    .spawn_scoped(scope, move || move_session(config, tmux, plan, m, &beat))
+                    .spawn_scoped(scope, move || move_session(config, tmux, plan, m, first, &beat))
             })
             .collect();
         handles
@@ -158,8 +160,37 @@ fn swap(config: &Config, tmux: &Tmux, plan: Plan, beat: &Beat) -> Finished {
     Finished { plan, outcomes, finished_at: SystemTime::now() }
 }
 
-fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, beat: &Beat) -> Outcome {
+/// Counts down the sessions with a task still on their way to the new
+/// prompt, whichever way their move ends.
+struct FirstDone<'a>(Option<&'a AtomicUsize>);
+
+impl Drop for FirstDone<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.0.take() {
+            n.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Sessions with a task relaunch first: each still has a continuation to
+/// send, which is mostly waiting, and Claude Code starts are CPU-bound on a
+/// small machine. The others, stopped already, launch once the task holders
+/// are at their prompt (or after [`FIRST_WAIT_MAX`]), so the continuations
+/// overlap their starts instead of queueing behind them (10 sessions: the
+/// limited one was the last at its prompt, 5.6 s in, then 1.2 s more).
+fn wait_for_task_holders(first: &AtomicUsize, beat: &Beat) {
+    let until = Instant::now() + FIRST_WAIT_MAX;
+    while first.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+        beat.beat();
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+const FIRST_WAIT_MAX: Duration = Duration::from_secs(10);
+
+fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, first: &AtomicUsize, beat: &Beat) -> Outcome {
     let failed = |error: String| Outcome::Failed { session: m.session.clone(), error };
+    let holder = FirstDone(m.task.is_some().then_some(first));
     let subject = Subject {
         session: m.session.clone(),
         account: plan.from.clone(),
@@ -171,6 +202,9 @@ fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, beat: &Bea
     checkpoint::snapshot_now(config, &subject, "swap");
     stop(tmux, &m.session, Duration::from_secs(config.claude.stop_timeout_secs), beat);
     log::info!("swap: {} stopped on {} after {} ms", m.session, plan.from, ms());
+    if holder.0.is_none() {
+        wait_for_task_holders(first, beat);
+    }
     let pid = match launch::start(tmux, config, &m.session, &plan.to, &m.claude_session_id) {
         Ok((_, spawned)) => spawned.pid,
         Err(e) => return failed(format!("launch on {}: {e}", plan.to)),
@@ -180,6 +214,7 @@ fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, beat: &Bea
         return failed(e);
     }
     log::info!("swap: {} at its prompt on {} after {} ms", m.session, plan.to, ms());
+    drop(holder);
     let mut continued = false;
     if let Some(task) = &m.task {
         let Some(transcript) = launch::transcript_path(config, &m.session, &plan.to, &m.claude_session_id) else {
@@ -211,15 +246,25 @@ fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, beat: &Bea
 /// session after `timeout`. The conversation is safe either way: Claude
 /// Code appends each record to the transcript as it happens.
 fn stop(tmux: &Tmux, session: &str, timeout: Duration, beat: &Beat) {
-    if !matches!(tmux.has_session(session), Ok(true)) {
-        return;
-    }
+    let pid = match tmux.list_panes(session) {
+        Ok(panes) => panes.into_iter().find(|p| !p.dead).map(|p| p.pid),
+        Err(e) if e.is_missing() => return,
+        Err(_) => None,
+    };
     let deadline = Instant::now() + timeout;
     let _ = tmux.send_keys(session, &["Escape"]);
     let mut next_press = Instant::now() + STOP_FIRST_PRESS;
     while Instant::now() < deadline {
         beat.beat();
-        if !matches!(tmux.has_session(session), Ok(true)) {
+        // Watching /proc costs nothing; asking tmux spawns a process, and
+        // ten sessions moving at once would spend the CPU their relaunch needs.
+        let exited = match pid {
+            Some(pid) => !process_alive(pid),
+            None => !matches!(tmux.has_session(session), Ok(true)),
+        };
+        if exited {
+            // tmux closes the session as it reaps the process.
+            wait_session_gone(tmux, session, deadline);
             return;
         }
         if Instant::now() >= next_press {
@@ -236,6 +281,29 @@ fn stop(tmux: &Tmux, session: &str, timeout: Duration, beat: &Beat) {
     }
 }
 
+/// The process runs (a zombie waiting for tmux to reap it does not).
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses: `pid (comm) S ...`.
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
+/// After the process exited: the tmux session name must be free before the
+/// relaunch takes it.
+fn wait_session_gone(tmux: &Tmux, session: &str, deadline: Instant) {
+    while Instant::now() < deadline {
+        if !matches!(tmux.has_session(session), Ok(true)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = tmux.kill_session(session);
+}
+
+/// How often `wait_idle` looks at the screen while the file does not say idle.
+const SCREEN_EVERY: Duration = Duration::from_millis(400);
 /// Lets Escape land before the first Ctrl-C.
 const STOP_FIRST_PRESS: Duration = Duration::from_millis(50);
 /// Between Ctrl-C presses: apart enough to count as two, well inside the
@@ -256,16 +324,25 @@ fn wait_idle(
 ) -> Result<(), String> {
     let config_dir = config.account(account).map(|a| a.config_dir.clone()).unwrap_or_default();
     let mut last = Seen::Starting;
+    let mut next_look = Instant::now();
     while Instant::now() < deadline {
         beat.beat();
+        std::thread::sleep(Duration::from_millis(50));
+        // The session file is a cheap read; a capture spawns tmux, so the
+        // screen is looked at when the file says idle (to rule out a dialog
+        // or a dead login) and otherwise every SCREEN_EVERY.
+        let file = SessionFile::read(&session_file::path_for(&config_dir, pid)).ok();
+        let idle_file = file.as_ref().and_then(|f| f.status.as_ref()) == Some(&SessionStatus::Idle);
+        if !idle_file && Instant::now() < next_look {
+            continue;
+        }
+        next_look = Instant::now() + SCREEN_EVERY;
         let screen = match tmux.capture_pane(session) {
             Ok(text) => text,
             Err(e) if e.is_missing() => return Err(format!("the session exited on {account}")),
             Err(e) => return Err(e.to_string()),
         };
-        let file = SessionFile::read(&session_file::path_for(&config_dir, pid)).ok();
         let shown = pane::classify(&screen);
-        let idle_file = file.as_ref().and_then(|f| f.status.as_ref()) == Some(&SessionStatus::Idle);
         last = match shown {
             // `--resume` replays the conversation, the limit that ended it on
             // the old account included; this process has sent nothing yet,
@@ -283,7 +360,6 @@ fn wait_idle(
             Seen::LoginNeeded => return Err(format!("{account} needs a login (/login)")),
             _ => {}
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
     Err(format!("not at its prompt on {account} within {} s (last seen {last:?})", config.claude.startup_timeout_secs))
 }
