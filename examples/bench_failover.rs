@@ -15,7 +15,6 @@ mod fake_api;
 
 use failover_rig::{token, wait_until, Options, Rig};
 use fake_api::Mode;
-use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -124,7 +123,7 @@ fn run(daemon: &std::path::Path, claude: &std::path::Path, n: usize) -> Row {
             started_at = Some(Instant::now());
         }
         let status = rig.status()?;
-        if finished_at.is_none() && status["swap"]["last"]["to"] == Value::from("beta") {
+        if finished_at.is_none() && status["swap"]["last"]["to"] == "beta" {
             finished_at = Some(Instant::now());
         }
         rig.all_idle_on("beta").map(|_| Instant::now())
