@@ -8,7 +8,8 @@ use super::{Coordinator, Supervisor};
 use crate::control::{ControlError, Reply};
 use crate::events::Kind;
 use crate::quota::{
-    eligible, should_swap, AccountQuota, HardLimitSignal, LimitSource, PollError, QuotaCommand, QuotaReport, Verdict,
+    eligible, should_swap, AccountQuota, HardLimitSignal, LimitSource, PollError, QuotaCommand, QuotaReport,
+    SwapReason, Verdict,
 };
 use crate::sessions::model::Activity;
 use crate::sessions::{self, model::Seen};
@@ -154,6 +155,12 @@ impl<S: Supervisor> Coordinator<S> {
                     );
                 }
             }
+            // An operator's choice stands until quota forces a move: failing
+            // back right after `POST /failover` (or one dwell later) would
+            // undo it behind their back.
+            Verdict::Swap(decision)
+                if decision.reason == SwapReason::Failback
+                    && self.last_swap.as_ref().is_some_and(|s| s.reason == "manual") => {}
             Verdict::Swap(decision) => {
                 if self.exhausted {
                     self.exhausted = false;

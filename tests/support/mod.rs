@@ -76,5 +76,6 @@ pub fn write(path: &Path, text: &str) {
 pub mod accounts;
 pub mod claude_accounts;
 pub mod daemon;
+pub mod failover_rig;
 pub mod fake_api;
 pub mod tmux;
