@@ -96,14 +96,6 @@ pub fn write_active(state_dir: &Path, account: &str) {
     }
 }
 
-/// The prompt that tells a moved session to carry on with its task.
-pub fn continuation_prompt(task: &str) -> String {
-    format!(
-        "You were interrupted by a usage limit while working on the task from {task}. \
-         The session has moved to another account; continue that task from where you stopped and finish it."
-    )
-}
-
 pub fn run(config: Arc<Config>, commands: Receiver<Plan>, out: Sender<Event>, beat: Beat) {
     let tmux = Tmux::new(&config.tmux.socket_name);
     loop {
@@ -224,7 +216,7 @@ fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, first: &At
         match crate::dispatcher::delivery::deliver(
             tmux,
             &m.session,
-            &continuation_prompt(task),
+            &launch::continuation_prompt(task, "a usage limit; the session moved to another account"),
             &transcript,
             confirm,
             &|| beat.beat(),

@@ -181,6 +181,10 @@ impl<S: Supervisor> Coordinator<S> {
         let mut events = Some(inputs.events);
         let mut quota = Some(inputs.quota);
         self.order(sessions::Command::Adopt);
+        if self.config.sessions.is_empty() {
+            // Nothing to adopt: leases are reconciled (all requeued) at once.
+            self.adoption_done("");
+        }
         self.on_tick(Instant::now());
         self.supervisor.ready();
         loop {
@@ -342,6 +346,21 @@ impl<S: Supervisor> Coordinator<S> {
                 w.finishing = true;
             }
             self.dispatch_order(dispatcher::Command::Finish { at, task });
+        }
+        let continuations: Vec<(SessionRef, String)> = if self.dispatch_allowed_by_quota(SystemTime::now()) {
+            self.sessions
+                .values()
+                .filter(|s| s.wants_continuation())
+                .filter_map(|s| Some((self.session_ref(s)?, s.work.as_ref()?.task.clone())))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for (at, task) in continuations {
+            if let Some(s) = self.sessions.get_mut(&at.session) {
+                s.offered = true;
+            }
+            self.dispatch_order(dispatcher::Command::Continue { at, task });
         }
         if !self.recovered
             || self.dispatch_paused

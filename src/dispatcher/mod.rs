@@ -48,6 +48,12 @@ impl SessionRef {
 pub enum Command {
     /// This session is idle and may take a task of its project.
     Offer(SessionRef),
+    /// This session lost its turn on `task` (it died, or a move failed) and
+    /// is back at its prompt: tell it to continue (no new lease, no attempt).
+    Continue {
+        at: SessionRef,
+        task: String,
+    },
     /// This session's task settled: move it to done/.
     Finish {
         at: SessionRef,
@@ -102,6 +108,8 @@ const TRANSCRIPT_GRACE: Duration = Duration::from_secs(3);
 
 /// What a delivery thread reports back.
 struct DeliveryDone {
+    /// A continuation of a task already held, not a new dispatch.
+    continuation: bool,
     at: SessionRef,
     task: String,
     attempt: u32,
@@ -209,6 +217,7 @@ impl Role {
     fn handle(&mut self, cmd: Command, watch_tx: &Sender<WatchEvent>) {
         match cmd {
             Command::Offer(at) => self.offer(&at),
+            Command::Continue { at, task } => self.continue_task(at, task),
             Command::Finish { at, task } => self.finish(&at, &task),
             Command::Recover { sessions } => self.recover(&sessions),
             Command::Configure(config) => {
@@ -361,7 +370,23 @@ impl Role {
         let at = at.clone();
         let spawned = std::thread::Builder::new().name("deliver".into()).spawn(move || {
             let result = delivery::deliver(&tmux, &at.session, &task.body, &transcript, confirm, &|| {});
-            let _ = done.send(DeliveryDone { at, task: task.name, attempt, seen_at, result });
+            let _ = done.send(DeliveryDone { continuation: false, at, task: task.name, attempt, seen_at, result });
+        });
+        if let Err(e) = spawned {
+            log::error!("cannot start a delivery thread: {e}");
+        }
+    }
+
+    /// Sends the continuation prompt for a task the session already holds.
+    fn continue_task(&mut self, at: SessionRef, task: String) {
+        let Some(cwd) = self.config.project(&at.project).map(|p| p.path.clone()) else { return };
+        let confirm = Duration::from_secs(self.config.dispatch.submit_confirm_secs);
+        let (tmux, done, transcript) = (self.tmux.clone(), self.delivered_tx.clone(), at.transcript(&cwd));
+        let text = crate::sessions::launch::continuation_prompt(&task, "the session was restarted");
+        let spawned = std::thread::Builder::new().name("deliver".into()).spawn(move || {
+            let result = delivery::deliver(&tmux, &at.session, &text, &transcript, confirm, &|| {});
+            let seen_at = Instant::now();
+            let _ = done.send(DeliveryDone { continuation: true, at, task, attempt: 0, seen_at, result });
         });
         if let Err(e) = spawned {
             log::error!("cannot start a delivery thread: {e}");
@@ -370,7 +395,20 @@ impl Role {
 
     /// A delivery thread's outcome.
     fn delivered(&mut self, done: DeliveryDone) {
-        let DeliveryDone { at, task, attempt, seen_at, result } = done;
+        let DeliveryDone { continuation, at, task, attempt, seen_at, result } = done;
+        if continuation {
+            match result {
+                Ok(_) => {
+                    log::info!("{}: told to continue {task}", at.session);
+                    self.report(Report::Dispatched { session: at.session.clone(), task });
+                }
+                Err(error) => {
+                    log::warn!("{}: the continuation prompt for {task} was not taken: {error}", at.session);
+                    self.report(Report::DeliveryFailed { session: at.session.clone(), task, error });
+                }
+            }
+            return;
+        }
         match result {
             Ok(delivered) => {
                 self.answers_from.insert((at.project.clone(), task.clone()), delivered.transcript_offset);

@@ -93,6 +93,15 @@ pub fn new_session_id() -> std::io::Result<String> {
     Ok(std::fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_string())
 }
 
+/// The prompt that tells a session to carry on with a task it was taken
+/// away from (`why`: what interrupted it).
+pub fn continuation_prompt(task: &str, why: &str) -> String {
+    format!(
+        "You were interrupted ({why}) while working on the task from {task}. \
+         Continue that task from where you stopped and finish it."
+    )
+}
+
 /// Where a session's conversation is written: `<account>/projects/<key>/<id>.jsonl`
 /// (the shared tree's file once `setup` linked `projects/`).
 pub fn transcript_path(config: &Config, session: &str, account: &str, id: &str) -> Option<PathBuf> {

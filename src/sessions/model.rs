@@ -78,11 +78,21 @@ pub struct Work {
     pub limited: bool,
     /// Finish was ordered; waiting for the dispatcher to confirm.
     pub finishing: bool,
+    /// The session died (or could not be moved) mid-task: once it is back
+    /// at its prompt it is told to continue the task, which is not done.
+    pub resume_prompt: bool,
 }
 
 impl Work {
     pub fn new(task: &str) -> Work {
-        Work { task: task.into(), turn_seen: false, idle_since: None, limited: false, finishing: false }
+        Work {
+            task: task.into(),
+            turn_seen: false,
+            idle_since: None,
+            limited: false,
+            finishing: false,
+            resume_prompt: false,
+        }
     }
 }
 
@@ -252,6 +262,13 @@ impl Session {
         }
         self.activity = Activity::Dead;
         self.waiting_for = None;
+        if let Some(w) = &mut self.work {
+            // Its turn died with it: not finished, to be continued.
+            w.resume_prompt = true;
+            w.turn_seen = false;
+            w.limited = false;
+            w.idle_since = None;
+        }
         let relaunch_at = now + self.backoff;
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
         self.relaunch_at = Some(relaunch_at);
@@ -277,8 +294,14 @@ impl Session {
                 w.turn_seen
                     && !w.limited
                     && !w.finishing
+                    && !w.resume_prompt
                     && w.idle_since.is_some_and(|t| now.saturating_duration_since(t) >= settle)
             })
+    }
+
+    /// Back at its prompt after dying mid-task: to be told to continue.
+    pub fn wants_continuation(&self) -> bool {
+        self.activity == Activity::Idle && !self.offered && self.work.as_ref().is_some_and(|w| w.resume_prompt)
     }
 
     /// Idle, dispatchable, not working and not already offered.
@@ -427,6 +450,20 @@ mod tests {
         for (at, seen, step) in table {
             assert_eq!(s.observe(seen.clone(), secs(at)), step, "{seen:?} at {at} s");
         }
+    }
+
+    #[test]
+    fn a_task_whose_session_died_is_continued_not_finished() {
+        let t0 = Instant::now();
+        let mut s = running(t0);
+        s.observe(Seen::Idle, t0);
+        s.work = Some(Work { turn_seen: true, ..Work::new("a.md") });
+        s.observe(Seen::Busy, t0);
+        s.observe(Seen::Missing, t0);
+        s.launched("alpha", "id-1", t0 + Duration::from_secs(1));
+        s.observe(Seen::Idle, t0 + Duration::from_secs(2));
+        assert!(!s.settled(t0 + Duration::from_secs(60), Duration::from_secs(5)));
+        assert!(s.wants_continuation());
     }
 
     #[test]
