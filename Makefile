@@ -81,11 +81,14 @@ demo-stop:
 # Benchmarks print figures and assert nothing. Release builds of the daemon and
 # the bench programs; the static binary's size comes from `make musl`.
 bench: claude-code musl
-	cargo build --locked --release --bin claude-failover --example dispatch_bench --example footprint_bench
+	cargo build --locked --release --bin claude-failover --example dispatch_bench --example footprint_bench \
+	    --example bench_failover
 	@echo "== dispatch latency (inotify vs a 5 s polling loop)"
 	target/release/examples/dispatch_bench 50
 	@echo "== footprint and scale"
 	target/release/examples/footprint_bench 60
+	@echo "== failover of N real Claude Code sessions vs their cold start"
+	target/release/examples/bench_failover --daemon target/release/claude-failover
 
 # The long form of the reliability campaign: what `make test` runs in its
 # short form (10 crash trials), with 100 trials.

@@ -216,7 +216,7 @@ fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, first: &At
         match crate::dispatcher::delivery::deliver(
             tmux,
             &m.session,
-            &launch::continuation_prompt(task, "a usage limit; the session moved to another account"),
+            &launch::continuation_prompt(task, "a usage limit (the session has moved to another account)"),
             &transcript,
             confirm,
             &|| beat.beat(),

@@ -224,3 +224,33 @@ fn no_secret_reaches_logs_answers_or_events() {
         }
     }
 }
+
+/// Task text goes from the file to the pane through tmux's paste buffer only:
+/// shell syntax in it is never run, by the daemon or on its way into Claude
+/// Code, and arrives at the API as written.
+#[test]
+fn task_text_never_reaches_a_shell() {
+    use support::claude_accounts::{wait_idle, Rig};
+    let _lock = support::claude_lock();
+    let marker = std::env::temp_dir().join(support::unique_name("pwned"));
+    let m = marker.display();
+    let text = format!(
+        "Check these strings and answer briefly: $(touch {m}) `touch {m}` ; touch {m} && touch {m} | touch {m} \
+         '\"$HOME\"' ${{IFS}}touch${{IFS}}{m} \n$(touch {m})\n"
+    );
+    let rig = Rig::new(&["p"], &[("s1", "p")], "[dispatch]\nsettle_secs = 1\n");
+    let daemon = rig.start();
+    wait_idle(&daemon, &["s1"], Duration::from_secs(120));
+    rig.drop_task("p", "shell.md", &text);
+    wait_for(Duration::from_secs(90), "the task in done/", || {
+        rig.tasks("p", "done").contains(&"shell.md".to_string()).then_some(())
+    });
+    assert!(!marker.exists(), "{m} was created: task text reached a shell");
+    let first_line = text.lines().next().unwrap();
+    assert_eq!(
+        rig.api.count_text(first_line),
+        1,
+        "the text did not reach the API verbatim: {:?}",
+        rig.api.user_texts()
+    );
+}

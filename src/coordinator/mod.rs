@@ -93,6 +93,8 @@ pub struct Coordinator<S: Supervisor> {
     recovered: bool,
     /// Takeable tasks per project, as the dispatcher last said.
     waiting: BTreeMap<String, usize>,
+    /// When leases were last reconciled against what sessions hold.
+    last_reconcile: Option<Instant>,
     /// Sessions told "nothing for you" since the project's inbox last changed.
     declined: std::collections::BTreeSet<String>,
     counts: BTreeMap<String, QueueCounts>,
@@ -144,6 +146,7 @@ impl<S: Supervisor> Coordinator<S> {
             recovered: false,
             waiting: BTreeMap::new(),
             declined: Default::default(),
+            last_reconcile: None,
             counts: BTreeMap::new(),
             quotas,
             swap: None,
@@ -243,6 +246,20 @@ impl<S: Supervisor> Coordinator<S> {
         self.consider_swap(SystemTime::now());
         self.offer_work();
         self.publish();
+    }
+
+    /// Every janitor interval, the dispatcher hands back leases no session
+    /// holds (the janitor role itself never touches active/).
+    fn reconcile_leases(&mut self, now: Instant) {
+        let every = Duration::from_secs(self.config.janitor.interval_secs);
+        if !self.recovered || self.swap.is_some() || self.last_reconcile.is_some_and(|t| now.duration_since(t) < every)
+        {
+            return;
+        }
+        self.last_reconcile = Some(now);
+        let held =
+            self.sessions.values().filter_map(|s| Some((s.project.clone(), s.work.as_ref()?.task.clone()))).collect();
+        self.dispatch_order(dispatcher::Command::Reconcile { held });
     }
 
     fn dispatch_order(&self, command: dispatcher::Command) {
@@ -527,6 +544,7 @@ impl<S: Supervisor> Coordinator<S> {
                 self.restart(&name, &account, now);
             }
         }
+        self.reconcile_leases(now);
         self.consider_swap(SystemTime::now());
         self.offer_work();
         self.publish();

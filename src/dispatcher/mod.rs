@@ -54,6 +54,11 @@ pub enum Command {
         at: SessionRef,
         task: String,
     },
+    /// The janitor's round: the (project, task) pairs some session holds.
+    /// A lease held by nobody for long is handed back (counting an attempt).
+    Reconcile {
+        held: Vec<(String, String)>,
+    },
     /// This session's task settled: move it to done/.
     Finish {
         at: SessionRef,
@@ -218,6 +223,7 @@ impl Role {
         match cmd {
             Command::Offer(at) => self.offer(&at),
             Command::Continue { at, task } => self.continue_task(at, task),
+            Command::Reconcile { held } => self.reconcile(&held),
             Command::Finish { at, task } => self.finish(&at, &task),
             Command::Recover { sessions } => self.recover(&sessions),
             Command::Configure(config) => {
@@ -377,12 +383,43 @@ impl Role {
         }
     }
 
+    /// Leases no session holds, older than a delivery could take, go back to
+    /// the inbox (or to failed/ after `max_attempts`): e.g. a session removed
+    /// from the config by a reload while it held a task.
+    fn reconcile(&mut self, held: &[(String, String)]) {
+        let grace = Duration::from_secs(self.config.dispatch.submit_confirm_secs * 3 + 60);
+        let now = SystemTime::now();
+        let projects: Vec<String> = self.queues.keys().cloned().collect();
+        for project in projects {
+            let Some(q) = self.queues.get(&project) else { continue };
+            let Ok(leases) = q.leases() else { continue };
+            for (name, lease) in leases {
+                if held.iter().any(|(p, t)| *p == project && *t == name) {
+                    continue;
+                }
+                let age = crate::time::parse_rfc3339(&lease.dispatched_at)
+                    .and_then(|t| now.duration_since(t).ok())
+                    .unwrap_or(Duration::MAX);
+                if age < grace {
+                    continue;
+                }
+                log::warn!(
+                    "project {project}: {name} is leased to {} but no session holds it; handing it back",
+                    lease.session
+                );
+                self.shared.metrics.inc("claude_failover_janitor_actions_total", &[("action", "stale_lease")]);
+                self.give_back(&project, &name, lease.attempt, "its session no longer held it");
+            }
+            self.announce(&project);
+        }
+    }
+
     /// Sends the continuation prompt for a task the session already holds.
     fn continue_task(&mut self, at: SessionRef, task: String) {
         let Some(cwd) = self.config.project(&at.project).map(|p| p.path.clone()) else { return };
         let confirm = Duration::from_secs(self.config.dispatch.submit_confirm_secs);
         let (tmux, done, transcript) = (self.tmux.clone(), self.delivered_tx.clone(), at.transcript(&cwd));
-        let text = crate::sessions::launch::continuation_prompt(&task, "the session was restarted");
+        let text = crate::sessions::launch::continuation_prompt(&task, "a restart of the session");
         let spawned = std::thread::Builder::new().name("deliver".into()).spawn(move || {
             let result = delivery::deliver(&tmux, &at.session, &text, &transcript, confirm, &|| {});
             let seen_at = Instant::now();

@@ -97,7 +97,7 @@ pub fn new_session_id() -> std::io::Result<String> {
 /// away from (`why`: what interrupted it).
 pub fn continuation_prompt(task: &str, why: &str) -> String {
     format!(
-        "You were interrupted ({why}) while working on the task from {task}. \
+        "You were interrupted by {why} while working on the task from {task}. \
          Continue that task from where you stopped and finish it."
     )
 }
