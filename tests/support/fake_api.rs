@@ -475,18 +475,7 @@ fn usage(state: &Mutex<State>, token: &str) -> Answer {
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SS.000000+00:00` (civil-from-days, proleptic
 /// Gregorian calendar).
 pub fn rfc3339(unix: u64) -> String {
-    let days = (unix / 86400) as i64;
-    let secs = unix % 86400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000000+00:00", secs / 3600, secs / 60 % 60, secs % 60)
+    claude_failover::time::rfc3339_from_unix(unix as i64).replace('Z', ".000000+00:00")
 }
 
 /// `POST /_control/<what>` with a JSON body:
