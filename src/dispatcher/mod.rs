@@ -273,7 +273,19 @@ impl Role {
     /// failed/ with the reason. True when the index gained it.
     fn admit(&mut self, project: &str, name: &str, seen_at: Instant) -> bool {
         let Some(q) = self.queues.get(project) else { return false };
-        match q.load(name, self.config.dispatch.max_task_bytes) {
+        let loaded = q.load(name, self.config.dispatch.max_task_bytes).and_then(|task| {
+            // A task pinned to a session that is not one of this project's
+            // would wait forever: it is bad input.
+            match &task.session {
+                Some(pin) if !self.config.sessions.iter().any(|s| s.name == *pin && s.project == project) => {
+                    Err(LoadError::Rejected(queue::Rejection::FrontMatter(format!(
+                        "session = \"{pin}\" names no session of project {project}"
+                    ))))
+                }
+                _ => Ok(task),
+            }
+        });
+        match loaded {
             Ok(task) => {
                 let waiting = Waiting { priority: task.priority, session: task.session, seen_at };
                 self.index.entry(project.into()).or_default().entry(name.into()).or_insert(waiting);
