@@ -86,3 +86,72 @@ fn a_claude_killed_again_and_again_is_reported_as_a_crash_loop_and_still_relaunc
     assert_eq!(ids(&status(&daemon).unwrap()), id);
     assert_eq!(events(&daemon, "session_crash_loop"), 1, "a loop is reported once");
 }
+
+/// A tmpfs mounted over a folder for one test, unmounted when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(dir: &std::path::Path, size: &str) -> Mount {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mounting a tmpfs needs root (CI runs as root): {}", dir.display());
+        Mount(dir.to_path_buf())
+    }
+
+    fn remount(&self, opts: &str) {
+        let ok =
+            std::process::Command::new("mount").args(["-o", &format!("remount,{opts}")]).arg(&self.0).status().unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills a filesystem to the last byte.
+fn fill(dir: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    let block = vec![0u8; 4096];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+}
+
+#[test]
+fn state_dir_full_then_read_only_the_work_goes_on_and_the_daemon_says_why() {
+    let _lock = claude_lock();
+    let rig = Rig::new(&["p"], &[("s1", "p")], "[dispatch]\nsettle_secs = 1\n");
+    let state = rig.dir.path().join("state");
+    let mount = Mount::tmpfs(&state, "512k");
+    let daemon = rig.start();
+    wait_idle(&daemon, &["s1"], Duration::from_secs(120));
+
+    fill(&state);
+    rig.drop_task("p", "full.md", "Written while the state folder is full: answer briefly.");
+    wait_for(Duration::from_secs(60), "full.md done", || {
+        rig.tasks("p", "done").contains(&"full.md".into()).then_some(())
+    });
+    // Something the daemon writes under state_dir fails, says so, and nothing stops.
+    let (code, _) = daemon.request("POST", "/sessions/s1/restart", Some("{}"), &[]).unwrap();
+    assert_eq!(code, 202);
+    wait_for(Duration::from_secs(120), "s1 relaunched", || {
+        let st = status(&daemon)?;
+        let s = &st["sessions"][0];
+        (s["state"] == "idle" && s["restarts"] == 1).then_some(())
+    });
+    let log = std::fs::read_to_string(rig.dir.path().join("daemon.log")).unwrap();
+    assert!(log.contains("No space left"), "the full state folder is not reported in the log");
+
+    mount.remount("ro");
+    rig.drop_task("p", "ro.md", "Written while the state folder is read-only: answer briefly.");
+    wait_for(Duration::from_secs(60), "ro.md done", || rig.tasks("p", "done").contains(&"ro.md".into()).then_some(()));
+    assert_eq!(daemon.get("/healthz").unwrap().0, 200);
+    assert!(rig.tasks("p", "failed").is_empty());
+}
