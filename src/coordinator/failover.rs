@@ -142,7 +142,11 @@ impl<S: Supervisor> Coordinator<S> {
 
     fn decide_swap(&mut self, now: SystemTime) {
         let Some(active) = self.active_account.clone() else { return };
-        match should_swap(&active, &self.quotas, &self.config.quota, self.last_swap_at, now) {
+        // The dwell is measured on the monotonic clock and handed to the
+        // decision as a wall time relative to `now`: a wall-clock jump can
+        // neither shorten nor stretch it.
+        let last_swap_at = self.last_swap_at.map(|t| now - Instant::now().saturating_duration_since(t));
+        match should_swap(&active, &self.quotas, &self.config.quota, last_swap_at, now) {
             Verdict::Stay => {
                 let active_ok = self.quotas.iter().any(|q| q.name == active && !q.exhausted(now));
                 if self.exhausted && active_ok {
@@ -270,7 +274,7 @@ impl<S: Supervisor> Coordinator<S> {
             started_at: crate::time::rfc3339(now),
             sessions: movers,
         };
-        self.begin(plan, now);
+        self.begin(plan);
     }
 
     /// Every session that runs (or ran) a conversation, with its task.
@@ -288,7 +292,7 @@ impl<S: Supervisor> Coordinator<S> {
             .collect()
     }
 
-    fn begin(&mut self, plan: Plan, now: SystemTime) {
+    fn begin(&mut self, plan: Plan) {
         log::warn!("swap {} → {} ({}) of {} session(s)", plan.from, plan.to, plan.reason, plan.sessions.len());
         for m in &plan.sessions {
             if let Some(s) = self.sessions.get_mut(&m.session) {
@@ -297,7 +301,7 @@ impl<S: Supervisor> Coordinator<S> {
             }
         }
         self.active_account = Some(plan.to.clone());
-        self.last_swap_at = Some(now);
+        self.last_swap_at = Some(Instant::now());
         self.shared.metrics.inc("claude_failover_failovers_total", &[("reason", &plan.reason)]);
         let names: Vec<&str> = plan.sessions.iter().map(|m| m.session.as_str()).collect();
         self.shared.events.emit(
@@ -404,6 +408,6 @@ impl<S: Supervisor> Coordinator<S> {
         let reason = journal.as_ref().map_or("consolidate".to_string(), |j| j.reason.clone());
         log::warn!("finishing an interrupted swap to {active}: {} session(s) still elsewhere", stray.len());
         let plan = Plan { from, to: active, reason, started_at: crate::time::rfc3339(now), sessions: stray };
-        self.begin(plan, now);
+        self.begin(plan);
     }
 }

@@ -105,7 +105,8 @@ pub struct Coordinator<S: Supervisor> {
     /// A requested swap (to, reason) waiting for in-flight deliveries.
     pending_swap: Option<failover::PendingSwap>,
     last_swap: Option<SwapRecord>,
-    last_swap_at: Option<SystemTime>,
+    /// When the last swap started (monotonic, for `min_dwell_secs`).
+    last_swap_at: Option<Instant>,
     /// No account is eligible: dispatch waits, the event was sent once.
     exhausted: bool,
     /// A swap the last run left unfinished: finished once leases are reconciled.
