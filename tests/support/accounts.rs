@@ -18,10 +18,17 @@ pub struct Account {
 pub fn create(root: &Path, name: &str, trusted: &[&Path]) -> Account {
     let dir = root.join(name);
     let token = format!("sk-ant-oat01-TEST-{}", name.to_uppercase());
+    write(&dir, &token, &format!("sk-ant-ort01-TEST-{}", name.to_uppercase()), trusted);
+    Account { name: name.into(), dir, token }
+}
+
+/// Writes an account folder's `.credentials.json` (tokens valid for 8 hours)
+/// and `.claude.json` (onboarding done, `trusted` folders trusted).
+pub fn write(dir: &Path, token: &str, refresh_token: &str, trusted: &[&Path]) {
     let expires = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() + 8 * 3_600_000;
     let credentials = serde_json::json!({"claudeAiOauth": {
         "accessToken": token,
-        "refreshToken": format!("sk-ant-ort01-TEST-{}", name.to_uppercase()),
+        "refreshToken": refresh_token,
         "expiresAt": expires as u64,
         "scopes": ["user:inference", "user:profile"],
         "subscriptionType": "max",
@@ -33,7 +40,6 @@ pub fn create(root: &Path, name: &str, trusted: &[&Path]) -> Account {
         .collect();
     let state = serde_json::json!({"hasCompletedOnboarding": true, "theme": "dark", "projects": projects});
     super::write(&dir.join(".claude.json"), &state.to_string());
-    Account { name: name.into(), dir, token }
 }
 
 /// Whether the account's `.claude.json` records `project` as trusted (Claude

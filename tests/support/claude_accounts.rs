@@ -7,26 +7,13 @@ use super::daemon::{free_port, Daemon};
 use super::fake_api::FakeApi;
 use super::tmux::TmuxServer;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Writes `<dir>/.credentials.json` with `token` and `<dir>/.claude.json`
 /// trusting every folder of `projects`.
 pub fn write_account(dir: &Path, token: &str, projects: &[PathBuf]) {
-    let expires = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() + 8 * 3_600_000;
-    super::write(
-        &dir.join(".credentials.json"),
-        &serde_json::json!({"claudeAiOauth": {"accessToken": token, "refreshToken": format!("{token}-refresh"),
-            "expiresAt": expires as u64, "scopes": ["user:inference", "user:profile"], "subscriptionType": "max"}})
-        .to_string(),
-    );
-    let trusted: serde_json::Map<String, serde_json::Value> = projects
-        .iter()
-        .map(|p| (p.to_string_lossy().into_owned(), serde_json::json!({"hasTrustDialogAccepted": true})))
-        .collect();
-    super::write(
-        &dir.join(".claude.json"),
-        &serde_json::json!({"hasCompletedOnboarding": true, "theme": "dark", "projects": trusted}).to_string(),
-    );
+    let trusted: Vec<&Path> = projects.iter().map(PathBuf::as_path).collect();
+    super::accounts::write(dir, token, &format!("{token}-refresh"), &trusted);
 }
 
 pub const ALPHA_TOKEN: &str = "sk-ant-oat01-TEST-E2E-ALPHA";
