@@ -411,3 +411,94 @@ impl<S: Supervisor> Coordinator<S> {
         self.begin(plan);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Coordinator, Outputs, Restored};
+    use crate::config::Config;
+    use crate::control::Shared;
+    use crate::quota::Windows;
+    use crate::runtime::NoSupervisor;
+    use crate::switcher::Finished;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant, SystemTime};
+
+    /// A coordinator over three accounts and no sessions; its orders go to
+    /// channels nobody reads.
+    fn coordinator() -> Coordinator<NoSupervisor> {
+        let text = r#"
+            state_dir = "/tmp/cf-unit-state"
+            [quota]
+            min_dwell_secs = 600
+            failback = false
+            [[accounts]]
+            name = "alpha"
+            config_dir = "/tmp/cf-unit/alpha"
+            [[accounts]]
+            name = "beta"
+            config_dir = "/tmp/cf-unit/beta"
+            [[accounts]]
+            name = "gamma"
+            config_dir = "/tmp/cf-unit/gamma"
+        "#;
+        let config = Arc::new(Config::from_toml(text, std::path::Path::new("/tmp/cf-unit.toml")).unwrap());
+        let shared = Shared {
+            status: Default::default(),
+            events: crate::events::Events::new(None),
+            metrics: Default::default(),
+            heartbeats: crate::heartbeat::Heartbeats::new(None),
+        };
+        let outputs = Outputs {
+            sessions: crossbeam_channel::unbounded().0,
+            dispatcher: crossbeam_channel::unbounded().0,
+            quota: crossbeam_channel::unbounded().0,
+            switcher: crossbeam_channel::unbounded().0,
+            on_reload: Vec::new(),
+        };
+        let mut c = Coordinator::new(config, shared, NoSupervisor, outputs, Restored::default(), SystemTime::now());
+        c.recovered = true;
+        c
+    }
+
+    fn poll(c: &mut Coordinator<NoSupervisor>, account: &str, five_hour: f64, at: SystemTime) {
+        let q = c.quotas.iter_mut().find(|q| q.name == account).unwrap();
+        q.apply_poll(at, &Ok(Windows::from_named([("five_hour", five_hour, None), ("seven_day", 10.0, None)])));
+    }
+
+    fn finish_swap(c: &mut Coordinator<NoSupervisor>) {
+        let plan = c.swap.clone().expect("a swap started");
+        c.on_swap_finished(Finished { plan, outcomes: Vec::new(), finished_at: SystemTime::now() }, Instant::now());
+    }
+
+    #[test]
+    fn a_wall_clock_jump_neither_shortens_nor_stretches_the_dwell() {
+        let now = SystemTime::now();
+        let mut c = coordinator();
+        for a in ["alpha", "beta", "gamma"] {
+            poll(&mut c, a, 10.0, now);
+        }
+        poll(&mut c, "alpha", 95.0, now);
+        c.consider_swap(now);
+        assert_eq!(c.active_account.as_deref(), Some("beta"), "a threshold crossing swaps");
+        finish_swap(&mut c);
+
+        // beta crosses too, and the wall clock jumps a month ahead: the
+        // dwell (600 s, monotonic) has not passed, so no second swap.
+        let later = now + Duration::from_secs(30 * 86_400);
+        poll(&mut c, "beta", 95.0, later);
+        c.consider_swap(later);
+        assert!(c.swap.is_none() && c.pending_swap.is_none(), "the jump shortened the dwell");
+        assert_eq!(c.active_account.as_deref(), Some("beta"));
+
+        // Back to the real time and an hour back: still within the dwell.
+        let earlier = now - Duration::from_secs(3600);
+        c.consider_swap(earlier);
+        assert!(c.swap.is_none() && c.pending_swap.is_none());
+
+        // A hard limit ignores the dwell, jump or not.
+        let q = c.quotas.iter_mut().find(|q| q.name == "beta").unwrap();
+        q.exhausted_until = Some(later + Duration::from_secs(3600));
+        c.consider_swap(later);
+        assert_eq!(c.active_account.as_deref(), Some("gamma"));
+    }
+}
