@@ -217,6 +217,14 @@ impl Tmux {
             Err(e) if e.is_missing() => {}
             Err(e) => return Err(e),
         }
+        // The server must outlive a moment with no sessions (a swap stops
+        // every session before relaunching them): by default tmux exits then,
+        // and a launch racing that exit fails with "no server running".
+        match self.run(&["set-option".into(), "-s".into(), "exit-empty".into(), "off".into()], None) {
+            Ok(_) => {}
+            Err(e) if e.is_missing() => {}
+            Err(e) => return Err(e),
+        }
         Ok(spawned)
     }
 
@@ -267,7 +275,7 @@ impl Tmux {
     /// one tmux call however many sessions there are. Empty when no server runs.
     pub fn list_all_panes(&self) -> Result<Vec<(String, PaneInfo)>, TmuxError> {
         match self.panes(vec!["list-panes".into(), "-a".into()]) {
-            Err(TmuxError::NoServer { .. }) => Ok(Vec::new()),
+            Err(e) if e.is_missing() => Ok(Vec::new()),
             other => other,
         }
     }
@@ -444,7 +452,9 @@ fn classify(command: String, status: Option<i32>, stderr: String, args: &[String
     {
         return TmuxError::NoServer { command };
     }
-    for what in ["can't find session", "can't find pane", "can't find window"] {
+    // A server with no session left (exit-empty off) answers "no current
+    // target" where one with sessions says "can't find session".
+    for what in ["can't find session", "can't find pane", "can't find window", "no current target"] {
         if stderr.contains(what) {
             let target = args
                 .iter()

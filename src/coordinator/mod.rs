@@ -334,9 +334,11 @@ impl<S: Supervisor> Coordinator<S> {
                     }
                 }
             }
-            R::Resumed { session, task } => {
+            R::Resumed { session, task, running } => {
                 if let Some(s) = self.sessions.get_mut(&session) {
-                    s.work = Some(Work { turn_seen: true, ..Work::new(&task) });
+                    // Still running: its turn settles as usual. Relaunched: the
+                    // turn died with the old process, so it is told to continue.
+                    s.work = Some(Work { turn_seen: running, resume_prompt: !running, ..Work::new(&task) });
                 }
             }
             R::Recovered => {

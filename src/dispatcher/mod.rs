@@ -95,10 +95,13 @@ pub enum Report {
         session: String,
         task: String,
     },
-    /// A lease kept through a restart: the session still works on it.
+    /// A lease kept through a restart: its prompt is in the session's
+    /// conversation. `running`: the session still runs (else it is about to
+    /// be relaunched, and must be told to continue).
     Resumed {
         session: String,
         task: String,
+        running: bool,
     },
     /// Leases reconciled; offers may start.
     Recovered,
@@ -557,14 +560,17 @@ impl Role {
             // conversation may have moved accounts since the lease was
             // written, so where it was then and where it is now.
             let mut looking: Vec<(&String, &Lease, String, Vec<PathBuf>)> = Vec::new();
+            // A session not running now still has its conversation on disk:
+            // a prompt found there was delivered, and is not sent again.
             for (name, lease) in &leases {
-                let Some(at) = running.get(lease.session.as_str()) else { continue };
-                let then = self.config.account(&lease.account).map(|a| SessionRef {
-                    config_dir: a.config_dir.clone(),
-                    claude_session_id: lease.claude_session_id.clone().unwrap_or_default(),
-                    ..(*at).clone()
+                let now_at = running.get(lease.session.as_str()).map(|at| at.transcript(&cwd));
+                let then = self.config.account(&lease.account).map(|a| {
+                    a.config_dir
+                        .join("projects")
+                        .join(crate::claude::project_key(&cwd))
+                        .join(format!("{}.jsonl", lease.claude_session_id.as_deref().unwrap_or_default()))
                 });
-                let places = std::iter::once(at.transcript(&cwd)).chain(then.map(|t| t.transcript(&cwd))).collect();
+                let places = now_at.into_iter().chain(then).collect();
                 looking.push((name, lease, q.active_body(name).unwrap_or_default(), places));
             }
             // Claude Code writes a prompt's record to the transcript a moment
@@ -592,7 +598,8 @@ impl Role {
                     queue::Recovery::Keep | queue::Recovery::Done => {
                         log::info!("project {project}: {name} stays with {}", session.as_deref().unwrap_or("?"));
                         if let Some(session) = session {
-                            self.report(Report::Resumed { session, task: name });
+                            let running = running.contains_key(session.as_str());
+                            self.report(Report::Resumed { session, task: name, running });
                         }
                     }
                     queue::Recovery::Requeue { next_attempt } => {

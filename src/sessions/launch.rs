@@ -165,9 +165,19 @@ pub fn start(
     let conversation = prepare_conversation(config, session, account, id);
     let spec = spec(config, session, account, id, conversation).map_err(|e| e.to_string())?;
     let unset: Vec<&str> = spec.unset.iter().map(String::as_str).collect();
-    let spawned = tmux
-        .new_session(session, &spec.cwd, config.tmux.width, config.tmux.height, &spec.env, &unset, &spec.command)
-        .map_err(|e| e.to_string())?;
+    let new_session = || {
+        tmux.new_session(session, &spec.cwd, config.tmux.width, config.tmux.height, &spec.env, &unset, &spec.command)
+    };
+    let spawned = match new_session() {
+        // A server exiting as its last session closed refuses the connection
+        // once; the next call starts a fresh one.
+        Err(crate::tmux::TmuxError::NoServer { .. }) => {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            new_session()
+        }
+        other => other,
+    }
+    .map_err(|e| e.to_string())?;
     log::info!(
         "{session}: launched on {account} ({} {id}), pid {}",
         if conversation == Conversation::Resume { "resuming" } else { "starting" },

@@ -290,6 +290,7 @@ impl Session {
     /// with no limit hit in between: the task is finished.
     pub fn settled(&self, now: Instant, settle: Duration) -> bool {
         self.activity == Activity::Idle
+            && !self.moving
             && self.work.as_ref().is_some_and(|w| {
                 w.turn_seen
                     && !w.limited
