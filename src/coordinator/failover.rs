@@ -323,7 +323,7 @@ impl<S: Supervisor> Coordinator<S> {
         let mut moved = 0;
         for outcome in &outcomes {
             match outcome {
-                Outcome::Moved { session, pid, continued } => {
+                Outcome::Moved { session, continued, .. } => {
                     moved += 1;
                     results.push(json!({"session": session, "ok": true, "continued": continued}));
                     let Some(s) = self.sessions.get_mut(session) else { continue };
@@ -339,7 +339,6 @@ impl<S: Supervisor> Coordinator<S> {
                         session: session.clone(),
                         account: plan.to.clone(),
                         claude_session_id: id,
-                        pid: *pid,
                     });
                 }
                 Outcome::Failed { session, error } => {

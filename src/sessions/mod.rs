@@ -25,7 +25,7 @@ pub enum Command {
     AnswerTrust { session: String },
     /// A swap moved the session (the switcher launched it): watch it again,
     /// now under this account.
-    Track { session: String, account: String, claude_session_id: String, pid: u32 },
+    Track { session: String, account: String, claude_session_id: String },
     /// A reloaded config: sessions no longer in it stop being watched (left running).
     Configure(Arc<Config>),
 }

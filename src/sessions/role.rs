@@ -35,7 +35,6 @@ const TRUST_ANSWER_RETRY: Duration = Duration::from_millis(1500);
 #[derive(Debug)]
 struct Managed {
     config_dir: PathBuf,
-    pid: Option<u32>,
     /// Follows the conversation from where it stood when we took the session
     /// on, so every limit record read is new.
     transcript: Option<TranscriptReader>,
@@ -45,13 +44,13 @@ struct Managed {
 }
 
 impl Managed {
-    fn new(config: &Config, session: &str, account: &str, id: &str, pid: u32) -> Option<Managed> {
+    fn new(config: &Config, session: &str, account: &str, id: &str) -> Option<Managed> {
         let config_dir = config.account(account)?.config_dir.clone();
         let transcript = launch::transcript_path(config, session, account, id).map(|p| {
             let len = std::fs::metadata(&p).map_or(0, |m| m.len());
             TranscriptReader::at(p, len)
         });
-        Some(Managed { config_dir, pid: Some(pid), transcript, last: None })
+        Some(Managed { config_dir, transcript, last: None })
     }
 }
 
@@ -165,8 +164,8 @@ impl Role {
                 self.launch(&session, &account);
             }
             Command::AnswerTrust { session } => self.answer_trust(&session, beat),
-            Command::Track { session, account, claude_session_id, pid } => {
-                let Some(m) = Managed::new(&self.config, &session, &account, &claude_session_id, pid) else { return };
+            Command::Track { session, account, claude_session_id } => {
+                let Some(m) = Managed::new(&self.config, &session, &account, &claude_session_id) else { return };
                 self.managed.insert(session.clone(), m);
                 self.ids.sessions.insert(session, IdRecord { claude_session_id, account });
                 self.save_ids();
@@ -208,7 +207,7 @@ impl Role {
                 self.ids.sessions.insert(s.name.clone(), record);
                 self.save_ids();
             }
-            if let Some(m) = Managed::new(&self.config, &s.name, &account, &id, pid) {
+            if let Some(m) = Managed::new(&self.config, &s.name, &account, &id) {
                 self.managed.insert(s.name.clone(), m);
             }
             self.report(Report::Adopted { session: s.name.clone(), account, claude_session_id: id });
@@ -256,8 +255,8 @@ impl Role {
             Some(r) => r.claude_session_id.clone(),
             None => launch::new_session_id().map_err(|e| format!("cannot make a conversation id: {e}"))?,
         };
-        let (_, spawned) = launch::start(&self.tmux, &self.config, session, account, &id)?;
-        if let Some(m) = Managed::new(&self.config, session, account, &id, spawned.pid) {
+        launch::start(&self.tmux, &self.config, session, account, &id)?;
+        if let Some(m) = Managed::new(&self.config, session, account, &id) {
             self.managed.insert(session.into(), m);
         }
         self.ids.sessions.insert(session.into(), IdRecord { claude_session_id: id.clone(), account: account.into() });
@@ -365,7 +364,6 @@ impl Role {
     fn observe(&mut self, name: &str, pane: &crate::tmux::PaneInfo) -> Seen {
         let periodic = self.ticks.is_multiple_of(SCREEN_EVERY);
         let Some(managed) = self.managed.get_mut(name) else { return Seen::Missing };
-        managed.pid = Some(pane.pid);
         let file = SessionFile::read(&session_file::path_for(&managed.config_dir, pane.pid)).ok();
         let file_says = file.as_ref().and_then(|f| f.status.clone());
         let settled = matches!(managed.last, Some(Seen::Idle | Seen::Busy));
