@@ -58,14 +58,7 @@ pub fn classify(text: &str) -> PaneState {
     let lines = &lines[..=last];
     let rules: Vec<usize> = (0..lines.len()).filter(|&i| is_rule(lines[i])).collect();
 
-    // The input box: `❯ ...` (or `> ...`) on the line right after a rule, closed by
-    // another rule. Anything else under the last rule is a dialog or a footer.
-    let input_box = rules.windows(2).rev().find_map(|w| {
-        let (top, bottom) = (w[0], w[1]);
-        (bottom > top + 1 && is_input_line(lines[top + 1])).then_some((top, bottom))
-    });
-
-    match input_box {
+    match input_box(lines, &rules) {
         // A footer is a few lines; more below the box means something else is drawn there.
         Some((top, bottom)) if bottom + 6 >= lines.len() => {
             let footer = lines[bottom + 1..].join("\n");
@@ -74,6 +67,30 @@ pub fn classify(text: &str) -> PaneState {
         }
         _ => without_input_box(lines, rules.last().copied()),
     }
+}
+
+/// The input box: `❯ ...` (or `> ...`) on the line right after a rule, closed
+/// by another rule (their indexes). Anything else under the last rule is a
+/// dialog or a footer.
+fn input_box(lines: &[&str], rules: &[usize]) -> Option<(usize, usize)> {
+    rules.windows(2).rev().find_map(|w| {
+        let (top, bottom) = (w[0], w[1]);
+        (bottom > top + 1 && is_input_line(lines[top + 1])).then_some((top, bottom))
+    })
+}
+
+/// What sits in the input box, unsent (`""` when it is empty); `None` when
+/// the screen shows no input box. A paste shows here as its text or as
+/// `[Pasted text #1 +3 lines]` once Claude Code has taken all of it in.
+pub fn input_text(text: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    let rules: Vec<usize> = (0..lines.len()).filter(|&i| is_rule(lines[i])).collect();
+    let (top, bottom) = input_box(&lines, &rules)?;
+    let first = lines[top + 1].trim_start();
+    let first = first.strip_prefix('❯').or_else(|| first.strip_prefix('>')).unwrap_or(first);
+    let rest = lines[top + 2..bottom].iter().map(|l| l.trim());
+    let joined: Vec<&str> = std::iter::once(first.trim()).chain(rest).filter(|l| !l.is_empty()).collect();
+    Some(joined.join(" "))
 }
 
 /// A screen whose bottom is the input box and its footer.
@@ -330,6 +347,23 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(classify(&text), want, "{text}");
         }
+    }
+
+    #[test]
+    fn input_text_of_the_box() {
+        assert_eq!(input_text(&screen(&["● Done"], "❯ ", "  ? for shortcuts")), Some(String::new()));
+        assert_eq!(
+            input_text(&screen(&["● Done"], "❯ [Pasted text #1 +3 lines]", "  ? for shortcuts")),
+            Some("[Pasted text #1 +3 lines]".into())
+        );
+        assert_eq!(input_text(&screen(&[], "❯ fix the", "  ? for shortcuts")), Some("fix the".into()));
+        assert_eq!(input_text("Welcome to Claude Code\n"), None);
+        let wrapped =
+            "────────────────────\n❯ a long line that\n  wraps here\n────────────────────\n  ? for shortcuts\n";
+        assert_eq!(input_text(wrapped), Some("a long line that wraps here".into()));
+        let idle =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/claude-2.1.332/idle.txt"));
+        assert_eq!(input_text(&idle.unwrap()), Some(String::new()));
     }
 
     #[test]

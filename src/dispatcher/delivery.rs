@@ -11,8 +11,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Between the paste and its Enter: an Enter that arrives with the paste is
-/// taken as part of it and the prompt sits unsent (CLAUDE_CODE.md).
+/// taken as part of it and the prompt sits unsent (CLAUDE_CODE.md). Enter
+/// goes once the input box shows the paste, [`AFTER_SHOWN`] later, and
+/// after this long at most when the screen never shows it.
 pub const PASTE_PAUSE: Duration = Duration::from_millis(800);
+/// Once the paste is on screen Claude Code has taken all of it in; the
+/// margin keeps Enter out of the same read as the paste's last bytes.
+const AFTER_SHOWN: Duration = Duration::from_millis(40);
+const PASTE_LOOK_EVERY: Duration = Duration::from_millis(20);
 /// How many times Enter is sent before the delivery is given up.
 const ENTER_TRIES: u32 = 3;
 const LOOK_EVERY: Duration = Duration::from_millis(100);
@@ -44,7 +50,7 @@ pub fn deliver(
     tmux.send_keys(target, &["C-u"]).map_err(|e| format!("clearing the input failed: {e}"))?;
     tmux.paste(target, text).map_err(|e| format!("paste failed: {e}"))?;
     let pasted_at = Instant::now();
-    pause(PASTE_PAUSE, keep_alive);
+    wait_for_paste(tmux, target, text, pasted_at + PASTE_PAUSE, keep_alive);
     for attempt in 1..=ENTER_TRIES {
         tmux.send_keys(target, &["Enter"]).map_err(|e| format!("sending Enter failed: {e}"))?;
         let deadline = Instant::now() + confirm_within;
@@ -69,11 +75,52 @@ fn submitted(reader: &mut TranscriptReader, tmux: &Tmux, target: &str) -> bool {
     matches!(tmux.capture_pane(target).map(|t| pane::classify(&t)), Ok(PaneState::Busy))
 }
 
+/// Waits until the input box shows the pasted text (or `until`): sent
+/// earlier, Enter would be taken as part of the paste.
+fn wait_for_paste(tmux: &Tmux, target: &str, text: &str, until: Instant, keep_alive: &dyn Fn()) {
+    while Instant::now() < until {
+        keep_alive();
+        let input = tmux.capture_pane(target).ok().and_then(|t| pane::input_text(&t));
+        if input.is_some_and(|input| shows_paste(&input, text)) {
+            return pause(AFTER_SHOWN, keep_alive);
+        }
+        std::thread::sleep(PASTE_LOOK_EVERY.min(until.saturating_duration_since(Instant::now())));
+    }
+}
+
+/// Whether the input box holds this paste: Claude Code shows a long or
+/// multi-line one as `[Pasted text #N ...]`, a short one as its text (its
+/// start is compared: a wrapped line comes back with a space at the wrap).
+/// Anything else is text left from before that the Ctrl-U has not cleared yet.
+fn shows_paste(input: &str, text: &str) -> bool {
+    if input.contains("[Pasted text") {
+        return true;
+    }
+    let squeeze = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (input, text) = (squeeze(input), squeeze(text));
+    let head: String = text.chars().take(16).collect();
+    !head.is_empty() && input.starts_with(&head)
+}
+
 /// A deliberate protocol pause, keeping the caller's heartbeat meanwhile.
 fn pause(d: Duration, keep_alive: &dyn Fn()) {
     let end = Instant::now() + d;
     while Instant::now() < end {
         keep_alive();
         std::thread::sleep(LOOK_EVERY.min(end.saturating_duration_since(Instant::now())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shows_paste;
+
+    #[test]
+    fn the_paste_is_recognised_in_the_input_box() {
+        let text = "You were interrupted by a usage limit while working on the task from a.md. Continue.";
+        assert!(shows_paste("You were interrupted by a usage limit while wor king", text));
+        assert!(shows_paste("[Pasted text #1 +3 lines]", "line one\nline two\nline three\nfour"));
+        assert!(!shows_paste("", text));
+        assert!(!shows_paste("left over from before", text));
     }
 }

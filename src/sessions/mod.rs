@@ -5,6 +5,7 @@ pub mod launch;
 pub mod model;
 pub mod role;
 pub mod spool;
+pub mod watch;
 
 use crate::config::Config;
 use model::Seen;

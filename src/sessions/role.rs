@@ -7,6 +7,7 @@
 
 use super::launch;
 use super::model::Seen;
+use super::watch::{Changed, FileWatch};
 use super::{Command, Report};
 use crate::claude::pane::{self, PaneState};
 use crate::claude::session_file::{self, SessionFile, SessionStatus};
@@ -17,13 +18,17 @@ use crate::heartbeat::Beat;
 use crate::tmux::{Tmux, TmuxError};
 use crossbeam_channel::{select, Receiver, Sender};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often every session is looked at.
+/// How often every session is looked at, whatever its files say.
 const OBSERVE_EVERY: Duration = Duration::from_secs(1);
+/// After a session's file changed, how long more writes are let in before
+/// it is looked at: Claude Code writes a turn's records in bursts.
+const SETTLE_WRITES: Duration = Duration::from_millis(15);
 /// Every this many looks, the screen is read even when nothing else asks.
 const SCREEN_EVERY: u64 = 5;
 /// How long answering the trust dialog may take, and when keys that did not
@@ -35,9 +40,15 @@ const TRUST_ANSWER_RETRY: Duration = Duration::from_millis(1500);
 #[derive(Debug)]
 struct Managed {
     config_dir: PathBuf,
+    claude_session_id: String,
+    /// Where the transcript is written (watched once it exists).
+    transcript_path: Option<PathBuf>,
     /// Follows the conversation from where it stood when we took the session
     /// on, so every limit record read is new.
     transcript: Option<TranscriptReader>,
+    /// The pane as last listed (or as launched): lets a changed file be
+    /// looked at without listing every pane first.
+    pane: Option<crate::tmux::PaneInfo>,
     /// The last verdict: while it is idle or busy and Claude Code's session
     /// file agrees, the screen need not be read every tick.
     last: Option<Seen>,
@@ -46,11 +57,29 @@ struct Managed {
 impl Managed {
     fn new(config: &Config, session: &str, account: &str, id: &str) -> Option<Managed> {
         let config_dir = config.account(account)?.config_dir.clone();
-        let transcript = launch::transcript_path(config, session, account, id).map(|p| {
+        let transcript_path = launch::transcript_path(config, session, account, id);
+        let transcript = transcript_path.clone().map(|p| {
             let len = std::fs::metadata(&p).map_or(0, |m| m.len());
             TranscriptReader::at(p, len)
         });
-        Some(Managed { config_dir, transcript, last: None })
+        Some(Managed { config_dir, claude_session_id: id.into(), transcript_path, transcript, pane: None, last: None })
+    }
+
+    /// Whether a file written in `dir` is one this session's state is read from.
+    fn reads(&self, dir: &Path, name: &OsStr) -> bool {
+        let name = name.to_string_lossy();
+        if let Some(t) = &self.transcript_path {
+            if t.parent() == Some(dir) && t.file_name().is_some_and(|f| f.to_string_lossy() == name) {
+                return true;
+            }
+        }
+        if dir != self.config_dir.join("sessions") {
+            return false;
+        }
+        match &self.pane {
+            Some(p) => name == format!("{}.json", p.pid),
+            None => false,
+        }
     }
 }
 
@@ -75,6 +104,10 @@ pub struct Role {
     ids: Ids,
     /// Observation rounds so far (for `SCREEN_EVERY`).
     ticks: u64,
+    watch: Option<FileWatch>,
+    /// Sessions whose files changed, looked at once `flush_at` comes.
+    dirty: BTreeSet<String>,
+    flush_at: Option<Instant>,
 }
 
 fn ids_path(config: &Config) -> PathBuf {
@@ -91,7 +124,17 @@ impl Role {
             }),
             Err(_) => Ids::default(),
         };
-        Role { config, tmux, out, managed: BTreeMap::new(), ids, ticks: 0 }
+        Role {
+            config,
+            tmux,
+            out,
+            managed: BTreeMap::new(),
+            ids,
+            ticks: 0,
+            watch: None,
+            dirty: BTreeSet::new(),
+            flush_at: None,
+        }
     }
 
     pub fn run(mut self, commands: Receiver<Command>, beat: Beat) {
@@ -109,9 +152,23 @@ impl Role {
             }
         };
         self.drain_spool(&spool);
+        let (changed_tx, changed_rx) = crossbeam_channel::unbounded();
+        self.watch = match FileWatch::start(&self.config.state_dir, changed_tx) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log::error!("cannot watch session files ({e}); sessions are looked at once a second");
+                None
+            }
+        };
         loop {
             beat.beat();
+            let flush = match self.flush_at {
+                Some(at) => crossbeam_channel::at(at),
+                None => crossbeam_channel::never(),
+            };
             select! {
+                recv(changed_rx) -> c => if let Ok(c) = c { self.changed(c) },
+                recv(flush) -> _ => self.observe_dirty(),
                 recv(commands) -> cmd => match cmd {
                     Ok(cmd) => self.handle(cmd, &beat),
                     Err(_) => break,
@@ -126,6 +183,88 @@ impl Role {
         }
         if let Some(w) = watcher {
             w.stop();
+        }
+        if let Some(w) = self.watch.take() {
+            w.stop();
+        }
+    }
+
+    /// A watched file was written: the session(s) reading it are looked at
+    /// shortly, once the burst of writes is over.
+    fn changed(&mut self, changed: Changed) {
+        let before = self.dirty.len();
+        match changed {
+            Changed::All => self.dirty.extend(self.managed.keys().cloned()),
+            Changed::File { dir, name } => {
+                let mut matched = false;
+                for (session, m) in &self.managed {
+                    if m.reads(&dir, &name) {
+                        self.dirty.insert(session.clone());
+                        matched = true;
+                    }
+                }
+                if !matched {
+                    // A session file of a process not listed yet (adopted, or
+                    // moved by a swap): it names its conversation.
+                    self.learn_pid(&dir, &name);
+                }
+            }
+        }
+        if self.dirty.len() > before && self.flush_at.is_none() {
+            self.flush_at = Some(Instant::now() + SETTLE_WRITES);
+        }
+    }
+
+    /// Takes the pid of a session file in `dir` whose conversation is one we
+    /// manage and whose pane we have not listed yet; the pane comes from tmux.
+    fn learn_pid(&mut self, dir: &Path, name: &OsStr) {
+        let Some(pid) = name.to_str().and_then(|n| n.strip_suffix(".json")).and_then(|p| p.parse::<u32>().ok()) else {
+            return;
+        };
+        let Some(id) = SessionFile::read(&dir.join(name)).ok().and_then(|f| f.session_id) else { return };
+        let Some(session) = self
+            .managed
+            .iter()
+            .find(|(_, m)| m.claude_session_id == id && dir == m.config_dir.join("sessions"))
+            .map(|(s, _)| s.clone())
+        else {
+            return;
+        };
+        let pane = self.tmux.list_panes(&session).ok().and_then(|p| p.into_iter().find(|p| !p.dead && p.pid == pid));
+        if let (Some(pane), Some(m)) = (pane, self.managed.get_mut(&session)) {
+            m.pane = Some(pane);
+            self.dirty.insert(session);
+        }
+    }
+
+    /// Looks at the sessions whose files changed, from the pane last listed.
+    fn observe_dirty(&mut self) {
+        self.flush_at = None;
+        for name in std::mem::take(&mut self.dirty) {
+            self.read_transcript(&name);
+            let Some(pane) = self.managed.get(&name).and_then(|m| m.pane.clone()) else { continue };
+            let seen = self.observe(&name, &pane, false);
+            self.report(Report::Seen { session: name, seen });
+        }
+    }
+
+    /// Watches the folders a session's state is written in. Claude Code makes
+    /// them as it first writes there (its session file at start, the
+    /// transcript at the first prompt), too late for a watch to see that
+    /// write, so they are made here first, as Claude Code makes them; one
+    /// that cannot be made is tried again at the next look.
+    fn watch_files(&mut self, session: &str) {
+        use std::os::unix::fs::DirBuilderExt;
+        let (Some(watch), Some(m)) = (self.watch.as_mut(), self.managed.get(session)) else { return };
+        if !m.config_dir.is_dir() {
+            return;
+        }
+        let sessions = m.config_dir.join("sessions");
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&sessions);
+        let _ = watch.add(&sessions);
+        if let Some(dir) = m.transcript_path.as_deref().and_then(Path::parent) {
+            let _ = std::fs::create_dir_all(dir);
+            let _ = watch.add(dir);
         }
     }
 
@@ -167,6 +306,7 @@ impl Role {
             Command::Track { session, account, claude_session_id } => {
                 let Some(m) = Managed::new(&self.config, &session, &account, &claude_session_id) else { return };
                 self.managed.insert(session.clone(), m);
+                self.watch_files(&session);
                 self.ids.sessions.insert(session, IdRecord { claude_session_id, account });
                 self.save_ids();
             }
@@ -209,6 +349,7 @@ impl Role {
             }
             if let Some(m) = Managed::new(&self.config, &s.name, &account, &id) {
                 self.managed.insert(s.name.clone(), m);
+                self.watch_files(&s.name);
             }
             self.report(Report::Adopted { session: s.name.clone(), account, claude_session_id: id });
         }
@@ -255,9 +396,12 @@ impl Role {
             Some(r) => r.claude_session_id.clone(),
             None => launch::new_session_id().map_err(|e| format!("cannot make a conversation id: {e}"))?,
         };
-        launch::start(&self.tmux, &self.config, session, account, &id)?;
-        if let Some(m) = Managed::new(&self.config, session, account, &id) {
+        let (_, spawned) = launch::start(&self.tmux, &self.config, session, account, &id)?;
+        if let Some(mut m) = Managed::new(&self.config, session, account, &id) {
+            let crate::tmux::Spawned { pane_id, pid } = spawned;
+            m.pane = Some(crate::tmux::PaneInfo { pane_id, pid, current_command: String::new(), dead: false });
             self.managed.insert(session.into(), m);
+            self.watch_files(session);
         }
         self.ids.sessions.insert(session.into(), IdRecord { claude_session_id: id.clone(), account: account.into() });
         self.save_ids();
@@ -332,13 +476,21 @@ impl Role {
             Err(e) => return log::warn!("cannot list tmux panes: {e}"),
         };
         let names: Vec<String> = self.managed.keys().cloned().collect();
+        let periodic = self.ticks.is_multiple_of(SCREEN_EVERY);
         for name in names {
+            self.watch_files(&name);
             self.read_transcript(&name);
             let pane = panes.iter().find(|(s, p)| *s == name && !p.dead).map(|(_, p)| p);
             let seen = match pane {
-                Some(pane) => self.observe(&name, pane),
+                Some(pane) => {
+                    if let Some(m) = self.managed.get_mut(&name) {
+                        m.pane = Some(pane.clone());
+                    }
+                    self.observe(&name, pane, periodic)
+                }
                 None => {
                     self.managed.remove(&name);
+                    self.dirty.remove(&name);
                     Seen::Missing
                 }
             };
@@ -361,8 +513,7 @@ impl Role {
         }
     }
 
-    fn observe(&mut self, name: &str, pane: &crate::tmux::PaneInfo) -> Seen {
-        let periodic = self.ticks.is_multiple_of(SCREEN_EVERY);
+    fn observe(&mut self, name: &str, pane: &crate::tmux::PaneInfo, periodic: bool) -> Seen {
         let Some(managed) = self.managed.get_mut(name) else { return Seen::Missing };
         let file = SessionFile::read(&session_file::path_for(&managed.config_dir, pane.pid)).ok();
         let file_says = file.as_ref().and_then(|f| f.status.clone());
