@@ -142,7 +142,9 @@ impl<S: Supervisor> Coordinator<S> {
             .or_else(|| known(&restored.active_account))
             .or_else(|| config.accounts.first().map(|a| a.name.clone()));
         let mut quotas: Vec<AccountQuota> = config.accounts.iter().map(|a| AccountQuota::new(&a.name)).collect();
-        for name in restored.quota.restore(&mut quotas, now) {
+        // Windows no older than a poll may wait after a sample still count.
+        let fresh_for = config.quota.poll_interval() * crate::quota::decide::MAX_DEFER_INTERVALS;
+        for name in restored.quota.restore(&mut quotas, fresh_for, now) {
             let until = quotas.iter().find(|q| q.name == name).and_then(|q| q.exhausted_until);
             log::warn!(
                 "{name}: hard limit restored from quota.json, held until {}",

@@ -97,8 +97,12 @@ impl QuotaFile {
 
     /// Puts what was saved back into the accounts of the config. Entries of
     /// accounts no longer configured and limits already lifted by `now` are
-    /// dropped (and logged). Returns the accounts held exhausted.
-    pub fn restore(&self, quotas: &mut [AccountQuota], now: SystemTime) -> Vec<String> {
+    /// dropped (and logged). Windows older than `fresh_for` are restored for
+    /// `/status` and the thresholds, but without their time, so they cannot
+    /// vouch for an account's headroom (it stays "not known yet" until a
+    /// poll): stale numbers may keep an account out, never let it in.
+    /// Returns the accounts held exhausted.
+    pub fn restore(&self, quotas: &mut [AccountQuota], fresh_for: Duration, now: SystemTime) -> Vec<String> {
         let mut held = Vec::new();
         for (name, saved) in &self.accounts {
             let Some(q) = quotas.iter_mut().find(|q| &q.name == name) else {
@@ -107,7 +111,7 @@ impl QuotaFile {
             };
             let windows = saved.windows.iter().map(|(k, w)| (k.as_str(), w.utilization, w.resets_at));
             q.windows = Windows::from_named(windows);
-            q.windows_at = saved.windows_at;
+            q.windows_at = saved.windows_at.filter(|t| now.duration_since(*t).is_ok_and(|age| age <= fresh_for));
             q.last_poll_at = saved.last_poll_at;
             match saved.exhausted_until {
                 Some(until) if until > now => {
@@ -292,7 +296,7 @@ mod tests {
         assert!(read.same_state(&file));
         assert_eq!(read.saved_at, Some(now));
         let mut after = fresh();
-        let held = read.restore(&mut after, now + Duration::from_secs(60));
+        let held = read.restore(&mut after, HOUR, now + Duration::from_secs(60));
         assert_eq!(held, ["alpha"]);
         for (a, b) in before.iter().zip(&after) {
             assert_eq!(a.exhausted_until, b.exhausted_until, "{}", a.name);
@@ -320,12 +324,43 @@ mod tests {
             .insert("gone".into(), SavedAccount { exhausted_until: Some(now + 5 * HOUR), ..SavedAccount::default() });
         let mut after: Vec<AccountQuota> = ["alpha", "beta"].iter().map(|n| AccountQuota::new(n)).collect();
         let later = now + 3 * HOUR + Duration::from_secs(1);
-        let held = file.restore(&mut after, later);
+        let held = file.restore(&mut after, HOUR, later);
         assert!(held.is_empty(), "alpha's limit lifted while down; gone is gone: {held:?}");
         assert_eq!(after[0].exhausted_until, None);
         assert!(!after[0].exhausted(later));
         assert_eq!(after[0].windows.five_hour.unwrap().current(later), 0.0, "the window has reset too");
         assert!(!QuotaFile::snapshot(&after, later).accounts.contains_key("gone"));
+    }
+
+    #[test]
+    fn stale_windows_keep_an_account_out_but_never_let_it_in() {
+        use crate::quota::decide::{eligible, Ineligible};
+        let now = at(1_800_000_000);
+        let mut q = quotas(now);
+        q[1].apply_poll(now, &Ok(Windows::from_named([("five_hour", 95.0, Some(now + 4 * HOUR))])));
+        let mut file = QuotaFile::snapshot(&q, now);
+        file.accounts.insert(
+            "gamma".into(),
+            SavedAccount {
+                windows: [("five_hour".to_string(), SavedWindow { utilization: 5.0, resets_at: None })].into(),
+                windows_at: Some(now),
+                ..SavedAccount::default()
+            },
+        );
+        let config = crate::config::QuotaConfig::default();
+        let later = now + 2 * HOUR;
+        let mut after = fresh();
+        file.restore(&mut after, HOUR, later);
+        assert!(matches!(eligible(&after[1], &config, later), Err(Ineligible::FiveHour { .. })));
+        assert_eq!(
+            eligible(&after[2], &config, later),
+            Err(Ineligible::Unknown),
+            "5 % two hours ago vouches for nothing"
+        );
+        assert_eq!(after[2].windows.five_hour.unwrap().utilization, 5.0, "still shown");
+        let mut after = fresh();
+        file.restore(&mut after, 3 * HOUR, later);
+        assert_eq!(eligible(&after[2], &config, later), Ok(()));
     }
 
     #[test]
