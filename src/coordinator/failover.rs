@@ -8,7 +8,7 @@ use super::{Coordinator, Supervisor};
 use crate::control::{ControlError, Reply};
 use crate::events::Kind;
 use crate::quota::{
-    eligible, should_swap, AccountQuota, HardLimitSignal, LimitSource, PollError, QuotaCommand, QuotaReport,
+    eligible, persist, should_swap, AccountQuota, HardLimitSignal, LimitSource, PollError, QuotaCommand, QuotaReport,
     SwapReason, Verdict,
 };
 use crate::sessions::model::Activity;
@@ -50,9 +50,32 @@ impl<S: Supervisor> Coordinator<S> {
                 json!({"account": account}),
             );
         }
+        self.save_quota(now, false);
         self.consider_swap(now);
         self.offer_work();
         self.publish();
+    }
+
+    /// Writes `quota.json` when what it would hold changed: at once for a
+    /// new, moved or lifted hard limit (or on `stopping`), and at most every
+    /// [`SAVE_WINDOWS_EVERY`](persist::SAVE_WINDOWS_EVERY) when only windows
+    /// moved, which they do on every poll. A failed write is logged and
+    /// retried on the next change.
+    pub(super) fn save_quota(&mut self, now: SystemTime, stopping: bool) {
+        let file = persist::QuotaFile::snapshot(&self.quotas, now);
+        if file.same_state(&self.quota_saved) {
+            return;
+        }
+        let limit_changed = file.limits() != self.quota_saved.limits();
+        let due = self.quota_saved_at.elapsed() >= persist::SAVE_WINDOWS_EVERY;
+        if !(stopping || limit_changed || due) {
+            return;
+        }
+        if let Err(e) = persist::save(&self.config.state_dir, &file, now) {
+            log::error!("{e}");
+        }
+        self.quota_saved = file;
+        self.quota_saved_at = Instant::now();
     }
 
     /// A hard limit seen in a session (pane, transcript or hook); it counts
@@ -79,6 +102,7 @@ impl<S: Supervisor> Coordinator<S> {
         let Some(q) = self.quotas.iter_mut().find(|q| q.name == account) else { return };
         if q.sighting(signal, last_launch, now) {
             log::warn!("{account}: hard limit confirmed (seen in {session} by {source:?})");
+            self.save_quota(now, false);
             self.consider_swap(now);
         }
     }
@@ -95,6 +119,7 @@ impl<S: Supervisor> Coordinator<S> {
         let Some(q) = self.quotas.iter_mut().find(|q| q.name == account) else { return };
         q.apply_sample(now, &crate::quota::Windows::from(limits));
         let _ = self.outputs.quota.send(QuotaCommand::Sampled { account, at: now });
+        self.save_quota(now, false);
         self.consider_swap(now);
     }
 
@@ -416,7 +441,8 @@ mod tests {
     use super::super::{Coordinator, Outputs, Restored};
     use crate::config::Config;
     use crate::control::Shared;
-    use crate::quota::Windows;
+    use crate::quota::persist::{QuotaFile, SavedAccount};
+    use crate::quota::{QuotaReport, Windows};
     use crate::runtime::NoSupervisor;
     use crate::switcher::Finished;
     use std::sync::Arc;
@@ -425,8 +451,11 @@ mod tests {
     /// A coordinator over three accounts and no sessions; its orders go to
     /// channels nobody reads.
     fn coordinator() -> Coordinator<NoSupervisor> {
+        coordinator_in(std::path::Path::new("/tmp/cf-unit-state"), Restored::default())
+    }
+
+    fn coordinator_in(state_dir: &std::path::Path, restored: Restored) -> Coordinator<NoSupervisor> {
         let text = r#"
-            state_dir = "/tmp/cf-unit-state"
             [quota]
             min_dwell_secs = 600
             failback = false
@@ -440,7 +469,8 @@ mod tests {
             name = "gamma"
             config_dir = "/tmp/cf-unit/gamma"
         "#;
-        let config = Arc::new(Config::from_toml(text, std::path::Path::new("/tmp/cf-unit.toml")).unwrap());
+        let text = format!("state_dir = {:?}\n{text}", state_dir.display().to_string());
+        let config = Arc::new(Config::from_toml(&text, std::path::Path::new("/tmp/cf-unit.toml")).unwrap());
         let shared = Shared {
             status: Default::default(),
             events: crate::events::Events::new(None),
@@ -454,7 +484,7 @@ mod tests {
             switcher: crossbeam_channel::unbounded().0,
             on_reload: Vec::new(),
         };
-        let mut c = Coordinator::new(config, shared, NoSupervisor, outputs, Restored::default(), SystemTime::now());
+        let mut c = Coordinator::new(config, shared, NoSupervisor, outputs, restored, SystemTime::now());
         c.recovered = true;
         c
     }
@@ -499,5 +529,57 @@ mod tests {
         q.exhausted_until = Some(later + Duration::from_secs(3600));
         c.consider_swap(later);
         assert_eq!(c.active_account.as_deref(), Some("gamma"));
+    }
+
+    fn report(account: &str, five_hour: f64, resets_at: SystemTime, at: SystemTime) -> QuotaReport {
+        let windows = Windows::from_named([("five_hour", five_hour, Some(resets_at)), ("seven_day", 10.0, None)]);
+        QuotaReport::Polled { account: account.into(), at, outcome: Ok(windows), next_poll_at: at }
+    }
+
+    #[test]
+    fn a_restored_hard_limit_shows_at_once_and_moves_off_the_account() {
+        let now = SystemTime::now();
+        let until = now + Duration::from_secs(3 * 3600);
+        let mut quota = QuotaFile::default();
+        let saved = SavedAccount { exhausted_until: Some(until), ..SavedAccount::default() };
+        quota.accounts.insert("alpha".into(), saved);
+        // No active.json: the daemon starts on the first account, alpha.
+        let mut c =
+            coordinator_in(std::path::Path::new("/tmp/cf-unit-state"), Restored { quota, ..Restored::default() });
+        assert_eq!(c.active_account.as_deref(), Some("alpha"));
+        let status = c.status();
+        let alpha = status.accounts.iter().find(|a| a.name == "alpha").unwrap();
+        assert_eq!(alpha.state, "exhausted");
+        assert_eq!(alpha.exhausted_until.as_deref(), Some(crate::time::rfc3339(until).as_str()));
+        assert!(!alpha.eligible);
+
+        c.consider_swap(now);
+        assert_eq!(c.active_account.as_deref(), Some("beta"), "the first decision knows alpha is spent");
+    }
+
+    #[test]
+    fn quota_json_is_written_when_a_limit_changes_not_on_every_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = crate::quota::persist::path(dir.path());
+        let now = SystemTime::now();
+        let reset = now + Duration::from_secs(3 * 3600);
+        let mut c = coordinator_in(dir.path(), Restored::default());
+        c.on_quota_report(report("beta", 10.0, reset, now), now);
+        assert!(!file.exists(), "windows alone wait for the next periodic save");
+
+        c.on_quota_report(report("alpha", 100.0, reset, now), now);
+        let saved = crate::quota::persist::load(dir.path()).unwrap().expect("a hard limit is saved at once");
+        assert_eq!(saved.limits()["alpha"], crate::time::parse_rfc3339(&crate::time::rfc3339(reset)).unwrap());
+        assert_eq!(saved.accounts["beta"].windows["five_hour"].utilization, 10.0, "windows go along");
+
+        std::fs::remove_file(&file).unwrap();
+        c.on_quota_report(report("beta", 20.0, reset, now), now);
+        c.on_quota_report(report("alpha", 100.0, reset, now), now);
+        assert!(!file.exists(), "the same limit again is not a change");
+
+        c.stop("test");
+        let saved = crate::quota::persist::load(dir.path()).unwrap().expect("saved on stop");
+        assert_eq!(saved.accounts["beta"].windows["five_hour"].utilization, 20.0);
+        assert!(saved.limits().contains_key("alpha"));
     }
 }

@@ -4,7 +4,9 @@
 //! land) send it a closed set of events; it updates its state with plain
 //! functions of that state and `now`, tells executors what to do, and
 //! publishes a `Status` snapshot for readers. It does no blocking I/O itself:
-//! talking to systemd goes through the `Supervisor` trait.
+//! talking to systemd goes through the `Supervisor` trait. The one exception
+//! is `quota.json`, a small file written when a hard limit changes, at most
+//! every ten minutes otherwise, and on stop (see `failover::save_quota`).
 
 use crate::config::{Config, ConfigError};
 use crate::control::{Control, ControlError, ControlRequest, Reply, Shared};
@@ -70,6 +72,8 @@ pub struct Restored {
     pub active_account: Option<String>,
     /// A swap the last run did not finish.
     pub journal: Option<crate::switcher::Plan>,
+    /// Hard limits and windows the last run knew (`quota.json`).
+    pub quota: crate::quota::persist::QuotaFile,
 }
 
 /// Why the coordinator returned.
@@ -100,6 +104,10 @@ pub struct Coordinator<S: Supervisor> {
     counts: BTreeMap<String, QueueCounts>,
     /// Per account, in config (priority) order.
     quotas: Vec<AccountQuota>,
+    /// What `quota.json` holds now (as of the last save or the restore),
+    /// and when it was last written.
+    quota_saved: crate::quota::persist::QuotaFile,
+    quota_saved_at: Instant,
     /// The swap running now, if any.
     swap: Option<crate::switcher::Plan>,
     /// A requested swap (to, reason) waiting for in-flight deliveries.
@@ -133,7 +141,17 @@ impl<S: Supervisor> Coordinator<S> {
         let active_account = known(&restored.journal.as_ref().map(|j| j.to.clone()))
             .or_else(|| known(&restored.active_account))
             .or_else(|| config.accounts.first().map(|a| a.name.clone()));
-        let quotas = config.accounts.iter().map(|a| AccountQuota::new(&a.name)).collect();
+        let mut quotas: Vec<AccountQuota> = config.accounts.iter().map(|a| AccountQuota::new(&a.name)).collect();
+        // Windows no older than a poll may wait after a sample still count.
+        let fresh_for = config.quota.poll_interval() * crate::quota::decide::MAX_DEFER_INTERVALS;
+        for name in restored.quota.restore(&mut quotas, fresh_for, now) {
+            let until = quotas.iter().find(|q| q.name == name).and_then(|q| q.exhausted_until);
+            log::warn!(
+                "{name}: hard limit restored from quota.json, held until {}",
+                until.map(crate::time::rfc3339).unwrap_or_default()
+            );
+        }
+        let quota_saved = crate::quota::persist::QuotaFile::snapshot(&quotas, now);
         let sessions =
             config.sessions.iter().map(|s| (s.name.clone(), Session::new(&s.name, &s.project, s.dispatch))).collect();
         let pending = config.sessions.iter().map(|s| s.name.clone()).collect();
@@ -150,6 +168,8 @@ impl<S: Supervisor> Coordinator<S> {
             last_reconcile: None,
             counts: BTreeMap::new(),
             quotas,
+            quota_saved,
+            quota_saved_at: Instant::now(),
             swap: None,
             pending_swap: None,
             last_swap: None,
@@ -228,6 +248,7 @@ impl<S: Supervisor> Coordinator<S> {
 
     fn stop(&mut self, why: &'static str) -> Exit {
         self.supervisor.stopping();
+        self.save_quota(SystemTime::now(), true);
         self.shared.events.emit(Kind::DaemonStopping, "daemon", format!("stopping on {why}"), json!({}));
         Exit::Stopped(why)
     }

@@ -9,9 +9,12 @@
 //! (when to ask next, backoff, `Retry-After`), because only it acts on it;
 //! the coordinator keeps one [`decide::AccountQuota`] per account, fed by
 //! [`poller::QuotaReport`]s, statusline samples and hard-limit sightings, and
-//! builds `/status` and its swap decisions from those.
+//! builds `/status` and its swap decisions from those. `persist` keeps the
+//! part a restart must not forget (hard limits, last windows) in
+//! `<state_dir>/quota.json`.
 
 pub mod decide;
+pub mod persist;
 pub mod poller;
 
 pub use decide::{
