@@ -16,13 +16,12 @@ use crate::claude::session_file::{self, SessionFile, SessionStatus};
 use crate::config::Config;
 use crate::coordinator::Event;
 use crate::heartbeat::Beat;
-use crate::sessions::launch;
+use crate::sessions::launch::{self, Place};
 use crate::sessions::model::Seen;
 use crate::tmux::Tmux;
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -46,8 +45,19 @@ pub struct Mover {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Moved { session: String, pid: u32, continued: bool },
-    Failed { session: String, error: String },
+    Moved {
+        session: String,
+        pid: u32,
+        continued: bool,
+        /// From the swap's start to the session at its prompt on the new account.
+        ready_after: Duration,
+        /// From the swap's start to its continuation prompt taken.
+        resumed_after: Option<Duration>,
+    },
+    Failed {
+        session: String,
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,17 +134,17 @@ fn swap(config: &Config, tmux: &Tmux, plan: Plan, beat: &Beat) -> Finished {
         Err(e) => log::error!("cannot encode the swap journal: {e}"),
     }
     write_active(&config.state_dir, &plan.to);
-    let first = AtomicUsize::new(plan.sessions.iter().filter(|m| m.task.is_some()).count());
+    let began = Instant::now();
     let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
         let handles: Vec<_> = plan
             .sessions
             .iter()
             .map(|m| {
                 let beat = beat.clone();
-                let (plan, first) = (&plan, &first);
+                let plan = &plan;
                 std::thread::Builder::new()
                     .name("switcher-move".into())
-                    .spawn_scoped(scope, move || move_session(config, tmux, plan, m, first, &beat))
+                    .spawn_scoped(scope, move || move_session(config, tmux, plan, m, began, &beat))
             })
             .collect();
         handles
@@ -152,62 +162,65 @@ fn swap(config: &Config, tmux: &Tmux, plan: Plan, beat: &Beat) -> Finished {
     Finished { plan, outcomes, finished_at: SystemTime::now() }
 }
 
-/// Counts down the sessions with a task still on their way to the new
-/// prompt, whichever way their move ends.
-struct FirstDone<'a>(Option<&'a AtomicUsize>);
-
-impl Drop for FirstDone<'_> {
-    fn drop(&mut self) {
-        if let Some(n) = self.0.take() {
-            n.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-}
-
-/// Sessions with a task relaunch first: each still has a continuation to
-/// send, which is mostly waiting, and Claude Code starts are CPU-bound on a
-/// small machine. The others, stopped already, launch once the task holders
-/// are at their prompt (or after [`FIRST_WAIT_MAX`]), so the continuations
-/// overlap their starts instead of queueing behind them (10 sessions: the
-/// limited one was the last at its prompt, 5.6 s in, then 1.2 s more).
-fn wait_for_task_holders(first: &AtomicUsize, beat: &Beat) {
-    let until = Instant::now() + FIRST_WAIT_MAX;
-    while first.load(Ordering::SeqCst) > 0 && Instant::now() < until {
-        beat.beat();
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-const FIRST_WAIT_MAX: Duration = Duration::from_secs(10);
-
-fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, first: &AtomicUsize, beat: &Beat) -> Outcome {
+fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, began: Instant, beat: &Beat) -> Outcome {
     let failed = |error: String| Outcome::Failed { session: m.session.clone(), error };
-    let holder = FirstDone(m.task.is_some().then_some(first));
     let subject = Subject {
         session: m.session.clone(),
         account: plan.from.clone(),
         claude_session_id: m.claude_session_id.clone(),
         task: m.task.clone(),
     };
-    let began = Instant::now();
     let ms = || began.elapsed().as_millis();
     checkpoint::snapshot_now(config, &subject, "swap");
-    stop(tmux, &m.session, Duration::from_secs(config.claude.stop_timeout_secs), beat);
-    log::info!("swap: {} stopped on {} after {} ms", m.session, plan.from, ms());
-    if holder.0.is_none() {
-        wait_for_task_holders(first, beat);
-    }
-    let pid = match launch::start(tmux, config, &m.session, &plan.to, &m.claude_session_id) {
-        Ok((_, spawned)) => spawned.pid,
-        Err(e) => return failed(format!("launch on {}: {e}", plan.to)),
+    let timeout = Duration::from_secs(config.claude.stop_timeout_secs);
+    // A claude at rest is stopped while its successor starts: their
+    // conversation gains nothing from the old one any more, and the stop
+    // then costs the swap nothing. One in a turn (or anything unclear) is
+    // stopped first, so its last records are in before the resume reads
+    // them. Side by side pays only while the starts leave a core free: on 2
+    // cores one session moved in 0.51 s instead of ~0.69 s, but five moved
+    // slower (2.6–2.9 s against 2.0–2.4 s), their exits competing with the
+    // starts for the CPU.
+    let side_by_side = plan.sessions.len() < std::thread::available_parallelism().map_or(1, |n| n.get());
+    let at_rest = if side_by_side { at_rest(config, tmux, &m.session, &plan.from) } else { None };
+    let beside = at_rest.as_ref().and_then(|old| {
+        let spawned = launch::start_in(tmux, config, &m.session, &plan.to, &m.claude_session_id, Place::Beside);
+        match spawned {
+            Ok((_, spawned)) => {
+                stop_pane(tmux, &m.session, old, timeout, beat);
+                Some(spawned)
+            }
+            Err(e) => {
+                log::warn!("swap: {}: cannot start beside the old claude ({e}); stopping it first", m.session);
+                None
+            }
+        }
+    });
+    let spawned = match beside {
+        Some(spawned) => spawned,
+        None => {
+            stop(tmux, &m.session, timeout, beat);
+            match launch::start(tmux, config, &m.session, &plan.to, &m.claude_session_id) {
+                Ok((_, spawned)) => spawned,
+                Err(e) => return failed(format!("launch on {}: {e}", plan.to)),
+            }
+        }
     };
+    log::info!(
+        "swap: {} stopped on {} and launched on {} after {} ms{}",
+        m.session,
+        plan.from,
+        plan.to,
+        ms(),
+        if at_rest.is_some() { " (side by side)" } else { "" }
+    );
     let deadline = Instant::now() + Duration::from_secs(config.claude.startup_timeout_secs);
-    if let Err(e) = wait_idle(config, tmux, &m.session, &plan.to, pid, deadline, beat) {
+    if let Err(e) = wait_idle(config, tmux, &spawned.pane_id, &plan.to, spawned.pid, deadline, beat) {
         return failed(e);
     }
+    let ready_after = began.elapsed();
     log::info!("swap: {} at its prompt on {} after {} ms", m.session, plan.to, ms());
-    drop(holder);
-    let mut continued = false;
+    let mut resumed_after = None;
     if let Some(task) = &m.task {
         let Some(transcript) = launch::transcript_path(config, &m.session, &plan.to, &m.claude_session_id) else {
             return failed("no transcript path".into());
@@ -215,55 +228,63 @@ fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, first: &At
         let confirm = Duration::from_secs(config.dispatch.submit_confirm_secs);
         match crate::dispatcher::delivery::deliver(
             tmux,
-            &m.session,
+            &spawned.pane_id,
             &launch::continuation_prompt(task, "a usage limit (the session has moved to another account)"),
             &transcript,
             confirm,
             &|| beat.beat(),
         ) {
-            Ok(_) => continued = true,
+            Ok(_) => resumed_after = Some(began.elapsed()),
             Err(e) => return failed(format!("continuation prompt for {task}: {e}")),
         }
         log::info!("swap: {} continues {task} after {} ms", m.session, ms());
     }
-    Outcome::Moved { session: m.session.clone(), pid, continued }
+    Outcome::Moved {
+        session: m.session.clone(),
+        pid: spawned.pid,
+        continued: resumed_after.is_some(),
+        ready_after,
+        resumed_after,
+    }
+}
+
+/// The session's one claude, when Claude Code's own session file says it
+/// is idle (the last turn over, a limit's included).
+fn at_rest(config: &Config, tmux: &Tmux, session: &str, account: &str) -> Option<crate::tmux::PaneInfo> {
+    let config_dir = &config.account(account)?.config_dir;
+    let mut live = tmux.list_panes(session).ok()?.into_iter().filter(|p| !p.dead);
+    let (pane, None) = (live.next()?, live.next()) else { return None };
+    let file = SessionFile::read(&session_file::path_for(config_dir, pane.pid)).ok()?;
+    (file.status == Some(SessionStatus::Idle)).then_some(pane)
 }
 
 /// Ends a session's claude for the move, as fast as it will go: Escape
-/// (cancels a limit's automatic continue or a dialog), then one Ctrl-C every
-/// [`STOP_PRESS_EVERY`]: the first arms Claude Code's "press Ctrl-C again to
-/// exit", the next one exits. Keys sent together lose the second press, and a
-/// fixed long pause only adds to the swap (a limited session took 3.8 s to
-/// stop with the old fixed sequence, idle ones 0.75 s). Kills the tmux
-/// session after `timeout`. The conversation is safe either way: Claude
-/// Code appends each record to the transcript as it happens.
+/// (cancels a limit's automatic continue or a dialog), then pairs of Ctrl-C
+/// [`STOP_PRESS_GAP`] apart, a pair every [`STOP_PRESS_EVERY`]: the first
+/// press arms Claude Code's "press Ctrl-C again to exit", the next exits.
+/// Keys sent together lose the second press, and a fixed long pause only
+/// adds to the swap (a limited session took 3.8 s to stop with an old fixed
+/// sequence, idle ones 0.75 s). Every claude in the tmux session is stopped
+/// (two run there only when a daemon died in the middle of a side-by-side
+/// move); the tmux session is killed after `timeout`. The conversation is
+/// safe either way: Claude Code appends each record as it happens.
 fn stop(tmux: &Tmux, session: &str, timeout: Duration, beat: &Beat) {
-    let pid = match tmux.list_panes(session) {
-        Ok(panes) => panes.into_iter().find(|p| !p.dead).map(|p| p.pid),
-        Err(e) if e.is_missing() => return,
-        Err(_) => None,
-    };
     let deadline = Instant::now() + timeout;
-    let _ = tmux.send_keys(session, &["Escape"]);
-    let mut next_press = Instant::now() + STOP_FIRST_PRESS;
-    while Instant::now() < deadline {
-        beat.beat();
-        // Watching /proc costs nothing; asking tmux spawns a process, and
-        // ten sessions moving at once would spend the CPU their relaunch needs.
-        let exited = match pid {
-            Some(pid) => !process_alive(pid),
-            None => !matches!(tmux.has_session(session), Ok(true)),
-        };
-        if exited {
-            // tmux closes the session as it reaps the process.
-            wait_session_gone(tmux, session, deadline);
+    let panes = match tmux.list_panes(session) {
+        Ok(panes) => panes,
+        Err(e) if e.is_missing() => return,
+        Err(_) => Vec::new(),
+    };
+    let mut exited = true;
+    for pane in panes.iter().filter(|p| !p.dead) {
+        exited &= press_until_exit(tmux, &pane.pane_id, pane.pid, deadline, beat);
+    }
+    if exited {
+        // tmux closes the session as it reaps the process.
+        wait_session_gone(tmux, session, deadline);
+        if !matches!(tmux.has_session(session), Ok(true)) {
             return;
         }
-        if Instant::now() >= next_press {
-            let _ = tmux.send_keys(session, &["C-c"]);
-            next_press = Instant::now() + STOP_PRESS_EVERY;
-        }
-        std::thread::sleep(Duration::from_millis(25));
     }
     log::warn!("{session}: did not exit within {} s; killing it", timeout.as_secs());
     if let Err(e) = tmux.kill_session(session) {
@@ -271,6 +292,45 @@ fn stop(tmux: &Tmux, session: &str, timeout: Duration, beat: &Beat) {
             log::error!("{session}: kill failed: {e}");
         }
     }
+}
+
+/// [`stop`] for the one claude a side-by-side move replaces: its pane only.
+fn stop_pane(tmux: &Tmux, session: &str, pane: &crate::tmux::PaneInfo, timeout: Duration, beat: &Beat) {
+    if press_until_exit(tmux, &pane.pane_id, pane.pid, Instant::now() + timeout, beat) {
+        return;
+    }
+    log::warn!("{session}: did not exit within {} s; killing it", timeout.as_secs());
+    if let Err(e) = tmux.kill_pane(&pane.pane_id) {
+        if !e.is_missing() {
+            log::error!("{session}: kill failed: {e}");
+        }
+    }
+}
+
+/// The keys of [`stop`] to one pane until its process `pid` has exited
+/// (true) or `deadline` passed.
+fn press_until_exit(tmux: &Tmux, pane_id: &str, pid: u32, deadline: Instant, beat: &Beat) -> bool {
+    let _ = tmux.send_keys(pane_id, &["Escape"]);
+    let escaped = Instant::now();
+    let mut presses: u32 = 0;
+    while Instant::now() < deadline {
+        beat.beat();
+        // Watching /proc costs nothing; asking tmux spawns a process, and
+        // ten sessions moving at once would spend the CPU their relaunch needs.
+        if !process_alive(pid) {
+            return true;
+        }
+        // Pairs of presses, one pair every STOP_PRESS_EVERY: a pair lost
+        // (keys merged into one read, a process slow to take them) is made
+        // good by the next.
+        let press_at = escaped + AFTER_ESCAPE + STOP_PRESS_EVERY * (presses / 2) + STOP_PRESS_GAP * (presses % 2);
+        if Instant::now() >= press_at {
+            let _ = tmux.send_keys(pane_id, &["C-c"]);
+            presses += 1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
 }
 
 /// The process runs (a zombie waiting for tmux to reap it does not).
@@ -296,10 +356,14 @@ fn wait_session_gone(tmux: &Tmux, session: &str, deadline: Instant) {
 
 /// How often `wait_idle` looks at the screen while the file does not say idle.
 const SCREEN_EVERY: Duration = Duration::from_millis(400);
-/// Lets Escape land before the first Ctrl-C.
-const STOP_FIRST_PRESS: Duration = Duration::from_millis(50);
-/// Between Ctrl-C presses: apart enough to count as two, well inside the
-/// window in which the second one exits.
+/// Between Escape and the first Ctrl-C: 2.1.332 ignores keys for a moment
+/// after an Escape that cancels a limit's automatic continue (presses 60 ms
+/// later were lost, 80 ms later taken).
+const AFTER_ESCAPE: Duration = Duration::from_millis(100);
+/// Between the two Ctrl-C of a pair: apart enough to arrive as separate
+/// keys (an idle or limited 2.1.332 then exits ~0.16 s after the Escape).
+const STOP_PRESS_GAP: Duration = Duration::from_millis(30);
+/// Between pairs, well inside the window in which a second press exits.
 const STOP_PRESS_EVERY: Duration = Duration::from_millis(200);
 
 /// Waits for the relaunched session's prompt, answering the trust dialog

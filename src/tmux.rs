@@ -171,52 +171,15 @@ impl Tmux {
             "-y".into(),
             height.to_string(),
         ];
-        for (key, value) in env {
-            args.push("-e".into());
-            args.push(format!("{key}={value}"));
-        }
-        // `env` execs the command, so the pane's pid is the command's pid, and
-        // tmux sees at least two arguments, which it runs with execvp rather
-        // than through `sh -c`. `-u` also removes variables the tmux server's
-        // own environment would otherwise pass on.
-        args.push("--".into());
-        args.push("env".into());
-        for var in unset_env {
-            args.push("-u".into());
-            args.push((*var).to_string());
-        }
-        args.push("--".into());
-        args.extend(command.iter().cloned());
+        push_command(&mut args, env, unset_env, command);
         let out = self.run(&args, None).map_err(|e| match e {
             TmuxError::Failed { command, stderr, .. } if stderr.contains("duplicate session") => {
                 TmuxError::SessionExists { command, name: name.to_string() }
             }
             other => other,
         })?;
-        let line = out.stdout.lines().next().unwrap_or_default();
-        let spawned = line
-            .split_once('\t')
-            .and_then(|(pane_id, pid)| Some(Spawned { pane_id: pane_id.to_string(), pid: pid.trim().parse().ok()? }));
-        let spawned =
-            spawned.ok_or_else(|| TmuxError::BadOutput { command: describe(&args), output: out.stdout.clone() })?;
-        // A user's tmux.conf may keep dead panes around; a dead session must
-        // disappear so the watcher sees it gone. The pane may already have
-        // exited, which is not an error here.
-        match self.run(
-            &[
-                "set-option".into(),
-                "-w".into(),
-                "-t".into(),
-                session_target(name),
-                "remain-on-exit".into(),
-                "off".into(),
-            ],
-            None,
-        ) {
-            Ok(_) => {}
-            Err(e) if e.is_missing() => {}
-            Err(e) => return Err(e),
-        }
+        let spawned = spawned_from(&args, &out.stdout)?;
+        self.no_dead_panes(&session_target(name))?;
         // The server must outlive a moment with no sessions (a swap stops
         // every session before relaunching them): by default tmux exits then,
         // and a launch racing that exit fails with "no server running".
@@ -226,6 +189,51 @@ impl Tmux {
             Err(e) => return Err(e),
         }
         Ok(spawned)
+    }
+
+    /// Runs `command` in a new background window of the existing session
+    /// `name`, beside what runs there now (which keeps the current window).
+    pub fn new_window(
+        &self,
+        name: &str,
+        cwd: &Path,
+        env: &[(String, String)],
+        unset_env: &[&str],
+        command: &[String],
+    ) -> Result<Spawned, TmuxError> {
+        if !cwd.is_dir() {
+            return Err(TmuxError::NoDirectory { name: name.to_string(), path: cwd.display().to_string() });
+        }
+        let mut args: Vec<String> = vec![
+            "new-window".into(),
+            "-d".into(),
+            "-P".into(),
+            "-F".into(),
+            "#{pane_id}\t#{pane_pid}".into(),
+            "-t".into(),
+            session_target(name),
+            "-c".into(),
+            cwd.display().to_string(),
+        ];
+        push_command(&mut args, env, unset_env, command);
+        let out = self.run(&args, None)?;
+        let spawned = spawned_from(&args, &out.stdout)?;
+        self.no_dead_panes(&spawned.pane_id)?;
+        Ok(spawned)
+    }
+
+    /// A user's tmux.conf may keep dead panes around; a dead session must
+    /// disappear so the watcher sees it gone. The pane may already have
+    /// exited, which is not an error here.
+    fn no_dead_panes(&self, window: &str) -> Result<(), TmuxError> {
+        match self.run(
+            &["set-option".into(), "-w".into(), "-t".into(), window.into(), "remain-on-exit".into(), "off".into()],
+            None,
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_missing() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether a session with exactly this name exists (false when no server runs).
@@ -358,6 +366,11 @@ impl Tmux {
         self.run(&["kill-session".into(), "-t".into(), exact(name)], None).map(|_| ())
     }
 
+    /// Kills one pane (`%N`), and its window with it when it was the last.
+    pub fn kill_pane(&self, pane_id: &str) -> Result<(), TmuxError> {
+        self.run(&["kill-pane".into(), "-t".into(), pane_id.into()], None).map(|_| ())
+    }
+
     /// Stops the server and every session on it; fine when none runs.
     pub fn kill_server(&self) -> Result<(), TmuxError> {
         match self.run(&["kill-server".into()], None) {
@@ -466,6 +479,34 @@ fn classify(command: String, status: Option<i32>, stderr: String, args: &[String
         }
     }
     TmuxError::Failed { command, status, stderr }
+}
+
+/// The command part of `new-session`/`new-window`: `-e` variables, then
+/// `-- env -u VAR... -- command`. `env` execs the command, so the pane's pid
+/// is the command's pid, and tmux sees at least two arguments, which it runs
+/// with execvp rather than through `sh -c`. `-u` also removes variables the
+/// tmux server's own environment would otherwise pass on.
+fn push_command(args: &mut Vec<String>, env: &[(String, String)], unset_env: &[&str], command: &[String]) {
+    for (key, value) in env {
+        args.push("-e".into());
+        args.push(format!("{key}={value}"));
+    }
+    args.push("--".into());
+    args.push("env".into());
+    for var in unset_env {
+        args.push("-u".into());
+        args.push((*var).to_string());
+    }
+    args.push("--".into());
+    args.extend(command.iter().cloned());
+}
+
+/// The `#{pane_id}\t#{pane_pid}` line a spawning command printed.
+fn spawned_from(args: &[String], stdout: &str) -> Result<Spawned, TmuxError> {
+    let line = stdout.lines().next().unwrap_or_default();
+    line.split_once('\t')
+        .and_then(|(pane_id, pid)| Some(Spawned { pane_id: pane_id.to_string(), pid: pid.trim().parse().ok()? }))
+        .ok_or_else(|| TmuxError::BadOutput { command: describe(args), output: stdout.to_string() })
 }
 
 /// `=NAME`: a session target that matches NAME only, never a longer name.

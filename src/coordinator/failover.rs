@@ -348,9 +348,11 @@ impl<S: Supervisor> Coordinator<S> {
         let mut moved = 0;
         for outcome in &outcomes {
             match outcome {
-                Outcome::Moved { session, continued, .. } => {
+                Outcome::Moved { session, continued, ready_after, resumed_after, .. } => {
                     moved += 1;
-                    results.push(json!({"session": session, "ok": true, "continued": continued}));
+                    results.push(json!({"session": session, "ok": true, "continued": continued,
+                        "ready_ms": ready_after.as_millis() as u64,
+                        "resumed_ms": resumed_after.map(|d| d.as_millis() as u64)}));
                     let Some(s) = self.sessions.get_mut(session) else { continue };
                     s.moving = false;
                     let id = s.claude_session_id.clone().unwrap_or_default();

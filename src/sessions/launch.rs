@@ -153,6 +153,16 @@ pub fn prepare_conversation(config: &Config, session: &str, account: &str, id: &
     }
 }
 
+/// Where a launch puts the new claude.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// A new tmux session named after the session (none may exist).
+    NewSession,
+    /// A background window of the existing tmux session, beside the claude
+    /// still running there (a swap stopping that one meanwhile).
+    Beside,
+}
+
 /// Starts `session`'s claude on `account` in a new tmux session, continuing
 /// conversation `id`.
 pub fn start(
@@ -162,11 +172,31 @@ pub fn start(
     account: &str,
     id: &str,
 ) -> Result<(Conversation, crate::tmux::Spawned), String> {
+    start_in(tmux, config, session, account, id, Place::NewSession)
+}
+
+pub fn start_in(
+    tmux: &crate::tmux::Tmux,
+    config: &Config,
+    session: &str,
+    account: &str,
+    id: &str,
+    place: Place,
+) -> Result<(Conversation, crate::tmux::Spawned), String> {
     let conversation = prepare_conversation(config, session, account, id);
     let spec = spec(config, session, account, id, conversation).map_err(|e| e.to_string())?;
     let unset: Vec<&str> = spec.unset.iter().map(String::as_str).collect();
-    let new_session = || {
-        tmux.new_session(session, &spec.cwd, config.tmux.width, config.tmux.height, &spec.env, &unset, &spec.command)
+    let new_session = || match place {
+        Place::NewSession => tmux.new_session(
+            session,
+            &spec.cwd,
+            config.tmux.width,
+            config.tmux.height,
+            &spec.env,
+            &unset,
+            &spec.command,
+        ),
+        Place::Beside => tmux.new_window(session, &spec.cwd, &spec.env, &unset, &spec.command),
     };
     let spawned = match new_session() {
         // A server exiting as its last session closed refuses the connection

@@ -508,6 +508,7 @@ impl Role {
         for r in records {
             if let RecordKind::QuotaLimit { resets_at, structured, .. } = r.kind {
                 let record_time = if structured { r.at } else { None };
+                log::debug!("{name}: limit record read");
                 self.report(Report::Limit { session: name.into(), resets_at, record_time });
             }
         }

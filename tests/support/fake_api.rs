@@ -83,6 +83,8 @@ struct State {
     usage_calls: HashMap<String, u64>,
     /// Every request seen as (method, url, token), for debugging a test.
     log: Vec<(String, String, String)>,
+    /// When each token was first answered a hard limit's 429.
+    first_limit: HashMap<String, std::time::Instant>,
 }
 
 pub struct FakeApi {
@@ -130,6 +132,11 @@ impl FakeApi {
 
     pub fn mode(&self, token: &str) -> Mode {
         self.lock().modes.get(token).cloned().unwrap_or(Mode::Ok)
+    }
+
+    /// When `token` was first refused with a hard limit's 429, if it was.
+    pub fn first_limit_at(&self, token: &str) -> Option<std::time::Instant> {
+        self.lock().first_limit.get(token).copied()
     }
 
     /// `token` may make `turns` more user turns; the next one meets a hard limit.
@@ -341,6 +348,9 @@ fn messages(state: &Mutex<State>, token: &str, session_header: Option<String>, b
                     q.remaining -= 1;
                 }
             }
+        }
+        if matches!(mode, Mode::HardLimit { .. }) {
+            st.first_limit.entry(token.to_string()).or_insert_with(std::time::Instant::now);
         }
         if turn {
             let session_id = session_header.or_else(|| session_from_metadata(&req));
