@@ -307,3 +307,30 @@ fn failover_on_request_accepts_refuses_a_second_and_unknown_accounts() {
     assert_eq!(code, 400, "already active: {body}");
     assert_every_pane_on(&rig, "beta");
 }
+
+#[test]
+fn a_resting_session_moves_side_by_side_and_leaves_one_pane() {
+    let _lock = support::claude_lock();
+    let mut rig = rig(Options { sessions: 1, ..Options::default() });
+    rig.start_daemon();
+    let before = rig.wait_all_idle_on("alpha", LONG);
+    wait_polled(&rig, &["alpha", "beta"]);
+
+    rig.api.set_quota(&token("alpha"), 0, "five_hour", in_hours(3));
+    rig.drop_task("rest.md", &task_for("s1", "Write the resting report"));
+    let result = wait_until(LONG, "rest.md in done/", || rig.result("rest.md"));
+    assert_eq!(result["account"], "beta", "{result}");
+    assert_eq!(rig.tasks_in("done"), ["rest.md"]);
+    let after = rig.wait_all_idle_on("beta", LONG);
+    assert_eq!(after, before, "same conversation id after the swap");
+    // The old claude ended with its window: one pane, on beta.
+    assert_every_pane_on(&rig, "beta");
+    let finished = rig.events().into_iter().find(|e| e["kind"] == "failover_finished").expect("failover_finished");
+    let moved = &finished["results"][0];
+    assert_eq!(moved["ok"], true, "{finished}");
+    assert!(moved["ready_ms"].as_u64().is_some_and(|r| moved["resumed_ms"].as_u64().is_some_and(|c| c >= r)));
+    // One session moved on a machine with a core to spare goes side by side.
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        assert!(rig.log_text().contains("(side by side)"), "the move was not side by side:\n{}", rig.log_text());
+    }
+}
