@@ -52,6 +52,13 @@ const IDLE_SCREEN: &str = "\x1b[2J\x1b[H stand-in for Claude Code (dispatch benc
 ❯ \r\n\
 ────────────────────────────────────────────────────────────\r\n\
   ? for shortcuts\r\n";
+/// The same with a paste waiting in the input box, as Claude Code shows one
+/// (the daemon sends Enter once it sees it there).
+const PASTED_SCREEN: &str = "\x1b[2J\x1b[H stand-in for Claude Code (dispatch bench)\r\n\r\n\
+────────────────────────────────────────────────────────────\r\n\
+❯ [Pasted text #1]\r\n\
+────────────────────────────────────────────────────────────\r\n\
+  ? for shortcuts\r\n";
 
 /// The pane program: see the module doc.
 fn stand_in(args: &[String]) {
@@ -104,6 +111,8 @@ fn stand_in(args: &[String]) {
                         let text = String::from_utf8_lossy(&paste).replace('\r', "\n");
                         pasted = Some((text, paste_at.take().unwrap_or(now)));
                         paste.clear();
+                        let _ = write!(out, "{PASTED_SCREEN}");
+                        let _ = out.flush();
                     }
                     None => {
                         // Keep a possible partial end marker for the next read.
@@ -115,6 +124,8 @@ fn stand_in(args: &[String]) {
             } else if let Some(i) = find(&pending, START) {
                 if pending[..i].contains(&b'\r') {
                     submit(&mut pasted, &transcript, paste_log.as_deref(), &id);
+                    let _ = write!(out, "{IDLE_SCREEN}");
+                    let _ = out.flush();
                 }
                 pending.drain(..i + START.len());
                 in_paste = true;
@@ -122,6 +133,8 @@ fn stand_in(args: &[String]) {
             } else {
                 if pending.contains(&b'\r') {
                     submit(&mut pasted, &transcript, paste_log.as_deref(), &id);
+                    let _ = write!(out, "{IDLE_SCREEN}");
+                    let _ = out.flush();
                 }
                 let keep = pending.len().saturating_sub(START.len() - 1);
                 pending.drain(..keep);

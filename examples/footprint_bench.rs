@@ -158,7 +158,7 @@ fn scale(daemon: &Path, stand_in: &Path, rows: &mut Vec<Row>) -> Result<(), Stri
     rows.push(Row(
         format!("dispatch throughput, {PROJECTS} stand-in sessions"),
         format!("{throughput:.1} tasks/s"),
-        "(bounded by the 0.8 s paste pause + settle_secs 1 per task)".into(),
+        "(per task: paste, Enter once it shows, confirm, settle_secs 1)".into(),
     ));
     Ok(())
 }
