@@ -47,18 +47,12 @@ fn unix_ns(t: SystemTime) -> u128 {
 
 // ---------------------------------------------------------------- stand-in
 
-const IDLE_SCREEN: &str = "\x1b[2J\x1b[H stand-in for Claude Code (dispatch bench)\r\n\r\n\
-────────────────────────────────────────────────────────────\r\n\
-❯ \r\n\
-────────────────────────────────────────────────────────────\r\n\
-  ? for shortcuts\r\n";
-/// The same with a paste waiting in the input box, as Claude Code shows one
-/// (the daemon sends Enter once it sees it there).
-const PASTED_SCREEN: &str = "\x1b[2J\x1b[H stand-in for Claude Code (dispatch bench)\r\n\r\n\
-────────────────────────────────────────────────────────────\r\n\
-❯ [Pasted text #1]\r\n\
-────────────────────────────────────────────────────────────\r\n\
-  ? for shortcuts\r\n";
+/// The screen it draws: an input box holding `input`, as Claude Code draws
+/// it; the daemon sends Enter once a paste shows there.
+fn screen(input: &str) -> String {
+    let rule = "─".repeat(60);
+    format!("\x1b[2J\x1b[H stand-in for Claude Code (dispatch bench)\r\n\r\n{rule}\r\n❯ {input}\r\n{rule}\r\n  ? for shortcuts\r\n")
+}
 
 /// The pane program: see the module doc.
 fn stand_in(args: &[String]) {
@@ -82,7 +76,7 @@ fn stand_in(args: &[String]) {
     // Raw input: bytes as they come, no echo, Enter as a lone CR.
     let _ = Command::new("stty").args(["raw", "-echo"]).stdin(Stdio::inherit()).status();
     let mut out = std::io::stdout();
-    let _ = write!(out, "\x1b[?2004h{IDLE_SCREEN}");
+    let _ = write!(out, "\x1b[?2004h{}", screen(""));
     let _ = out.flush();
 
     let mut stdin = std::io::stdin();
@@ -111,7 +105,7 @@ fn stand_in(args: &[String]) {
                         let text = String::from_utf8_lossy(&paste).replace('\r', "\n");
                         pasted = Some((text, paste_at.take().unwrap_or(now)));
                         paste.clear();
-                        let _ = write!(out, "{PASTED_SCREEN}");
+                        let _ = write!(out, "{}", screen("[Pasted text #1]"));
                         let _ = out.flush();
                     }
                     None => {
@@ -124,7 +118,7 @@ fn stand_in(args: &[String]) {
             } else if let Some(i) = find(&pending, START) {
                 if pending[..i].contains(&b'\r') {
                     submit(&mut pasted, &transcript, paste_log.as_deref(), &id);
-                    let _ = write!(out, "{IDLE_SCREEN}");
+                    let _ = write!(out, "{}", screen(""));
                     let _ = out.flush();
                 }
                 pending.drain(..i + START.len());
@@ -133,7 +127,7 @@ fn stand_in(args: &[String]) {
             } else {
                 if pending.contains(&b'\r') {
                     submit(&mut pasted, &transcript, paste_log.as_deref(), &id);
-                    let _ = write!(out, "{IDLE_SCREEN}");
+                    let _ = write!(out, "{}", screen(""));
                     let _ = out.flush();
                 }
                 let keep = pending.len().saturating_sub(START.len() - 1);

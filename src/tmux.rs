@@ -153,24 +153,8 @@ impl Tmux {
         unset_env: &[&str],
         command: &[String],
     ) -> Result<Spawned, TmuxError> {
-        if !cwd.is_dir() {
-            return Err(TmuxError::NoDirectory { name: name.to_string(), path: cwd.display().to_string() });
-        }
-        let mut args: Vec<String> = vec![
-            "new-session".into(),
-            "-d".into(),
-            "-P".into(),
-            "-F".into(),
-            "#{pane_id}\t#{pane_pid}".into(),
-            "-s".into(),
-            name.into(),
-            "-c".into(),
-            cwd.display().to_string(),
-            "-x".into(),
-            width.to_string(),
-            "-y".into(),
-            height.to_string(),
-        ];
+        let mut args = spawn_args("new-session", name, cwd)?;
+        args.extend(["-s".into(), name.into(), "-x".into(), width.to_string(), "-y".into(), height.to_string()]);
         push_command(&mut args, env, unset_env, command);
         let out = self.run(&args, None).map_err(|e| match e {
             TmuxError::Failed { command, stderr, .. } if stderr.contains("duplicate session") => {
@@ -201,20 +185,8 @@ impl Tmux {
         unset_env: &[&str],
         command: &[String],
     ) -> Result<Spawned, TmuxError> {
-        if !cwd.is_dir() {
-            return Err(TmuxError::NoDirectory { name: name.to_string(), path: cwd.display().to_string() });
-        }
-        let mut args: Vec<String> = vec![
-            "new-window".into(),
-            "-d".into(),
-            "-P".into(),
-            "-F".into(),
-            "#{pane_id}\t#{pane_pid}".into(),
-            "-t".into(),
-            session_target(name),
-            "-c".into(),
-            cwd.display().to_string(),
-        ];
+        let mut args = spawn_args("new-window", name, cwd)?;
+        args.extend(["-t".into(), session_target(name)]);
         push_command(&mut args, env, unset_env, command);
         let out = self.run(&args, None)?;
         let spawned = spawned_from(&args, &out.stdout)?;
@@ -479,6 +451,16 @@ fn classify(command: String, status: Option<i32>, stderr: String, args: &[String
         }
     }
     TmuxError::Failed { command, status, stderr }
+}
+
+/// The start of `new-session`/`new-window` for session `name`: in the
+/// background, printing the new pane (read by [`spawned_from`]), in `cwd`.
+fn spawn_args(verb: &str, name: &str, cwd: &Path) -> Result<Vec<String>, TmuxError> {
+    if !cwd.is_dir() {
+        return Err(TmuxError::NoDirectory { name: name.to_string(), path: cwd.display().to_string() });
+    }
+    let head = [verb, "-d", "-P", "-F", "#{pane_id}\t#{pane_pid}", "-c"];
+    Ok(head.iter().map(|a| a.to_string()).chain([cwd.display().to_string()]).collect())
 }
 
 /// The command part of `new-session`/`new-window`: `-e` variables, then

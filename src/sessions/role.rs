@@ -41,8 +41,6 @@ const TRUST_ANSWER_RETRY: Duration = Duration::from_millis(1500);
 struct Managed {
     config_dir: PathBuf,
     claude_session_id: String,
-    /// Where the transcript is written (watched once it exists).
-    transcript_path: Option<PathBuf>,
     /// Follows the conversation from where it stood when we took the session
     /// on, so every limit record read is new.
     transcript: Option<TranscriptReader>,
@@ -57,18 +55,17 @@ struct Managed {
 impl Managed {
     fn new(config: &Config, session: &str, account: &str, id: &str) -> Option<Managed> {
         let config_dir = config.account(account)?.config_dir.clone();
-        let transcript_path = launch::transcript_path(config, session, account, id);
-        let transcript = transcript_path.clone().map(|p| {
+        let transcript = launch::transcript_path(config, session, account, id).map(|p| {
             let len = std::fs::metadata(&p).map_or(0, |m| m.len());
             TranscriptReader::at(p, len)
         });
-        Some(Managed { config_dir, claude_session_id: id.into(), transcript_path, transcript, pane: None, last: None })
+        Some(Managed { config_dir, claude_session_id: id.into(), transcript, pane: None, last: None })
     }
 
     /// Whether a file written in `dir` is one this session's state is read from.
     fn reads(&self, dir: &Path, name: &OsStr) -> bool {
         let name = name.to_string_lossy();
-        if let Some(t) = &self.transcript_path {
+        if let Some(t) = self.transcript.as_ref().map(TranscriptReader::path) {
             if t.parent() == Some(dir) && t.file_name().is_some_and(|f| f.to_string_lossy() == name) {
                 return true;
             }
@@ -252,19 +249,21 @@ impl Role {
     /// them as it first writes there (its session file at start, the
     /// transcript at the first prompt), too late for a watch to see that
     /// write, so they are made here first, as Claude Code makes them; one
-    /// that cannot be made is tried again at the next look.
+    /// that cannot be made is tried again at the next look. Folders watched
+    /// already cost a lookup, no system call.
     fn watch_files(&mut self, session: &str) {
         use std::os::unix::fs::DirBuilderExt;
         let (Some(watch), Some(m)) = (self.watch.as_mut(), self.managed.get(session)) else { return };
-        if !m.config_dir.is_dir() {
-            return;
-        }
         let sessions = m.config_dir.join("sessions");
-        let _ = std::fs::DirBuilder::new().mode(0o700).create(&sessions);
-        let _ = watch.add(&sessions);
-        if let Some(dir) = m.transcript_path.as_deref().and_then(Path::parent) {
-            let _ = std::fs::create_dir_all(dir);
-            let _ = watch.add(dir);
+        if !watch.watching(&sessions) && m.config_dir.is_dir() {
+            let _ = std::fs::DirBuilder::new().mode(0o700).create(&sessions);
+            let _ = watch.add(&sessions);
+        }
+        if let Some(dir) = m.transcript.as_ref().and_then(|t| t.path().parent()) {
+            if !watch.watching(dir) && m.config_dir.is_dir() {
+                let _ = std::fs::create_dir_all(dir);
+                let _ = watch.add(dir);
+            }
         }
     }
 

@@ -64,6 +64,11 @@ impl FileWatch {
         Ok(watch)
     }
 
+    /// Whether `dir` is watched now.
+    pub fn watching(&self, dir: &Path) -> bool {
+        self.folders.lock().by_path.contains_key(dir)
+    }
+
     /// Watches `dir` (once; again after the kernel dropped it). A missing
     /// folder is an error the caller retries later.
     pub fn add(&mut self, dir: &Path) -> std::io::Result<()> {
@@ -175,7 +180,7 @@ mod tests {
         let mut retried = false;
         for _ in 0..100 {
             std::fs::create_dir_all(&sub).unwrap();
-            if watch.folders.lock().by_path.contains_key(&sub) {
+            if watch.watching(&sub) {
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
