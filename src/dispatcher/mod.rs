@@ -177,7 +177,13 @@ impl Role {
             beat.beat();
             select! {
                 recv(commands) -> cmd => match cmd {
-                    Ok(cmd) => self.handle(cmd, &watch_tx),
+                    Ok(cmd) => {
+                        // select! picks among ready channels at random: read
+                        // the inbox changes already reported first, so an
+                        // offer chooses among every task seen so far.
+                        watch_rx.try_iter().for_each(|ev| self.on_watch(ev));
+                        self.handle(cmd, &watch_tx)
+                    }
                     Err(_) => break,
                 },
                 recv(watch_rx) -> ev => if let Ok(ev) = ev { self.on_watch(ev) },
