@@ -4,14 +4,14 @@
 
 use super::{bin, wait_for};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A free loopback port (bound and released; good enough for tests).
+/// A free loopback port for the daemon's HTTP (see `free_listen_port`).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    super::fake_api::free_listen_port()
 }
 
 /// A minimal valid config: two accounts, no sessions, HTTP on `port`;
@@ -50,9 +50,14 @@ impl Daemon {
     /// Starts `run --config <dir>/config.toml` with `env`, waits for /healthz.
     pub fn start(dir: &Path, config: &str, port: u16, env: &[(&str, &str)]) -> Daemon {
         let d = Daemon::spawn(dir, config, port, env);
-        wait_for(Duration::from_secs(20), "the daemon's /healthz", || {
-            d.get("/healthz").ok().filter(|(code, _)| *code == 200).map(|_| ())
-        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while d.get("/healthz").ok().filter(|(code, _)| *code == 200).is_none() {
+            if std::time::Instant::now() >= deadline {
+                let last = d.get("/healthz").map_or_else(|e| e.to_string(), |(c, b)| format!("{c} {b}"));
+                panic!("timed out after 20s waiting for the daemon's /healthz (last: {last})\n--- log ---\n{}", d.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         d
     }
 

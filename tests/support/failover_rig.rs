@@ -11,7 +11,7 @@
 use super::fake_api::FakeApi;
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -87,7 +87,7 @@ impl Rig {
         std::fs::create_dir_all(&project).expect("project dir");
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let socket = format!("cf-failover-{}-{nanos}", std::process::id());
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = super::fake_api::free_listen_port();
         let rig = Rig {
             config: dir.path().join("config.toml"),
             dir,

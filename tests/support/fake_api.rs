@@ -553,3 +553,27 @@ fn control(state: &Mutex<State>, what: &str, body: &str) -> Answer {
     }
     json_answer(200, json!({"ok": true}))
 }
+
+/// A loopback port for a server a test starts and may restart on the same
+/// port (the daemon under test): one below the kernel's ephemeral range, so
+/// no outgoing connection (a Claude Code request, say) can be sitting on it
+/// when the server binds it again after a kill. A port from `bind(":0")` is
+/// in that range and was seen taken between a daemon's kill and its restart.
+pub fn free_listen_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (first, span) = (10_000u32, low.saturating_sub(10_000).max(1));
+    static TURN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let mut pick = nanos ^ std::process::id().wrapping_mul(2_654_435_761);
+    for _ in 0..500 {
+        pick = pick.wrapping_mul(1_103_515_245).wrapping_add(12_345 + TURN.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let port = (first + (pick >> 8) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
