@@ -233,38 +233,61 @@ fn a_daemon_killed_mid_dispatch_loses_nothing_and_sends_nothing_twice() {
 
 /// The worst instant for a crash: a task pasted into a session's input box,
 /// its Enter not yet sent. The text must not ride along with the next task.
+/// A long paste shows as one `[Pasted text #1 +8 lines]` row.
 #[test]
 fn a_daemon_killed_between_paste_and_enter_sends_each_task_once() {
+    killed_with_a_paste_in_the_box("line 2\nline 3\nline 4\nline 5\nline 6\nline 7\nline 8\n");
+}
+
+/// As above with a two-line task, which Claude Code shows as two rows of
+/// text: one Ctrl-U clears only the last, and the leftover went out with
+/// the next paste (a task sent twice in the crash test).
+#[test]
+fn a_daemon_killed_with_two_rows_in_the_input_box_sends_each_task_once() {
+    killed_with_a_paste_in_the_box("line 2\n");
+}
+
+fn killed_with_a_paste_in_the_box(rest: &str) {
     let _lock = support::claude_lock();
     let rig = Rig::new(&["p"], &[("s1", "p"), ("s2", "p")], &dispatch_table(1, ""));
     let mut daemon = rig.start();
     wait_idle(&daemon, &["s1", "s2"], START);
     let tasks: Vec<(String, String)> = (0..6)
-        .map(|i| {
-            (
-                format!("torn-{i:02}.md"),
-                format!(
-                    "e2e-torn-{i:02}: answer with one word.\nline 2\nline 3\nline 4\nline 5\nline 6\nline 7\nline 8\n"
-                ),
-            )
-        })
+        .map(|i| (format!("torn-{i:02}.md"), format!("e2e-torn-{i:02}: answer with one word.\n{rest}")))
         .collect();
     for (name, text) in &tasks {
         rig.drop_task("p", name, text);
     }
     let tmux = rig.tmux.tmux();
-    let torn = support::wait_for(Duration::from_secs(60), "a paste waiting for its Enter", || {
-        ["s1", "s2"].into_iter().find(|s| tmux.capture_pane(s).is_ok_and(|screen| screen.contains("[Pasted text")))
-    });
+    // The paste shows for some 50 ms before its Enter: look without pause.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let torn = loop {
+        let pasted = ["s1", "s2"].into_iter().find(|s| {
+            tmux.capture_pane(s)
+                .ok()
+                .and_then(|screen| claude_failover::claude::pane::input_text(&screen))
+                .is_some_and(|input| input.contains("[Pasted text") || input.contains("e2e-torn-"))
+        });
+        if let Some(session) = pasted {
+            break session;
+        }
+        assert!(Instant::now() < deadline, "no paste seen waiting for its Enter within 60 s");
+    };
     daemon.child.kill().unwrap();
     daemon.child.wait().unwrap();
+    let left = tmux.capture_pane(torn).unwrap_or_default();
     drop(daemon);
     let daemon = rig.start();
     let names: Vec<String> = tasks.iter().map(|t| t.0.clone()).collect();
     wait_all_in(&rig, &daemon, "p", "done", &names, Duration::from_secs(180));
     for (name, text) in &tasks {
         let first = text.lines().next().unwrap();
-        assert_eq!(rig.api.count_text(first), 1, "{name} (killed with a paste in {torn}): {:?}", rig.api.user_texts());
+        assert_eq!(
+            rig.api.count_text(first),
+            1,
+            "{name} (killed with a paste in {torn}):\n{left}\n{:?}",
+            rig.api.user_texts()
+        );
     }
     for turn in rig.api.user_texts() {
         assert_eq!(turn.matches("e2e-torn-").count(), 1, "two tasks in one turn: {turn}");

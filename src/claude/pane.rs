@@ -83,14 +83,21 @@ fn input_box(lines: &[&str], rules: &[usize]) -> Option<(usize, usize)> {
 /// the screen shows no input box. A paste shows here as its text or as
 /// `[Pasted text #1 +3 lines]` once Claude Code has taken all of it in.
 pub fn input_text(text: &str) -> Option<String> {
+    let rows = input_rows(text)?;
+    let joined: Vec<&str> = rows.iter().copied().filter(|l| !l.is_empty()).collect();
+    Some(joined.join(" "))
+}
+
+/// The input box's rows, trimmed, the prompt sign taken off the first (a
+/// paste of `text\n` shows as two rows, the second empty); `None` when the
+/// screen shows no input box.
+pub fn input_rows(text: &str) -> Option<Vec<&str>> {
     let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
     let rules: Vec<usize> = (0..lines.len()).filter(|&i| is_rule(lines[i])).collect();
     let (top, bottom) = input_box(&lines, &rules)?;
     let first = lines[top + 1].trim_start();
     let first = first.strip_prefix('❯').or_else(|| first.strip_prefix('>')).unwrap_or(first);
-    let rest = lines[top + 2..bottom].iter().map(|l| l.trim());
-    let joined: Vec<&str> = std::iter::once(first.trim()).chain(rest).filter(|l| !l.is_empty()).collect();
-    Some(joined.join(" "))
+    Some(std::iter::once(first.trim()).chain(lines[top + 2..bottom].iter().map(|l| l.trim())).collect())
 }
 
 /// A screen whose bottom is the input box and its footer.

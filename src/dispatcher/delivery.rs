@@ -19,6 +19,8 @@ pub const PASTE_PAUSE: Duration = Duration::from_millis(800);
 /// margin keeps Enter out of the same read as the paste's last bytes.
 const AFTER_SHOWN: Duration = Duration::from_millis(40);
 const PASTE_LOOK_EVERY: Duration = Duration::from_millis(20);
+/// How long a leftover input may take to clear.
+const CLEAR_WITHIN: Duration = Duration::from_millis(1500);
 /// How many times Enter is sent before the delivery is given up.
 const ENTER_TRIES: u32 = 3;
 const LOOK_EVERY: Duration = Duration::from_millis(100);
@@ -35,8 +37,8 @@ pub struct Delivered {
 
 /// Pastes `text` into `target` and confirms it was submitted.
 /// `transcript` is the session's transcript file (it may not exist yet).
-/// The input box is cleared first (Ctrl-U), so a paste left unsent by a
-/// daemon killed between paste and Enter is not sent along with this one.
+/// The input box is cleared first ([`clear_input`]), so a paste left unsent
+/// by a daemon killed between paste and Enter is not sent along with this one.
 pub fn deliver(
     tmux: &Tmux,
     target: &str,
@@ -47,7 +49,9 @@ pub fn deliver(
 ) -> Result<Delivered, String> {
     let start = std::fs::metadata(transcript).map(|m| m.len()).unwrap_or(0);
     let mut reader = TranscriptReader::at(transcript, start);
-    tmux.send_keys(target, &["C-u"]).map_err(|e| format!("clearing the input failed: {e}"))?;
+    clear_input(tmux, target, keep_alive)?;
+    // Without its final line break a one-line task shows as one row, as typed.
+    let text = text.trim_end();
     tmux.paste(target, text).map_err(|e| format!("paste failed: {e}"))?;
     let pasted_at = Instant::now();
     wait_for_paste(tmux, target, text, pasted_at + PASTE_PAUSE, keep_alive);
@@ -64,6 +68,44 @@ pub fn deliver(
         log::warn!("{target}: prompt not confirmed within {confirm_within:?} (Enter {attempt} of {ENTER_TRIES})");
     }
     Err(format!("the session did not take the prompt after {ENTER_TRIES} Enters"))
+}
+
+/// Empties the input box before the paste: text left there (a paste whose
+/// Enter never went out because the daemon was killed, a human's typing)
+/// would go out with this task. Ctrl-U deletes back to the row's start, and
+/// at a row's start the line break before it, so two per row clear a box
+/// whose cursor is at its end (where a paste leaves it). Checked on the
+/// screen: a box that stays full fails the delivery rather than send two
+/// texts as one turn.
+fn clear_input(tmux: &Tmux, target: &str, keep_alive: &dyn Fn()) -> Result<(), String> {
+    let rows = |tmux: &Tmux| -> Result<Option<usize>, String> {
+        let screen = tmux.capture_pane(target).map_err(|e| format!("reading the screen failed: {e}"))?;
+        Ok(pane::input_rows(&screen).map(|rows| if rows.concat().is_empty() { 0 } else { rows.len() }))
+    };
+    let clear = |n: usize| {
+        let keys = vec!["C-u"; n];
+        tmux.send_keys(target, &keys).map_err(|e| format!("clearing the input failed: {e}"))
+    };
+    match rows(tmux)? {
+        Some(0) => return Ok(()),
+        // No input box on screen: all that can be done blind.
+        None => return clear(1),
+        Some(n) => clear(2 * n + 1)?,
+    }
+    let deadline = Instant::now() + CLEAR_WITHIN;
+    loop {
+        keep_alive();
+        match rows(tmux)? {
+            Some(0) | None => return Ok(()),
+            Some(n) if Instant::now() >= deadline => {
+                return Err(format!("the input box still holds {n} row(s) of earlier text after Ctrl-U"))
+            }
+            // Claude Code may not have drawn the cleared box yet; more
+            // Ctrl-U on an empty box do nothing.
+            Some(n) => clear(2 * n + 1)?,
+        }
+        std::thread::sleep(PASTE_LOOK_EVERY);
+    }
 }
 
 fn submitted(reader: &mut TranscriptReader, tmux: &Tmux, target: &str) -> bool {

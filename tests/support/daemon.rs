@@ -54,7 +54,10 @@ impl Daemon {
         while d.get("/healthz").ok().filter(|(code, _)| *code == 200).is_none() {
             if std::time::Instant::now() >= deadline {
                 let last = d.get("/healthz").map_or_else(|e| e.to_string(), |(c, b)| format!("{c} {b}"));
-                panic!("timed out after 20s waiting for the daemon's /healthz (last: {last})\n--- log ---\n{}", d.log_text());
+                panic!(
+                    "timed out after 20s waiting for the daemon's /healthz (last: {last})\n--- log ---\n{}",
+                    d.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -569,7 +569,9 @@ pub fn free_listen_port() -> u16 {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let mut pick = nanos ^ std::process::id().wrapping_mul(2_654_435_761);
     for _ in 0..500 {
-        pick = pick.wrapping_mul(1_103_515_245).wrapping_add(12_345 + TURN.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        pick = pick
+            .wrapping_mul(1_103_515_245)
+            .wrapping_add(12_345 + TURN.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let port = (first + (pick >> 8) % span) as u16;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
