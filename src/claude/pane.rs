@@ -368,6 +368,10 @@ mod tests {
         let wrapped =
             "────────────────────\n❯ a long line that\n  wraps here\n────────────────────\n  ? for shortcuts\n";
         assert_eq!(input_text(wrapped), Some("a long line that wraps here".into()));
+        // 2.1.332 after a paste of `first line\nsecond line\n`: three rows.
+        let rows = "────────────────────\n❯ first line\n  second line\n\n────────────────────\n  ? for shortcuts\n";
+        assert_eq!(input_rows(rows), Some(vec!["first line", "second line", ""]));
+        assert_eq!(input_rows(&screen(&["● Done"], "❯ ", "  ? for shortcuts")), Some(vec![""]));
         let idle =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/claude-2.1.332/idle.txt"));
         assert_eq!(input_text(&idle.unwrap()), Some(String::new()));
