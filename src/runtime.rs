@@ -159,7 +159,7 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
         on_reload: vec![Box::new(move |c: &Arc<Config>| janitor_for_reload.reconfigure(Arc::clone(c)))],
     };
     let restored = Restored {
-        active_account: crate::switcher::read_active(&config.state_dir),
+        active: crate::switcher::read_active(&config.state_dir),
         journal: crate::switcher::read_journal(&config.state_dir),
         quota: crate::quota::persist::load_or_log(&config.state_dir),
     };

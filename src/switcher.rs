@@ -18,6 +18,7 @@ use crate::coordinator::Event;
 use crate::heartbeat::Beat;
 use crate::sessions::launch::{self, Place};
 use crate::sessions::model::Seen;
+use crate::status::SwapRecord;
 use crate::tmux::Tmux;
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
@@ -67,9 +68,30 @@ pub struct Finished {
     pub finished_at: SystemTime,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Active {
-    account: String,
+/// `<state_dir>/active.json`: the account the sessions run on and the swap
+/// that put them there. Kept so that a restart neither forgets where the
+/// sessions are nor starts `min_dwell_secs` over, nor fails back behind an
+/// operator's `POST /failover`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Active {
+    pub account: String,
+    /// Written with `finished_at` unset when a swap starts, whole when it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_swap: Option<SwapRecord>,
+}
+
+impl Plan {
+    /// The swap as `/status` shows it while it runs.
+    pub fn record(&self) -> SwapRecord {
+        SwapRecord {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            reason: self.reason.clone(),
+            started_at: self.started_at.clone(),
+            finished_at: None,
+            sessions_moved: 0,
+        }
+    }
 }
 
 pub fn journal_path(state_dir: &Path) -> PathBuf {
@@ -92,15 +114,21 @@ pub fn read_journal(state_dir: &Path) -> Option<Plan> {
     }
 }
 
-/// The account the last swap moved to, kept across restarts.
-pub fn read_active(state_dir: &Path) -> Option<String> {
-    let bytes = std::fs::read(active_path(state_dir)).ok()?;
-    serde_json::from_slice::<Active>(&bytes).ok().map(|a| a.account)
+/// The account the last swap moved to, and that swap, kept across restarts.
+pub fn read_active(state_dir: &Path) -> Option<Active> {
+    let path = active_path(state_dir);
+    let bytes = std::fs::read(&path).ok()?;
+    match serde_json::from_slice::<Active>(&bytes) {
+        Ok(active) => Some(active),
+        Err(e) => {
+            log::error!("{}: unreadable ({e}); starting on the first eligible account", path.display());
+            None
+        }
+    }
 }
 
-/// Saves the active account (also used when no swap runs, e.g. at first start).
-pub fn write_active(state_dir: &Path, account: &str) {
-    let bytes = serde_json::to_vec(&Active { account: account.into() }).unwrap_or_default();
+pub fn write_active(state_dir: &Path, active: &Active) {
+    let bytes = serde_json::to_vec(active).unwrap_or_default();
     if let Err(e) = crate::atomic::write(&active_path(state_dir), &bytes) {
         log::error!("{}: cannot save the active account: {e}", active_path(state_dir).display());
     }
@@ -133,7 +161,7 @@ fn swap(config: &Config, tmux: &Tmux, plan: Plan, beat: &Beat) -> Finished {
         }
         Err(e) => log::error!("cannot encode the swap journal: {e}"),
     }
-    write_active(&config.state_dir, &plan.to);
+    write_active(&config.state_dir, &Active { account: plan.to.clone(), last_swap: Some(plan.record()) });
     let began = Instant::now();
     let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
         let handles: Vec<_> = plan

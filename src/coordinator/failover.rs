@@ -387,6 +387,8 @@ impl<S: Supervisor> Coordinator<S> {
             finished_at: Some(crate::time::rfc3339(finished_at)),
             sessions_moved: moved,
         });
+        let active = crate::switcher::Active { account: plan.to.clone(), last_swap: self.last_swap.clone() };
+        crate::switcher::write_active(&self.config.state_dir, &active);
         self.swap = None;
         let (kind, message) = if failed == 0 {
             (
@@ -557,6 +559,37 @@ mod tests {
 
         c.consider_swap(now);
         assert_eq!(c.active_account.as_deref(), Some("beta"), "the first decision knows alpha is spent");
+    }
+
+    #[test]
+    fn a_restart_keeps_the_last_swap_and_its_dwell() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let restart = || Restored { active: crate::switcher::read_active(dir.path()), ..Restored::default() };
+        let mut c = coordinator_in(dir.path(), restart());
+        for a in ["alpha", "beta", "gamma"] {
+            poll(&mut c, a, 10.0, now);
+        }
+        poll(&mut c, "alpha", 95.0, now);
+        c.consider_swap(now);
+        finish_swap(&mut c);
+        let last = c.status().swap.last.expect("a finished swap");
+
+        let mut c = coordinator_in(dir.path(), restart());
+        assert_eq!(c.active_account.as_deref(), Some("beta"));
+        assert_eq!(c.status().swap.last.as_ref(), Some(&last), "/status still shows the last swap");
+        for a in ["alpha", "gamma"] {
+            poll(&mut c, a, 10.0, now);
+        }
+        poll(&mut c, "beta", 95.0, now);
+        c.consider_swap(now);
+        assert!(c.swap.is_none() && c.pending_swap.is_none(), "the restart started min_dwell_secs over");
+
+        c.failover_request(Some("gamma".into())).expect("accepted");
+        finish_swap(&mut c);
+        let c = coordinator_in(dir.path(), restart());
+        let last = c.status().swap.last.expect("kept");
+        assert_eq!((c.active_account.as_deref(), last.reason.as_str()), (Some("gamma"), "manual"));
     }
 
     #[test]

@@ -68,8 +68,8 @@ pub struct Inputs {
 /// What a previous run left in state_dir that the coordinator starts from.
 #[derive(Debug, Clone, Default)]
 pub struct Restored {
-    /// The account the last swap moved to.
-    pub active_account: Option<String>,
+    /// The account the last swap moved to, and that swap (`active.json`).
+    pub active: Option<crate::switcher::Active>,
     /// A swap the last run did not finish.
     pub journal: Option<crate::switcher::Plan>,
     /// Hard limits and windows the last run knew (`quota.json`).
@@ -139,7 +139,7 @@ impl<S: Supervisor> Coordinator<S> {
     ) -> Self {
         let known = |a: &Option<String>| a.as_ref().filter(|a| config.account(a).is_some()).cloned();
         let active_account = known(&restored.journal.as_ref().map(|j| j.to.clone()))
-            .or_else(|| known(&restored.active_account))
+            .or_else(|| known(&restored.active.as_ref().map(|a| a.account.clone())))
             .or_else(|| config.accounts.first().map(|a| a.name.clone()));
         let mut quotas: Vec<AccountQuota> = config.accounts.iter().map(|a| AccountQuota::new(&a.name)).collect();
         // Windows no older than a poll may wait after a sample still count.
@@ -152,6 +152,7 @@ impl<S: Supervisor> Coordinator<S> {
             );
         }
         let quota_saved = crate::quota::persist::QuotaFile::snapshot(&quotas, now);
+        let last_swap = restored.active.and_then(|a| a.last_swap);
         let sessions =
             config.sessions.iter().map(|s| (s.name.clone(), Session::new(&s.name, &s.project, s.dispatch))).collect();
         let pending = config.sessions.iter().map(|s| s.name.clone()).collect();
@@ -172,8 +173,8 @@ impl<S: Supervisor> Coordinator<S> {
             quota_saved_at: Instant::now(),
             swap: None,
             pending_swap: None,
-            last_swap: None,
-            last_swap_at: None,
+            last_swap_at: last_swap.as_ref().and_then(|s| swap_started(s, now)),
+            last_swap,
             exhausted: false,
             journal: restored.journal,
             started_at: now,
@@ -747,6 +748,15 @@ impl<S: Supervisor> Coordinator<S> {
 }
 
 /// Keys a reload cannot apply to a running daemon.
+/// When a swap a previous run recorded started, on this run's monotonic
+/// clock (which `min_dwell_secs` is measured on); `None` when that is before
+/// the clock's origin or the record's time does not parse, and the dwell is
+/// then long over.
+fn swap_started(swap: &SwapRecord, now: SystemTime) -> Option<Instant> {
+    let started = crate::time::parse_rfc3339(&swap.started_at)?;
+    Instant::now().checked_sub(now.duration_since(started).unwrap_or_default())
+}
+
 fn restart_only_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut keys = Vec::new();
     if old.state_dir != new.state_dir {
