@@ -218,7 +218,10 @@ fn a_daemon_killed_mid_swap_finishes_it_after_restart() {
     assert_eq!(status["swap"]["last"]["to"], "beta", "{status}");
     assert!(!status["swap"]["last"]["finished_at"].is_null());
     assert_every_pane_on(&rig, "beta");
-    assert_eq!(std::fs::read_to_string(rig.state_dir().join("active.json")).unwrap(), r#"{"account":"beta"}"#);
+    let active: Value =
+        serde_json::from_str(&std::fs::read_to_string(rig.state_dir().join("active.json")).unwrap()).unwrap();
+    assert_eq!(active["account"], "beta", "{active}");
+    assert_eq!(active["last_swap"], status["swap"]["last"], "active.json keeps the finished swap for the next start");
 }
 
 #[test]
