@@ -176,6 +176,20 @@ fn bad_input_goes_to_failed_with_a_reason_beside_good_tasks() {
         assert!(reason.contains(word), "{name}: reason {reason:?} should mention {word:?}");
         assert!(error["at"].as_str().is_some_and(|a| !a.is_empty()), "{name}: {error}");
     }
+    // Each one told as a task_failed event naming it, the non-UTF-8 name too
+    // (rejected by the scan before any name could be read).
+    let (_, events) = daemon.get("/events?since=0").unwrap();
+    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+    let told: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "task_failed")
+        .filter_map(|e| e["task"].as_str())
+        .collect();
+    for (name, _, _) in failed {
+        assert_eq!(told.iter().filter(|t| **t == name).count(), 1, "task_failed for {name}: {told:?}");
+    }
     // The link was moved as a link: its target is untouched and never sent.
     assert!(std::fs::symlink_metadata(rig.folder("p", "failed").join("link.md")).unwrap().file_type().is_symlink());
     assert!(outside.exists());

@@ -83,7 +83,10 @@ fn every_kind_of_bad_input_goes_to_failed_and_the_good_task_stays() {
         ("unclosed.md", "no closing +++"),
     ]);
 
-    let entries = q.scan_inbox().expect("scan");
+    let scan = q.scan_inbox().expect("scan");
+    let lossy = raw_name.to_string_lossy().into_owned();
+    assert_eq!(scan.rejected, [(lossy.clone(), "the file name is not UTF-8".to_string())], "reported for its event");
+    let entries = scan.entries;
     let mut loaded = Vec::new();
     for entry in &entries {
         match q.load(&entry.name, MAX) {
@@ -119,7 +122,6 @@ fn every_kind_of_bad_input_goes_to_failed_and_the_good_task_stays() {
     assert!(fs::symlink_metadata(failed.join("link.md")).expect("link").file_type().is_symlink());
     assert!(failed.join("folder.md").is_dir());
     // The non-UTF-8 name was rejected by the scan itself, under a readable name.
-    let lossy = raw_name.to_string_lossy().into_owned();
     assert!(failed.join(&lossy).exists(), "{lossy} in failed/");
     let record = error_record(&failed.join(format!("{}.error.json", lossy.strip_suffix(".md").expect("md"))));
     assert!(record.reason.contains("not UTF-8"), "{}", record.reason);
@@ -140,7 +142,7 @@ fn claim_requeue_and_fail_count_attempts_across_requeues() {
         let held = lease("s1", task.attempts + 1);
         q.claim("t.md", &held).expect("claim");
         assert_eq!(names_in(&active), vec!["t.lease.json", "t.md"]);
-        assert!(q.scan_inbox().expect("scan").is_empty());
+        assert!(q.scan_inbox().expect("scan").entries.is_empty());
         assert_eq!(q.leases().expect("leases"), vec![("t.md".to_string(), held)]);
         if attempt < 3 {
             assert_eq!(q.requeue("t.md").expect("requeue"), "t.md");
@@ -230,7 +232,7 @@ fn leases_tidy_what_a_crash_leaves() {
 
     assert_eq!(q.leases().expect("leases"), vec![("ok.md".to_string(), lease("s2", 2))]);
     assert_eq!(names_in(&active), vec!["ok.lease.json", "ok.md"]);
-    let inbox: Vec<String> = q.scan_inbox().expect("scan").into_iter().map(|e| e.name).collect();
+    let inbox: Vec<String> = q.scan_inbox().expect("scan").entries.into_iter().map(|e| e.name).collect();
     assert_eq!(inbox, vec!["early.md", "nolease.md"]);
 }
 
@@ -446,7 +448,7 @@ fn start_up_scan_of_ten_thousand_tasks_then_dedupe_with_the_watcher() {
         fs::write(q.inbox_dir().join(format!("{i:05}.md")), text).expect("write");
     }
     // Watcher first, then scan: everything written is either scanned or seen.
-    let scanned = q.scan_inbox().expect("scan");
+    let scanned = q.scan_inbox().expect("scan").entries;
     assert_eq!(scanned.len(), 10_000);
     let mut known: std::collections::BTreeSet<String> = scanned.iter().map(|e| e.name.clone()).collect();
     let tasks: Vec<Task> = scanned.iter().map(|e| q.load(&e.name, MAX).expect("load")).collect();

@@ -256,16 +256,19 @@ impl Role {
     /// Reads every inbox entry of a project into the index.
     fn rescan(&mut self, project: &str) {
         let Some(q) = self.queues.get(project) else { return };
-        let entries = match q.scan_inbox() {
-            Ok(e) => e,
+        let scan = match q.scan_inbox() {
+            Ok(scan) => scan,
             Err(e) => {
                 log::error!("project {project}: cannot scan the inbox: {e}");
                 return;
             }
         };
+        for (task, reason) in &scan.rejected {
+            self.task_failed(project, task, reason, 0);
+        }
         let now = Instant::now();
         let mut present = std::collections::HashSet::new();
-        for entry in entries {
+        for entry in scan.entries {
             present.insert(entry.name.clone());
             let known = self.index.get(project).is_some_and(|i| i.contains_key(&entry.name));
             if !known {

@@ -91,6 +91,15 @@ pub struct InboxEntry {
     pub name: String,
 }
 
+/// What a scan of `inbox/` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InboxScan {
+    /// Sorted by name.
+    pub entries: Vec<InboxEntry>,
+    /// Entries the scan itself moved to `failed/`: (the name there, why).
+    pub rejected: Vec<(String, String)>,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct QueueCounts {
     pub inbox: usize,
@@ -198,10 +207,10 @@ impl Queue {
 
     /// Every entry of `inbox/` but dot-files, sorted by name. An entry whose name
     /// is not UTF-8 cannot be named by a `String`, so it is moved to `failed/`
-    /// here (under its lossily decoded name).
-    pub fn scan_inbox(&self) -> Result<Vec<InboxEntry>, QueueError> {
+    /// here (under its lossily decoded name) and reported in `rejected`.
+    pub fn scan_inbox(&self) -> Result<InboxScan, QueueError> {
         let inbox = self.dir(INBOX);
-        let mut entries = Vec::new();
+        let mut scan = InboxScan::default();
         for entry in fs::read_dir(&inbox).map_err(io_err("read", &inbox))? {
             let entry = entry.map_err(io_err("read", &inbox))?;
             let raw = entry.file_name();
@@ -209,17 +218,18 @@ impl Queue {
                 continue;
             }
             match raw.to_str() {
-                Some(name) => entries.push(InboxEntry { name: name.to_string() }),
+                Some(name) => scan.entries.push(InboxEntry { name: name.to_string() }),
                 None => {
                     let lossy = raw.to_string_lossy().into_owned();
                     let reason = "the file name is not UTF-8";
                     let slot = self.move_to_failed(&inbox.join(&raw), &lossy, reason, 0)?;
                     log::warn!("project {}: inbox entry with a non-UTF-8 name moved to failed/{slot}", self.project);
+                    scan.rejected.push((slot, reason.into()));
                 }
             }
         }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(entries)
+        scan.entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(scan)
     }
 
     /// Reads and checks `inbox/NAME` (see `Rejection` for what fails). Never
