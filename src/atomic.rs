@@ -25,6 +25,14 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Whether `name` is a temp file [`write`] left in another process: one
+/// killed between creating it and its rename. Such a file is never renamed
+/// now; the process that would have is gone, or another daemon's.
+pub fn is_foreign_temp(name: &str) -> bool {
+    let Some(stem) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else { return false };
+    stem.rsplit_once('.').and_then(|(_, pid)| pid.parse::<u32>().ok()).is_some_and(|pid| pid != std::process::id())
+}
+
 /// fsync a folder so a rename or a new entry in it survives a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -42,5 +50,15 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "two");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn temp_files_of_other_processes_are_told_apart() {
+        let own = format!(".fix.lease.json.{}.tmp", std::process::id());
+        assert!(!super::is_foreign_temp(&own));
+        assert!(super::is_foreign_temp(".fix.lease.json.1.tmp"));
+        for name in ["fix.md", ".fix.md", ".fix.md.tmp", ".draft.x.tmp", "fix.lease.json.1.tmp"] {
+            assert!(!super::is_foreign_temp(name), "{name}");
+        }
     }
 }

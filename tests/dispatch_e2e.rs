@@ -240,7 +240,7 @@ fn a_daemon_killed_mid_dispatch_loses_nothing_and_sends_nothing_twice() {
             daemon.log_text()
         );
     }
-    assert!(std::fs::read_dir(rig.folder("p", "active")).unwrap().next().is_none(), "leftovers in active/");
+    assert_active_empty(&rig, &daemon);
     assert!(rig.tasks("p", "inbox").is_empty() && rig.tasks("p", "failed").is_empty());
     eprintln!("at the kill: done {} active {} inbox {}", at_kill.0, at_kill.1, at_kill.2);
 }
@@ -306,7 +306,18 @@ fn killed_with_a_paste_in_the_box(rest: &str) {
     for turn in rig.api.user_texts() {
         assert_eq!(turn.matches("e2e-torn-").count(), 1, "two tasks in one turn: {turn}");
     }
-    assert!(std::fs::read_dir(rig.folder("p", "active")).unwrap().next().is_none(), "leftovers in active/");
+    assert_active_empty(&rig, &daemon);
+}
+
+/// Nothing left in active/ once every task is done: no task, lease or
+/// temp file.
+fn assert_active_empty(rig: &Rig, daemon: &Daemon) {
+    let left: Vec<String> = std::fs::read_dir(rig.folder("p", "active"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "leftovers in active/: {left:?}\n--- daemon log ---\n{}", daemon.log_text());
 }
 
 #[test]

@@ -226,6 +226,8 @@ fn leases_tidy_what_a_crash_leaves() {
     // An active task whose lease is unreadable.
     fs::write(active.join("nolease.md"), "n").expect("write");
     fs::write(active.join("nolease.lease.json"), "{ torn").expect("write");
+    // Crash inside the atomic write of a lease: its temp file (another pid).
+    fs::write(active.join(".torn.lease.json.1.tmp"), "{\"ses").expect("write");
     // A healthy one.
     fs::write(q.inbox_dir().join("ok.md"), "o").expect("write");
     q.claim("ok.md", &lease("s2", 2)).expect("claim");

@@ -332,7 +332,8 @@ impl Queue {
     /// crash can leave: a lease whose task is not in `active/` is deleted (the
     /// task is in inbox/done/failed already), and an active task without a
     /// readable lease goes back to `inbox/` with its attempt count unchanged
-    /// (no session is known to have had it).
+    /// (no session is known to have had it). A lease's temp file left by a
+    /// daemon killed while writing it is removed.
     pub fn leases(&self) -> Result<Vec<(String, Lease)>, QueueError> {
         let active = self.dir(ACTIVE);
         let mut tasks = Vec::new();
@@ -342,6 +343,11 @@ impl Queue {
             let Some(name) = entry.file_name().to_str().map(str::to_string) else {
                 continue;
             };
+            if crate::atomic::is_foreign_temp(&name) {
+                log::info!("project {}: removing active/{name}, a write cut off by a crash", self.project);
+                remove_if_present(&entry.path())?;
+                continue;
+            }
             if name.starts_with('.') {
                 continue;
             }
