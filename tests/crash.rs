@@ -45,7 +45,7 @@ fn killed_at_random_instants_nothing_is_lost_sent_twice_or_split() {
 /// Swaps here often come with no task, so the session is at rest to move.
 #[test]
 fn one_session_killed_while_moved_side_by_side_ends_in_one_pane() {
-    campaign(&["c1"], 3);
+    campaign(&["c1"], 4);
 }
 
 /// `CRASH_TRIALS` (default 10) trials, divided by `share`, of: maybe a swap
@@ -77,7 +77,8 @@ fn campaign(sessions: &[&str], share: u64) {
     // Kills that found a session in two panes, mid side-by-side move.
     let mut kills_beside = 0;
     for t in 0..trials {
-        let swap = rng.below(3) == 0;
+        // One session: every trial swaps, to reach the side-by-side move often.
+        let swap = sessions.len() == 1 || rng.below(3) == 0;
         let next = if active == "alpha" { "beta" } else { "alpha" };
         if swap {
             rig.api.set_usage(token(next), 10.0, 10.0, None);
@@ -90,9 +91,20 @@ fn campaign(sessions: &[&str], share: u64) {
             rig.drop_task("p", &name, &text);
             dropped.push((name, text));
         }
-        // The random instant: this pause is the point, not a wait for a condition.
-        std::thread::sleep(Duration::from_millis(rng.below(4000)));
-        if swap && rig.dir.path().join("state/swap.json").exists() {
+        let journal = rig.dir.path().join("state/swap.json");
+        if sessions.len() == 1 {
+            // Aim at the move itself: from its journal on, a random instant
+            // around the old claude's stop beside the new one (some 20–200 ms
+            // in, seen in the daemon's log).
+            wait_for(Duration::from_secs(30), &format!("trial {t}: the swap to start"), || {
+                journal.exists().then_some(())
+            });
+            std::thread::sleep(Duration::from_millis(rng.below(300)));
+        } else {
+            // The random instant: this pause is the point, not a wait for a condition.
+            std::thread::sleep(Duration::from_millis(rng.below(4000)));
+        }
+        if swap && journal.exists() {
             kills_in_swap += 1;
         }
         if pane_pids(&rig).lines().count() > sessions.len() {
