@@ -39,6 +39,12 @@ const POLL: Duration = Duration::from_millis(500);
 const LARGE_ANSWER: usize = 64 * 1024;
 /// Wait before listening again after the listener died.
 const REBIND_PAUSE: Duration = Duration::from_secs(1);
+/// At start-up a TCP port still tied up by a killed predecessor's closing
+/// connections is refused for a moment (EADDRINUSE right after a SIGKILL,
+/// though the port is free again soon after): binding is retried this long
+/// before the daemon gives up.
+const BIND_RETRY_FOR: Duration = Duration::from_secs(15);
+const BIND_RETRY_EVERY: Duration = Duration::from_millis(100);
 /// tiny_http reads bodies up to this size before handing the request over.
 const PREBUFFERED: usize = 1024;
 /// Dropping an unread body makes tiny_http allocate the unread length in one
@@ -149,7 +155,7 @@ pub fn spawn_with(
     limits: Limits,
 ) -> Result<HttpHandle, HttpError> {
     let listen = Listen::parse(&config.listen).map_err(|_| HttpError::BadListen(config.listen.clone()))?;
-    let (server, local_addr) = bind(&listen, &config.listen)?;
+    let (server, local_addr) = bind_at_start(&listen, &config.listen)?;
     log::info!("control plane listening on {}", config.listen);
     let ctx = Arc::new(Ctx { shared, control, token: config.token.clone(), limits });
     let stop = Arc::new(AtomicBool::new(false));
@@ -170,6 +176,30 @@ fn bind(listen: &Listen, text: &str) -> Result<(Server, Option<SocketAddr>), Htt
             Ok((server_from(listener, text)?, local))
         }
         Listen::Unix(path) => Ok((server_from(bind_unix(path)?, text)?, None)),
+    }
+}
+
+/// [`bind`], retried while the address is in use, for [`BIND_RETRY_FOR`].
+fn bind_at_start(listen: &Listen, text: &str) -> Result<(Server, Option<SocketAddr>), HttpError> {
+    let first = Instant::now();
+    loop {
+        match bind(listen, text) {
+            Err(HttpError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse && first.elapsed() < BIND_RETRY_FOR =>
+            {
+                if first.elapsed() < BIND_RETRY_EVERY {
+                    log::warn!("http.listen {text:?} is in use; trying again for {} s", BIND_RETRY_FOR.as_secs());
+                }
+                std::thread::sleep(BIND_RETRY_EVERY);
+            }
+            Ok(bound) => {
+                if first.elapsed() >= BIND_RETRY_EVERY {
+                    log::info!("http.listen {text:?} free after {} ms", first.elapsed().as_millis());
+                }
+                return Ok(bound);
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

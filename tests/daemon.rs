@@ -263,3 +263,18 @@ fn cli_commands_talk_to_the_daemon_and_say_when_none_answers() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nobody"));
 }
+
+/// A port held a moment longer (a killed predecessor's connections closing)
+/// is waited for, not a reason to exit.
+#[test]
+fn a_port_still_in_use_at_start_is_waited_for() {
+    let dir = temp_dir();
+    let port = free_port();
+    let holder = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let mut d = Daemon::spawn(dir.path(), &config_text(dir.path(), port, ""), port, &[]);
+    wait_for(Duration::from_secs(20), "the in-use warning", || d.log_text().contains("is in use").then_some(()));
+    assert!(d.child.try_wait().unwrap().is_none(), "exited while the port was taken:\n{}", d.log_text());
+    drop(holder);
+    wait_for(Duration::from_secs(20), "/healthz", || d.get("/healthz").ok().filter(|(code, _)| *code == 200));
+    assert!(d.log_text().contains("free after"), "{}", d.log_text());
+}

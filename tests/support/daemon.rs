@@ -54,8 +54,13 @@ impl Daemon {
         while d.get("/healthz").ok().filter(|(code, _)| *code == 200).is_none() {
             if std::time::Instant::now() >= deadline {
                 let last = d.get("/healthz").map_or_else(|e| e.to_string(), |(c, b)| format!("{c} {b}"));
+                let sockets = Command::new("ss")
+                    .args(["-tanpoe", &format!("( sport = :{port} or dport = :{port} )")])
+                    .output()
+                    .map_or_else(|e| format!("ss: {e}"), |o| String::from_utf8_lossy(&o.stdout).into_owned());
                 panic!(
-                    "timed out after 20s waiting for the daemon's /healthz (last: {last})\n--- log ---\n{}",
+                    "timed out after 20s waiting for the daemon's /healthz (last: {last})\n\
+                     --- sockets on {port} ---\n{sockets}\n--- log ---\n{}",
                     d.log_text()
                 );
             }
