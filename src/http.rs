@@ -90,13 +90,13 @@ impl std::error::Error for HttpError {}
 pub struct HttpHandle {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    local_addr: Option<SocketAddr>,
+    front: Option<crate::http_front::Front>,
 }
 
 impl HttpHandle {
     /// The bound TCP address (useful with port 0), `None` for a unix socket.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.local_addr
+        self.front.as_ref().map(|f| f.local_addr())
     }
 
     /// Stops accepting, finishes the request in hand, removes a unix socket
@@ -106,6 +106,8 @@ impl HttpHandle {
     }
 
     fn stop_and_join(&mut self) {
+        // The door first: no new connection then reaches a stopping role.
+        drop(self.front.take());
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
@@ -128,62 +130,110 @@ pub struct Limits {
     pub stale_after: Duration,
     /// How long a control request waits for the coordinator (then 503).
     pub reply_timeout: Duration,
+    /// How long a TCP client has to send a request head (then 408).
+    pub head_within: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { stale_after: heartbeat::STALE_AFTER, reply_timeout: REPLY_TIMEOUT }
+        Limits {
+            stale_after: heartbeat::STALE_AFTER,
+            reply_timeout: REPLY_TIMEOUT,
+            head_within: crate::http_front::HEAD_WITHIN,
+        }
     }
 }
 
-/// Binds `config.listen` and starts the "http" role thread.
+/// Binds `config.listen` and starts the "http" role thread. On TCP the port
+/// is held by the front door (`http_front`) and tiny_http listens on
+/// `<private_dir>/http.sock`; `private_dir` is made, and kept, 0700.
 pub fn spawn(
     config: &HttpConfig,
+    private_dir: &Path,
     shared: Shared,
     control: Sender<ControlRequest>,
     beat: Beat,
 ) -> Result<HttpHandle, HttpError> {
-    spawn_with(config, shared, control, beat, Limits::default())
+    spawn_with(config, private_dir, shared, control, beat, Limits::default())
 }
 
 /// [`spawn`] with other time limits.
 pub fn spawn_with(
     config: &HttpConfig,
+    private_dir: &Path,
     shared: Shared,
     control: Sender<ControlRequest>,
     beat: Beat,
     limits: Limits,
 ) -> Result<HttpHandle, HttpError> {
     let listen = Listen::parse(&config.listen).map_err(|_| HttpError::BadListen(config.listen.clone()))?;
-    let (server, local_addr) = bind_at_start(&listen, &config.listen)?;
+    let (serve_on, front) = match &listen {
+        Listen::Tcp(addr) => {
+            let tcp = bind_tcp_at_start(addr, &config.listen)?;
+            let inner = private_socket(private_dir)?;
+            let served = (Listen::Unix(inner.clone()), unix_text(&inner));
+            let front =
+                crate::http_front::Front::start(tcp, inner, MAX_BODY, limits.head_within).map_err(HttpError::Spawn)?;
+            (served, Some(front))
+        }
+        Listen::Unix(_) => ((listen.clone(), config.listen.clone()), None),
+    };
+    let server = bind(&serve_on.0, &serve_on.1)?;
     log::info!("control plane listening on {}", config.listen);
     let ctx = Arc::new(Ctx { shared, control, token: config.token.clone(), limits });
     let stop = Arc::new(AtomicBool::new(false));
     let thread_stop = stop.clone();
     let thread = std::thread::Builder::new()
         .name("http".into())
-        .spawn(move || run(server, listen, ctx, beat, thread_stop))
+        .spawn(move || run(server, serve_on.0, ctx, beat, thread_stop))
         .map_err(HttpError::Spawn)?;
-    Ok(HttpHandle { stop, thread: Some(thread), local_addr })
+    Ok(HttpHandle { stop, thread: Some(thread), front })
 }
 
-fn bind(listen: &Listen, text: &str) -> Result<(Server, Option<SocketAddr>), HttpError> {
+/// tiny_http's listener: always a Unix socket (behind the front door on TCP).
+fn bind(listen: &Listen, text: &str) -> Result<Server, HttpError> {
     match listen {
-        Listen::Tcp(addr) => {
-            let listener =
-                TcpListener::bind(addr).map_err(|source| HttpError::Bind { listen: text.to_string(), source })?;
-            let local = listener.local_addr().ok();
-            Ok((server_from(listener, text)?, local))
-        }
-        Listen::Unix(path) => Ok((server_from(bind_unix(path)?, text)?, None)),
+        Listen::Tcp(_) => Err(HttpError::BadListen(text.to_string())),
+        Listen::Unix(path) => server_from(bind_unix(path)?, text),
     }
 }
 
-/// [`bind`], retried while the address is in use, for [`BIND_RETRY_FOR`].
-fn bind_at_start(listen: &Listen, text: &str) -> Result<(Server, Option<SocketAddr>), HttpError> {
+fn unix_text(path: &Path) -> String {
+    format!("unix:{}", path.display())
+}
+
+/// `<private_dir>/http.sock`, its folder made 0700 (and made so again when
+/// it exists): only the daemon's user may reach tiny_http past the front door.
+fn private_socket(private_dir: &Path) -> Result<PathBuf, HttpError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let fail = |why: String| HttpError::Socket { path: private_dir.to_path_buf(), why };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(private_dir)
+        .map_err(|e| fail(format!("cannot create the folder: {e}")))?;
+    std::fs::set_permissions(private_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| fail(format!("cannot set mode 700: {e}")))?;
+    let socket = private_dir.join("http.sock");
+    // sockaddr_un holds 108 bytes with the final NUL.
+    let len = socket.as_os_str().len();
+    if len > 107 {
+        return Err(fail(format!(
+            "{} is {len} bytes, over the 107 a Unix socket path may have: use a shorter state_dir",
+            socket.display()
+        )));
+    }
+    Ok(socket)
+}
+
+/// Binds the TCP port, retried while it is in use, for [`BIND_RETRY_FOR`].
+fn bind_tcp_at_start(addr: &SocketAddr, text: &str) -> Result<TcpListener, HttpError> {
+    let bind = |addr: &SocketAddr, text: &str| {
+        TcpListener::bind(addr).map_err(|source| HttpError::Bind { listen: text.to_string(), source })
+    };
     let first = Instant::now();
     loop {
-        match bind(listen, text) {
+        match bind(addr, text) {
             Err(HttpError::Bind { source, .. })
                 if source.kind() == std::io::ErrorKind::AddrInUse && first.elapsed() < BIND_RETRY_FOR =>
             {
@@ -249,7 +299,7 @@ fn run(server: Server, listen: Listen, ctx: Arc<Ctx>, beat: Beat, stop: Arc<Atom
             // Listening again after tiny_http's accept thread died.
             std::thread::sleep(REBIND_PAUSE);
             match bind(&listen, &listen_text(&listen)) {
-                Ok((fresh, _)) => {
+                Ok(fresh) => {
                     log::info!("control plane listening again");
                     server = Some(fresh);
                 }

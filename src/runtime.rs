@@ -122,8 +122,14 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
         crate::janitor::spawn(Arc::clone(&config), shared.metrics.clone(), heartbeats.register("janitor"))
             .map_err(failed("janitor"))?,
     );
-    let http = crate::http::spawn(&config.http, shared.clone(), control_tx, heartbeats.register("http"))
-        .map_err(|e| e.to_string())?;
+    let http = crate::http::spawn(
+        &config.http,
+        &config.state_dir.join("run"),
+        shared.clone(),
+        control_tx,
+        heartbeats.register("http"),
+    )
+    .map_err(|e| e.to_string())?;
     let sessions_role = crate::sessions::role::Role::new(Arc::clone(&config), event_tx.clone());
     let sessions = RoleHandle::spawn("sessions", heartbeats.register("sessions"), move |stopped, beat| {
         sessions_role.run(until_stopped(sessions_rx, stopped), beat)

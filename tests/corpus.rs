@@ -252,7 +252,7 @@ fn malformed_tasks_dropped_into_a_running_inbox_go_to_failed_and_good_ones_stay(
         .filter(|e| e["kind"] == "task_failed")
         .filter_map(|e| e["subject"].as_str())
         .collect();
-    for (name, _) in names.iter().filter(|(n, _)| !n.contains('\u{fffd}')) {
+    for (name, _) in &names {
         assert!(failed_subjects.contains(&name.as_str()), "no task_failed event for {name}: {events}");
     }
     for text in [events, status.to_string(), d.log_text()] {
@@ -320,8 +320,9 @@ fn http_cases() -> Vec<HttpCase> {
         p("an invalid request line", b"THIS IS NOT HTTP\r\n\r\n".to_vec(), &[400, 0]),
         p("an unknown HTTP version", b"GET /status HTTP/9.9\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), &[400, 505, 0]),
         p("a header line without a colon", b"GET /status HTTP/1.1\r\nHost x\r\nConnection: close\r\n\r\n".to_vec(), &[400, 0]),
-        // tiny_http sets no cap on the head: it answers this one (see README).
-        p("20 000 headers (1.3 MB of head)", flood, &[200, 400, 413, 431, 0]),
+        // The front door reads 16 KiB of it, answers 431 and closes; the client
+        // may see the answer or, still writing, only the close.
+        c("20 000 headers (1.3 MB of head)", flood, &[431, 0]),
         p(
             "chunked encoding with a bad chunk size",
             b"POST /failover HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n".to_vec(),
@@ -394,10 +395,13 @@ fn malformed_http_requests_get_the_right_4xx_and_the_daemon_keeps_answering() {
     assert_eq!(after["active_account"], before["active_account"]);
     let (_, events) = d.get("/events?since=0").unwrap();
     assert!(!events.contains("failover_started"), "{events}");
-    // The slow clients were never answered and held nobody up.
+    // The slow clients held nobody up, and the half-sent head was never
+    // served: at most told 408 once its 10 s were up.
     slow.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     let mut buf = [0u8; 16];
-    assert!(slow.read(&mut buf).is_err(), "the half-sent request was answered");
+    if let Ok(n) = slow.read(&mut buf) {
+        assert!(buf[..n].starts_with(b"HTTP/1.1 408"), "the half-sent request was answered: {:?}", &buf[..n]);
+    }
     drop(stalled);
 }
 

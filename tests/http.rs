@@ -75,6 +75,8 @@ struct Fixture {
     events: Events,
     swap_running: Arc<AtomicBool>,
     asked: Arc<Mutex<Vec<Control>>>,
+    /// Where tiny_http's socket behind the TCP front door lives.
+    _private: tempfile::TempDir,
 }
 
 impl Fixture {
@@ -122,12 +124,13 @@ fn start(listen: &str, token: Option<&str>, limits: Limits) -> Fixture {
     coordinator(rx, swap_running.clone(), asked.clone());
     let mut config = config(listen, token);
     let beat = heartbeats.register("http");
-    let handle = http::spawn_with(&config.http, shared, tx, beat, limits).expect("spawn");
+    let private = support::temp_dir();
+    let handle = http::spawn_with(&config.http, private.path(), shared, tx, beat, limits).expect("spawn");
     if let Some(addr) = handle.local_addr() {
         // Port 0 became a real one; the client needs it.
         config.http.listen = addr.to_string();
     }
-    Fixture { handle: Some(handle), config, heartbeats, events, swap_running, asked }
+    Fixture { handle: Some(handle), config, heartbeats, events, swap_running, asked, _private: private }
 }
 
 fn coordinator(rx: Receiver<ControlRequest>, swap_running: Arc<AtomicBool>, asked: Arc<Mutex<Vec<Control>>>) {
@@ -403,7 +406,10 @@ fn an_absent_or_silent_coordinator_is_a_503() {
     // A coordinator that takes requests and never answers.
     let (tx, rx) = crossbeam_channel::unbounded::<ControlRequest>();
     let config = config("127.0.0.1:0", None);
-    let handle = http::spawn_with(&config.http, shared.clone(), tx, heartbeats.register("http"), limits).unwrap();
+    let private = support::temp_dir();
+    let handle =
+        http::spawn_with(&config.http, private.path(), shared.clone(), tx, heartbeats.register("http"), limits)
+            .unwrap();
     let addr = handle.local_addr().unwrap();
     let (code, _, body) = raw(addr, b"POST /dispatch/pause HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     assert_eq!(code, 503);
@@ -438,6 +444,7 @@ fn listens_on_a_unix_socket_and_removes_it_on_shutdown() {
     let second = config(&format!("unix:{}", path.display()), None);
     let err = http::spawn(
         &second.http,
+        dir.path(),
         Shared {
             status: Arc::new(RwLock::new(Status::default())),
             events: Events::new(None),
@@ -469,7 +476,7 @@ fn listens_on_a_unix_socket_and_removes_it_on_shutdown() {
         heartbeats: Heartbeats::new(None),
     };
     let beat = shared.heartbeats.register("http");
-    assert!(http::spawn(&third.http, shared, crossbeam_channel::unbounded().0, beat).is_err());
+    assert!(http::spawn(&third.http, dir.path(), shared, crossbeam_channel::unbounded().0, beat).is_err());
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
 }
 
@@ -533,4 +540,53 @@ fn a_large_answer_to_a_client_that_does_not_read_holds_nobody() {
     let body = answer.split_once("\r\n\r\n").unwrap().1;
     let events: Value = serde_json::from_str(body).unwrap();
     assert_eq!(events["events"].as_array().unwrap().len(), 1002, "two from the fixture");
+}
+
+/// The TCP front door: tiny_http would read a head of any size and size a
+/// body buffer by any Content-Length, so these are refused before it sees
+/// them, and the role answers the next request as ever.
+#[test]
+fn the_front_door_refuses_big_heads_slow_heads_and_huge_bodies() {
+    let limits = Limits { head_within: Duration::from_millis(500), ..Limits::default() };
+    let f = start("127.0.0.1:0", Some(TOKEN), limits);
+    let addr = f.addr();
+
+    let big = format!("GET /status HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "y".repeat(20 * 1024));
+    let (code, _, body) = raw(addr, big.as_bytes());
+    assert_eq!(code, 431, "{body}");
+    assert!(error_of(&body).contains("head over"), "{body}");
+
+    // An endless header line is not read on and on: writing it fails long
+    // before 256 MiB have gone (the door reads 16 KiB, answers, closes).
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /status HTTP/1.1\r\nX-Endless: ").unwrap();
+    let junk = vec![b'y'; 64 * 1024];
+    let mut sent = 0usize;
+    while sent < 256 << 20 {
+        match s.write(&junk) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    assert!(sent < 256 << 20, "the daemon kept reading an endless head");
+
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    slow.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut out = String::new();
+    let _ = slow.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
+
+    let huge = b"POST /failover HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n{}";
+    let (code, _, body) = raw(addr, huge);
+    assert_eq!(code, 413, "{body}");
+
+    // One request per connection: a second one pipelined behind the first
+    // is not answered on it.
+    let two = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (code, head, body) = raw(addr, two);
+    assert_eq!((code, body.as_str()), (200, "ok"), "one answer, then the close: {head}");
+
+    let (code, _, body) = get(addr, "/healthz", None);
+    assert_eq!((code, body.as_str()), (200, "ok"));
 }
