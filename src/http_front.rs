@@ -18,7 +18,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,8 +27,11 @@ use std::time::{Duration, Instant};
 pub const MAX_HEAD: usize = 16 * 1024;
 /// A client gets this long to send its whole head.
 pub const HEAD_WITHIN: Duration = Duration::from_secs(10);
-/// Then no read of its body may wait longer than this.
+/// Then no read of its body, nor write of the answer, may wait longer.
 const BODY_READ_WITHIN: Duration = Duration::from_secs(30);
+/// Connections served at once; more are closed unanswered (each holds a
+/// thread, and tiny_http's another, for up to [`HEAD_WITHIN`] and more).
+pub const MAX_CONNECTIONS: usize = 128;
 /// What is read and thrown away after a refusal, at most.
 const DRAIN_AT_MOST: usize = 256 * 1024;
 /// After a failed accept (say, out of file descriptors), before the next.
@@ -94,12 +97,23 @@ struct Door {
 }
 
 fn accept_loop(listener: TcpListener, door: Door, stop: &AtomicBool) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut turned_away = 0u64;
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
+            Ok(_) if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS => {
+                turned_away += 1;
+                if turned_away.is_power_of_two() {
+                    log::warn!("control plane: {MAX_CONNECTIONS} connections open; {turned_away} turned away so far");
+                }
+            }
             Ok((client, _)) if !stop.load(Ordering::Relaxed) => {
                 let door = door.clone();
-                let spawned =
-                    std::thread::Builder::new().name("http-conn".into()).spawn(move || serve_connection(client, &door));
+                let counted = Counted::new(&open);
+                let spawned = std::thread::Builder::new().name("http-conn".into()).spawn(move || {
+                    let _counted = counted;
+                    serve_connection(client, &door)
+                });
                 if let Err(e) = spawned {
                     log::error!("control plane: cannot start a connection thread: {e}");
                 }
@@ -110,6 +124,22 @@ fn accept_loop(listener: TcpListener, door: Door, stop: &AtomicBool) {
                 std::thread::sleep(ACCEPT_PAUSE);
             }
         }
+    }
+}
+
+/// One open connection, counted while it lives.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(open: &Arc<AtomicUsize>) -> Counted {
+        open.fetch_add(1, Ordering::Relaxed);
+        Counted(open.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -242,6 +272,8 @@ fn relay(client: TcpStream, upstream: UnixStream) {
         return;
     };
     let _ = client_in.set_read_timeout(Some(BODY_READ_WITHIN));
+    // A client that does not read its answer is let go too.
+    let _ = client.set_write_timeout(Some(BODY_READ_WITHIN));
     let up = std::thread::Builder::new().name("http-conn".into()).spawn(move || {
         let _ = io::copy(&mut client_in, &mut upstream_out);
         let _ = upstream_out.shutdown(Shutdown::Write);

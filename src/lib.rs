@@ -15,7 +15,7 @@ pub mod events;
 pub mod heartbeat;
 pub mod hook;
 pub mod http;
-mod http_front;
+pub mod http_front;
 pub mod janitor;
 pub mod logging;
 pub mod metrics;

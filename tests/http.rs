@@ -590,3 +590,28 @@ fn the_front_door_refuses_big_heads_slow_heads_and_huge_bodies() {
     let (code, _, body) = get(addr, "/healthz", None);
     assert_eq!((code, body.as_str()), (200, "ok"));
 }
+
+/// Connections past `MAX_CONNECTIONS` are closed unanswered while the others
+/// are open; once those end (here: closed by their clients), requests are
+/// served again.
+#[test]
+fn the_front_door_turns_away_connections_past_its_cap() {
+    let limits = Limits { head_within: Duration::from_secs(3), ..Limits::default() };
+    let f = start("127.0.0.1:0", None, limits);
+    let addr = f.addr();
+    let held: Vec<TcpStream> = (0..claude_failover::http_front::MAX_CONNECTIONS)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /status HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    let (code, head, _) = get(addr, "/healthz", None);
+    assert_eq!(code, 0, "answered past the cap: {head}");
+    drop(held);
+    let (code, body) = support::wait_for(Duration::from_secs(10), "/healthz answered again", || {
+        let (code, _, body) = get(addr, "/healthz", None);
+        (code == 200).then_some((code, body))
+    });
+    assert_eq!((code, body.as_str()), (200, "ok"));
+}
