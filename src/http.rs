@@ -167,18 +167,22 @@ pub fn spawn_with(
     limits: Limits,
 ) -> Result<HttpHandle, HttpError> {
     let listen = Listen::parse(&config.listen).map_err(|_| HttpError::BadListen(config.listen.clone()))?;
-    let (serve_on, front) = match &listen {
+    let (serve_on, door) = match &listen {
         Listen::Tcp(addr) => {
             let tcp = bind_tcp_at_start(addr, &config.listen)?;
             let inner = private_socket(private_dir)?;
-            let served = (Listen::Unix(inner.clone()), unix_text(&inner));
-            let front =
-                crate::http_front::Front::start(tcp, inner, MAX_BODY, limits.head_within).map_err(HttpError::Spawn)?;
-            (served, Some(front))
+            ((Listen::Unix(inner.clone()), unix_text(&inner)), Some((tcp, inner)))
         }
         Listen::Unix(_) => ((listen.clone(), config.listen.clone()), None),
     };
+    // tiny_http first, so the door never opens onto nothing.
     let server = bind(&serve_on.0, &serve_on.1)?;
+    let front = match door {
+        Some((tcp, inner)) => {
+            Some(crate::http_front::Front::start(tcp, inner, MAX_BODY, limits.head_within).map_err(HttpError::Spawn)?)
+        }
+        None => None,
+    };
     log::info!("control plane listening on {}", config.listen);
     let ctx = Arc::new(Ctx { shared, control, token: config.token.clone(), limits });
     let stop = Arc::new(AtomicBool::new(false));
@@ -345,8 +349,11 @@ enum Body {
 
 fn body_of(request: &Request) -> Body {
     let chunked = request.headers().iter().any(|h| h.field.equiv("Transfer-Encoding"));
+    // With `Expect: 100-continue` tiny_http reads nothing ahead, however small.
+    let expects = request.headers().iter().any(|h| h.field.equiv("Expect"));
     match request.body_length() {
         _ if chunked => Body::OnWire,
+        Some(n) if expects && n > 0 && n <= MAX_BODY => Body::OnWire,
         None => Body::InHand,
         Some(n) if n > ABSURD_BODY => Body::Absurd,
         Some(n) if n > MAX_BODY => Body::TooLarge,

@@ -27,10 +27,13 @@ use std::time::{Duration, Instant};
 pub const MAX_HEAD: usize = 16 * 1024;
 /// A client gets this long to send its whole head.
 pub const HEAD_WITHIN: Duration = Duration::from_secs(10);
-/// Then no read of its body, nor write of the answer, may wait longer.
-const BODY_READ_WITHIN: Duration = Duration::from_secs(30);
-/// Connections served at once; more are closed unanswered (each holds a
-/// thread, and tiny_http's another, for up to [`HEAD_WITHIN`] and more).
+/// Then the body up and the answer down must be through within this: one
+/// deadline for the connection, so a client trickling bytes cannot hold a
+/// connection slot (or tiny_http's thread) for longer.
+const AFTER_HEAD_WITHIN: Duration = Duration::from_secs(60);
+/// Connections served at once; more are told 503 and closed (each holds
+/// threads here and in tiny_http, for up to [`HEAD_WITHIN`] and then
+/// [`AFTER_HEAD_WITHIN`]).
 pub const MAX_CONNECTIONS: usize = 128;
 /// What is read and thrown away after a refusal, at most.
 const DRAIN_AT_MOST: usize = 256 * 1024;
@@ -70,9 +73,15 @@ impl Drop for Front {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         // The accept blocks: a connection of our own wakes it to see the flag.
-        let _ = TcpStream::connect_timeout(&wake_addr(self.local_addr), Duration::from_secs(1));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        // Should that fail (the address gone from its interface), the thread
+        // is left behind rather than the stop hung; it accepts nothing more.
+        let woken = TcpStream::connect_timeout(&wake_addr(self.local_addr), Duration::from_secs(1));
+        match (woken, self.thread.take()) {
+            (Ok(_), Some(thread)) => {
+                let _ = thread.join();
+            }
+            (Err(e), _) => log::warn!("control plane: cannot wake the front door's accept ({e}); not waiting for it"),
+            (Ok(_), None) => {}
         }
     }
 }
@@ -101,7 +110,8 @@ fn accept_loop(listener: TcpListener, door: Door, stop: &AtomicBool) {
     let mut turned_away = 0u64;
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
-            Ok(_) if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS => {
+            Ok((client, _)) if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS => {
+                turned_away_with_503(client);
                 turned_away += 1;
                 if turned_away.is_power_of_two() {
                     log::warn!("control plane: {MAX_CONNECTIONS} connections open; {turned_away} turned away so far");
@@ -124,6 +134,19 @@ fn accept_loop(listener: TcpListener, door: Door, stop: &AtomicBool) {
                 std::thread::sleep(ACCEPT_PAUSE);
             }
         }
+    }
+}
+
+/// A best-effort 503 that never waits on the client: a fresh socket's send
+/// buffer takes it whole, or it is not sent.
+fn turned_away_with_503(mut client: TcpStream) {
+    let body = r#"{"error":"too many connections to the control plane; try again"}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if client.set_nonblocking(true).is_ok() {
+        let _ = client.write(answer.as_bytes());
     }
 }
 
@@ -182,16 +205,16 @@ fn serve_connection(mut client: TcpStream, door: &Door) {
         log::debug!("control plane: passing a request on failed: {e}");
         return;
     }
-    relay(client, upstream);
+    relay(client, upstream, Instant::now() + AFTER_HEAD_WITHIN);
 }
 
 /// Reads up to the blank line that ends a head, within `deadline`.
-fn read_head(client: &mut impl ReadTimeout, deadline: Instant) -> Head {
+fn read_head<C: Read + Timed>(client: &mut C, deadline: Instant) -> Head {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || client.read_within(left).is_err() {
+        if left.is_zero() || client.within(left).is_err() {
             return Head::TooSlow;
         }
         match client.read(&mut chunk) {
@@ -218,14 +241,23 @@ fn read_head(client: &mut impl ReadTimeout, deadline: Instant) -> Head {
     }
 }
 
-/// A stream whose reads can be bounded in time.
-trait ReadTimeout: Read {
-    fn read_within(&self, d: Duration) -> io::Result<()>;
+/// A stream whose reads and writes can be bounded in time.
+trait Timed {
+    /// No read or write from now on waits longer than `d`.
+    fn within(&self, d: Duration) -> io::Result<()>;
 }
 
-impl ReadTimeout for TcpStream {
-    fn read_within(&self, d: Duration) -> io::Result<()> {
-        self.set_read_timeout(Some(d))
+impl Timed for TcpStream {
+    fn within(&self, d: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(d))?;
+        self.set_write_timeout(Some(d))
+    }
+}
+
+impl Timed for UnixStream {
+    fn within(&self, d: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(d))?;
+        self.set_write_timeout(Some(d))
     }
 }
 
@@ -266,26 +298,48 @@ fn close_after(head: &[u8]) -> Vec<u8> {
 }
 
 /// Copies the client's further bytes (a body) up and the answer down until
-/// tiny_http closes its end, then closes the client's.
-fn relay(client: TcpStream, upstream: UnixStream) {
+/// tiny_http closes its end or `deadline` passes, then closes both.
+fn relay(client: TcpStream, upstream: UnixStream, deadline: Instant) {
     let (Ok(mut client_in), Ok(mut upstream_out)) = (client.try_clone(), upstream.try_clone()) else {
         return;
     };
-    let _ = client_in.set_read_timeout(Some(BODY_READ_WITHIN));
-    // A client that does not read its answer is let go too.
-    let _ = client.set_write_timeout(Some(BODY_READ_WITHIN));
     let up = std::thread::Builder::new().name("http-conn".into()).spawn(move || {
-        let _ = io::copy(&mut client_in, &mut upstream_out);
+        pump(&mut client_in, &mut upstream_out, deadline);
         let _ = upstream_out.shutdown(Shutdown::Write);
     });
     let (mut upstream_in, mut client_out) = (upstream, client);
-    let _ = io::copy(&mut upstream_in, &mut client_out);
-    let _ = client_out.flush();
+    if up.is_ok() {
+        pump(&mut upstream_in, &mut client_out, deadline);
+        let _ = client_out.flush();
+    } else {
+        log::error!("control plane: cannot start a relay thread; dropping the connection");
+    }
     // Ends the upward copy too, should the client still be sending.
     let _ = client_out.shutdown(Shutdown::Both);
     let _ = upstream_in.shutdown(Shutdown::Both);
     if let Ok(up) = up {
         let _ = up.join();
+    }
+}
+
+/// Copies `from` to `to` until `from` ends, either fails, or `deadline`.
+fn pump<R: Read + Timed, W: Write + Timed>(from: &mut R, to: &mut W, deadline: Instant) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || from.within(left).is_err() || to.within(left).is_err() {
+            return;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
     }
 }
 
@@ -339,8 +393,8 @@ mod tests {
         }
     }
 
-    impl ReadTimeout for Script {
-        fn read_within(&self, _: Duration) -> io::Result<()> {
+    impl Timed for Script {
+        fn within(&self, _: Duration) -> io::Result<()> {
             Ok(())
         }
     }

@@ -75,7 +75,8 @@ pub struct Finished {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Active {
     pub account: String,
-    /// Written with `finished_at` unset when a swap starts, whole when it ends.
+    /// Written by the switcher with `finished_at` unset when a swap starts,
+    /// whole when it ends (before its journal is removed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_swap: Option<SwapRecord>,
 }
@@ -184,10 +185,19 @@ fn swap(config: &Config, tmux: &Tmux, plan: Plan, beat: &Beat) -> Finished {
             })
             .collect()
     });
+    let finished_at = SystemTime::now();
+    // The whole record before the journal goes: a kill in between then
+    // finishes the swap again rather than leave it unfinished in active.json.
+    let record = SwapRecord {
+        finished_at: Some(crate::time::rfc3339(finished_at)),
+        sessions_moved: outcomes.iter().filter(|o| matches!(o, Outcome::Moved { .. })).count(),
+        ..plan.record()
+    };
+    write_active(&config.state_dir, &Active { account: plan.to.clone(), last_swap: Some(record) });
     if let Err(e) = std::fs::remove_file(&journal) {
         log::error!("{}: cannot remove the swap journal: {e}", journal.display());
     }
-    Finished { plan, outcomes, finished_at: SystemTime::now() }
+    Finished { plan, outcomes, finished_at }
 }
 
 fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, began: Instant, beat: &Beat) -> Outcome {

@@ -387,8 +387,6 @@ impl<S: Supervisor> Coordinator<S> {
             finished_at: Some(crate::time::rfc3339(finished_at)),
             sessions_moved: moved,
         });
-        let active = crate::switcher::Active { account: plan.to.clone(), last_swap: self.last_swap.clone() };
-        crate::switcher::write_active(&self.config.state_dir, &active);
         self.swap = None;
         let (kind, message) = if failed == 0 {
             (
@@ -574,6 +572,12 @@ mod tests {
         c.consider_swap(now);
         finish_swap(&mut c);
         let last = c.status().swap.last.expect("a finished swap");
+        // What the switcher leaves in active.json (no switcher runs here).
+        let saved = |c: &Coordinator<NoSupervisor>| crate::switcher::Active {
+            account: c.active_account.clone().unwrap(),
+            last_swap: c.status().swap.last,
+        };
+        crate::switcher::write_active(dir.path(), &saved(&c));
 
         let mut c = coordinator_in(dir.path(), restart());
         assert_eq!(c.active_account.as_deref(), Some("beta"));
@@ -587,6 +591,7 @@ mod tests {
 
         c.failover_request(Some("gamma".into())).expect("accepted");
         finish_swap(&mut c);
+        crate::switcher::write_active(dir.path(), &saved(&c));
         let c = coordinator_in(dir.path(), restart());
         let last = c.status().swap.last.expect("kept");
         assert_eq!((c.active_account.as_deref(), last.reason.as_str()), (Some("gamma"), "manual"));

@@ -747,16 +747,16 @@ impl<S: Supervisor> Coordinator<S> {
     }
 }
 
-/// Keys a reload cannot apply to a running daemon.
 /// When a swap a previous run recorded started, on this run's monotonic
-/// clock (which `min_dwell_secs` is measured on); `None` when that is before
-/// the clock's origin or the record's time does not parse, and the dwell is
-/// then long over.
+/// clock (which `min_dwell_secs` is measured on); `None` when the record's
+/// time does not parse (or lies before what the clock can express), and the
+/// dwell is then taken as over.
 fn swap_started(swap: &SwapRecord, now: SystemTime) -> Option<Instant> {
     let started = crate::time::parse_rfc3339(&swap.started_at)?;
     Instant::now().checked_sub(now.duration_since(started).unwrap_or_default())
 }
 
+/// Keys a reload cannot apply to a running daemon.
 fn restart_only_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut keys = Vec::new();
     if old.state_dir != new.state_dir {

@@ -78,31 +78,46 @@ pub fn deliver(
 /// screen: a box that stays full fails the delivery rather than send two
 /// texts as one turn.
 fn clear_input(tmux: &Tmux, target: &str, keep_alive: &dyn Fn()) -> Result<(), String> {
-    let rows = |tmux: &Tmux| -> Result<Option<usize>, String> {
+    // The box's rows (none when it is empty), `None` when no box is on screen.
+    let rows = |tmux: &Tmux| -> Result<Option<Vec<String>>, String> {
         let screen = tmux.capture_pane(target).map_err(|e| format!("reading the screen failed: {e}"))?;
-        Ok(pane::input_rows(&screen).map(|rows| if rows.concat().is_empty() { 0 } else { rows.len() }))
+        Ok(pane::input_rows(&screen).map(|rows| {
+            if rows.concat().is_empty() {
+                Vec::new()
+            } else {
+                rows.iter().map(|r| r.to_string()).collect()
+            }
+        }))
     };
     let clear = |n: usize| {
-        let keys = vec!["C-u"; n];
+        let keys = vec!["C-u"; 2 * n + 1];
         tmux.send_keys(target, &keys).map_err(|e| format!("clearing the input failed: {e}"))
     };
-    match rows(tmux)? {
-        Some(0) => return Ok(()),
+    let first = match rows(tmux)? {
+        Some(rows) if rows.is_empty() => return Ok(()),
         // No input box on screen: all that can be done blind.
-        None => return clear(1),
-        Some(n) => clear(2 * n + 1)?,
-    }
+        None => return tmux.send_keys(target, &["C-u"]).map_err(|e| format!("clearing the input failed: {e}")),
+        Some(rows) => rows,
+    };
+    clear(first.len())?;
     let deadline = Instant::now() + CLEAR_WITHIN;
     loop {
         keep_alive();
         match rows(tmux)? {
-            Some(0) | None => return Ok(()),
-            Some(n) if Instant::now() >= deadline => {
-                return Err(format!("the input box still holds {n} row(s) of earlier text after Ctrl-U"))
+            None => return Ok(()),
+            Some(rows) if rows.is_empty() => return Ok(()),
+            // Ctrl-U changed nothing at all: not text in the box but
+            // something drawn there (a hint), which the paste replaces.
+            Some(rows) if Instant::now() >= deadline && rows == first => {
+                log::warn!("{target}: the input box shows {:?} through Ctrl-U; pasting anyway", rows.join(" "));
+                return Ok(());
+            }
+            Some(rows) if Instant::now() >= deadline => {
+                return Err(format!("the input box still holds {} row(s) of earlier text after Ctrl-U", rows.len()))
             }
             // Claude Code may not have drawn the cleared box yet; more
             // Ctrl-U on an empty box do nothing.
-            Some(n) => clear(2 * n + 1)?,
+            Some(rows) => clear(rows.len())?,
         }
         std::thread::sleep(PASTE_LOOK_EVERY);
     }

@@ -345,7 +345,10 @@ impl Queue {
             };
             if crate::atomic::is_foreign_temp(&name) {
                 log::info!("project {}: removing active/{name}, a write cut off by a crash", self.project);
-                remove_if_present(&entry.path())?;
+                // Left for the janitor when it cannot go: the leases matter more.
+                if let Err(e) = remove_if_present(&entry.path()) {
+                    log::warn!("project {}: {e}", self.project);
+                }
                 continue;
             }
             if name.starts_with('.') {
