@@ -96,9 +96,13 @@ fn campaign(sessions: &[&str], share: u64) {
             // Aim at the move itself: from its journal on, a random instant
             // around the old claude's stop beside the new one (some 20–200 ms
             // in, seen in the daemon's log).
-            wait_for(Duration::from_secs(30), &format!("trial {t}: the swap to start"), || {
-                journal.exists().then_some(())
-            });
+            // Looked for every 2 ms: wait_for's growing pause (up to 200 ms)
+            // would see the journal after the window, in a release build.
+            let until = std::time::Instant::now() + Duration::from_secs(30);
+            while !journal.exists() {
+                assert!(std::time::Instant::now() < until, "trial {t}: the swap did not start within 30 s");
+                std::thread::sleep(Duration::from_millis(2));
+            }
             std::thread::sleep(Duration::from_millis(rng.below(300)));
         } else {
             // The random instant: this pause is the point, not a wait for a condition.

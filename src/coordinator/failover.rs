@@ -414,14 +414,21 @@ impl<S: Supervisor> Coordinator<S> {
 
     /// After a restart, once leases are reconciled: a swap the last run left
     /// unfinished, or sessions found on another account than the active
-    /// one, are moved to the active account so none stays split.
+    /// one, are moved to the active account so none stays split. Every
+    /// session the unfinished swap named is moved again, even one found on
+    /// the active account: a kill during a side-by-side move leaves its old
+    /// claude running in a second pane, and moving stops every pane.
     pub(super) fn consolidate(&mut self, now: SystemTime) {
         let Some(active) = self.active_account.clone() else { return };
         let journal = self.journal.take();
+        let named: Vec<&str> = journal.iter().flat_map(|j| j.sessions.iter().map(|m| m.session.as_str())).collect();
         let stray: Vec<Mover> = self
             .movers()
             .into_iter()
-            .filter(|m| self.sessions.get(&m.session).and_then(|s| s.account.as_deref()) != Some(active.as_str()))
+            .filter(|m| {
+                named.contains(&m.session.as_str())
+                    || self.sessions.get(&m.session).and_then(|s| s.account.as_deref()) != Some(active.as_str())
+            })
             .collect();
         if stray.is_empty() && journal.is_none() {
             return;
