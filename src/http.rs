@@ -167,16 +167,17 @@ pub fn spawn_with(
     limits: Limits,
 ) -> Result<HttpHandle, HttpError> {
     let listen = Listen::parse(&config.listen).map_err(|_| HttpError::BadListen(config.listen.clone()))?;
-    let (serve_on, door) = match &listen {
+    // tiny_http's socket, and on TCP the door in front of it.
+    let (socket, door) = match &listen {
         Listen::Tcp(addr) => {
             let tcp = bind_tcp_at_start(addr, &config.listen)?;
             let inner = private_socket(private_dir)?;
-            ((Listen::Unix(inner.clone()), unix_text(&inner)), Some((tcp, inner)))
+            (inner.clone(), Some((tcp, inner)))
         }
-        Listen::Unix(_) => ((listen.clone(), config.listen.clone()), None),
+        Listen::Unix(path) => (path.clone(), None),
     };
     // tiny_http first, so the door never opens onto nothing.
-    let server = bind(&serve_on.0, &serve_on.1)?;
+    let server = bind(&socket)?;
     let front = match door {
         Some((tcp, inner)) => {
             Some(crate::http_front::Front::start(tcp, inner, MAX_BODY, limits.head_within).map_err(HttpError::Spawn)?)
@@ -189,17 +190,14 @@ pub fn spawn_with(
     let thread_stop = stop.clone();
     let thread = std::thread::Builder::new()
         .name("http".into())
-        .spawn(move || run(server, serve_on.0, ctx, beat, thread_stop))
+        .spawn(move || run(server, socket, ctx, beat, thread_stop))
         .map_err(HttpError::Spawn)?;
     Ok(HttpHandle { stop, thread: Some(thread), front })
 }
 
 /// tiny_http's listener: always a Unix socket (behind the front door on TCP).
-fn bind(listen: &Listen, text: &str) -> Result<Server, HttpError> {
-    match listen {
-        Listen::Tcp(_) => Err(HttpError::BadListen(text.to_string())),
-        Listen::Unix(path) => server_from(bind_unix(path)?, text),
-    }
+fn bind(socket: &Path) -> Result<Server, HttpError> {
+    server_from(bind_unix(socket)?, &unix_text(socket))
 }
 
 fn unix_text(path: &Path) -> String {
@@ -295,14 +293,14 @@ struct Ctx {
     limits: Limits,
 }
 
-fn run(server: Server, listen: Listen, ctx: Arc<Ctx>, beat: Beat, stop: Arc<AtomicBool>) {
+fn run(server: Server, socket: PathBuf, ctx: Arc<Ctx>, beat: Beat, stop: Arc<AtomicBool>) {
     let mut server = Some(server);
     while !stop.load(Ordering::Relaxed) {
         beat.beat();
         let Some(current) = &server else {
             // Listening again after tiny_http's accept thread died.
             std::thread::sleep(REBIND_PAUSE);
-            match bind(&listen, &listen_text(&listen)) {
+            match bind(&socket) {
                 Ok(fresh) => {
                     log::info!("control plane listening again");
                     server = Some(fresh);
@@ -326,13 +324,6 @@ fn run(server: Server, listen: Listen, ctx: Arc<Ctx>, beat: Beat, stop: Arc<Atom
     // unix socket file.
     drop(server);
     log::debug!("control plane stopped");
-}
-
-fn listen_text(listen: &Listen) -> String {
-    match listen {
-        Listen::Tcp(addr) => addr.to_string(),
-        Listen::Unix(path) => format!("unix:{}", path.display()),
-    }
 }
 
 /// How much of the body is still on the wire.

@@ -61,9 +61,7 @@ impl Front {
             .spawn(move || accept_loop(listener, door, &thread_stop))?;
         Ok(Front { stop, local_addr, thread: Some(thread) })
     }
-}
 
-impl Front {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

@@ -68,6 +68,17 @@ pub struct Finished {
     pub finished_at: SystemTime,
 }
 
+impl Finished {
+    /// The finished swap's record (`/status` `swap.last`, `active.json`).
+    pub fn record(&self) -> SwapRecord {
+        SwapRecord {
+            finished_at: Some(crate::time::rfc3339(self.finished_at)),
+            sessions_moved: self.outcomes.iter().filter(|o| matches!(o, Outcome::Moved { .. })).count(),
+            ..self.plan.record()
+        }
+    }
+}
+
 /// `<state_dir>/active.json`: the account the sessions run on and the swap
 /// that put them there. Kept so that a restart neither forgets where the
 /// sessions are nor starts `min_dwell_secs` over, nor fails back behind an
@@ -82,7 +93,7 @@ pub struct Active {
 }
 
 impl Plan {
-    /// The swap as `/status` shows it while it runs.
+    /// The swap's record before it has finished (`active.json` while it runs).
     pub fn record(&self) -> SwapRecord {
         SwapRecord {
             from: self.from.clone(),
@@ -185,19 +196,15 @@ fn swap(config: &Config, tmux: &Tmux, plan: Plan, beat: &Beat) -> Finished {
             })
             .collect()
     });
-    let finished_at = SystemTime::now();
+    let finished = Finished { plan, outcomes, finished_at: SystemTime::now() };
     // The whole record before the journal goes: a kill in between then
     // finishes the swap again rather than leave it unfinished in active.json.
-    let record = SwapRecord {
-        finished_at: Some(crate::time::rfc3339(finished_at)),
-        sessions_moved: outcomes.iter().filter(|o| matches!(o, Outcome::Moved { .. })).count(),
-        ..plan.record()
-    };
-    write_active(&config.state_dir, &Active { account: plan.to.clone(), last_swap: Some(record) });
+    let active = Active { account: finished.plan.to.clone(), last_swap: Some(finished.record()) };
+    write_active(&config.state_dir, &active);
     if let Err(e) = std::fs::remove_file(&journal) {
         log::error!("{}: cannot remove the swap journal: {e}", journal.display());
     }
-    Finished { plan, outcomes, finished_at }
+    finished
 }
 
 fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, began: Instant, beat: &Beat) -> Outcome {

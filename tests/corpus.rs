@@ -243,15 +243,9 @@ fn malformed_tasks_dropped_into_a_running_inbox_go_to_failed_and_good_ones_stay(
         let v: Value = serde_json::from_str(&d.get("/status").ok()?.1).ok()?;
         (v["queues"][0]["failed"] == bad.len() && v["queues"][0]["inbox"] == 2).then_some(v)
     });
+    let failures = d.events("task_failed");
+    let failed_subjects: Vec<&str> = failures.iter().filter_map(|e| e["subject"].as_str()).collect();
     let (_, events) = d.get("/events?since=0").unwrap();
-    let v: Value = serde_json::from_str(&events).unwrap();
-    let failed_subjects: Vec<&str> = v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "task_failed")
-        .filter_map(|e| e["subject"].as_str())
-        .collect();
     for (name, _) in &names {
         assert!(failed_subjects.contains(&name.as_str()), "no task_failed event for {name}: {events}");
     }

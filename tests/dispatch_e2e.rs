@@ -178,15 +178,8 @@ fn bad_input_goes_to_failed_with_a_reason_beside_good_tasks() {
     }
     // Each one told as a task_failed event naming it, the non-UTF-8 name too
     // (rejected by the scan before any name could be read).
-    let (_, events) = daemon.get("/events?since=0").unwrap();
-    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
-    let told: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "task_failed")
-        .filter_map(|e| e["task"].as_str())
-        .collect();
+    let failures = daemon.events("task_failed");
+    let told: Vec<&str> = failures.iter().filter_map(|e| e["task"].as_str()).collect();
     for (name, _, _) in failed {
         assert_eq!(told.iter().filter(|t| **t == name).count(), 1, "task_failed for {name}: {told:?}");
     }

@@ -13,7 +13,6 @@ use crate::quota::{
 };
 use crate::sessions::model::Activity;
 use crate::sessions::{self, model::Seen};
-use crate::status::SwapRecord;
 use crate::switcher::{Finished, Mover, Outcome, Plan};
 use serde_json::json;
 use std::time::{Duration, Instant, SystemTime};
@@ -343,7 +342,8 @@ impl<S: Supervisor> Coordinator<S> {
     }
 
     pub(super) fn on_swap_finished(&mut self, finished: Finished, now: Instant) {
-        let Finished { plan, outcomes, finished_at } = finished;
+        self.last_swap = Some(finished.record());
+        let Finished { plan, outcomes, .. } = finished;
         let mut results = Vec::new();
         let mut moved = 0;
         for outcome in &outcomes {
@@ -379,14 +379,6 @@ impl<S: Supervisor> Coordinator<S> {
             }
         }
         let failed = outcomes.len() - moved;
-        self.last_swap = Some(SwapRecord {
-            from: plan.from.clone(),
-            to: plan.to.clone(),
-            reason: plan.reason.clone(),
-            started_at: plan.started_at.clone(),
-            finished_at: Some(crate::time::rfc3339(finished_at)),
-            sessions_moved: moved,
-        });
         self.swap = None;
         let (kind, message) = if failed == 0 {
             (

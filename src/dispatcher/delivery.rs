@@ -89,6 +89,7 @@ fn clear_input(tmux: &Tmux, target: &str, keep_alive: &dyn Fn()) -> Result<(), S
             }
         }))
     };
+    // Enough Ctrl-U for `n` rows; one when the box is not seen.
     let clear = |n: usize| {
         let keys = vec!["C-u"; 2 * n + 1];
         tmux.send_keys(target, &keys).map_err(|e| format!("clearing the input failed: {e}"))
@@ -96,7 +97,7 @@ fn clear_input(tmux: &Tmux, target: &str, keep_alive: &dyn Fn()) -> Result<(), S
     let first = match rows(tmux)? {
         Some(rows) if rows.is_empty() => return Ok(()),
         // No input box on screen: all that can be done blind.
-        None => return tmux.send_keys(target, &["C-u"]).map_err(|e| format!("clearing the input failed: {e}")),
+        None => return clear(0),
         Some(rows) => rows,
     };
     clear(first.len())?;

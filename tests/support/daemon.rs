@@ -114,6 +114,13 @@ impl Daemon {
         wait_for(timeout, "the daemon to exit", || self.child.try_wait().unwrap()).code()
     }
 
+    /// The events of one kind in the `/events` ring.
+    pub fn events(&self, kind: &str) -> Vec<serde_json::Value> {
+        let (_, body) = self.get("/events?since=0").expect("an answer from /events");
+        let all: serde_json::Value = serde_json::from_str(&body).expect("/events answers JSON");
+        all["events"].as_array().into_iter().flatten().filter(|e| e["kind"] == kind).cloned().collect()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -556,9 +556,9 @@ fn control(state: &Mutex<State>, what: &str, body: &str) -> Answer {
 
 /// A loopback port for a server a test starts and may restart on the same
 /// port (the daemon under test): one below the kernel's ephemeral range, so
-/// no outgoing connection (a Claude Code request, say) can be sitting on it
-/// when the server binds it again after a kill. A port from `bind(":0")` is
-/// in that range and was seen taken between a daemon's kill and its restart.
+/// no outgoing connection (a Claude Code request, say) can take it between a
+/// kill and the restart. (The EADDRINUSE once seen at such a restart was the
+/// kernel holding the port a moment; the daemon now retries its bind.)
 pub fn free_listen_port() -> u16 {
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
