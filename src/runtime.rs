@@ -7,10 +7,11 @@
 
 use crate::config::Config;
 use crate::control::Shared;
-use crate::coordinator::{Coordinator, Exit, Inputs, Outputs, Restored, Supervisor};
+use crate::coordinator::{Coordinator, Exit, Inputs, Outputs, Restored, RoleReport, Supervisor};
 use crate::events::{Events, Kind};
 use crate::heartbeat::{Beat, Heartbeats};
 use crate::metrics::Metrics;
+use crate::report::Reporter;
 use crossbeam_channel::{select, Receiver, Sender};
 use parking_lot::RwLock;
 use serde_json::json;
@@ -130,18 +131,26 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
         heartbeats.register("http"),
     )
     .map_err(|e| e.to_string())?;
-    let sessions_role = crate::sessions::role::Role::new(Arc::clone(&config), event_tx.clone());
+    let sessions_role = crate::sessions::role::Role::new(
+        Arc::clone(&config),
+        Reporter::into_channel(event_tx.clone(), RoleReport::Session),
+    );
     let sessions = RoleHandle::spawn("sessions", heartbeats.register("sessions"), move |stopped, beat| {
         sessions_role.run(until_stopped(sessions_rx, stopped), beat)
     })
     .map_err(failed("sessions"))?;
-    let dispatcher_role = crate::dispatcher::Role::new(Arc::clone(&config), shared.clone(), event_tx.clone());
+    let dispatcher_role = crate::dispatcher::Role::new(
+        Arc::clone(&config),
+        shared.clone(),
+        Reporter::into_channel(event_tx.clone(), RoleReport::Dispatch),
+    );
     let dispatcher = RoleHandle::spawn("dispatcher", heartbeats.register("dispatcher"), move |stopped, beat| {
         dispatcher_role.run(until_stopped(dispatcher_rx, stopped), beat)
     })
     .map_err(failed("dispatcher"))?;
     let (switcher_tx, switcher_rx) = crossbeam_channel::unbounded();
-    let (switcher_config, switcher_events) = (Arc::clone(&config), event_tx.clone());
+    let (switcher_config, switcher_events) =
+        (Arc::clone(&config), Reporter::into_channel(event_tx.clone(), RoleReport::Swap));
     let switcher = RoleHandle::spawn("switcher", heartbeats.register("switcher"), move |stopped, beat| {
         crate::switcher::run(switcher_config, until_stopped(switcher_rx, stopped), switcher_events, beat)
     })

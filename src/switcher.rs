@@ -14,13 +14,13 @@ use crate::checkpoint::{self, Subject};
 use crate::claude::pane::{self, PaneState};
 use crate::claude::session_file::{self, SessionFile, SessionStatus};
 use crate::config::Config;
-use crate::coordinator::Event;
 use crate::heartbeat::Beat;
+use crate::report::Reporter;
 use crate::sessions::launch::{self, Place};
 use crate::sessions::model::Seen;
 use crate::status::SwapRecord;
 use crate::tmux::Tmux;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -146,14 +146,14 @@ pub fn write_active(state_dir: &Path, active: &Active) {
     }
 }
 
-pub fn run(config: Arc<Config>, commands: Receiver<Plan>, out: Sender<Event>, beat: Beat) {
+pub fn run(config: Arc<Config>, commands: Receiver<Plan>, out: Reporter<Finished>, beat: Beat) {
     let tmux = Tmux::new(&config.tmux.socket_name);
     loop {
         beat.beat();
         match commands.recv_timeout(Duration::from_secs(1)) {
             Ok(plan) => {
                 let finished = swap(&config, &tmux, plan, &beat);
-                if out.send(Event::Swap(finished)).is_err() {
+                if !out.send(finished) {
                     return;
                 }
             }
@@ -449,7 +449,7 @@ fn wait_idle(
             // the old account included; this process has sent nothing yet,
             // so Claude Code's own "idle" is the truth.
             PaneState::RateLimited { .. } if idle_file => Seen::Idle,
-            _ => crate::sessions::role::combine(file.as_ref(), &shown),
+            _ => crate::sessions::seen::combine(file.as_ref(), &shown),
         };
         match &last {
             Seen::Idle => return Ok(()),

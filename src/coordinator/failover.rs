@@ -444,10 +444,23 @@ mod tests {
     use crate::control::Shared;
     use crate::quota::persist::{QuotaFile, SavedAccount};
     use crate::quota::{QuotaReport, Windows};
-    use crate::runtime::NoSupervisor;
     use crate::switcher::Finished;
     use std::sync::Arc;
     use std::time::{Duration, Instant, SystemTime};
+
+    /// Says nothing to a service manager.
+    struct NoSupervisor;
+
+    impl super::super::Supervisor for NoSupervisor {
+        fn ready(&self) {}
+        fn status(&self, _line: &str) {}
+        fn watchdog(&self) {}
+        fn reloading(&self) {}
+        fn stopping(&self) {}
+        fn watchdog_interval(&self) -> Option<Duration> {
+            None
+        }
+    }
 
     /// A coordinator over three accounts and no sessions; its orders go to
     /// channels nobody reads.

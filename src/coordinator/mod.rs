@@ -36,9 +36,11 @@ pub trait Supervisor {
     fn watchdog_interval(&self) -> Option<Duration>;
 }
 
-/// Reports from the observer and executor roles.
+/// Reports from the observer and executor roles, in the one order they
+/// arrived in. Each role knows only its own report type; the runtime wraps
+/// them into this (see `report::Reporter`).
 #[derive(Debug)]
-pub enum Event {
+pub enum RoleReport {
     Session(Report),
     Dispatch(dispatcher::Report),
     Swap(crate::switcher::Finished),
@@ -61,7 +63,7 @@ pub struct Outputs {
 pub struct Inputs {
     pub signals: Receiver<SignalEvent>,
     pub control: Receiver<ControlRequest>,
-    pub events: Receiver<Event>,
+    pub events: Receiver<RoleReport>,
     pub quota: Receiver<QuotaReport>,
 }
 
@@ -260,11 +262,11 @@ impl<S: Supervisor> Coordinator<S> {
         }
     }
 
-    pub fn handle(&mut self, event: Event, now: Instant) {
+    pub fn handle(&mut self, event: RoleReport, now: Instant) {
         match event {
-            Event::Session(report) => self.on_session_report(report, now),
-            Event::Dispatch(report) => self.on_dispatch_report(report),
-            Event::Swap(finished) => self.on_swap_finished(finished, now),
+            RoleReport::Session(report) => self.on_session_report(report, now),
+            RoleReport::Dispatch(report) => self.on_dispatch_report(report),
+            RoleReport::Swap(finished) => self.on_swap_finished(finished, now),
         }
         self.consider_swap(SystemTime::now());
         self.offer_work();

@@ -11,10 +11,10 @@ pub mod delivery;
 
 use crate::config::Config;
 use crate::control::Shared;
-use crate::coordinator::Event;
 use crate::events::Kind;
 use crate::heartbeat::Beat;
 use crate::queue::{self, Lease, LoadError, Queue, QueueCounts, Task, TaskResult, WatchEvent};
+use crate::report::Reporter;
 use crate::tmux::Tmux;
 use crossbeam_channel::{select, Receiver, Sender};
 use serde_json::json;
@@ -138,7 +138,7 @@ pub struct Role {
     config: Arc<Config>,
     shared: Shared,
     tmux: Tmux,
-    out: Sender<Event>,
+    out: Reporter<Report>,
     queues: BTreeMap<String, Queue>,
     index: BTreeMap<String, BTreeMap<String, Waiting>>,
     watcher: Option<queue::InboxWatcher>,
@@ -151,7 +151,7 @@ pub struct Role {
 }
 
 impl Role {
-    pub fn new(config: Arc<Config>, shared: Shared, out: Sender<Event>) -> Role {
+    pub fn new(config: Arc<Config>, shared: Shared, out: Reporter<Report>) -> Role {
         let tmux = Tmux::new(&config.tmux.socket_name);
         let (delivered_tx, delivered_rx) = crossbeam_channel::unbounded();
         Role {
@@ -197,7 +197,7 @@ impl Role {
     }
 
     fn report(&self, r: Report) {
-        let _ = self.out.send(Event::Dispatch(r));
+        self.out.send(r);
     }
 
     /// Opens (creating) every project's queue, starts watching the inboxes,

@@ -4,6 +4,7 @@
 pub mod launch;
 pub mod model;
 pub mod role;
+pub mod seen;
 pub mod spool;
 pub mod watch;
 
