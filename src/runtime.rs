@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::control::Shared;
-use crate::coordinator::{Coordinator, Exit, Inputs, Outputs, Restored, RoleReport, Supervisor};
+use crate::coordinator::{Coordinator, Exit, Hands, Inputs, Now, Outputs, Restored, RoleReport, Supervisor};
 use crate::events::{Events, Kind};
 use crate::heartbeat::{Beat, Heartbeats};
 use crate::metrics::Metrics;
@@ -18,7 +18,7 @@ use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// EX_CONFIG from sysexits.h.
 pub const EXIT_CONFIG: i32 = 78;
@@ -181,16 +181,16 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
     if let Some(j) = &restored.journal {
         log::warn!("found an unfinished swap {} → {} ({}); it will be finished", j.from, j.to, j.reason);
     }
-    let coordinator =
-        Coordinator::new(Arc::clone(&config), shared.clone(), supervisor, outputs, restored, SystemTime::now());
+    let coordinator = Coordinator::new(Arc::clone(&config), restored, supervisor.watchdog_interval(), Now::read());
     shared.events.emit(
         Kind::DaemonStarted,
         "daemon",
         format!("claude-failover {} started with {}", env!("CARGO_PKG_VERSION"), config.source.display()),
         json!({"accounts": config.accounts.len(), "sessions": config.sessions.len()}),
     );
-    let inputs = Inputs { signals: signal_rx, control: control_rx, events: event_rx, quota: quota_rx };
-    let exit = coordinator.run(inputs, coordinator_beat);
+    let inputs = Inputs { signals: signal_rx, control: control_rx, reports: event_rx, quota: quota_rx };
+    let hands = Hands { shared: shared.clone(), supervisor, outputs };
+    let exit = crate::coordinator::run(coordinator, hands, inputs, coordinator_beat);
     http.shutdown();
     signals.shutdown();
     sessions.shutdown();
