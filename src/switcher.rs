@@ -18,7 +18,7 @@ use crate::heartbeat::Beat;
 use crate::report::Reporter;
 use crate::sessions::launch::{self, Place};
 use crate::sessions::model::Seen;
-use crate::status::SwapRecord;
+use crate::status::{SwapCause, SwapRecord};
 use crate::tmux::Tmux;
 use crossbeam_channel::Receiver;
 use serde::{Deserialize, Serialize};
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 pub struct Plan {
     pub from: String,
     pub to: String,
-    pub reason: String,
+    pub reason: SwapCause,
     pub started_at: String,
     pub sessions: Vec<Mover>,
 }
@@ -98,7 +98,7 @@ impl Plan {
         SwapRecord {
             from: self.from.clone(),
             to: self.to.clone(),
-            reason: self.reason.clone(),
+            reason: self.reason,
             started_at: self.started_at.clone(),
             finished_at: None,
             sessions_moved: 0,

@@ -9,7 +9,7 @@ use crate::events::Kind;
 use crate::quota::{eligible, should_swap, SwapReason, Verdict};
 use crate::sessions::model::{Activity, Seen};
 use crate::sessions::Command;
-use crate::status::SwapRecord;
+use crate::status::{SwapCause, SwapRecord};
 use crate::switcher::{Finished, Mover, Outcome, Plan};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -22,8 +22,20 @@ pub const SWAP_WAITS_FOR_TURNS: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone)]
 pub struct PendingSwap {
     pub to: String,
-    pub reason: String,
+    pub reason: SwapCause,
     pub decided: Instant,
+}
+
+/// Quota's reasons are a part of the swap's: the ones `quota::decide` gives.
+impl From<SwapReason> for SwapCause {
+    fn from(reason: SwapReason) -> SwapCause {
+        match reason {
+            SwapReason::HardLimit => SwapCause::HardLimit,
+            SwapReason::Threshold => SwapCause::Threshold,
+            SwapReason::Projected => SwapCause::Projected,
+            SwapReason::Failback => SwapCause::Failback,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -65,13 +77,13 @@ impl Coordinator {
         // prompt reached the API, yet the conversation has no trace of it):
         // wait for both, except for a hard limit, where the turns are over
         // anyway, or once a turn has held the swap up for too long.
-        let hard = pending.reason == "hard_limit";
+        let hard = pending.reason == SwapCause::HardLimit;
         let overdue = now.at.saturating_duration_since(pending.decided) > SWAP_WAITS_FOR_TURNS;
         if self.delivery_in_flight() || (!hard && !overdue && self.turn_running()) {
             return;
         }
         if let Some(p) = self.swap.pending.take() {
-            self.start_swap(&p.to, &p.reason, now, fx);
+            self.start_swap(&p.to, p.reason, now, fx);
         }
     }
 
@@ -113,7 +125,7 @@ impl Coordinator {
             // undo it behind their back.
             Verdict::Swap(decision)
                 if decision.reason == SwapReason::Failback
-                    && self.swap.last.as_ref().is_some_and(|s| s.reason == "manual") => {}
+                    && self.swap.last.as_ref().is_some_and(|s| s.reason == SwapCause::Manual) => {}
             Verdict::Swap(decision) => {
                 if self.swap.exhausted {
                     self.swap.exhausted = false;
@@ -126,7 +138,7 @@ impl Coordinator {
                 }
                 // Started by consider_swap once no paste is in flight.
                 self.swap.pending =
-                    Some(PendingSwap { to: decision.to, reason: decision.reason.as_str().into(), decided: now.at });
+                    Some(PendingSwap { to: decision.to, reason: decision.reason.into(), decided: now.at });
             }
             Verdict::AllExhausted(reason) => {
                 if !self.swap.exhausted {
@@ -182,17 +194,17 @@ impl Coordinator {
             }
         };
         // Started by consider_swap, now or once no paste or turn is in flight.
-        self.swap.pending = Some(PendingSwap { to: target.clone(), reason: "manual".into(), decided: now.at });
+        self.swap.pending = Some(PendingSwap { to: target.clone(), reason: SwapCause::Manual, decided: now.at });
         self.consider_swap(now, fx);
         Ok(json!({"accepted": true, "from": active, "to": target}))
     }
 
     /// Plans a swap of every session to `to` and hands it to the switcher.
-    fn start_swap(&mut self, to: &str, reason: &str, now: Now, fx: &mut Effects) {
+    fn start_swap(&mut self, to: &str, reason: SwapCause, now: Now, fx: &mut Effects) {
         let plan = Plan {
             from: self.active_account.clone().unwrap_or_default(),
             to: to.into(),
-            reason: reason.into(),
+            reason,
             started_at: crate::time::rfc3339(now.wall),
             sessions: self.movers(),
         };
@@ -225,7 +237,7 @@ impl Coordinator {
         }
         self.active_account = Some(plan.to.clone());
         self.swap.last_at = Some(now.at);
-        fx.count("claude_failover_failovers_total", &[("reason", &plan.reason)]);
+        fx.count("claude_failover_failovers_total", &[("reason", plan.reason.as_str())]);
         let names: Vec<&str> = plan.sessions.iter().map(|m| m.session.as_str()).collect();
         fx.emit(
             Kind::FailoverStarted,
@@ -326,7 +338,7 @@ impl Coordinator {
             .map(|j| j.from.clone())
             .or_else(|| stray.first().and_then(|m| self.pool.sessions.get(&m.session)?.account.clone()))
             .unwrap_or_default();
-        let reason = journal.as_ref().map_or("consolidate".to_string(), |j| j.reason.clone());
+        let reason = journal.as_ref().map_or(SwapCause::Consolidate, |j| j.reason);
         log::warn!("finishing an interrupted swap to {active}: {} session(s) still elsewhere", stray.len());
         let plan = Plan { from, to: active, reason, started_at: crate::time::rfc3339(now.wall), sessions: stray };
         self.begin(plan, now, fx);

@@ -11,6 +11,7 @@ use crate::quota::persist::{QuotaFile, SavedAccount};
 use crate::quota::{PollError, QuotaReport, Windows};
 use crate::sessions::model::Seen;
 use crate::sessions::{self, Command as Sessions};
+use crate::status::SwapCause;
 use crate::switcher::{Finished, Mover, Outcome, Plan};
 use std::path::Path;
 use std::sync::Arc;
@@ -207,7 +208,7 @@ fn a_whole_failover_from_a_threshold_to_the_sessions_tracked_on_the_next_account
     // The turn ends: the swap starts on the next report.
     let fx = rig.session(seen("s1", Seen::Idle));
     let plan = plan_of(&fx).expect("the swap starts once the turn is over").clone();
-    assert_eq!((plan.from.as_str(), plan.to.as_str(), plan.reason.as_str()), ("alpha", "beta", "threshold"));
+    assert_eq!((plan.from.as_str(), plan.to.as_str(), plan.reason), ("alpha", "beta", SwapCause::Threshold));
     let movers: Vec<(&str, Option<&str>)> =
         plan.sessions.iter().map(|m| (m.session.as_str(), m.task.as_deref())).collect();
     assert_eq!(movers, [("s1", Some("t1.md")), ("s2", None)]);
@@ -312,7 +313,7 @@ fn after_a_crash_the_unfinished_swap_is_finished_once_leases_are_reconciled() {
     let journal = Plan {
         from: "alpha".into(),
         to: "beta".into(),
-        reason: "hard_limit".into(),
+        reason: SwapCause::HardLimit,
         started_at: crate::time::rfc3339(SystemTime::now() - Duration::from_secs(30)),
         sessions: vec![Mover { session: "s1".into(), claude_session_id: "id-s1".into(), task: Some("t1.md".into()) }],
     };
@@ -350,7 +351,7 @@ fn after_a_crash_the_unfinished_swap_is_finished_once_leases_are_reconciled() {
 
     let fx = rig.dispatch(dispatcher::Report::Recovered);
     let plan = plan_of(&fx).expect("the interrupted swap is run again").clone();
-    assert_eq!((plan.from.as_str(), plan.to.as_str(), plan.reason.as_str()), ("alpha", "beta", "hard_limit"));
+    assert_eq!((plan.from.as_str(), plan.to.as_str(), plan.reason), ("alpha", "beta", SwapCause::HardLimit));
     let movers: Vec<(&str, Option<&str>)> =
         plan.sessions.iter().map(|m| (m.session.as_str(), m.task.as_deref())).collect();
     assert_eq!(movers, [("s1", Some("t1.md"))], "the session it named moves again, with its task; s2 is on beta");
@@ -524,7 +525,7 @@ fn a_restart_keeps_the_last_swap_and_its_dwell() {
     crate::switcher::write_active(dir.path(), &saved(&rig));
     let rig = coordinator_in(dir.path(), restart());
     let last = rig.c.status(now).swap.last.expect("kept");
-    assert_eq!((rig.active(), last.reason.as_str()), (Some("gamma"), "manual"));
+    assert_eq!((rig.active(), last.reason), (Some("gamma"), SwapCause::Manual));
 }
 
 /// Carries effects out as the loop does, into real files and channels
@@ -592,4 +593,21 @@ fn quota_json_is_written_when_a_limit_changes_not_on_every_poll() {
     let saved = crate::quota::persist::load(dir.path()).unwrap().expect("saved on stop");
     assert_eq!(saved.accounts["beta"].windows["five_hour"].utilization, 20.0);
     assert!(saved.limits().contains_key("alpha"));
+}
+
+#[test]
+fn swap_causes_keep_the_words_files_events_and_metrics_had() {
+    use crate::quota::SwapReason;
+    for reason in [SwapReason::HardLimit, SwapReason::Threshold, SwapReason::Projected, SwapReason::Failback] {
+        assert_eq!(SwapCause::from(reason).as_str(), reason.as_str());
+    }
+    for cause in [SwapCause::HardLimit, SwapCause::Manual, SwapCause::Consolidate, SwapCause::Failback] {
+        let json = serde_json::to_value(cause).unwrap();
+        assert_eq!(json, cause.as_str());
+        assert_eq!(serde_json::from_value::<SwapCause>(json).unwrap(), cause);
+    }
+    let journal = r#"{"from":"a","to":"b","reason":"manual","started_at":"2025-01-01T00:00:00Z","sessions":[]}"#;
+    let plan: Plan = serde_json::from_str(journal).expect("a journal an earlier build wrote");
+    assert_eq!(plan.reason, SwapCause::Manual);
+    assert!(serde_json::from_str::<Plan>(&journal.replace("manual", "whim")).is_err(), "an unknown reason is refused");
 }
