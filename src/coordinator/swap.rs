@@ -278,7 +278,7 @@ impl Coordinator {
                 }
                 Outcome::Failed { session, error } => {
                     log::error!("swap: {session} could not be moved to {}: {error}", plan.to);
-                    results.push(json!({"session": session, "ok": false, "error": error}));
+                    results.push(json!({"session": session, "ok": false, "error": error.to_string()}));
                     if let Some(s) = self.pool.sessions.get_mut(session) {
                         s.moving = false;
                     }

@@ -611,3 +611,23 @@ fn swap_causes_keep_the_words_files_events_and_metrics_had() {
     assert_eq!(plan.reason, SwapCause::Manual);
     assert!(serde_json::from_str::<Plan>(&journal.replace("manual", "whim")).is_err(), "an unknown reason is refused");
 }
+
+#[test]
+fn a_launch_that_fails_counts_as_a_death_and_is_tried_again_after_the_backoff() {
+    let mut rig = Rig::new(TWO_SESSIONS, Restored::default());
+    rig.feed(Input::Start);
+    rig.session(adopted("s1", "alpha"));
+    let fx = rig.session(sessions::Report::Absent { session: "s2".into() });
+    assert_eq!(session_orders(&fx), ["launch s2 on alpha"]);
+    let error = sessions::launch::StartError::Tmux {
+        session: "s2".into(),
+        account: "alpha".into(),
+        error: crate::tmux::TmuxError::NoDirectory { name: "s2".into(), path: "/tmp/cf-unit/web".into() },
+    };
+    assert_eq!((error.session(), error.account()), ("s2", "alpha"));
+    let fx = rig.session(sessions::Report::LaunchFailed { session: "s2".into(), account: "alpha".into(), error });
+    assert_eq!(fx.kinds(), [Kind::SessionDied]);
+    let wait = fx.events[0].details["relaunch_in_secs"].as_u64().expect("a backoff");
+    rig.wait(Duration::from_secs(wait + 1));
+    assert_eq!(session_orders(&rig.tick()), ["launch s2 on alpha"]);
+}

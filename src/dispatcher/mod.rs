@@ -71,7 +71,7 @@ pub enum Command {
     Configure(Arc<Config>),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Report {
     /// The project's inbox holds `tasks` takeable tasks.
     Waiting {
@@ -89,7 +89,7 @@ pub enum Report {
     DeliveryFailed {
         session: String,
         task: String,
-        error: String,
+        error: delivery::DeliveryError,
     },
     Finished {
         session: String,
@@ -122,7 +122,7 @@ struct DeliveryDone {
     task: String,
     attempt: u32,
     seen_at: Instant,
-    result: Result<delivery::Delivered, String>,
+    result: Result<delivery::Delivered, delivery::DeliveryError>,
 }
 
 /// A task waiting in an inbox, as much as choosing needs.
@@ -487,7 +487,7 @@ impl Role {
             }
             Err(error) => {
                 log::warn!("{}: delivering {task} failed: {error}", at.session);
-                self.give_back(&at.project, &task, attempt, &error);
+                self.give_back(&at.project, &task, attempt, &error.to_string());
                 self.report(Report::DeliveryFailed { session: at.session.clone(), task, error });
             }
         }

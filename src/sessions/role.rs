@@ -391,10 +391,14 @@ impl Role {
         }
     }
 
-    fn try_launch(&mut self, session: &str, account: &str) -> Result<String, String> {
+    fn try_launch(&mut self, session: &str, account: &str) -> Result<String, launch::StartError> {
         let id = match self.ids.sessions.get(session) {
             Some(r) => r.claude_session_id.clone(),
-            None => launch::new_session_id().map_err(|e| format!("cannot make a conversation id: {e}"))?,
+            None => launch::new_session_id().map_err(|error| launch::StartError::ConversationId {
+                session: session.into(),
+                account: account.into(),
+                error,
+            })?,
         };
         let (_, spawned) = launch::start(&self.tmux, &self.config, session, account, &id)?;
         if let Some(mut m) = Managed::new(&self.config, session, account, &id) {
