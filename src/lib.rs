@@ -17,11 +17,14 @@ pub mod hook;
 pub mod http;
 pub mod http_front;
 pub mod janitor;
+#[cfg(test)]
+mod layers;
 pub mod logging;
 pub mod metrics;
 pub mod notifier;
 pub mod queue;
 pub mod quota;
+pub mod report;
 pub mod runtime;
 pub mod sessions;
 pub mod setup;

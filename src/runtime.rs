@@ -7,17 +7,18 @@
 
 use crate::config::Config;
 use crate::control::Shared;
-use crate::coordinator::{Coordinator, Exit, Inputs, Outputs, Restored, Supervisor};
+use crate::coordinator::{Coordinator, Exit, Hands, Inputs, Now, Outputs, Restored, RoleReport, Supervisor};
 use crate::events::{Events, Kind};
 use crate::heartbeat::{Beat, Heartbeats};
 use crate::metrics::Metrics;
+use crate::report::Reporter;
 use crossbeam_channel::{select, Receiver, Sender};
 use parking_lot::RwLock;
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// EX_CONFIG from sysexits.h.
 pub const EXIT_CONFIG: i32 = 78;
@@ -130,18 +131,26 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
         heartbeats.register("http"),
     )
     .map_err(|e| e.to_string())?;
-    let sessions_role = crate::sessions::role::Role::new(Arc::clone(&config), event_tx.clone());
+    let sessions_role = crate::sessions::role::Role::new(
+        Arc::clone(&config),
+        Reporter::into_channel(event_tx.clone(), RoleReport::Session),
+    );
     let sessions = RoleHandle::spawn("sessions", heartbeats.register("sessions"), move |stopped, beat| {
         sessions_role.run(until_stopped(sessions_rx, stopped), beat)
     })
     .map_err(failed("sessions"))?;
-    let dispatcher_role = crate::dispatcher::Role::new(Arc::clone(&config), shared.clone(), event_tx.clone());
+    let dispatcher_role = crate::dispatcher::Role::new(
+        Arc::clone(&config),
+        shared.clone(),
+        Reporter::into_channel(event_tx.clone(), RoleReport::Dispatch),
+    );
     let dispatcher = RoleHandle::spawn("dispatcher", heartbeats.register("dispatcher"), move |stopped, beat| {
         dispatcher_role.run(until_stopped(dispatcher_rx, stopped), beat)
     })
     .map_err(failed("dispatcher"))?;
     let (switcher_tx, switcher_rx) = crossbeam_channel::unbounded();
-    let (switcher_config, switcher_events) = (Arc::clone(&config), event_tx.clone());
+    let (switcher_config, switcher_events) =
+        (Arc::clone(&config), Reporter::into_channel(event_tx.clone(), RoleReport::Swap));
     let switcher = RoleHandle::spawn("switcher", heartbeats.register("switcher"), move |stopped, beat| {
         crate::switcher::run(switcher_config, until_stopped(switcher_rx, stopped), switcher_events, beat)
     })
@@ -172,16 +181,16 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
     if let Some(j) = &restored.journal {
         log::warn!("found an unfinished swap {} → {} ({}); it will be finished", j.from, j.to, j.reason);
     }
-    let coordinator =
-        Coordinator::new(Arc::clone(&config), shared.clone(), supervisor, outputs, restored, SystemTime::now());
+    let coordinator = Coordinator::new(Arc::clone(&config), restored, supervisor.watchdog_interval(), Now::read());
     shared.events.emit(
         Kind::DaemonStarted,
         "daemon",
         format!("claude-failover {} started with {}", env!("CARGO_PKG_VERSION"), config.source.display()),
         json!({"accounts": config.accounts.len(), "sessions": config.sessions.len()}),
     );
-    let inputs = Inputs { signals: signal_rx, control: control_rx, events: event_rx, quota: quota_rx };
-    let exit = coordinator.run(inputs, coordinator_beat);
+    let inputs = Inputs { signals: signal_rx, control: control_rx, reports: event_rx, quota: quota_rx };
+    let hands = Hands { shared: shared.clone(), supervisor, outputs };
+    let exit = crate::coordinator::run(coordinator, hands, inputs, coordinator_beat);
     http.shutdown();
     signals.shutdown();
     sessions.shutdown();

@@ -27,10 +27,48 @@ pub struct SwapStatus {
 pub struct SwapRecord {
     pub from: String,
     pub to: String,
-    pub reason: String,
+    pub reason: SwapCause,
     pub started_at: String,
     pub finished_at: Option<String>,
     pub sessions_moved: usize,
+}
+
+/// Why a swap ran, as `/status`, events, the failovers metric, the journal
+/// and `active.json` spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwapCause {
+    /// A confirmed hard limit on the active account.
+    HardLimit,
+    /// The active account crossed a threshold.
+    Threshold,
+    /// At its burn rate it would cross one before the next poll.
+    Projected,
+    /// The first account is eligible again.
+    Failback,
+    /// `POST /failover`.
+    Manual,
+    /// After a restart, sessions found on another account were moved back.
+    Consolidate,
+}
+
+impl SwapCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwapCause::HardLimit => "hard_limit",
+            SwapCause::Threshold => "threshold",
+            SwapCause::Projected => "projected",
+            SwapCause::Failback => "failback",
+            SwapCause::Manual => "manual",
+            SwapCause::Consolidate => "consolidate",
+        }
+    }
+}
+
+impl std::fmt::Display for SwapCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

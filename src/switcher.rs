@@ -14,13 +14,13 @@ use crate::checkpoint::{self, Subject};
 use crate::claude::pane::{self, PaneState};
 use crate::claude::session_file::{self, SessionFile, SessionStatus};
 use crate::config::Config;
-use crate::coordinator::Event;
 use crate::heartbeat::Beat;
+use crate::report::Reporter;
 use crate::sessions::launch::{self, Place};
 use crate::sessions::model::Seen;
-use crate::status::SwapRecord;
+use crate::status::{SwapCause, SwapRecord};
 use crate::tmux::Tmux;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 pub struct Plan {
     pub from: String,
     pub to: String,
-    pub reason: String,
+    pub reason: SwapCause,
     pub started_at: String,
     pub sessions: Vec<Mover>,
 }
@@ -44,7 +44,7 @@ pub struct Mover {
     pub task: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Outcome {
     Moved {
         session: String,
@@ -57,11 +57,60 @@ pub enum Outcome {
     },
     Failed {
         session: String,
-        error: String,
+        error: MoveError,
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Why one session could not be moved to the swap's new account.
+#[derive(Debug)]
+pub enum MoveError {
+    /// Its claude could not be started on `account`.
+    Launch { account: String, error: Box<launch::StartError> },
+    /// The new claude exited before its prompt came.
+    Exited { account: String },
+    /// The screen of the new claude could not be read.
+    Screen { account: String, error: crate::tmux::TmuxError },
+    /// The account shows Claude Code's login screen.
+    LoginNeeded { account: String },
+    /// No prompt within `startup_timeout_secs`; `last` is what was seen.
+    NotReady { account: String, within_secs: u64, last: Seen },
+    /// The config cannot say where the conversation is written.
+    NoTranscript { account: String },
+    /// The prompt telling it to continue `task` was not taken.
+    Continuation { task: String, error: crate::dispatcher::delivery::DeliveryError },
+    /// The thread that moves it could not start, or panicked.
+    Thread { why: String },
+}
+
+impl std::fmt::Display for MoveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MoveError::Launch { account, error } => write!(f, "launch on {account}: {error}"),
+            MoveError::Exited { account } => write!(f, "the session exited on {account}"),
+            MoveError::Screen { error, .. } => write!(f, "{error}"),
+            MoveError::LoginNeeded { account } => write!(f, "{account} needs a login (/login)"),
+            MoveError::NotReady { account, within_secs, last } => {
+                write!(f, "not at its prompt on {account} within {within_secs} s (last seen {last:?})")
+            }
+            MoveError::NoTranscript { .. } => f.write_str("no transcript path"),
+            MoveError::Continuation { task, error } => write!(f, "continuation prompt for {task}: {error}"),
+            MoveError::Thread { why } => write!(f, "mover thread: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for MoveError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MoveError::Launch { error, .. } => Some(error.as_ref()),
+            MoveError::Screen { error, .. } => Some(error),
+            MoveError::Continuation { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
 pub struct Finished {
     pub plan: Plan,
     pub outcomes: Vec<Outcome>,
@@ -98,7 +147,7 @@ impl Plan {
         SwapRecord {
             from: self.from.clone(),
             to: self.to.clone(),
-            reason: self.reason.clone(),
+            reason: self.reason,
             started_at: self.started_at.clone(),
             finished_at: None,
             sessions_moved: 0,
@@ -146,14 +195,14 @@ pub fn write_active(state_dir: &Path, active: &Active) {
     }
 }
 
-pub fn run(config: Arc<Config>, commands: Receiver<Plan>, out: Sender<Event>, beat: Beat) {
+pub fn run(config: Arc<Config>, commands: Receiver<Plan>, out: Reporter<Finished>, beat: Beat) {
     let tmux = Tmux::new(&config.tmux.socket_name);
     loop {
         beat.beat();
         match commands.recv_timeout(Duration::from_secs(1)) {
             Ok(plan) => {
                 let finished = swap(&config, &tmux, plan, &beat);
-                if out.send(Event::Swap(finished)).is_err() {
+                if !out.send(finished) {
                     return;
                 }
             }
@@ -192,7 +241,7 @@ fn swap(config: &Config, tmux: &Tmux, plan: Plan, beat: &Beat) -> Finished {
             .zip(&plan.sessions)
             .map(|(h, m)| match h.map_err(|e| e.to_string()).and_then(|h| h.join().map_err(|_| "panicked".into())) {
                 Ok(outcome) => outcome,
-                Err(e) => Outcome::Failed { session: m.session.clone(), error: format!("mover thread: {e}") },
+                Err(why) => Outcome::Failed { session: m.session.clone(), error: MoveError::Thread { why } },
             })
             .collect()
     });
@@ -208,7 +257,7 @@ fn swap(config: &Config, tmux: &Tmux, plan: Plan, beat: &Beat) -> Finished {
 }
 
 fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, began: Instant, beat: &Beat) -> Outcome {
-    let failed = |error: String| Outcome::Failed { session: m.session.clone(), error };
+    let failed = |error: MoveError| Outcome::Failed { session: m.session.clone(), error };
     let subject = Subject {
         session: m.session.clone(),
         account: plan.from.clone(),
@@ -247,7 +296,7 @@ fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, began: Ins
             stop(tmux, &m.session, timeout, beat);
             match launch::start(tmux, config, &m.session, &plan.to, &m.claude_session_id) {
                 Ok((_, spawned)) => spawned,
-                Err(e) => return failed(format!("launch on {}: {e}", plan.to)),
+                Err(error) => return failed(MoveError::Launch { account: plan.to.clone(), error: Box::new(error) }),
             }
         }
     };
@@ -268,7 +317,7 @@ fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, began: Ins
     let mut resumed_after = None;
     if let Some(task) = &m.task {
         let Some(transcript) = launch::transcript_path(config, &m.session, &plan.to, &m.claude_session_id) else {
-            return failed("no transcript path".into());
+            return failed(MoveError::NoTranscript { account: plan.to.clone() });
         };
         let confirm = Duration::from_secs(config.dispatch.submit_confirm_secs);
         match crate::dispatcher::delivery::deliver(
@@ -280,7 +329,7 @@ fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, began: Ins
             &|| beat.beat(),
         ) {
             Ok(_) => resumed_after = Some(began.elapsed()),
-            Err(e) => return failed(format!("continuation prompt for {task}: {e}")),
+            Err(error) => return failed(MoveError::Continuation { task: task.clone(), error }),
         }
         log::info!("swap: {} continues {task} after {} ms", m.session, ms());
     }
@@ -422,7 +471,7 @@ fn wait_idle(
     pid: u32,
     deadline: Instant,
     beat: &Beat,
-) -> Result<(), String> {
+) -> Result<(), MoveError> {
     let config_dir = config.account(account).map(|a| a.config_dir.clone()).unwrap_or_default();
     let mut last = Seen::Starting;
     let mut next_look = Instant::now();
@@ -440,8 +489,8 @@ fn wait_idle(
         next_look = Instant::now() + SCREEN_EVERY;
         let screen = match tmux.capture_pane(session) {
             Ok(text) => text,
-            Err(e) if e.is_missing() => return Err(format!("the session exited on {account}")),
-            Err(e) => return Err(e.to_string()),
+            Err(e) if e.is_missing() => return Err(MoveError::Exited { account: account.into() }),
+            Err(error) => return Err(MoveError::Screen { account: account.into(), error }),
         };
         let shown = pane::classify(&screen);
         last = match shown {
@@ -449,7 +498,7 @@ fn wait_idle(
             // the old account included; this process has sent nothing yet,
             // so Claude Code's own "idle" is the truth.
             PaneState::RateLimited { .. } if idle_file => Seen::Idle,
-            _ => crate::sessions::role::combine(file.as_ref(), &shown),
+            _ => crate::sessions::seen::combine(file.as_ref(), &shown),
         };
         match &last {
             Seen::Idle => return Ok(()),
@@ -458,9 +507,96 @@ fn wait_idle(
                     let _ = tmux.send_keys(session, &keys);
                 }
             }
-            Seen::LoginNeeded => return Err(format!("{account} needs a login (/login)")),
+            Seen::LoginNeeded => return Err(MoveError::LoginNeeded { account: account.into() }),
             _ => {}
         }
     }
-    Err(format!("not at its prompt on {account} within {} s (last seen {last:?})", config.claude.startup_timeout_secs))
+    Err(MoveError::NotReady { account: account.into(), within_secs: config.claude.startup_timeout_secs, last })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            from: "alpha".into(),
+            to: "beta".into(),
+            reason: SwapCause::Threshold,
+            started_at: "2025-06-01T10:00:00Z".into(),
+            sessions: vec![
+                Mover { session: "s1".into(), claude_session_id: "id-1".into(), task: Some("t.md".into()) },
+                Mover { session: "s2".into(), claude_session_id: "id-2".into(), task: None },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_finished_swap_records_its_end_and_the_sessions_it_moved() {
+        let moved = Outcome::Moved {
+            session: "s1".into(),
+            pid: 7,
+            continued: true,
+            ready_after: Duration::from_millis(600),
+            resumed_after: Some(Duration::from_millis(900)),
+        };
+        let failed = Outcome::Failed { session: "s2".into(), error: MoveError::LoginNeeded { account: "beta".into() } };
+        let at = crate::time::parse_rfc3339("2025-06-01T10:00:05Z").unwrap();
+        let record = Finished { plan: plan(), outcomes: vec![moved, failed], finished_at: at }.record();
+        assert_eq!(record.sessions_moved, 1);
+        assert_eq!(record.finished_at.as_deref(), Some("2025-06-01T10:00:05Z"));
+        assert_eq!((record.from.as_str(), record.to.as_str(), record.reason), ("alpha", "beta", SwapCause::Threshold));
+        let running = plan().record();
+        assert_eq!((running.finished_at, running.sessions_moved), (None, 0), "a running swap has no end yet");
+    }
+
+    #[test]
+    fn the_journal_and_active_json_read_back_and_a_broken_one_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_journal(dir.path()), None);
+        std::fs::write(journal_path(dir.path()), serde_json::to_vec(&plan()).unwrap()).unwrap();
+        assert_eq!(read_journal(dir.path()), Some(plan()));
+        std::fs::write(journal_path(dir.path()), b"{\"from\":").unwrap();
+        assert_eq!(read_journal(dir.path()), None, "a torn journal is logged and ignored");
+
+        let active = Active { account: "beta".into(), last_swap: Some(plan().record()) };
+        write_active(dir.path(), &active);
+        assert_eq!(read_active(dir.path()), Some(active));
+        std::fs::write(active_path(dir.path()), b"[]").unwrap();
+        assert_eq!(read_active(dir.path()), None);
+    }
+
+    #[test]
+    fn move_errors_say_what_the_strings_said() {
+        let tmux = crate::tmux::TmuxError::NoServer { command: "capture-pane".into() };
+        let table: Vec<(MoveError, &str)> = vec![
+            (MoveError::Exited { account: "beta".into() }, "the session exited on beta"),
+            (MoveError::LoginNeeded { account: "beta".into() }, "beta needs a login (/login)"),
+            (
+                MoveError::NotReady { account: "beta".into(), within_secs: 60, last: Seen::Starting },
+                "not at its prompt on beta within 60 s (last seen Starting)",
+            ),
+            (MoveError::NoTranscript { account: "beta".into() }, "no transcript path"),
+            (MoveError::Thread { why: "panicked".into() }, "mover thread: panicked"),
+            (MoveError::Screen { account: "beta".into(), error: tmux }, "tmux capture-pane: no server running"),
+        ];
+        for (error, text) in table {
+            assert_eq!(error.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn a_process_is_alive_until_it_is_gone_or_a_zombie() {
+        assert!(process_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited, not reaped yet: a zombie, which counts as gone.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while process_alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!process_alive(pid), "an exited child still looks alive");
+        child.wait().unwrap();
+        assert!(!process_alive(pid));
+    }
 }

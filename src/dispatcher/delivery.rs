@@ -6,7 +6,8 @@
 
 use crate::claude::pane::{self, PaneState};
 use crate::claude::transcript::{RecordKind, TranscriptReader};
-use crate::tmux::Tmux;
+use crate::tmux::{Tmux, TmuxError};
+use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,83 @@ pub struct Delivered {
     pub transcript_offset: u64,
 }
 
+/// Why a prompt did not reach the session at `target` (its tmux session or pane).
+#[derive(Debug)]
+pub enum DeliveryError {
+    /// The screen could not be read.
+    Screen {
+        target: String,
+        error: TmuxError,
+    },
+    /// Ctrl-U to clear the input box could not be sent.
+    Clear {
+        target: String,
+        error: TmuxError,
+    },
+    /// The input box kept `rows` row(s) of earlier text through Ctrl-U.
+    InputNotEmpty {
+        target: String,
+        rows: usize,
+    },
+    Paste {
+        target: String,
+        error: TmuxError,
+    },
+    Enter {
+        target: String,
+        error: TmuxError,
+    },
+    /// The prompt was not taken after `tries` Enters.
+    NotTaken {
+        target: String,
+        tries: u32,
+    },
+}
+
+impl DeliveryError {
+    /// The tmux session or pane the prompt was for.
+    pub fn target(&self) -> &str {
+        match self {
+            DeliveryError::Screen { target, .. }
+            | DeliveryError::Clear { target, .. }
+            | DeliveryError::InputNotEmpty { target, .. }
+            | DeliveryError::Paste { target, .. }
+            | DeliveryError::Enter { target, .. }
+            | DeliveryError::NotTaken { target, .. } => target,
+        }
+    }
+}
+
+/// Without the target: every caller names the session already.
+impl fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeliveryError::Screen { error, .. } => write!(f, "reading the screen failed: {error}"),
+            DeliveryError::Clear { error, .. } => write!(f, "clearing the input failed: {error}"),
+            DeliveryError::InputNotEmpty { rows, .. } => {
+                write!(f, "the input box still holds {rows} row(s) of earlier text after Ctrl-U")
+            }
+            DeliveryError::Paste { error, .. } => write!(f, "paste failed: {error}"),
+            DeliveryError::Enter { error, .. } => write!(f, "sending Enter failed: {error}"),
+            DeliveryError::NotTaken { tries, .. } => {
+                write!(f, "the session did not take the prompt after {tries} Enters")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DeliveryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DeliveryError::Screen { error, .. }
+            | DeliveryError::Clear { error, .. }
+            | DeliveryError::Paste { error, .. }
+            | DeliveryError::Enter { error, .. } => Some(error),
+            DeliveryError::InputNotEmpty { .. } | DeliveryError::NotTaken { .. } => None,
+        }
+    }
+}
+
 /// Pastes `text` into `target` and confirms it was submitted.
 /// `transcript` is the session's transcript file (it may not exist yet).
 /// The input box is cleared first ([`clear_input`]), so a paste left unsent
@@ -46,17 +124,17 @@ pub fn deliver(
     transcript: &Path,
     confirm_within: Duration,
     keep_alive: &dyn Fn(),
-) -> Result<Delivered, String> {
+) -> Result<Delivered, DeliveryError> {
     let start = std::fs::metadata(transcript).map(|m| m.len()).unwrap_or(0);
     let mut reader = TranscriptReader::at(transcript, start);
     clear_input(tmux, target, keep_alive)?;
     // Without its final line break a one-line task shows as one row, as typed.
     let text = text.trim_end();
-    tmux.paste(target, text).map_err(|e| format!("paste failed: {e}"))?;
+    tmux.paste(target, text).map_err(|error| DeliveryError::Paste { target: target.into(), error })?;
     let pasted_at = Instant::now();
     wait_for_paste(tmux, target, text, pasted_at + PASTE_PAUSE, keep_alive);
     for attempt in 1..=ENTER_TRIES {
-        tmux.send_keys(target, &["Enter"]).map_err(|e| format!("sending Enter failed: {e}"))?;
+        tmux.send_keys(target, &["Enter"]).map_err(|error| DeliveryError::Enter { target: target.into(), error })?;
         let deadline = Instant::now() + confirm_within;
         while Instant::now() < deadline {
             keep_alive();
@@ -67,7 +145,7 @@ pub fn deliver(
         }
         log::warn!("{target}: prompt not confirmed within {confirm_within:?} (Enter {attempt} of {ENTER_TRIES})");
     }
-    Err(format!("the session did not take the prompt after {ENTER_TRIES} Enters"))
+    Err(DeliveryError::NotTaken { target: target.into(), tries: ENTER_TRIES })
 }
 
 /// Empties the input box before the paste: text left there (a paste whose
@@ -77,10 +155,11 @@ pub fn deliver(
 /// whose cursor is at its end (where a paste leaves it). Checked on the
 /// screen: a box that stays full fails the delivery rather than send two
 /// texts as one turn.
-fn clear_input(tmux: &Tmux, target: &str, keep_alive: &dyn Fn()) -> Result<(), String> {
+fn clear_input(tmux: &Tmux, target: &str, keep_alive: &dyn Fn()) -> Result<(), DeliveryError> {
     // The box's rows (none when it is empty), `None` when no box is on screen.
-    let rows = |tmux: &Tmux| -> Result<Option<Vec<String>>, String> {
-        let screen = tmux.capture_pane(target).map_err(|e| format!("reading the screen failed: {e}"))?;
+    let rows = |tmux: &Tmux| -> Result<Option<Vec<String>>, DeliveryError> {
+        let screen =
+            tmux.capture_pane(target).map_err(|error| DeliveryError::Screen { target: target.into(), error })?;
         Ok(pane::input_rows(&screen).map(|rows| {
             if rows.concat().is_empty() {
                 Vec::new()
@@ -92,7 +171,7 @@ fn clear_input(tmux: &Tmux, target: &str, keep_alive: &dyn Fn()) -> Result<(), S
     // Enough Ctrl-U for `n` rows; one when the box is not seen.
     let clear = |n: usize| {
         let keys = vec!["C-u"; 2 * n + 1];
-        tmux.send_keys(target, &keys).map_err(|e| format!("clearing the input failed: {e}"))
+        tmux.send_keys(target, &keys).map_err(|error| DeliveryError::Clear { target: target.into(), error })
     };
     let first = match rows(tmux)? {
         Some(rows) if rows.is_empty() => return Ok(()),
@@ -114,7 +193,7 @@ fn clear_input(tmux: &Tmux, target: &str, keep_alive: &dyn Fn()) -> Result<(), S
                 return Ok(());
             }
             Some(rows) if Instant::now() >= deadline => {
-                return Err(format!("the input box still holds {} row(s) of earlier text after Ctrl-U", rows.len()))
+                return Err(DeliveryError::InputNotEmpty { target: target.into(), rows: rows.len() })
             }
             // Claude Code may not have drawn the cleared box yet; more
             // Ctrl-U on an empty box do nothing.

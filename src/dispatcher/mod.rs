@@ -11,10 +11,10 @@ pub mod delivery;
 
 use crate::config::Config;
 use crate::control::Shared;
-use crate::coordinator::Event;
 use crate::events::Kind;
 use crate::heartbeat::Beat;
 use crate::queue::{self, Lease, LoadError, Queue, QueueCounts, Task, TaskResult, WatchEvent};
+use crate::report::Reporter;
 use crate::tmux::Tmux;
 use crossbeam_channel::{select, Receiver, Sender};
 use serde_json::json;
@@ -71,7 +71,7 @@ pub enum Command {
     Configure(Arc<Config>),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Report {
     /// The project's inbox holds `tasks` takeable tasks.
     Waiting {
@@ -89,7 +89,7 @@ pub enum Report {
     DeliveryFailed {
         session: String,
         task: String,
-        error: String,
+        error: delivery::DeliveryError,
     },
     Finished {
         session: String,
@@ -122,7 +122,7 @@ struct DeliveryDone {
     task: String,
     attempt: u32,
     seen_at: Instant,
-    result: Result<delivery::Delivered, String>,
+    result: Result<delivery::Delivered, delivery::DeliveryError>,
 }
 
 /// A task waiting in an inbox, as much as choosing needs.
@@ -138,7 +138,7 @@ pub struct Role {
     config: Arc<Config>,
     shared: Shared,
     tmux: Tmux,
-    out: Sender<Event>,
+    out: Reporter<Report>,
     queues: BTreeMap<String, Queue>,
     index: BTreeMap<String, BTreeMap<String, Waiting>>,
     watcher: Option<queue::InboxWatcher>,
@@ -151,7 +151,7 @@ pub struct Role {
 }
 
 impl Role {
-    pub fn new(config: Arc<Config>, shared: Shared, out: Sender<Event>) -> Role {
+    pub fn new(config: Arc<Config>, shared: Shared, out: Reporter<Report>) -> Role {
         let tmux = Tmux::new(&config.tmux.socket_name);
         let (delivered_tx, delivered_rx) = crossbeam_channel::unbounded();
         Role {
@@ -197,7 +197,7 @@ impl Role {
     }
 
     fn report(&self, r: Report) {
-        let _ = self.out.send(Event::Dispatch(r));
+        self.out.send(r);
     }
 
     /// Opens (creating) every project's queue, starts watching the inboxes,
@@ -487,7 +487,7 @@ impl Role {
             }
             Err(error) => {
                 log::warn!("{}: delivering {task} failed: {error}", at.session);
-                self.give_back(&at.project, &task, attempt, &error);
+                self.give_back(&at.project, &task, attempt, &error.to_string());
                 self.report(Report::DeliveryFailed { session: at.session.clone(), task, error });
             }
         }

@@ -52,6 +52,56 @@ impl std::fmt::Display for LaunchError {
 
 impl std::error::Error for LaunchError {}
 
+/// Why `session`'s claude could not be started on `account`.
+#[derive(Debug)]
+pub enum StartError {
+    /// The config does not describe this launch.
+    Spec { session: String, account: String, error: LaunchError },
+    /// tmux would not start it.
+    Tmux { session: String, account: String, error: crate::tmux::TmuxError },
+    /// No new conversation id could be made (the system's random source).
+    ConversationId { session: String, account: String, error: std::io::Error },
+}
+
+impl StartError {
+    pub fn session(&self) -> &str {
+        match self {
+            StartError::Spec { session, .. }
+            | StartError::Tmux { session, .. }
+            | StartError::ConversationId { session, .. } => session,
+        }
+    }
+
+    pub fn account(&self) -> &str {
+        match self {
+            StartError::Spec { account, .. }
+            | StartError::Tmux { account, .. }
+            | StartError::ConversationId { account, .. } => account,
+        }
+    }
+}
+
+/// Without session and account: every caller names them already.
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Spec { error, .. } => write!(f, "{error}"),
+            StartError::Tmux { error, .. } => write!(f, "{error}"),
+            StartError::ConversationId { error, .. } => write!(f, "cannot make a conversation id: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Spec { error, .. } => Some(error),
+            StartError::Tmux { error, .. } => Some(error),
+            StartError::ConversationId { error, .. } => Some(error),
+        }
+    }
+}
+
 pub fn spec(
     config: &Config,
     session: &str,
@@ -171,7 +221,7 @@ pub fn start(
     session: &str,
     account: &str,
     id: &str,
-) -> Result<(Conversation, crate::tmux::Spawned), String> {
+) -> Result<(Conversation, crate::tmux::Spawned), StartError> {
     start_in(tmux, config, session, account, id, Place::NewSession)
 }
 
@@ -182,9 +232,13 @@ pub fn start_in(
     account: &str,
     id: &str,
     place: Place,
-) -> Result<(Conversation, crate::tmux::Spawned), String> {
+) -> Result<(Conversation, crate::tmux::Spawned), StartError> {
     let conversation = prepare_conversation(config, session, account, id);
-    let spec = spec(config, session, account, id, conversation).map_err(|e| e.to_string())?;
+    let spec = spec(config, session, account, id, conversation).map_err(|error| StartError::Spec {
+        session: session.into(),
+        account: account.into(),
+        error,
+    })?;
     let unset: Vec<&str> = spec.unset.iter().map(String::as_str).collect();
     let new_session = || match place {
         Place::NewSession => tmux.new_session(
@@ -207,7 +261,7 @@ pub fn start_in(
         }
         other => other,
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|error| StartError::Tmux { session: session.into(), account: account.into(), error })?;
     log::info!(
         "{session}: launched on {account} ({} {id}), pid {}",
         if conversation == Conversation::Resume { "resuming" } else { "starting" },

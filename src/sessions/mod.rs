@@ -4,6 +4,7 @@
 pub mod launch;
 pub mod model;
 pub mod role;
+pub mod seen;
 pub mod spool;
 pub mod watch;
 
@@ -32,7 +33,7 @@ pub enum Command {
 }
 
 /// What the sessions role tells the coordinator.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Report {
     Adopted {
         session: String,
@@ -50,7 +51,7 @@ pub enum Report {
     LaunchFailed {
         session: String,
         account: String,
-        error: String,
+        error: launch::StartError,
     },
     Seen {
         session: String,

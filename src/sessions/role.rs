@@ -7,16 +7,17 @@
 
 use super::launch;
 use super::model::Seen;
+use super::seen::combine;
 use super::watch::{Changed, FileWatch};
 use super::{Command, Report};
 use crate::claude::pane::{self, PaneState};
 use crate::claude::session_file::{self, SessionFile, SessionStatus};
 use crate::claude::transcript::{RecordKind, TranscriptReader};
 use crate::config::Config;
-use crate::coordinator::Event;
 use crate::heartbeat::Beat;
+use crate::report::Reporter;
 use crate::tmux::{Tmux, TmuxError};
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
@@ -96,7 +97,7 @@ struct IdRecord {
 pub struct Role {
     config: Arc<Config>,
     tmux: Tmux,
-    out: Sender<Event>,
+    out: Reporter<Report>,
     managed: BTreeMap<String, Managed>,
     ids: Ids,
     /// Observation rounds so far (for `SCREEN_EVERY`).
@@ -112,7 +113,7 @@ fn ids_path(config: &Config) -> PathBuf {
 }
 
 impl Role {
-    pub fn new(config: Arc<Config>, out: Sender<Event>) -> Role {
+    pub fn new(config: Arc<Config>, out: Reporter<Report>) -> Role {
         let tmux = Tmux::new(&config.tmux.socket_name);
         let ids = match std::fs::read(ids_path(&config)) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
@@ -290,7 +291,7 @@ impl Role {
     }
 
     fn report(&self, report: Report) {
-        let _ = self.out.send(Event::Session(report));
+        self.out.send(report);
     }
 
     fn handle(&mut self, cmd: Command, beat: &Beat) {
@@ -390,10 +391,14 @@ impl Role {
         }
     }
 
-    fn try_launch(&mut self, session: &str, account: &str) -> Result<String, String> {
+    fn try_launch(&mut self, session: &str, account: &str) -> Result<String, launch::StartError> {
         let id = match self.ids.sessions.get(session) {
             Some(r) => r.claude_session_id.clone(),
-            None => launch::new_session_id().map_err(|e| format!("cannot make a conversation id: {e}"))?,
+            None => launch::new_session_id().map_err(|error| launch::StartError::ConversationId {
+                session: session.into(),
+                account: account.into(),
+                error,
+            })?,
         };
         let (_, spawned) = launch::start(&self.tmux, &self.config, session, account, &id)?;
         if let Some(mut m) = Managed::new(&self.config, session, account, &id) {
@@ -537,40 +542,6 @@ impl Role {
             self.report(Report::ScreenLimit { session: name.into() });
         }
         seen
-    }
-}
-
-/// One verdict from Claude Code's own session file and the screen. The
-/// screen wins for what the file cannot say (dialogs, limits, a dead login);
-/// the file wins for idle/busy, which it states directly.
-pub fn combine(file: Option<&SessionFile>, screen: &PaneState) -> Seen {
-    let file_status = file.and_then(|f| f.status.as_ref());
-    match screen {
-        PaneState::TrustDialog => return Seen::TrustDialog,
-        // Limit text above an idle prompt is what `--resume` replays: when
-        // Claude Code says it is idle or busy, believe it. (The screen's limit
-        // still goes to the quota side as a sighting to be confirmed.)
-        PaneState::RateLimited { .. } if !matches!(file_status, Some(SessionStatus::Idle | SessionStatus::Busy)) => {
-            return Seen::RateLimited
-        }
-        PaneState::LoginNeeded => return Seen::LoginNeeded,
-        PaneState::PermissionPrompt => return Seen::Dialog("permission prompt".into()),
-        PaneState::OtherDialog => return Seen::Dialog("dialog".into()),
-        _ => {}
-    }
-    match file_status {
-        Some(SessionStatus::Busy) => return Seen::Busy,
-        Some(SessionStatus::Idle) => return Seen::Idle,
-        Some(SessionStatus::Waiting) => {
-            let what = file.and_then(|f| f.waiting_for.clone()).unwrap_or_else(|| "dialog".into());
-            return Seen::Dialog(what);
-        }
-        _ => {}
-    }
-    match screen {
-        PaneState::Busy | PaneState::ServerRetrying => Seen::Busy,
-        PaneState::Idle => Seen::Idle,
-        _ => Seen::Starting,
     }
 }
 

@@ -1,0 +1,150 @@
+//! The coordinator's per-account quota: quota polls, statusline samples and
+//! limit sightings folded into each account's state, and when `quota.json`
+//! is written. Whether a limit is real is `quota::decide`'s pure functions.
+
+use super::{Coordinator, Effects, Now, StateWrite};
+use crate::config::Config;
+use crate::events::Kind;
+use crate::quota::{persist, AccountQuota, HardLimitSignal, LimitSource, PollError, QuotaCommand, QuotaReport};
+use serde_json::json;
+use std::time::{Instant, SystemTime};
+
+pub(super) struct Quotas {
+    /// Per account, in config (priority) order.
+    pub(super) accounts: Vec<AccountQuota>,
+    /// What `quota.json` holds now (as of the last save or the restore),
+    /// and when it was last written.
+    pub(super) saved: persist::QuotaFile,
+    pub(super) saved_at: Instant,
+}
+
+impl Quotas {
+    /// The accounts of `config`, with what `quota.json` kept of them.
+    pub(super) fn restore(config: &Config, file: &persist::QuotaFile, now: Now) -> Quotas {
+        let mut accounts: Vec<AccountQuota> = config.accounts.iter().map(|a| AccountQuota::new(&a.name)).collect();
+        // Windows no older than a poll may wait after a sample still count.
+        let fresh_for = config.quota.poll_interval() * crate::quota::decide::MAX_DEFER_INTERVALS;
+        for name in file.restore(&mut accounts, fresh_for, now.wall) {
+            let until = accounts.iter().find(|q| q.name == name).and_then(|q| q.exhausted_until);
+            log::warn!(
+                "{name}: hard limit restored from quota.json, held until {}",
+                until.map(crate::time::rfc3339).unwrap_or_default()
+            );
+        }
+        let saved = persist::QuotaFile::snapshot(&accounts, now.wall);
+        Quotas { accounts, saved, saved_at: now.at }
+    }
+
+    pub(super) fn get_mut(&mut self, account: &str) -> Option<&mut AccountQuota> {
+        self.accounts.iter_mut().find(|q| q.name == account)
+    }
+}
+
+impl Coordinator {
+    pub(super) fn on_quota_report(&mut self, report: QuotaReport, now: Now, fx: &mut Effects) {
+        let QuotaReport::Polled { account, at, outcome, next_poll_at } = report;
+        let Some(q) = self.quotas.get_mut(&account) else { return };
+        let was_expired = matches!(q.last_error, Some(PollError::Unauthorized | PollError::TokenExpired));
+        if let Err(e) = &outcome {
+            fx.count("claude_failover_usage_poll_errors_total", &[("account", &account)]);
+            log::warn!("usage poll for {account}: {e}");
+        }
+        q.apply_poll(at, &outcome);
+        q.next_poll_at = Some(next_poll_at);
+        let expired = matches!(q.last_error, Some(PollError::Unauthorized | PollError::TokenExpired));
+        if expired && !was_expired {
+            fx.emit(
+                Kind::TokenExpired,
+                &account,
+                format!("the access token of {account} is expired or refused; Claude Code renews it when it next runs there, or log in again"),
+                json!({"account": account}),
+            );
+        }
+        self.save_quota(now, false, fx);
+        self.consider_swap(now, fx);
+        self.offer_work(now, fx);
+    }
+
+    /// Writes `quota.json` when what it would hold changed: at once for a
+    /// new, moved or lifted hard limit (or on `stopping`), and at most every
+    /// [`SAVE_WINDOWS_EVERY`](persist::SAVE_WINDOWS_EVERY) when only windows
+    /// moved, which they do on every poll. A failed write is logged and
+    /// retried on the next change.
+    pub(super) fn save_quota(&mut self, now: Now, stopping: bool, fx: &mut Effects) {
+        let file = persist::QuotaFile::snapshot(&self.quotas.accounts, now.wall);
+        if file.same_state(&self.quotas.saved) {
+            return;
+        }
+        let limit_changed = file.limits() != self.quotas.saved.limits();
+        let due = now.at.saturating_duration_since(self.quotas.saved_at) >= persist::SAVE_WINDOWS_EVERY;
+        if !(stopping || limit_changed || due) {
+            return;
+        }
+        fx.files.push(StateWrite::Quota { state_dir: self.config.state_dir.clone(), file: file.clone(), at: now.wall });
+        self.quotas.saved = file;
+        self.quotas.saved_at = now.at;
+    }
+
+    /// A hard limit seen in a session (pane, transcript or hook); it counts
+    /// only when `quota::confirm_hard_limit` says it is real.
+    pub(super) fn limit_sighting(
+        &mut self,
+        session: &str,
+        source: LimitSource,
+        resets_at: Option<SystemTime>,
+        record_time: Option<SystemTime>,
+        now: Now,
+        fx: &mut Effects,
+    ) {
+        let Some(s) = self.pool.sessions.get(session) else { return };
+        let Some(account) = s.account.clone() else { return };
+        let last_launch = s.launched_at.map(|t| now.wall_of(t));
+        let signal = HardLimitSignal {
+            account: account.clone(),
+            source,
+            at: now.wall,
+            resets_at,
+            record_time,
+            session: Some(session.into()),
+        };
+        let Some(q) = self.quotas.get_mut(&account) else { return };
+        if q.sighting(signal, last_launch, now.wall) {
+            log::warn!("{account}: hard limit confirmed (seen in {session} by {source:?})");
+            self.save_quota(now, false, fx);
+            self.consider_swap(now, fx);
+        }
+    }
+
+    /// The statusline's windows for the account `session` runs on: fresher
+    /// than a poll, and free; the poller may then wait longer.
+    pub(super) fn statusline_sample(
+        &mut self,
+        session: &str,
+        limits: &[crate::claude::hook::RateLimit],
+        now: Now,
+        fx: &mut Effects,
+    ) {
+        let Some(account) = self.pool.sessions.get(session).and_then(|s| s.account.clone()) else { return };
+        let Some(q) = self.quotas.get_mut(&account) else { return };
+        q.apply_sample(now.wall, &crate::quota::Windows::from(limits));
+        fx.quota(QuotaCommand::Sampled { account, at: now.wall });
+        self.save_quota(now, false, fx);
+        self.consider_swap(now, fx);
+    }
+
+    /// After a reload: quota state follows the account list (kept for
+    /// accounts that stay, in the new priority order), and the poller too.
+    pub(super) fn apply_account_changes(&mut self, fx: &mut Effects) {
+        let mut old = std::mem::take(&mut self.quotas.accounts);
+        self.quotas.accounts = self
+            .config
+            .accounts
+            .iter()
+            .map(|a| match old.iter().position(|q| q.name == a.name) {
+                Some(i) => old.swap_remove(i),
+                None => AccountQuota::new(&a.name),
+            })
+            .collect();
+        fx.quota(QuotaCommand::Configure(std::sync::Arc::clone(&self.config)));
+    }
+}

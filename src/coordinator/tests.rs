@@ -1,0 +1,633 @@
+//! Table tests: a coordinator fed a sequence of inputs at chosen times, and
+//! the effects each turn returned checked. No thread, channel or clock: a
+//! whole failover runs in microseconds.
+
+use super::{Coordinator, Effects, Hands, Input, Now, Order, Outputs, Restored, RoleReport, StateWrite, Supervisor};
+use crate::config::Config;
+use crate::control::{Control, ControlError, Shared};
+use crate::dispatcher::{self, Command as Dispatch};
+use crate::events::Kind;
+use crate::quota::persist::{QuotaFile, SavedAccount};
+use crate::quota::{PollError, QuotaReport, Windows};
+use crate::sessions::model::Seen;
+use crate::sessions::{self, Command as Sessions};
+use crate::status::SwapCause;
+use crate::switcher::{Finished, Mover, Outcome, Plan};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+const ACCOUNTS: &str = r#"
+    [quota]
+    min_dwell_secs = 600
+    failback = false
+    [[accounts]]
+    name = "alpha"
+    config_dir = "/tmp/cf-unit/alpha"
+    [[accounts]]
+    name = "beta"
+    config_dir = "/tmp/cf-unit/beta"
+    [[accounts]]
+    name = "gamma"
+    config_dir = "/tmp/cf-unit/gamma"
+"#;
+
+const TWO_SESSIONS: &str = r#"
+    [[projects]]
+    name = "web"
+    path = "/tmp/cf-unit/web"
+    [[sessions]]
+    name = "s1"
+    project = "web"
+    [[sessions]]
+    name = "s2"
+    project = "web"
+"#;
+
+fn config(state_dir: &Path, extra: &str) -> Arc<Config> {
+    let text = format!("state_dir = {:?}\n{ACCOUNTS}\n{extra}", state_dir.display().to_string());
+    Arc::new(Config::from_toml(&text, Path::new("/tmp/cf-unit.toml")).unwrap())
+}
+
+/// A coordinator and the time it is fed at.
+struct Rig {
+    c: Coordinator,
+    now: Now,
+}
+
+impl Rig {
+    fn new(extra: &str, restored: Restored) -> Rig {
+        Rig::in_dir(Path::new("/tmp/cf-unit-state"), extra, restored)
+    }
+
+    fn in_dir(state_dir: &Path, extra: &str, restored: Restored) -> Rig {
+        let now = Now::read();
+        Rig { c: Coordinator::new(config(state_dir, extra), restored, None, now), now }
+    }
+
+    fn feed(&mut self, input: Input) -> Effects {
+        self.c.handle(input, self.now)
+    }
+
+    fn session(&mut self, report: sessions::Report) -> Effects {
+        self.feed(Input::Role(RoleReport::Session(report)))
+    }
+
+    fn dispatch(&mut self, report: dispatcher::Report) -> Effects {
+        self.feed(Input::Role(RoleReport::Dispatch(report)))
+    }
+
+    fn tick(&mut self) -> Effects {
+        self.feed(Input::Tick { stale: Vec::new() })
+    }
+
+    fn wait(&mut self, by: Duration) {
+        self.now = self.now.later(by);
+    }
+
+    /// A usage poll: five-hour at `five_hour` %, resetting in three hours.
+    fn poll(&mut self, account: &str, five_hour: f64) -> Effects {
+        let at = self.now.wall;
+        let reset = at + Duration::from_secs(3 * 3600);
+        let windows = Windows::from_named([("five_hour", five_hour, Some(reset)), ("seven_day", 10.0, None)]);
+        self.feed(Input::Quota(QuotaReport::Polled {
+            account: account.into(),
+            at,
+            outcome: Ok(windows),
+            next_poll_at: at,
+        }))
+    }
+
+    fn poll_failed(&mut self, account: &str, error: PollError) -> Effects {
+        let at = self.now.wall;
+        self.feed(Input::Quota(QuotaReport::Polled {
+            account: account.into(),
+            at,
+            outcome: Err(error),
+            next_poll_at: at,
+        }))
+    }
+
+    /// Start, both sessions found running on `account`, leases reconciled,
+    /// both idle, every account polled at 10 %.
+    fn running_on(extra: &str, account: &str) -> Rig {
+        let mut rig = Rig::new(extra, Restored::default());
+        rig.feed(Input::Start);
+        for s in ["s1", "s2"] {
+            rig.session(adopted(s, account));
+        }
+        rig.dispatch(dispatcher::Report::Recovered);
+        for a in ["alpha", "beta", "gamma"] {
+            rig.poll(a, 10.0);
+        }
+        for s in ["s1", "s2"] {
+            rig.session(seen(s, Seen::Idle));
+        }
+        rig
+    }
+
+    fn active(&self) -> Option<&str> {
+        self.c.active_account.as_deref()
+    }
+}
+
+fn adopted(session: &str, account: &str) -> sessions::Report {
+    sessions::Report::Adopted {
+        session: session.into(),
+        account: account.into(),
+        claude_session_id: format!("id-{session}"),
+    }
+}
+
+fn seen(session: &str, seen: Seen) -> sessions::Report {
+    sessions::Report::Seen { session: session.into(), seen }
+}
+
+fn plan_of(fx: &Effects) -> Option<&Plan> {
+    fx.orders.iter().find_map(|o| match o {
+        Order::Switcher(plan) => Some(plan),
+        _ => None,
+    })
+}
+
+fn session_orders(fx: &Effects) -> Vec<String> {
+    fx.orders
+        .iter()
+        .filter_map(|o| match o {
+            Order::Sessions(Sessions::Launch { session, account }) => Some(format!("launch {session} on {account}")),
+            Order::Sessions(Sessions::Restart { session, account }) => Some(format!("restart {session} on {account}")),
+            Order::Sessions(Sessions::Track { session, account, .. }) => Some(format!("track {session} on {account}")),
+            Order::Sessions(Sessions::AnswerTrust { session }) => Some(format!("trust {session}")),
+            Order::Sessions(Sessions::Adopt) => Some("adopt".into()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn offers(fx: &Effects) -> Vec<String> {
+    fx.orders
+        .iter()
+        .filter_map(|o| match o {
+            Order::Dispatcher(Dispatch::Offer(at)) => Some(at.session.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn moved(plan: &Plan, at: SystemTime) -> Finished {
+    let outcomes = plan
+        .sessions
+        .iter()
+        .map(|m| Outcome::Moved {
+            session: m.session.clone(),
+            pid: 1,
+            continued: m.task.is_some(),
+            ready_after: Duration::from_millis(500),
+            resumed_after: None,
+        })
+        .collect();
+    Finished { plan: plan.clone(), outcomes, finished_at: at }
+}
+
+#[test]
+fn a_whole_failover_from_a_threshold_to_the_sessions_tracked_on_the_next_account() {
+    let mut rig = Rig::running_on(TWO_SESSIONS, "alpha");
+    let fx = rig.dispatch(dispatcher::Report::Waiting { project: "web".into(), tasks: 1 });
+    assert_eq!(offers(&fx), ["s1", "s2"], "idle sessions are offered the waiting task");
+    let fx = rig.dispatch(dispatcher::Report::Dispatched { session: "s1".into(), task: "t1.md".into() });
+    assert!(offers(&fx).is_empty(), "s2 still has its offer out");
+    rig.dispatch(dispatcher::Report::NoTask { session: "s2".into() });
+
+    // alpha crosses its threshold while s1 is in a turn: the swap waits.
+    rig.session(seen("s1", Seen::Busy));
+    rig.wait(Duration::from_secs(60));
+    let fx = rig.poll("alpha", 95.0);
+    assert!(plan_of(&fx).is_none(), "a running turn holds the swap");
+    assert!(fx.status.as_ref().is_some_and(|s| s.swap.in_progress), "/status shows the pending swap");
+
+    // The turn ends: the swap starts on the next report.
+    let fx = rig.session(seen("s1", Seen::Idle));
+    let plan = plan_of(&fx).expect("the swap starts once the turn is over").clone();
+    assert_eq!((plan.from.as_str(), plan.to.as_str(), plan.reason), ("alpha", "beta", SwapCause::Threshold));
+    let movers: Vec<(&str, Option<&str>)> =
+        plan.sessions.iter().map(|m| (m.session.as_str(), m.task.as_deref())).collect();
+    assert_eq!(movers, [("s1", Some("t1.md")), ("s2", None)]);
+    assert_eq!(fx.kinds(), [Kind::FailoverStarted]);
+    assert_eq!(fx.events[0].details["reason"], "threshold");
+    assert_eq!(fx.metrics.len(), 1);
+    assert_eq!(fx.metrics[0].name, "claude_failover_failovers_total");
+    assert_eq!(fx.metrics[0].labels, [("reason", "threshold".to_string())]);
+    assert_eq!(rig.active(), Some("beta"), "the active account moves with the plan");
+
+    // While it runs: no offers, no second swap, observations ignored.
+    rig.dispatch(dispatcher::Report::Waiting { project: "web".into(), tasks: 2 });
+    let fx = rig.poll("beta", 99.0);
+    assert!(plan_of(&fx).is_none() && offers(&fx).is_empty());
+    let fx = rig.session(seen("s2", Seen::Missing));
+    assert!(fx.events.is_empty(), "a moving session's pane is not a death");
+    let fx = rig.feed(Input::Control(Control::Failover { to: None }));
+    assert!(matches!(fx.reply, Some(Err(ControlError::Conflict(_)))));
+
+    // The switcher reports both moved.
+    rig.wait(Duration::from_secs(3));
+    let fx = rig.feed(Input::Role(RoleReport::Swap(moved(&plan, rig.now.wall))));
+    assert_eq!(fx.kinds(), [Kind::FailoverFinished]);
+    assert_eq!(fx.events[0].details["sessions_moved"], 2);
+    assert_eq!(session_orders(&fx), ["track s1 on beta", "track s2 on beta"]);
+    let status = fx.status.expect("published");
+    assert!(!status.swap.in_progress);
+    assert_eq!(status.active_account.as_deref(), Some("beta"));
+    let last = status.swap.last.expect("the finished swap is shown");
+    assert_eq!((last.from.as_str(), last.to.as_str(), last.sessions_moved), ("alpha", "beta", 2));
+    assert!(status.sessions.iter().all(|s| s.account.as_deref() == Some("beta")));
+}
+
+#[test]
+fn all_accounts_exhausted_waits_once_and_wakes_up_when_one_recovers() {
+    let mut rig = Rig::running_on(TWO_SESSIONS, "alpha");
+    rig.dispatch(dispatcher::Report::Waiting { project: "web".into(), tasks: 0 });
+    for a in ["beta", "gamma"] {
+        rig.poll(a, 100.0);
+    }
+    let fx = rig.poll("alpha", 100.0);
+    assert_eq!(fx.kinds(), [Kind::AllAccountsExhausted]);
+    assert!(plan_of(&fx).is_none(), "nowhere to go: the sessions stay");
+    assert!(
+        matches!(&fx.files[..], [StateWrite::Quota { file, .. }] if file.limits().len() == 3),
+        "the hard limits are saved at once"
+    );
+    assert_eq!(rig.active(), Some("alpha"));
+
+    // Tasks arrive: nothing is offered while no account can work, and the
+    // event is not repeated on every poll or tick.
+    let fx = rig.dispatch(dispatcher::Report::Waiting { project: "web".into(), tasks: 3 });
+    assert!(offers(&fx).is_empty());
+    rig.wait(Duration::from_secs(600));
+    let mut later = rig.poll("alpha", 100.0);
+    later.events.extend(rig.poll("beta", 100.0).events);
+    later.events.extend(rig.tick().events);
+    assert!(later.events.is_empty() && offers(&later).is_empty(), "{:?}", later.kinds());
+
+    // Past gamma's reset (three hours after its poll), before alpha's and
+    // beta's (three hours after their later polls), a poll shows gamma free.
+    rig.wait(Duration::from_secs(3 * 3600 - 60));
+    let fx = rig.poll("gamma", 5.0);
+    assert_eq!(fx.kinds(), [Kind::AccountRecovered, Kind::FailoverStarted]);
+    assert_eq!(fx.events[0].subject, "gamma");
+    let plan = plan_of(&fx).expect("a swap to the recovered account");
+    assert_eq!((plan.to.as_str(), plan.sessions.len()), ("gamma", 2));
+    let plan = plan.clone();
+    rig.feed(Input::Role(RoleReport::Swap(moved(&plan, rig.now.wall))));
+    let mut offered = offers(&rig.session(seen("s1", Seen::Idle)));
+    offered.extend(offers(&rig.session(seen("s2", Seen::Idle))));
+    assert_eq!(offered, ["s1", "s2"], "dispatch resumes on gamma once the sessions are at their prompt");
+}
+
+#[test]
+fn a_dead_login_is_said_once_and_its_account_is_passed_over() {
+    let mut rig = Rig::running_on(TWO_SESSIONS, "alpha");
+    let fx = rig.poll_failed("beta", PollError::Unauthorized);
+    assert_eq!(fx.kinds(), [Kind::TokenExpired]);
+    assert_eq!(fx.events[0].subject, "beta");
+    assert_eq!(fx.metrics[0].name, "claude_failover_usage_poll_errors_total");
+    assert_eq!(fx.metrics[0].labels, [("account", "beta".to_string())]);
+    let fx = rig.poll_failed("beta", PollError::TokenExpired);
+    assert!(fx.events.is_empty(), "still expired: not said again");
+    let status = fx.status.expect("published");
+    assert_eq!(status.accounts.iter().find(|a| a.name == "beta").map(|a| a.state.as_str()), Some("token_expired"));
+
+    let fx = rig.poll("alpha", 95.0);
+    assert_eq!(plan_of(&fx).map(|p| p.to.as_str()), Some("gamma"), "the swap skips the dead login");
+
+    // A session whose screen asks for /login waits on a person, once.
+    let mut rig = Rig::running_on(TWO_SESSIONS, "alpha");
+    let fx = rig.session(seen("s2", Seen::LoginNeeded));
+    assert_eq!(fx.kinds(), [Kind::SessionWaiting]);
+    assert_eq!(fx.events[0].details["waiting_for"], "login: the account needs /login");
+    let fx = rig.session(seen("s2", Seen::LoginNeeded));
+    assert!(fx.events.is_empty());
+}
+
+#[test]
+fn after_a_crash_the_unfinished_swap_is_finished_once_leases_are_reconciled() {
+    let journal = Plan {
+        from: "alpha".into(),
+        to: "beta".into(),
+        reason: SwapCause::HardLimit,
+        started_at: crate::time::rfc3339(SystemTime::now() - Duration::from_secs(30)),
+        sessions: vec![Mover { session: "s1".into(), claude_session_id: "id-s1".into(), task: Some("t1.md".into()) }],
+    };
+    let mut rig = Rig::new(TWO_SESSIONS, Restored { journal: Some(journal), ..Restored::default() });
+    assert_eq!(rig.active(), Some("beta"), "the journal's target is where the sessions belong");
+    let fx = rig.feed(Input::Start);
+    assert_eq!(session_orders(&fx), ["adopt"]);
+    assert_eq!(fx.notify.last(), Some(&super::Notify::Ready));
+
+    // s1 was already moved (and its old claude may still run beside it); s2
+    // is gone and is launched on beta.
+    rig.session(adopted("s1", "beta"));
+    let fx = rig.session(sessions::Report::Absent { session: "s2".into() });
+    assert_eq!(session_orders(&fx), ["launch s2 on beta"]);
+    let recover = fx.orders.iter().find_map(|o| match o {
+        Order::Dispatcher(Dispatch::Recover { sessions }) => Some(sessions.clone()),
+        _ => None,
+    });
+    let recover = recover.expect("every session reported: leases are reconciled");
+    assert_eq!(
+        recover.iter().map(|(s, at)| (s.as_str(), at.is_some())).collect::<Vec<_>>(),
+        [("s1", true), ("s2", false)]
+    );
+    for a in ["alpha", "beta", "gamma"] {
+        let fx = rig.poll(a, 10.0);
+        assert!(plan_of(&fx).is_none(), "no swap decided before the journal is finished");
+    }
+    rig.session(sessions::Report::Launched {
+        session: "s2".into(),
+        account: "beta".into(),
+        claude_session_id: "id-s2".into(),
+    });
+    let fx = rig.dispatch(dispatcher::Report::Resumed { session: "s1".into(), task: "t1.md".into(), running: true });
+    assert!(plan_of(&fx).is_none());
+
+    let fx = rig.dispatch(dispatcher::Report::Recovered);
+    let plan = plan_of(&fx).expect("the interrupted swap is run again").clone();
+    assert_eq!((plan.from.as_str(), plan.to.as_str(), plan.reason), ("alpha", "beta", SwapCause::HardLimit));
+    let movers: Vec<(&str, Option<&str>)> =
+        plan.sessions.iter().map(|m| (m.session.as_str(), m.task.as_deref())).collect();
+    assert_eq!(movers, [("s1", Some("t1.md"))], "the session it named moves again, with its task; s2 is on beta");
+    let fx = rig.feed(Input::Role(RoleReport::Swap(moved(&plan, rig.now.wall))));
+    assert_eq!(fx.kinds(), [Kind::FailoverFinished]);
+    let fx = rig.dispatch(dispatcher::Report::Recovered);
+    assert!(plan_of(&fx).is_none(), "finished once");
+}
+
+#[test]
+fn a_dead_session_is_relaunched_after_its_backoff_and_said_restarted() {
+    let mut rig = Rig::running_on(TWO_SESSIONS, "alpha");
+    rig.dispatch(dispatcher::Report::Dispatched { session: "s1".into(), task: "t1.md".into() });
+    let fx = rig.session(seen("s1", Seen::Missing));
+    assert_eq!(fx.kinds(), [Kind::SessionDied]);
+    assert_eq!(fx.events[0].details["task"], "t1.md");
+    let wait = fx.events[0].details["relaunch_in_secs"].as_u64().expect("a backoff");
+    assert!(session_orders(&rig.tick()).is_empty(), "not before the backoff");
+    rig.wait(Duration::from_secs(wait + 1));
+    let fx = rig.tick();
+    assert_eq!(session_orders(&fx), ["launch s1 on alpha"]);
+    let fx = rig.session(sessions::Report::Launched {
+        session: "s1".into(),
+        account: "alpha".into(),
+        claude_session_id: "id-s1".into(),
+    });
+    assert_eq!(fx.kinds(), [Kind::SessionRestarted]);
+    assert_eq!(fx.events[0].details["restarts"], 1);
+
+    // Back at its prompt, the task it lost its turn on is continued.
+    let fx = rig.session(seen("s1", Seen::Idle));
+    let continued =
+        fx.orders.iter().any(|o| matches!(o, Order::Dispatcher(Dispatch::Continue { task, .. }) if task == "t1.md"));
+    assert!(continued, "{:?}", fx.orders);
+}
+
+#[test]
+fn the_watchdog_is_pinged_only_while_every_role_beats() {
+    let now = Now::read();
+    let interval = Duration::from_secs(10);
+    let mut c = Coordinator::new(config(Path::new("/tmp/cf-unit-state"), ""), Restored::default(), Some(interval), now);
+    assert_eq!(c.tick_interval(), Duration::from_secs(1));
+    let watchdogs = |fx: &Effects| fx.notify.iter().filter(|n| **n == super::Notify::Watchdog).count();
+    assert_eq!(watchdogs(&c.handle(Input::Start, now)), 1);
+    assert_eq!(watchdogs(&c.handle(Input::Tick { stale: Vec::new() }, now.later(Duration::from_secs(5)))), 0);
+    let late = now.later(interval);
+    assert_eq!(watchdogs(&c.handle(Input::Tick { stale: vec!["quota"] }, late)), 0, "withheld");
+    assert_eq!(watchdogs(&c.handle(Input::Tick { stale: Vec::new() }, late)), 1);
+    let fx = c.handle(Input::Closed, late);
+    assert_eq!(fx.notify, [super::Notify::Stopping]);
+    assert_eq!(fx.kinds(), [Kind::DaemonStopping]);
+    assert_eq!(fx.exit, Some(super::Exit::Stopped("inputs closed")));
+}
+
+// The coordinator's earlier unit tests, on the returned effects.
+
+/// A coordinator over three accounts and no sessions, leases reconciled.
+fn coordinator_in(state_dir: &Path, restored: Restored) -> Rig {
+    let mut rig = Rig::in_dir(state_dir, "", restored);
+    rig.c.dispatch.recovered = true;
+    rig
+}
+
+fn poll_at(rig: &mut Rig, account: &str, five_hour: f64, at: SystemTime) {
+    let q = rig.c.quotas.get_mut(account).unwrap();
+    q.apply_poll(at, &Ok(Windows::from_named([("five_hour", five_hour, None), ("seven_day", 10.0, None)])));
+}
+
+fn consider(rig: &mut Rig, wall: SystemTime) -> Effects {
+    let mut fx = Effects::default();
+    rig.c.consider_swap(Now { at: rig.now.at, wall }, &mut fx);
+    fx
+}
+
+fn finish_swap(rig: &mut Rig) {
+    let plan = rig.c.swap.running.clone().expect("a swap started");
+    let finished = Finished { plan, outcomes: Vec::new(), finished_at: rig.now.wall };
+    rig.feed(Input::Role(RoleReport::Swap(finished)));
+}
+
+fn swapping(rig: &Rig) -> bool {
+    rig.c.swap.running.is_some() || rig.c.swap.pending.is_some()
+}
+
+#[test]
+fn a_wall_clock_jump_neither_shortens_nor_stretches_the_dwell() {
+    let mut rig = coordinator_in(Path::new("/tmp/cf-unit-state"), Restored::default());
+    let now = rig.now.wall;
+    for a in ["alpha", "beta", "gamma"] {
+        poll_at(&mut rig, a, 10.0, now);
+    }
+    poll_at(&mut rig, "alpha", 95.0, now);
+    consider(&mut rig, now);
+    assert_eq!(rig.active(), Some("beta"), "a threshold crossing swaps");
+    finish_swap(&mut rig);
+
+    // beta crosses too, and the wall clock jumps a month ahead: the
+    // dwell (600 s, monotonic) has not passed, so no second swap.
+    let later = now + Duration::from_secs(30 * 86_400);
+    poll_at(&mut rig, "beta", 95.0, later);
+    consider(&mut rig, later);
+    assert!(!swapping(&rig), "the jump shortened the dwell");
+    assert_eq!(rig.active(), Some("beta"));
+
+    // Back to the real time and an hour back: still within the dwell.
+    let earlier = now - Duration::from_secs(3600);
+    consider(&mut rig, earlier);
+    assert!(!swapping(&rig));
+
+    // A hard limit ignores the dwell, jump or not.
+    let q = rig.c.quotas.get_mut("beta").unwrap();
+    q.exhausted_until = Some(later + Duration::from_secs(3600));
+    consider(&mut rig, later);
+    assert_eq!(rig.active(), Some("gamma"));
+}
+
+#[test]
+fn a_restored_hard_limit_shows_at_once_and_moves_off_the_account() {
+    let now = SystemTime::now();
+    let until = now + Duration::from_secs(3 * 3600);
+    let mut quota = QuotaFile::default();
+    let saved = SavedAccount { exhausted_until: Some(until), ..SavedAccount::default() };
+    quota.accounts.insert("alpha".into(), saved);
+    // No active.json: the daemon starts on the first account, alpha.
+    let mut rig = coordinator_in(Path::new("/tmp/cf-unit-state"), Restored { quota, ..Restored::default() });
+    assert_eq!(rig.active(), Some("alpha"));
+    let status = rig.c.status(rig.now.wall);
+    let alpha = status.accounts.iter().find(|a| a.name == "alpha").unwrap();
+    assert_eq!(alpha.state, "exhausted");
+    assert_eq!(alpha.exhausted_until.as_deref(), Some(crate::time::rfc3339(until).as_str()));
+    assert!(!alpha.eligible);
+
+    let wall = rig.now.wall;
+    consider(&mut rig, wall);
+    assert_eq!(rig.active(), Some("beta"), "the first decision knows alpha is spent");
+}
+
+#[test]
+fn a_restart_keeps_the_last_swap_and_its_dwell() {
+    let dir = tempfile::tempdir().unwrap();
+    let restart = || Restored { active: crate::switcher::read_active(dir.path()), ..Restored::default() };
+    let mut rig = coordinator_in(dir.path(), restart());
+    let now = rig.now.wall;
+    for a in ["alpha", "beta", "gamma"] {
+        poll_at(&mut rig, a, 10.0, now);
+    }
+    poll_at(&mut rig, "alpha", 95.0, now);
+    consider(&mut rig, now);
+    finish_swap(&mut rig);
+    let last = rig.c.status(now).swap.last.expect("a finished swap");
+    // What the switcher leaves in active.json (no switcher runs here).
+    let saved = |rig: &Rig| crate::switcher::Active {
+        account: rig.active().unwrap().to_string(),
+        last_swap: rig.c.status(now).swap.last,
+    };
+    crate::switcher::write_active(dir.path(), &saved(&rig));
+
+    let mut rig = coordinator_in(dir.path(), restart());
+    assert_eq!(rig.active(), Some("beta"));
+    assert_eq!(rig.c.status(now).swap.last.as_ref(), Some(&last), "/status still shows the last swap");
+    for a in ["alpha", "gamma"] {
+        poll_at(&mut rig, a, 10.0, now);
+    }
+    poll_at(&mut rig, "beta", 95.0, now);
+    consider(&mut rig, now);
+    assert!(!swapping(&rig), "the restart started min_dwell_secs over");
+
+    let fx = rig.feed(Input::Control(Control::Failover { to: Some("gamma".into()) }));
+    fx.reply.expect("answered").expect("accepted");
+    finish_swap(&mut rig);
+    crate::switcher::write_active(dir.path(), &saved(&rig));
+    let rig = coordinator_in(dir.path(), restart());
+    let last = rig.c.status(now).swap.last.expect("kept");
+    assert_eq!((rig.active(), last.reason), (Some("gamma"), SwapCause::Manual));
+}
+
+/// Carries effects out as the loop does, into real files and channels
+/// nobody reads.
+fn hands() -> Hands<Quiet> {
+    Hands {
+        shared: Shared {
+            status: Default::default(),
+            events: crate::events::Events::new(None),
+            metrics: Default::default(),
+            heartbeats: crate::heartbeat::Heartbeats::new(None),
+        },
+        supervisor: Quiet,
+        outputs: Outputs {
+            sessions: crossbeam_channel::unbounded().0,
+            dispatcher: crossbeam_channel::unbounded().0,
+            quota: crossbeam_channel::unbounded().0,
+            switcher: crossbeam_channel::unbounded().0,
+            on_reload: Vec::new(),
+        },
+    }
+}
+
+/// Says nothing to a service manager.
+struct Quiet;
+
+impl Supervisor for Quiet {
+    fn ready(&self) {}
+    fn status(&self, _line: &str) {}
+    fn watchdog(&self) {}
+    fn reloading(&self) {}
+    fn stopping(&self) {}
+    fn watchdog_interval(&self) -> Option<Duration> {
+        None
+    }
+}
+
+#[test]
+fn quota_json_is_written_when_a_limit_changes_not_on_every_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let hands = hands();
+    let file = crate::quota::persist::path(dir.path());
+    let now = SystemTime::now();
+    let reset = now + Duration::from_secs(3 * 3600);
+    let report = |account: &str, five_hour: f64| {
+        let windows = Windows::from_named([("five_hour", five_hour, Some(reset)), ("seven_day", 10.0, None)]);
+        Input::Quota(QuotaReport::Polled { account: account.into(), at: now, outcome: Ok(windows), next_poll_at: now })
+    };
+    let mut rig = coordinator_in(dir.path(), Restored::default());
+    let feed = |rig: &mut Rig, input| hands.carry_out(rig.feed(input));
+    feed(&mut rig, report("beta", 10.0));
+    assert!(!file.exists(), "windows alone wait for the next periodic save");
+
+    feed(&mut rig, report("alpha", 100.0));
+    let saved = crate::quota::persist::load(dir.path()).unwrap().expect("a hard limit is saved at once");
+    assert_eq!(saved.limits()["alpha"], crate::time::parse_rfc3339(&crate::time::rfc3339(reset)).unwrap());
+    assert_eq!(saved.accounts["beta"].windows["five_hour"].utilization, 10.0, "windows go along");
+
+    std::fs::remove_file(&file).unwrap();
+    feed(&mut rig, report("beta", 20.0));
+    feed(&mut rig, report("alpha", 100.0));
+    assert!(!file.exists(), "the same limit again is not a change");
+
+    feed(&mut rig, Input::Signal(crate::signals::SignalEvent::Stop("test")));
+    let saved = crate::quota::persist::load(dir.path()).unwrap().expect("saved on stop");
+    assert_eq!(saved.accounts["beta"].windows["five_hour"].utilization, 20.0);
+    assert!(saved.limits().contains_key("alpha"));
+}
+
+#[test]
+fn swap_causes_keep_the_words_files_events_and_metrics_had() {
+    use crate::quota::SwapReason;
+    for reason in [SwapReason::HardLimit, SwapReason::Threshold, SwapReason::Projected, SwapReason::Failback] {
+        assert_eq!(SwapCause::from(reason).as_str(), reason.as_str());
+    }
+    for cause in [SwapCause::HardLimit, SwapCause::Manual, SwapCause::Consolidate, SwapCause::Failback] {
+        let json = serde_json::to_value(cause).unwrap();
+        assert_eq!(json, cause.as_str());
+        assert_eq!(serde_json::from_value::<SwapCause>(json).unwrap(), cause);
+    }
+    let journal = r#"{"from":"a","to":"b","reason":"manual","started_at":"2025-01-01T00:00:00Z","sessions":[]}"#;
+    let plan: Plan = serde_json::from_str(journal).expect("a journal an earlier build wrote");
+    assert_eq!(plan.reason, SwapCause::Manual);
+    assert!(serde_json::from_str::<Plan>(&journal.replace("manual", "whim")).is_err(), "an unknown reason is refused");
+}
+
+#[test]
+fn a_launch_that_fails_counts_as_a_death_and_is_tried_again_after_the_backoff() {
+    let mut rig = Rig::new(TWO_SESSIONS, Restored::default());
+    rig.feed(Input::Start);
+    rig.session(adopted("s1", "alpha"));
+    let fx = rig.session(sessions::Report::Absent { session: "s2".into() });
+    assert_eq!(session_orders(&fx), ["launch s2 on alpha"]);
+    let error = sessions::launch::StartError::Tmux {
+        session: "s2".into(),
+        account: "alpha".into(),
+        error: crate::tmux::TmuxError::NoDirectory { name: "s2".into(), path: "/tmp/cf-unit/web".into() },
+    };
+    assert_eq!((error.session(), error.account()), ("s2", "alpha"));
+    let fx = rig.session(sessions::Report::LaunchFailed { session: "s2".into(), account: "alpha".into(), error });
+    assert_eq!(fx.kinds(), [Kind::SessionDied]);
+    let wait = fx.events[0].details["relaunch_in_secs"].as_u64().expect("a backoff");
+    rig.wait(Duration::from_secs(wait + 1));
+    assert_eq!(session_orders(&rig.tick()), ["launch s2 on alpha"]);
+}
