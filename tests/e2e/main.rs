@@ -6,7 +6,7 @@
 //!
 //! The tests run in parallel threads, but each that starts Claude Code first
 //! takes a turn (`kit::claude_turn`), so at most `kit::throttle::limit()` of
-//! them (2, or `CF_CLAUDE_TESTS`) run at once, across test binaries too.
+//! them (1, or `CF_CLAUDE_TESTS`) run at once, across test binaries too.
 
 mod claude_live;
 mod crash;

@@ -18,13 +18,15 @@
 //!
 //! Every test (and bench) that starts real Claude Code processes first takes a
 //! turn with [`throttle::claude_turn`] and holds it to its end. At most
-//! [`throttle::DEFAULT_LIMIT`] (2) such tests run at once, across every test
-//! binary and process on the machine that shares this checkout's `target/`:
-//! a Claude Code start costs about 0.5 s of CPU, a test starts two to ten of
-//! them, and the test machine has 2 cores shared with other work; past two at
-//! once their startup deadlines start to bite. `CF_CLAUDE_TESTS=N` changes
-//! the limit (1 serialises them as before the kit). The benches take every
-//! turn ([`throttle::claude_all`]) so that nothing runs beside their figures.
+//! [`throttle::DEFAULT_LIMIT`] (1) such test runs at a time, across every test
+//! binary and process that shares this checkout's `target/`: a Claude Code
+//! start costs about 0.5 s of CPU, a test starts two to ten of them, and the
+//! test machine has 2 cores shared with other work. Two at once was tried: the
+//! two `dispatch_e2e::a_daemon_killed_*` tests (kill between a paste and its
+//! Enter) saw tasks sent twice, so the load changes what they test.
+//! `CF_CLAUDE_TESTS=N` raises the limit for a machine with more cores. The
+//! benches take every turn ([`throttle::claude_all`]) so that nothing runs
+//! beside their figures.
 //! The turns are `flock`s on `target/claude-tests.<i>.lock`, so a killed
 //! test never leaves one taken.
 

@@ -6,7 +6,7 @@ use std::fs::{File, TryLockError};
 use std::path::PathBuf;
 
 /// Real-Claude tests at once unless `CF_CLAUDE_TESTS` says otherwise.
-pub const DEFAULT_LIMIT: usize = 2;
+pub const DEFAULT_LIMIT: usize = 1;
 
 /// Held while a test runs real Claude Code processes; dropping it gives the turn back.
 #[must_use = "the turn ends when this is dropped"]
