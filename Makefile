@@ -93,7 +93,7 @@ bench: claude-code musl
 # The long form of the reliability campaign: what `make test` runs in its
 # short form (10 crash trials), with 100 trials.
 reliability: claude-code
-	CRASH_TRIALS=100 cargo test --locked --release --test crash -- --nocapture
+	CRASH_TRIALS=100 cargo test --locked --release --test e2e crash:: -- --nocapture
 
 clean:
 	cargo clean

@@ -16,12 +16,9 @@
 //! Claude Code to `build/claude-code` (`make claude-code`). Target: failover
 //! ≤ 1.3 × cold start.
 
-#[path = "../tests/support/failover_rig.rs"]
-mod failover_rig;
-#[path = "../tests/support/fake_api.rs"]
-mod fake_api;
-
-use failover_rig::{token, wait_until, Options, Rig};
+use kit::accounts::token;
+use kit::rig::{Failover as Rig, Options};
+use kit::wait_until;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -72,11 +69,15 @@ fn main() {
             fail(&format!("{what} is not at {} (make build / make claude-code)", path.display()));
         }
     }
-    let _lock = claude_lock();
+    // The kit's rig runs the daemon and Claude Code these name.
+    std::env::set_var("CF_BIN", &daemon);
+    std::env::set_var("CLAUDE_BIN", &claude);
+    // Nothing else starts Claude Code beside the figures.
+    let _turns = kit::throttle::claude_all();
     let mut rows = Vec::new();
     for n in sizes {
         eprintln!("bench: {n} session(s) ...");
-        rows.push(run(&daemon, &claude, n));
+        rows.push(run(n));
     }
     println!("failover benchmark: real Claude Code sessions, hard limit on alpha, swap to beta");
     println!(
@@ -109,8 +110,8 @@ fn main() {
     }
 }
 
-fn run(daemon: &std::path::Path, claude: &std::path::Path, n: usize) -> Row {
-    let mut rig = Rig::new(daemon, claude, Options { sessions: n, ..Options::default() });
+fn run(n: usize) -> Row {
+    let mut rig = Rig::new(Options { sessions: n, ..Options::default() });
     let started = Instant::now();
     rig.start_daemon();
     let cold = poll(LONG, "every session idle on alpha", || rig.all_idle_on("alpha").map(|_| Instant::now())) - started;
@@ -161,7 +162,7 @@ fn run(daemon: &std::path::Path, claude: &std::path::Path, n: usize) -> Row {
 fn transcript_of_s1(rig: &Rig) -> PathBuf {
     let sessions = rig.sessions().unwrap_or_default();
     let id = sessions.iter().find(|s| s.0 == "s1").map(|s| s.3.clone()).expect("s1 has a conversation id");
-    let key = claude_failover::claude::project_key(&rig.project);
+    let key = claude_failover::claude::project_key(rig.project());
     rig.account_dir("alpha").join("projects").join(key).join(format!("{id}.jsonl"))
 }
 
@@ -186,17 +187,9 @@ fn watch_for_limit_record(path: PathBuf) -> std::thread::JoinHandle<Instant> {
 }
 
 /// `wait_until` at a finer grain, for the figures themselves.
-fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            fail(&format!("timed out after {timeout:?} waiting for {what}"));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn poll<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    kit::poll_until(timeout, kit::Every::Fixed(Duration::from_millis(5)), f)
+        .unwrap_or_else(|| fail(&format!("timed out after {timeout:?} waiting for {what}")))
 }
 
 /// The switcher's and sessions' lines of the daemon log (BENCH_LOG=1), to
@@ -207,17 +200,6 @@ fn print_swap_log(rig: &Rig) {
             eprintln!("{line}");
         }
     }
-}
-
-/// The lock the Claude Code tests take: the benchmark does not run beside them.
-fn claude_lock() -> std::fs::File {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
-    let _ = std::fs::create_dir_all(&dir);
-    let f = std::fs::File::create(dir.join("claude-tests.lock")).unwrap_or_else(|e| fail(&format!("lock file: {e}")));
-    if let Err(e) = f.lock() {
-        fail(&format!("cannot take the Claude Code lock: {e}"));
-    }
-    f
 }
 
 fn fail(message: &str) -> ! {

@@ -196,22 +196,14 @@ fn daemon_binary() -> Result<PathBuf, String> {
     }
 }
 
+/// The body of a 200 answer.
 fn get(port: u16, path: &str) -> Option<String> {
-    let mut resp = ureq::get(&format!("http://127.0.0.1:{port}{path}")).call().ok()?;
-    resp.body_mut().read_to_string().ok()
+    kit::http::request(port, "GET", path, None, &[]).ok().filter(|(code, _)| *code == 200).map(|(_, body)| body)
 }
 
-fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("timed out after {timeout:?} waiting for {what}"));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait_until<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> Result<T, String> {
+    kit::poll_until(timeout, kit::Every::Fixed(Duration::from_millis(5)), f)
+        .ok_or_else(|| format!("timed out after {timeout:?} waiting for {what}"))
 }
 
 /// Writes `text` to `path` in place; the wall-clock time just before close.
@@ -227,51 +219,29 @@ fn bench(tasks: usize) -> Result<(), String> {
     let daemon_bin = daemon_binary()?;
     let tmp = tempfile::Builder::new().prefix("cf-bench-").tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let root = tmp.path().canonicalize().map_err(|e| e.to_string())?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free port: {e}"))?
-        .port();
+    let port = kit::free_port();
     let socket = format!("cf-bench-{}", std::process::id());
     let paste_log = root.join("pastes.log");
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut config = format!(
-        r#"state_dir = "{root}/state"
-[claude]
-binary = {exe:?}
-args = ["--stand-in"]
-shared_projects_dir = "{root}/shared"
-[claude.env]
-BENCH_PASTE_LOG = {log:?}
-[tmux]
-socket_name = "{socket}"
-[http]
-listen = "127.0.0.1:{port}"
-[quota]
-usage_url = "http://127.0.0.1:9/api/oauth/usage"
-[dispatch]
-settle_secs = 1
-[[accounts]]
-name = "alpha"
-config_dir = "{root}/accounts/alpha"
-"#,
-        root = root.display(),
-        exe = exe.display().to_string(),
-        log = paste_log.display().to_string(),
-    );
+    let mut config = kit::ConfigBuilder::base(&root, &socket, port)
+        .set("claude", "binary", exe.display().to_string())
+        .set("claude", "args", vec!["--stand-in"])
+        .set("claude.env", "BENCH_PASTE_LOG", paste_log.display().to_string())
+        .set("quota", "usage_url", "http://127.0.0.1:9/api/oauth/usage")
+        .set("dispatch", "settle_secs", 1)
+        .account("alpha", &root.join("accounts/alpha"));
     std::fs::create_dir_all(root.join("accounts/alpha")).map_err(|e| e.to_string())?;
     let mut sessions: HashMap<String, &str> = HashMap::new();
     for project in PROJECTS {
         std::fs::create_dir_all(root.join("projects").join(project)).map_err(|e| e.to_string())?;
-        config.push_str(&format!(
-            "[[projects]]\nname = \"{project}\"\npath = \"{}\"\n",
-            root.join("projects").join(project).display()
-        ));
+        config = config.project(project, &root.join("projects").join(project));
         for i in 1..=SESSIONS_PER_PROJECT {
             let name = format!("{project}-s{i}");
-            config.push_str(&format!("[[sessions]]\nname = \"{name}\"\nproject = \"{project}\"\n"));
+            config = config.session(&name, project);
             sessions.insert(name, project);
         }
     }
+    let config = config.render();
     let config_path = root.join("config.toml");
     std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
     let log = std::fs::File::create(root.join("daemon.log")).map_err(|e| e.to_string())?;

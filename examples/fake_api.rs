@@ -1,10 +1,9 @@
 //! The fake Anthropic API of the test suite as a program, for `make demo` and for
 //! recapturing fixtures: `cargo run --example fake_api -- --port 0 --port-file PATH`.
 //! Prints its URL, writes it to PATH if given, and serves until killed. Control it
-//! with `POST /_control/...` (see tests/support/fake_api.rs).
+//! with `POST /_control/...` (see tests/kit/src/fake_api.rs, the test kit's).
 
-#[path = "../tests/support/fake_api.rs"]
-mod fake_api;
+use kit::fake_api;
 
 use std::io::Write;
 

@@ -17,9 +17,6 @@
 //! looked up beside the examples folder or in `CLAUDE_FAILOVER_BIN`.
 //! Usage: `footprint_bench [WINDOW_SECS]`. Prints figures; asserts nothing.
 
-#[path = "../tests/support/fake_api.rs"]
-mod fake_api;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -165,50 +162,42 @@ fn scale(daemon: &Path, stand_in: &Path, rows: &mut Vec<Row>) -> Result<(), Stri
 
 struct Rig {
     dir: PathBuf,
-    api: fake_api::FakeApi,
+    api: kit::fake_api::FakeApi,
     socket: String,
     port: u16,
     projects: usize,
 }
 
-fn token(account: &str) -> String {
-    format!("sk-ant-oat01-BENCH-{account}")
-}
+use kit::accounts::token;
 
 impl Rig {
     fn new(name: &str, projects: usize, sessions: usize, stand_in: &Path) -> Result<Rig, String> {
         let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let dir = std::env::temp_dir().join(format!("cf-bench-{name}-{}-{stamp}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let api = fake_api::FakeApi::start();
-        let port =
-            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let api = kit::fake_api::FakeApi::start();
+        let port = kit::free_port();
         let socket = format!("cf-bench-{name}-{}", std::process::id());
-        let expires = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis()) + 8 * 3_600_000;
-        let mut config = format!(
-            "state_dir = \"{d}/state\"\n[claude]\nbinary = {bin:?}\nargs = [\"--stand-in\"]\nshared_projects_dir = \"{d}/shared\"\n\
-             [quota]\nusage_url = \"{api}/api/oauth/usage\"\npoll_interval_secs = {POLL_SECS}\n[dispatch]\nsettle_secs = 1\n\
-             [tmux]\nsocket_name = \"{socket}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
-            d = dir.display(),
-            bin = stand_in.display().to_string(),
-            api = api.url(),
-        );
+        let mut config = kit::ConfigBuilder::base(&dir, &socket, port)
+            .set("claude", "binary", stand_in.display().to_string())
+            .set("claude", "args", vec!["--stand-in"])
+            .set("quota", "usage_url", format!("{}/api/oauth/usage", api.url()))
+            .set("quota", "poll_interval_secs", POLL_SECS as i64)
+            .set("dispatch", "settle_secs", 1);
         for a in ACCOUNTS {
             let acct = dir.join("accounts").join(a);
-            std::fs::create_dir_all(&acct).map_err(|e| e.to_string())?;
-            let creds = serde_json::json!({"claudeAiOauth": {"accessToken": token(a), "refreshToken": "r", "expiresAt": expires as u64,
-                "scopes": ["user:inference"], "subscriptionType": "max"}});
-            std::fs::write(acct.join(".credentials.json"), creds.to_string()).map_err(|e| e.to_string())?;
-            config.push_str(&format!("[[accounts]]\nname = \"{a}\"\nconfig_dir = \"{}\"\n", acct.display()));
+            kit::accounts::write(&acct, &token(a), &[]);
+            config = config.account(a, &acct);
         }
         for p in 0..projects {
             let path = dir.join("projects").join(format!("p{p:02}"));
             std::fs::create_dir_all(&path).map_err(|e| e.to_string())?;
-            config.push_str(&format!("[[projects]]\nname = \"p{p:02}\"\npath = \"{}\"\n", path.display()));
+            config = config.project(&format!("p{p:02}"), &path);
         }
         for s in 0..sessions {
-            config.push_str(&format!("[[sessions]]\nname = \"s{s:02}\"\nproject = \"p{:02}\"\n", s % projects));
+            config = config.session(&format!("s{s:02}"), &format!("p{:02}", s % projects));
         }
+        let config = config.render();
         std::fs::write(dir.join("config.toml"), config).map_err(|e| e.to_string())?;
         Ok(Rig { dir, api, socket, port, projects })
     }
@@ -231,8 +220,7 @@ impl Rig {
     }
 
     fn status(&self) -> Option<serde_json::Value> {
-        let mut resp = ureq::get(&format!("http://127.0.0.1:{}/status", self.port)).call().ok()?;
-        serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()
+        kit::http::get_json(self.port, "/status")
     }
 
     fn wait_sessions_idle(&self, n: usize, timeout: Duration) -> Result<(), String> {
@@ -252,15 +240,8 @@ impl Drop for Rig {
     }
 }
 
-fn wait<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
+fn wait<T>(timeout: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {
+    kit::poll_until(timeout, kit::Every::Fixed(Duration::from_millis(10)), f)
 }
 
 /// CPU (own and reaped children's, in clock ticks), RSS and context switches

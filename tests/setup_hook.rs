@@ -2,17 +2,15 @@
 //! and `hook`: fast, silent, always 0, spooling whole documents atomically, and
 //! passing a wrapped statusline's output through.
 
-mod support;
-
 use claude_failover::config::Config;
 use claude_failover::hook;
 use claude_failover::setup::{self, ProjectsAction, StatusLineAction};
+use kit::write;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::write;
 
 /// SPEC §2: the hook answers within 50 ms.
 const HOOK_BUDGET: Duration = Duration::from_millis(50);
@@ -39,7 +37,7 @@ fn hook_lib(args: &[String], stdin: impl Read + Send + 'static) -> (i32, Vec<u8>
 fn hook_binary(args: &[String], stdin: &[u8]) -> (i32, Vec<u8>, Duration) {
     use std::process::{Command, Stdio};
     let started = Instant::now();
-    let mut child = Command::new(support::bin())
+    let mut child = Command::new(kit::daemon_binary())
         .arg("hook")
         .args(args)
         .env_remove("CLAUDE_FAILOVER_CONFIG")
@@ -80,7 +78,7 @@ fn assert_spool_name(path: &Path) {
 
 #[test]
 fn hook_spools_one_document_silently_and_fast() {
-    let dir = support::temp_dir();
+    let dir = kit::temp_dir();
     let spool = dir.path().join("spool");
     std::fs::create_dir(&spool).unwrap();
     let args = strings(&["--spool", spool.to_str().unwrap()]);
@@ -100,7 +98,7 @@ fn hook_spools_one_document_silently_and_fast() {
 
 #[test]
 fn hook_with_garbage_or_too_much_input_spools_nothing_and_still_exits_0() {
-    let dir = support::temp_dir();
+    let dir = kit::temp_dir();
     let spool = dir.path().join("spool");
     let args = strings(&["--spool", spool.to_str().unwrap()]);
     let huge = format!("{{\"x\":\"{}\"}}", "a".repeat(hook::MAX_INPUT));
@@ -143,7 +141,7 @@ impl Read for SlowWriter {
 
 #[test]
 fn a_writer_that_never_closes_stdin_cannot_hold_the_hook() {
-    let dir = support::temp_dir();
+    let dir = kit::temp_dir();
     let spool = dir.path().join("spool");
     let args = strings(&["--spool", spool.to_str().unwrap()]);
 
@@ -166,7 +164,7 @@ fn a_writer_that_never_closes_stdin_cannot_hold_the_hook() {
 
 #[test]
 fn hook_survives_a_missing_or_unwritable_spool_folder() {
-    let dir = support::temp_dir();
+    let dir = kit::temp_dir();
     // Missing: made on the way.
     let nested = dir.path().join("state/spool");
     let args = strings(&["--spool", nested.to_str().unwrap()]);
@@ -190,7 +188,7 @@ fn hook_survives_a_missing_or_unwritable_spool_folder() {
 
 #[test]
 fn hook_without_spool_finds_it_through_the_config() {
-    let dir = support::temp_dir();
+    let dir = kit::temp_dir();
     let state = dir.path().join("state");
     let config = dir.path().join("config.toml");
     write(
@@ -206,7 +204,7 @@ fn hook_without_spool_finds_it_through_the_config() {
 
 #[test]
 fn spool_files_appear_whole() {
-    let dir = support::temp_dir();
+    let dir = kit::temp_dir();
     let spool = dir.path().join("spool");
     std::fs::create_dir(&spool).unwrap();
     let args = strings(&["--spool", spool.to_str().unwrap()]);
@@ -253,7 +251,7 @@ fn spool_files_appear_whole() {
 /// statusline document, then no --spool and no config at all.
 #[test]
 fn binary_hook_answers_within_50ms_with_no_daemon() {
-    let dir = support::temp_dir();
+    let dir = kit::temp_dir();
     let took = best_of_three(|| {
         let spool = dir.path().join("garbage-spool");
         let args = strings(&["--spool", spool.to_str().unwrap()]);
@@ -294,7 +292,7 @@ struct Accounts {
 /// Two accounts with transcripts (overlapping and distinct) and a third whose
 /// folder does not exist yet; alpha has the user's settings.json.
 fn accounts() -> Accounts {
-    let dir = support::temp_dir();
+    let dir = kit::temp_dir();
     let shared = dir.path().join("state/projects");
     accounts_sharing(dir, shared)
 }
@@ -543,7 +541,7 @@ fn setup_moves_transcripts_into_a_shared_tree_on_another_filesystem() {
         return;
     };
     let shared = other_fs.path().join("projects");
-    let acc = accounts_sharing(support::temp_dir(), shared.clone());
+    let acc = accounts_sharing(kit::temp_dir(), shared.clone());
     let alpha = acc.root.join("home/.claude-alpha");
     let beta = acc.root.join("home/.claude-beta");
     let mut before = tree(&alpha.join("projects"));
