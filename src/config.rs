@@ -1019,7 +1019,7 @@ fn covers(reported: &str, key: &str) -> bool {
 }
 
 fn syntax_problem(text: &str, e: &toml::de::Error) -> (String, String) {
-    let message = e.message().trim_end().to_string();
+    let message = syntax_reason(e.message().trim_end());
     let Some(span) = e.span() else {
         return ("(syntax)".into(), format!("not valid TOML: {message}"));
     };
@@ -1027,6 +1027,24 @@ fn syntax_problem(text: &str, e: &toml::de::Error) -> (String, String) {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     ("(syntax)".into(), format!("line {line}, column {column}: {message}"))
+}
+
+/// toml's own words for a syntax error, under the headline this program has
+/// always given for the constructs a user most often leaves open: toml 1.x
+/// says "unclosed table, expected `]`" where the messages users and scripts
+/// know say "invalid table header".
+fn syntax_reason(toml_message: &str) -> String {
+    const HEADLINES: &[(&str, &str)] = &[
+        ("unclosed table", "invalid table header"),
+        ("unclosed array table", "invalid table header"),
+        ("unclosed array", "invalid array"),
+        ("unclosed inline table", "invalid inline table"),
+    ];
+    let head = toml_message.split(", expected").next().unwrap_or(toml_message);
+    match HEADLINES.iter().find(|(said, _)| *said == head) {
+        Some((_, headline)) => format!("{headline}: {toml_message}"),
+        None => toml_message.to_string(),
+    }
 }
 
 // ---- validation helpers ----
