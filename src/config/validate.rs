@@ -209,7 +209,6 @@ impl Config {
 
 /// Flags the daemon passes itself; a second copy from `claude.args` would
 /// start the wrong conversation or none.
-
 const DAEMON_ARGS: &[&str] = &["--resume", "-r", "--continue", "-c", "--session-id", "--print", "-p", "--fork-session"];
 
 /// Variables that pick the account: setting them would bypass failover.
