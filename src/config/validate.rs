@@ -67,7 +67,7 @@ impl Config {
             }
             // setup turns <config_dir>/projects into a symlink to the shared
             // tree; the tree cannot be that symlink itself.
-            if same_path(&a.config_dir.join("projects"), &self.claude.shared_projects_dir) {
+            if same_path(&crate::claude::projects_dir(&a.config_dir), &self.claude.shared_projects_dir) {
                 check.add(
                     "claude.shared_projects_dir",
                     format!(
