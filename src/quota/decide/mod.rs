@@ -21,9 +21,9 @@
 //! - The active account's own token state never causes a swap: the sessions
 //!   running there refresh it.
 //!
-//! `model` is the per-account state and what feeds it; `verdict` the
-//! decisions over it (eligibility, confirming a limit, whether and where to
-//! swap); `schedule` when the poller asks next.
+//! `model` is the per-account state and what feeds it (confirming a limit
+//! included); `verdict` the decisions over it (eligibility, whether and where
+//! to swap); `schedule` when the poller asks next.
 
 mod model;
 mod schedule;

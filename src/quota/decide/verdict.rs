@@ -1,49 +1,12 @@
-//! The quota decisions over [`AccountQuota`]s and an injected `now`: whether
-//! a limit seen somewhere is real, which accounts may take the sessions, and
-//! whether and where to swap.
+//! The quota decisions over [`AccountQuota`]s and an injected `now`: which
+//! accounts may take the sessions, whether and where to swap, and the account
+//! as `/status` shows it (its state and eligibility are verdicts too).
 
 use super::model::*;
 use crate::config::QuotaConfig;
 use std::fmt;
 use std::time::SystemTime;
 
-/// Is this sighting a real limit? `recent` holds other sightings for any
-/// account (this one excluded or not: it is skipped); `last_launch` is when
-/// the signal's session was last launched or resumed.
-///
-/// - A poll at 100 % is the server's current word: confirmed by itself.
-/// - A reset time already past means an old message: never confirmed.
-/// - A hook or transcript record written after the session's last launch
-///   cannot be a replay from `--resume`: confirmed.
-/// - Otherwise (pane text, or a record of unknown age) it needs a sighting
-///   from another source for the same account within [`CONFIRM_WINDOW`].
-pub fn confirm_hard_limit(
-    signal: &HardLimitSignal,
-    recent: &[HardLimitSignal],
-    last_launch: Option<SystemTime>,
-    now: SystemTime,
-) -> bool {
-    if signal.resets_at.is_some_and(|r| r <= now) {
-        return false;
-    }
-    if signal.source == LimitSource::Poll {
-        return true;
-    }
-    let live_record = matches!(signal.source, LimitSource::Hook | LimitSource::Transcript)
-        && match (signal.record_time, last_launch) {
-            (Some(written), Some(launch)) => written > launch,
-            _ => false,
-        };
-    if live_record {
-        return true;
-    }
-    recent.iter().any(|other| {
-        other.account == signal.account
-            && other.source != signal.source
-            && other.resets_at.is_none_or(|r| r > now)
-            && gap(other.at, signal.at) <= CONFIRM_WINDOW
-    })
-}
 /// Why an account may not take the sessions now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ineligible {
@@ -257,4 +220,25 @@ fn best<'a>(candidates: &[&'a AccountQuota], config: &QuotaConfig, now: SystemTi
         }
     }
     best
+}
+
+impl AccountQuota {
+    /// This account as `/status` shows it.
+    pub fn to_status(&self, active: bool, config: &QuotaConfig, now: SystemTime) -> crate::status::AccountStatus {
+        let window = |w: &Window| crate::status::Window {
+            utilization: w.utilization,
+            resets_at: w.resets_at.map(crate::time::rfc3339),
+        };
+        crate::status::AccountStatus {
+            name: self.name.clone(),
+            state: state_name(self, active, config, now).into(),
+            eligible: eligible(self, config, now).is_ok(),
+            five_hour: self.windows.five_hour.as_ref().map(window),
+            seven_day: self.windows.seven_day.as_ref().map(window),
+            other_windows: self.windows.other.iter().map(|(k, w)| (k.clone(), window(w))).collect(),
+            last_poll_at: self.last_poll_at.map(crate::time::rfc3339),
+            last_error: self.last_error.as_ref().map(|e| e.to_string()),
+            exhausted_until: self.exhausted_until.filter(|u| *u > now).map(crate::time::rfc3339),
+        }
+    }
 }
