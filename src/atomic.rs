@@ -4,11 +4,44 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// Writes `bytes` to `path` atomically. The temp file's name starts with `.`
 /// so folder scanners that skip dot-files never see it.
 pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_with(path, bytes, |_| Ok(()))
+}
+
+/// [`write`] for a file in a folder another user may own (setup running as
+/// root over an account's folder): the new file keeps the old one's mode and
+/// owner, or, when there was none, takes the owner of `owner_like`.
+pub fn write_keeping_owner(path: &Path, bytes: &[u8], owner_like: &Path) -> io::Result<()> {
+    write_with(path, bytes, |temp| {
+        match fs::metadata(path) {
+            Ok(old) => {
+                fs::set_permissions(temp, old.permissions())?;
+                let _ = std::os::unix::fs::chown(temp, Some(old.uid()), Some(old.gid()));
+            }
+            Err(_) => give_to_owner_of(temp, owner_like),
+        }
+        Ok(())
+    })
+}
+
+/// Best effort: `path` gets the owner of `like` (matters when setup runs as root
+/// for accounts owned by another user).
+pub fn give_to_owner_of(path: &Path, like: &Path) {
+    if let (Ok(like), Ok(own)) = (fs::metadata(like), fs::metadata(path)) {
+        if (like.uid(), like.gid()) != (own.uid(), own.gid()) {
+            let _ = std::os::unix::fs::chown(path, Some(like.uid()), Some(like.gid()));
+        }
+    }
+}
+
+/// The one way: temp file, `prepare` it (mode, owner), fsync, rename, fsync
+/// the folder; the temp file is removed on any failure.
+fn write_with(path: &Path, bytes: &[u8], prepare: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| io::Error::other(format!("{} has no file name", path.display())))?;
     let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
@@ -16,6 +49,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        prepare(&tmp)?;
         fs::rename(&tmp, path)?;
         sync_dir(dir)
     })();

@@ -49,7 +49,7 @@ impl Heartbeats {
             .ok()
             .and_then(|v| v.parse().ok())
             .map_or(STALE_AFTER, Duration::from_secs);
-        Heartbeats::with_stale_after(Some(state_dir.join("faults")), stale_after)
+        Heartbeats::with_stale_after(Some(crate::state_dir::faults_dir(state_dir)), stale_after)
     }
 
     /// Registers a role (fresh as of now) and returns its beat handle.

@@ -23,10 +23,9 @@ pub const READ_BUDGET: Duration = Duration::from_millis(40);
 /// gets every byte Claude Code sent, not only the first document).
 const THEN_READ_BUDGET: Duration = Duration::from_secs(1);
 
-/// `<state_dir>/spool`, the folder hook documents land in.
-pub fn spool_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("spool")
-}
+/// `<state_dir>/spool`, the folder hook documents land in; named where
+/// every state file is (sessions::role and the tests still call it here).
+pub use crate::state_dir::spool_dir;
 
 /// Runs `hook` with the arguments that follow the subcommand
 /// (`[--spool DIR] [--then CMD] [--config PATH]`). Returns the exit status: 0.

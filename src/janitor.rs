@@ -130,13 +130,13 @@ pub fn sweep(
         }
     }
     prune_checkpoints(
-        &state_dir.join("checkpoints"),
+        &crate::state_dir::checkpoints_dir(state_dir),
         Duration::from_secs(cfg.prune_checkpoints_after_secs),
         now,
         CHECKPOINT_DEPTH,
         &mut report,
     );
-    let spool = state_dir.join("spool");
+    let spool = crate::state_dir::spool_dir(state_dir);
     remove_old_spool(&spool, now, &mut report);
     remove_old_temps(&spool, now, &mut report);
 

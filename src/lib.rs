@@ -16,6 +16,7 @@ pub mod heartbeat;
 pub mod hook;
 pub mod http;
 pub mod http_front;
+mod inotify_thread;
 pub mod janitor;
 #[cfg(test)]
 mod layers;
@@ -29,6 +30,7 @@ pub mod runtime;
 pub mod sessions;
 pub mod setup;
 pub mod signals;
+pub mod state_dir;
 pub mod status;
 pub mod switcher;
 pub mod systemd;

@@ -11,19 +11,17 @@
 //! `settings.json` keeps every key and hook the user had, is backed up before it
 //! changes, and a second run changes nothing.
 
-use crate::config::Config;
+use crate::claude::settings::{merge_settings, settings_path, shell_quote};
+pub use crate::claude::settings::{StatusLineAction, HOOK_EVENTS};
+use crate::config::{absolute, Config};
 use crate::hook;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::fmt;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// The hook events whose JSON the daemon wants (SPEC §7).
-pub const HOOK_EVENTS: [&str; 6] =
-    ["SessionStart", "Stop", "StopFailure", "UserPromptSubmit", "Notification", "SessionEnd"];
 
 /// Prefix of the folder an account's old `projects/` is renamed to while it is merged.
 const MERGING_PREFIX: &str = "projects.setup-";
@@ -85,20 +83,6 @@ pub struct SettingsChange {
     /// Our hook entries that pointed at another binary or spool and were corrected.
     pub hooks_updated: Vec<String>,
     pub status_line: StatusLineAction,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StatusLineAction {
-    Installed,
-    /// The user's own command now runs through the hook with `--then`.
-    Wrapped {
-        original: String,
-    },
-    /// Ours, but with another binary or spool path: corrected.
-    Updated,
-    Unchanged,
-    /// Not done because of an error reported separately.
-    Skipped,
 }
 
 /// One thing setup could not do, naming the account and path concerned.
@@ -237,7 +221,7 @@ pub fn run(config: &Config, exe: &Path) -> Result<SetupReport, Vec<SetupError>> 
             if created_shared_dir {
                 // Under sudo, the tree must still be writable by the accounts' owner.
                 if let Some(first) = config.accounts.first() {
-                    give_to_owner_of(&shared, &first.config_dir);
+                    crate::atomic::give_to_owner_of(&shared, &first.config_dir);
                 }
             }
             true
@@ -272,7 +256,7 @@ pub fn run(config: &Config, exe: &Path) -> Result<SetupReport, Vec<SetupError>> 
             projects: ProjectsAction::Skipped,
             merge: MergeStats::default(),
             settings: SettingsChange {
-                path: config_dir.join("settings.json"),
+                path: settings_path(&config_dir),
                 backup: None,
                 hooks_added: Vec::new(),
                 hooks_updated: Vec::new(),
@@ -330,7 +314,7 @@ fn link_projects(
     merge: &mut MergeStats,
     errors: &mut Vec<SetupError>,
 ) -> Result<ProjectsAction, SetupError> {
-    let link = config_dir.join("projects");
+    let link = crate::claude::projects_dir(config_dir);
     let io = |path: &Path, doing: &'static str| {
         let account = account.to_string();
         let path = path.to_path_buf();
@@ -597,7 +581,7 @@ fn remove_empty_tree(dir: &Path) -> bool {
 
 /// Adds or corrects our hook entries and statusLine in `<config_dir>/settings.json`.
 fn install_hooks(account: &str, config_dir: &Path, hook_command: &str) -> Result<SettingsChange, SetupError> {
-    let path = config_dir.join("settings.json");
+    let path = settings_path(config_dir);
     let bad = |why: String| SetupError::BadSettings { account: account.to_string(), path: path.clone(), why };
     let io = |doing: &'static str, p: &Path| {
         let account = account.to_string();
@@ -634,205 +618,8 @@ fn install_hooks(account: &str, config_dir: &Path, hook_command: &str) -> Result
     }
     let mut text = serde_json::to_string_pretty(&settings).map_err(|e| bad(e.to_string()))?;
     text.push('\n');
-    write_atomically(&path, text.as_bytes(), config_dir).map_err(io("write", &path))?;
+    crate::atomic::write_keeping_owner(&path, text.as_bytes(), config_dir).map_err(io("write", &path))?;
     Ok(change)
-}
-
-struct SettingsEdit {
-    hooks_added: Vec<String>,
-    hooks_updated: Vec<String>,
-    status_line: StatusLineAction,
-}
-
-/// The pure part of the settings change: adds our hooks and statusLine to a
-/// parsed settings.json, keeping everything else. Err says why the document's
-/// shape prevents it.
-fn merge_settings(settings: &mut Value, hook_command: &str) -> Result<SettingsEdit, String> {
-    let root = settings.as_object_mut().ok_or("the top level is not a JSON object")?;
-    let mut edit =
-        SettingsEdit { hooks_added: Vec::new(), hooks_updated: Vec::new(), status_line: StatusLineAction::Unchanged };
-
-    let hooks = root
-        .entry("hooks")
-        .or_insert_with(|| Value::Object(Map::new()))
-        .as_object_mut()
-        .ok_or("\"hooks\" is not an object")?;
-    for event in HOOK_EVENTS {
-        let groups = hooks
-            .entry(event)
-            .or_insert_with(|| Value::Array(Vec::new()))
-            .as_array_mut()
-            .ok_or(format!("\"hooks.{event}\" is not a list"))?;
-        let mut found = false;
-        let mut updated = false;
-        for group in groups.iter_mut() {
-            let Some(entries) = group.get_mut("hooks").and_then(Value::as_array_mut) else {
-                continue;
-            };
-            for entry in entries.iter_mut() {
-                let Some(command) = entry.get("command").and_then(Value::as_str) else {
-                    continue;
-                };
-                if ours(command).is_some() {
-                    found = true;
-                    if command != hook_command {
-                        entry["command"] = Value::String(hook_command.to_string());
-                        updated = true;
-                    }
-                }
-            }
-        }
-        if !found {
-            groups.push(json!({"hooks": [{"type": "command", "command": hook_command}]}));
-            edit.hooks_added.push(event.to_string());
-        } else if updated {
-            edit.hooks_updated.push(event.to_string());
-        }
-    }
-
-    let status = root.entry("statusLine").or_insert_with(|| Value::Object(Map::new()));
-    let status = status.as_object_mut().ok_or("\"statusLine\" is not an object")?;
-    let current = status.get("command").and_then(Value::as_str).filter(|c| !c.trim().is_empty()).map(str::to_string);
-    let (wanted, action) = match current.as_deref() {
-        None => (hook_command.to_string(), StatusLineAction::Installed),
-        Some(command) => match ours(command) {
-            Some(wrapped) => {
-                let wanted = match &wrapped {
-                    Some(then) => format!("{hook_command} --then {}", shell_quote(then)),
-                    None => hook_command.to_string(),
-                };
-                let action = if wanted == command { StatusLineAction::Unchanged } else { StatusLineAction::Updated };
-                (wanted, action)
-            }
-            None => (
-                format!("{hook_command} --then {}", shell_quote(command)),
-                StatusLineAction::Wrapped { original: command.to_string() },
-            ),
-        },
-    };
-    status.insert("type".into(), Value::String("command".into()));
-    status.insert("command".into(), Value::String(wanted));
-    edit.status_line = action;
-    Ok(edit)
-}
-
-/// If `command` is a `claude-failover hook ...` command (any path, any spool),
-/// returns Some(the `--then` command it wraps, if any).
-fn ours(command: &str) -> Option<Option<String>> {
-    let words = shell_split(command)?;
-    let program = Path::new(words.first()?).file_name()?.to_string_lossy();
-    if !program.starts_with("claude-failover") || words.get(1).map(String::as_str) != Some("hook") {
-        return None;
-    }
-    let then = words.iter().position(|w| w == "--then").and_then(|i| words.get(i + 1)).cloned();
-    Some(then)
-}
-
-/// Quotes `word` for `sh` when it needs it.
-pub fn shell_quote(word: &str) -> String {
-    let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "_./-=:,+@%".contains(c));
-    if plain {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
-    }
-}
-
-/// Splits a simple `sh` command line into words (quotes and backslashes as sh
-/// reads them). None when it uses anything beyond plain words (`;`, `|`, `$`,
-/// redirections...), which this module never writes.
-fn shell_split(line: &str) -> Option<Vec<String>> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            ' ' | '\t' | '\n' => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next()? {
-                        '\'' => break,
-                        c => word.push(c),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next()? {
-                        '"' => break,
-                        '\\' => match chars.next()? {
-                            c @ ('$' | '`' | '"' | '\\') => word.push(c),
-                            '\n' => {}
-                            c => {
-                                word.push('\\');
-                                word.push(c);
-                            }
-                        },
-                        '$' | '`' => return None,
-                        c => word.push(c),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                match chars.next()? {
-                    '\n' => {}
-                    c => word.push(c),
-                }
-            }
-            ';' | '&' | '|' | '<' | '>' | '(' | ')' | '$' | '`' | '*' | '?' | '[' | '#' | '~' => return None,
-            c => {
-                in_word = true;
-                word.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(word);
-    }
-    Some(words)
-}
-
-/// Temp file beside `path`, synced, renamed over it; keeps the old file's mode
-/// and owner, or gives a new file the owner of `owner_like`.
-fn write_atomically(path: &Path, bytes: &[u8], owner_like: &Path) -> io::Result<()> {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = fs::File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        match fs::metadata(path) {
-            Ok(old) => {
-                fs::set_permissions(&temp, old.permissions())?;
-                let _ = std::os::unix::fs::chown(&temp, Some(old.uid()), Some(old.gid()));
-            }
-            Err(_) => give_to_owner_of(&temp, owner_like),
-        }
-        fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
-}
-
-/// Best effort: `path` gets the owner of `like` (matters when setup runs as root
-/// for accounts owned by another user).
-fn give_to_owner_of(path: &Path, like: &Path) {
-    if let (Ok(like), Ok(own)) = (fs::metadata(like), fs::metadata(path)) {
-        if (like.uid(), like.gid()) != (own.uid(), own.gid()) {
-            let _ = std::os::unix::fs::chown(path, Some(like.uid()), Some(like.gid()));
-        }
-    }
 }
 
 /// `dir/base`, or `dir/base-2`, `-3`... whichever does not exist yet.
@@ -846,13 +633,6 @@ fn free_name(dir: &Path, base: &str) -> PathBuf {
     candidate
 }
 
-fn absolute(path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        return path.to_path_buf();
-    }
-    std::env::current_dir().map(|cwd| cwd.join(path)).unwrap_or_else(|_| path.to_path_buf())
-}
-
 fn unix_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
@@ -860,72 +640,6 @@ fn unix_secs() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const CMD: &str = "/usr/bin/claude-failover hook --spool /var/lib/cf/spool";
-
-    #[test]
-    fn quoting_round_trips_through_the_splitter() {
-        for word in ["plain", "with space", "it's", "$HOME `x` \"q\"", "", "a\\b", "~/x;y"] {
-            let line = format!("cmd {}", shell_quote(word));
-            assert_eq!(shell_split(&line), Some(vec!["cmd".to_string(), word.to_string()]), "{line}");
-        }
-        assert_eq!(shell_split("echo hi; rm x"), None);
-        assert_eq!(shell_split("a \"b c\" d\\ e"), Some(vec!["a".into(), "b c".into(), "d e".into()]));
-    }
-
-    #[test]
-    fn our_commands_are_recognised_wherever_the_binary_lives() {
-        assert_eq!(ours(CMD), Some(None));
-        assert_eq!(
-            ours("'/opt/x y/claude-failover' hook --spool /s --then 'echo '\\''hi'\\'''"),
-            Some(Some("echo 'hi'".to_string()))
-        );
-        assert_eq!(ours("/usr/bin/other hook --spool /s"), None);
-        assert_eq!(ours("claude-failover status"), None);
-        assert_eq!(ours("bash ~/.claude/statusline.sh"), None);
-    }
-
-    #[test]
-    fn settings_keep_user_keys_and_hooks_and_a_second_merge_changes_nothing() {
-        let mut settings = json!({
-            "model": "opus",
-            "hooks": {"Stop": [{"hooks": [{"type": "command", "command": "notify-send done"}]}],
-                      "PreToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": "audit"}]}]},
-            "statusLine": {"type": "command", "command": "bash ~/.claude/status.sh | head -1", "padding": 0}
-        });
-        let edit = merge_settings(&mut settings, CMD).unwrap();
-        assert_eq!(edit.hooks_added.len(), 6);
-        assert!(matches!(edit.status_line, StatusLineAction::Wrapped { .. }));
-        assert_eq!(settings["model"], "opus");
-        assert_eq!(settings["hooks"]["PreToolUse"][0]["hooks"][0]["command"], "audit");
-        assert_eq!(settings["hooks"]["Stop"][0]["hooks"][0]["command"], "notify-send done");
-        assert_eq!(settings["hooks"]["Stop"][1]["hooks"][0]["command"], CMD);
-        assert_eq!(settings["statusLine"]["padding"], 0);
-        let status = settings["statusLine"]["command"].as_str().unwrap().to_string();
-        assert_eq!(status, format!("{CMD} --then 'bash ~/.claude/status.sh | head -1'"));
-
-        let once = settings.clone();
-        let edit = merge_settings(&mut settings, CMD).unwrap();
-        assert!(edit.hooks_added.is_empty() && edit.hooks_updated.is_empty());
-        assert_eq!(edit.status_line, StatusLineAction::Unchanged);
-        assert_eq!(settings, once);
-
-        // The binary moved: entries are corrected in place, the wrap is kept.
-        let moved = "/opt/cf/claude-failover hook --spool /var/lib/cf/spool";
-        let edit = merge_settings(&mut settings, moved).unwrap();
-        assert_eq!(edit.hooks_updated.len(), 6);
-        assert_eq!(edit.status_line, StatusLineAction::Updated);
-        assert_eq!(settings["hooks"]["Stop"].as_array().unwrap().len(), 2);
-        assert_eq!(settings["statusLine"]["command"], format!("{moved} --then 'bash ~/.claude/status.sh | head -1'"));
-    }
-
-    #[test]
-    fn settings_of_an_unexpected_shape_are_refused() {
-        assert!(merge_settings(&mut json!([1]), CMD).is_err());
-        assert!(merge_settings(&mut json!({"hooks": []}), CMD).is_err());
-        assert!(merge_settings(&mut json!({"hooks": {"Stop": {}}}), CMD).is_err());
-        assert!(merge_settings(&mut json!({"statusLine": "x"}), CMD).is_err());
-    }
 
     #[test]
     fn conflict_names_count_up() {

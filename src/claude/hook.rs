@@ -83,7 +83,7 @@ pub fn parse(text: &str) -> Result<HookInput, HookError> {
                 used_percentage: used,
                 resets_at: match w.get("resets_at") {
                     Some(Value::Number(n)) => n.as_f64().and_then(super::unix_time),
-                    Some(Value::String(t)) => super::parse_rfc3339(t),
+                    Some(Value::String(t)) => super::parse_time(t),
                     _ => None,
                 },
             });

@@ -1,5 +1,6 @@
 //! Everything that knows Claude Code's formats: the project-key rule, credentials,
-//! the usage answer, transcripts, pane text, session files and hook input.
+//! the usage answer, transcripts, pane text, session files, hook input and the
+//! settings.json entries claude-failover installs.
 //! Pure parsing and path rules: nothing here runs Claude Code, polls or decides.
 //! Claude Code changes often, so every parser is tolerant and says what and where
 //! when it gives up; none panics on outside input.
@@ -8,6 +9,7 @@ pub mod credentials;
 pub mod hook;
 pub mod pane;
 pub mod session_file;
+pub mod settings;
 pub mod transcript;
 pub mod usage;
 
@@ -57,65 +59,23 @@ fn base36(mut n: u64) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `<shared_projects_dir>/<project_key(cwd)>/<session_id>.jsonl`.
+/// `<config_dir>/projects`, where Claude Code keeps an account's transcripts
+/// (`setup` makes it a link to the shared tree).
+pub fn projects_dir(config_dir: &Path) -> PathBuf {
+    config_dir.join("projects")
+}
+
+/// `<projects_dir>/<project_key(cwd)>/<session_id>.jsonl`: under the shared
+/// tree, or under an account's [`projects_dir`].
 pub fn transcript_path(shared_projects_dir: &Path, cwd: &Path, session_id: &str) -> PathBuf {
     shared_projects_dir.join(project_key(cwd)).join(format!("{session_id}.jsonl"))
 }
 
-/// Parses the RFC 3339 forms Claude Code and the API write
-/// (`2026-11-25T16:55:51.947Z`, `2026-01-02T19:59:59.600956+00:00`).
-pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let s = s.trim();
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut nanos = 0u32;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let kept = &frac[..digits.min(9)];
-        nanos = kept.parse::<u32>().ok()? * 10u32.pow(9 - kept.len() as u32);
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let oh: i64 = rest.get(1..3)?.parse().ok()?;
-            let om: i64 = rest.get(4..6)?.parse().ok()?;
-            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
-                return None;
-            }
-            sign * (oh * 3600 + om * 60)
-        }
-    };
-    let secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset;
-    let secs = u64::try_from(secs).ok()?;
-    Some(UNIX_EPOCH + Duration::new(secs, nanos))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// A time as Claude Code and the API write it in JSON
+/// (`2026-11-25T16:55:51.947Z`, `2026-01-02T19:59:59.600956+00:00`),
+/// surrounding blanks allowed: RFC 3339 as `crate::time` reads it.
+pub(crate) fn parse_time(s: &str) -> Option<SystemTime> {
+    crate::time::parse_rfc3339(s.trim())
 }
 
 /// Unix seconds (or milliseconds, told apart by size) as a `SystemTime`.
@@ -157,14 +117,15 @@ mod tests {
     }
 
     #[test]
-    fn rfc3339_forms() {
-        let t = |s| parse_rfc3339(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_millis());
+    fn times_in_the_forms_claude_code_writes() {
+        let t = |s| parse_time(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_millis());
         assert_eq!(t("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(t(" 1970-01-01T00:00:01Z\n"), Some(1000));
         assert_eq!(t("2026-11-25T16:55:51.947Z"), Some(1_795_625_751_947));
         assert_eq!(t("2026-11-25T17:55:51.947+01:00"), Some(1_795_625_751_947));
         assert_eq!(t("2026-01-02T19:59:59.600956+00:00"), Some(1_767_383_999_600));
         for bad in ["", "yesterday", "2026-13-01T00:00:00Z", "2026-11-25T16:55:51", "2026-11-25T16:55:51+0100"] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+            assert_eq!(parse_time(bad), None, "{bad}");
         }
     }
 }

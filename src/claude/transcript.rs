@@ -64,7 +64,7 @@ pub fn classify_line(line: &str) -> Vec<Record> {
     let Ok(v) = serde_json::from_str::<Value>(line) else {
         return Vec::new();
     };
-    let at = v.get("timestamp").and_then(Value::as_str).and_then(super::parse_rfc3339);
+    let at = v.get("timestamp").and_then(Value::as_str).and_then(super::parse_time);
     let session_id = v.get("sessionId").and_then(Value::as_str).map(str::to_string);
     let record = |kind| Record { at, session_id: session_id.clone(), kind };
     let message = v.get("message");

@@ -154,7 +154,7 @@ fn window(name: &str, o: &Map<String, Value>, required: bool) -> Result<Option<Q
         Some(r) => {
             let parsed = match r {
                 Value::String(s) => {
-                    super::parse_rfc3339(s).or_else(|| s.trim().parse::<f64>().ok().and_then(super::unix_time))
+                    super::parse_time(s).or_else(|| s.trim().parse::<f64>().ok().and_then(super::unix_time))
                 }
                 Value::Number(n) => n.as_f64().and_then(super::unix_time),
                 _ => None,

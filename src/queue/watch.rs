@@ -17,10 +17,9 @@
 //! Limit: moving away an ancestor of a watched inbox (not the inbox itself)
 //! keeps the watch on the moved folder; the kernel reports nothing for it.
 //!
-//! Stopping needs no timer: `stop()` removes every watch through the cloneable
-//! `Watches` handle; the kernel then queues IN_IGNORED, the blocked read
-//! returns, the thread sees the stop flag and exits. A watch on `/` is always
-//! held so there is a watch to remove even when no inbox is watched.
+//! The thread's life and its stop are `crate::inotify_thread`'s; a watch on
+//! `/` is always held so there is a watch to remove even when no inbox is
+//! watched.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -28,14 +27,13 @@ use std::fmt;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
-use parking_lot::Mutex;
 
 use super::is_ignored_name;
+pub(crate) use crate::inotify_thread::RawEvent;
+use crate::inotify_thread::{InotifyThread, WatchState};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
@@ -75,8 +73,7 @@ fn mask() -> WatchMask {
 
 /// Handle on the watching thread. Dropping it stops the thread too.
 pub struct InboxWatcher {
-    tracker: Arc<Mutex<Tracker>>,
-    thread: Option<JoinHandle<()>>,
+    thread: InotifyThread<Tracker>,
 }
 
 impl InboxWatcher {
@@ -90,86 +87,41 @@ impl InboxWatcher {
         for (project, inbox) in inboxes {
             tracker.add_project(project, inbox, &mut out);
         }
-        let tracker = Arc::new(Mutex::new(tracker));
-        let shared = Arc::clone(&tracker);
-        let thread = std::thread::Builder::new()
-            .name("inbox-watch".into())
-            .spawn(move || run(inotify, shared, events))
-            .map_err(WatchError::Spawn)?;
-        Ok(InboxWatcher { tracker, thread: Some(thread) })
+        let thread = InotifyThread::start("inbox-watch", inotify, tracker, events).map_err(WatchError::Spawn)?;
+        Ok(InboxWatcher { thread })
     }
 
     /// Watches one more project (e.g. after a config reload). Scan its inbox
     /// after this returns.
     pub fn add(&self, project: &str, inbox: PathBuf) {
         let mut out = Vec::new();
-        self.tracker.lock().add_project(project.to_string(), inbox, &mut out);
+        self.thread.lock().add_project(project.to_string(), inbox, &mut out);
     }
 
     /// Removes every watch, which wakes the blocked read, and joins the thread.
-    pub fn stop(mut self) {
-        self.stop_thread();
-    }
-
-    fn stop_thread(&mut self) {
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        self.tracker.lock().stop();
-        if thread.join().is_err() {
-            log::error!("the inbox-watch thread panicked");
-        }
+    pub fn stop(self) {
+        self.thread.stop();
     }
 }
 
-impl Drop for InboxWatcher {
-    fn drop(&mut self) {
-        self.stop_thread();
-    }
-}
+impl WatchState for Tracker {
+    type Event = WatchEvent;
+    const BUFFER: usize = 64 * 1024;
 
-fn run(mut inotify: Inotify, tracker: Arc<Mutex<Tracker>>, events: Sender<WatchEvent>) {
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        let raw: Vec<RawEvent> = match inotify.read_events_blocking(&mut buffer) {
-            Ok(batch) => batch
-                .map(|e| RawEvent {
-                    wd: e.wd.get_watch_descriptor_id(),
-                    mask: e.mask,
-                    name: e.name.map(OsString::from),
-                })
-                .collect(),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                log::error!("inbox watching stopped: cannot read inotify events: {e}");
-                return;
-            }
-        };
-        let mut out = Vec::new();
-        {
-            let mut tracker = tracker.lock();
-            if tracker.stopping {
-                return;
-            }
-            for event in raw {
-                tracker.handle(event, &mut out);
-            }
-        }
-        for event in out {
-            if events.send(event).is_err() {
-                return;
-            }
+    fn handle(&mut self, event: RawEvent, out: &mut Vec<WatchEvent>) {
+        Tracker::handle(self, event, out);
+    }
+
+    fn unwatch_all(&mut self) {
+        for (_, watched) in self.by_wd.drain() {
+            // Fails only for watches the kernel already dropped.
+            let _ = self.watches.remove(watched.wd);
         }
     }
-}
 
-/// An inotify event reduced to what `Tracker::handle` needs, so tests can feed
-/// it events the kernel is hard to make produce (an overflow).
-#[derive(Debug, Clone)]
-pub(crate) struct RawEvent {
-    pub wd: i32,
-    pub mask: EventMask,
-    pub name: Option<OsString>,
+    fn read_failed(error: &io::Error) {
+        log::error!("inbox watching stopped: cannot read inotify events: {error}");
+    }
 }
 
 struct Project {
@@ -191,14 +143,13 @@ struct Watched {
 /// Which folder each project is watched through, and what an event means.
 pub(crate) struct Tracker {
     watches: Watches,
-    stopping: bool,
     projects: Vec<Project>,
     by_wd: HashMap<i32, Watched>,
 }
 
 impl Tracker {
     pub(crate) fn new(watches: Watches) -> Tracker {
-        Tracker { watches, stopping: false, projects: Vec::new(), by_wd: HashMap::new() }
+        Tracker { watches, projects: Vec::new(), by_wd: HashMap::new() }
     }
 
     fn hold_wake_watch(&mut self) -> io::Result<()> {
@@ -214,18 +165,10 @@ impl Tracker {
     /// Starts watching a project; `Rescan`s are only sent for inboxes that
     /// appear later, the caller scans the ones there now.
     pub(crate) fn add_project(&mut self, name: String, inbox: PathBuf, out: &mut Vec<WatchEvent>) {
-        let inbox = absolute(&inbox);
+        let inbox = crate::config::absolute(&inbox);
         let index = self.projects.len();
         self.projects.push(Project { name, inbox, at: None, on_inbox: false });
         self.resolve(index, false, out);
-    }
-
-    fn stop(&mut self) {
-        self.stopping = true;
-        for (_, watched) in self.by_wd.drain() {
-            // Fails only for watches the kernel already dropped.
-            let _ = self.watches.remove(watched.wd);
-        }
     }
 
     pub(crate) fn handle(&mut self, event: RawEvent, out: &mut Vec<WatchEvent>) {
@@ -390,14 +333,6 @@ fn push_unique(out: &mut Vec<WatchEvent>, event: WatchEvent) {
     }
 }
 
-fn absolute(path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir().map(|cwd| cwd.join(path)).unwrap_or_else(|_| path.to_path_buf())
-    }
-}
-
 /// `path` itself when it is a folder, else its closest ancestor that is.
 fn nearest_dir(path: &Path) -> Option<PathBuf> {
     path.ancestors().find(|p| p.is_dir()).map(Path::to_path_buf)
@@ -434,7 +369,7 @@ mod tests {
         tracker.handle(overflow, &mut out);
         assert_eq!(out, vec![WatchEvent::Rescan { project: "a".into() }, WatchEvent::Rescan { project: "b".into() },]);
         assert!(tracker.projects.iter().all(|p| p.on_inbox), "b now watched on its inbox");
-        tracker.stop();
+        tracker.unwatch_all();
     }
 
     #[test]
@@ -451,7 +386,7 @@ mod tests {
         tracker.handle(created, &mut out);
         assert_eq!(out, vec![WatchEvent::Rescan { project: "p".into() }]);
         assert!(tracker.projects[0].on_inbox);
-        tracker.stop();
+        tracker.unwatch_all();
     }
 
     #[test]

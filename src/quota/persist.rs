@@ -30,10 +30,8 @@ pub const VERSION: u32 = 1;
 /// this often: they are re-learned by the first poll anyway.
 pub const SAVE_WINDOWS_EVERY: Duration = Duration::from_secs(600);
 
-/// `<state_dir>/quota.json`.
-pub fn path(state_dir: &Path) -> PathBuf {
-    state_dir.join("quota.json")
-}
+/// `<state_dir>/quota.json`, under its old name for coordinator::failover's test.
+pub use crate::state_dir::quota_file as path;
 
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,7 +195,7 @@ impl std::error::Error for PersistError {}
 
 /// Reads `<state_dir>/quota.json`; None when there is none.
 pub fn load(state_dir: &Path) -> Result<Option<QuotaFile>, PersistError> {
-    let path = path(state_dir);
+    let path = crate::state_dir::quota_file(state_dir);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -225,7 +223,7 @@ pub fn load_or_log(state_dir: &Path) -> QuotaFile {
 
 /// Writes `file` atomically to `<state_dir>/quota.json`, stamped `now`.
 pub fn save(state_dir: &Path, file: &QuotaFile, now: SystemTime) -> Result<(), PersistError> {
-    let path = path(state_dir);
+    let path = crate::state_dir::quota_file(state_dir);
     let stamped = QuotaFile { saved_at: Some(whole(now)), ..file.clone() };
     crate::atomic::write(&path, &stamped.encode()).map_err(|error| PersistError::Write { path, error })
 }
@@ -395,13 +393,13 @@ mod tests {
             br#"{"version": 1, "accounts": {"alpha": {"windows": {"five_hour": {"utilization": "lots"}}}}}"#,
         ];
         for bytes in cases {
-            std::fs::write(path(dir.path()), bytes).unwrap();
+            std::fs::write(crate::state_dir::quota_file(dir.path()), bytes).unwrap();
             let err = load(dir.path()).expect_err(&String::from_utf8_lossy(bytes));
             assert!(matches!(err, PersistError::Garbage { .. }), "{err:?}");
             assert!(err.to_string().contains("quota.json"), "{err}");
             assert_eq!(load_or_log(dir.path()), QuotaFile::default());
         }
-        std::fs::write(path(dir.path()), br#"{"version": 7, "accounts": {}}"#).unwrap();
+        std::fs::write(crate::state_dir::quota_file(dir.path()), br#"{"version": 7, "accounts": {}}"#).unwrap();
         let err = load(dir.path()).unwrap_err();
         assert!(matches!(err, PersistError::Version { found: 7, .. }), "{err:?}");
     }
@@ -410,7 +408,7 @@ mod tests {
     fn unknown_keys_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let text = r#"{"version": 1, "later": true, "accounts": {"alpha": {"exhausted_until": "2027-01-15T08:00:00Z", "new": 1}}}"#;
-        std::fs::write(path(dir.path()), text).unwrap();
+        std::fs::write(crate::state_dir::quota_file(dir.path()), text).unwrap();
         let file = load(dir.path()).unwrap().unwrap();
         assert_eq!(file.limits()["alpha"], crate::time::parse_rfc3339("2027-01-15T08:00:00Z").unwrap());
     }

@@ -157,8 +157,7 @@ pub fn continuation_prompt(task: &str, why: &str) -> String {
 pub fn transcript_path(config: &Config, session: &str, account: &str, id: &str) -> Option<PathBuf> {
     let acct = config.account(account)?;
     let project = config.project(&config.session(session)?.project)?;
-    let key = crate::claude::project_key(&project.path);
-    Some(acct.config_dir.join("projects").join(key).join(format!("{id}.jsonl")))
+    Some(crate::claude::transcript_path(&crate::claude::projects_dir(&acct.config_dir), &project.path, id))
 }
 
 /// Resume a conversation that has a transcript under `account`; start one
@@ -179,7 +178,7 @@ pub fn prepare_conversation(config: &Config, session: &str, account: &str, id: &
         .accounts
         .iter()
         .filter(|a| a.name != account)
-        .map(|a| a.config_dir.join("projects"))
+        .map(|a| crate::claude::projects_dir(&a.config_dir))
         .chain(std::iter::once(config.claude.shared_projects_dir.clone()))
         .map(|projects| projects.join(key_dir).join(file))
         .find(|p| p.exists());

@@ -9,18 +9,16 @@
 //! One thread ("session-watch") blocks on the inotify descriptor and forwards
 //! `Changed` for every file closed after writing or renamed in. Folders are
 //! added as the role learns them; one missing now (a project's transcript
-//! folder before its first prompt) is simply tried again later. Stopping
-//! removes every watch, including one always held on a folder that exists
-//! (the state directory), so the blocked read returns.
+//! folder before its first prompt) is simply tried again later. The thread's
+//! life and its stop are `crate::inotify_thread`'s; the watch always held on
+//! a folder that exists (the state directory) lets the stop wake it.
 
+use crate::inotify_thread::{InotifyThread, RawEvent, WatchState};
 use crossbeam_channel::Sender;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
-use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 
 /// A file in a watched folder was written (and closed) or renamed in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,17 +35,14 @@ fn mask() -> WatchMask {
     WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO | WatchMask::ONLYDIR
 }
 
-#[derive(Default)]
 struct Folders {
+    watches: Watches,
     by_wd: HashMap<i32, (WatchDescriptor, PathBuf)>,
     by_path: HashMap<PathBuf, i32>,
-    stopping: bool,
 }
 
 pub struct FileWatch {
-    watches: Watches,
-    folders: Arc<Mutex<Folders>>,
-    thread: Option<JoinHandle<()>>,
+    thread: InotifyThread<Folders>,
 }
 
 impl FileWatch {
@@ -55,100 +50,71 @@ impl FileWatch {
     /// whole life (it holds the watch whose removal wakes the thread at stop).
     pub fn start(anchor: &Path, out: Sender<Changed>) -> std::io::Result<FileWatch> {
         let inotify = Inotify::init()?;
-        let watches = inotify.watches();
-        let folders = Arc::new(Mutex::new(Folders::default()));
-        let mut watch = FileWatch { watches, folders: Arc::clone(&folders), thread: None };
-        watch.add(anchor)?;
-        watch.thread =
-            Some(std::thread::Builder::new().name("session-watch".into()).spawn(move || run(inotify, folders, out))?);
-        Ok(watch)
+        let mut folders = Folders { watches: inotify.watches(), by_wd: HashMap::new(), by_path: HashMap::new() };
+        folders.add(anchor)?;
+        Ok(FileWatch { thread: InotifyThread::start("session-watch", inotify, folders, out)? })
     }
 
     /// Whether `dir` is watched now.
     pub fn watching(&self, dir: &Path) -> bool {
-        self.folders.lock().by_path.contains_key(dir)
+        self.thread.lock().by_path.contains_key(dir)
     }
 
     /// Watches `dir` (once; again after the kernel dropped it). A missing
     /// folder is an error the caller retries later.
     pub fn add(&mut self, dir: &Path) -> std::io::Result<()> {
-        let mut folders = self.folders.lock();
-        if folders.by_path.contains_key(dir) {
+        self.thread.lock().add(dir)
+    }
+
+    /// Removes every watch, which wakes the blocked read, and joins the thread.
+    pub fn stop(self) {
+        self.thread.stop();
+    }
+}
+
+impl Folders {
+    fn add(&mut self, dir: &Path) -> std::io::Result<()> {
+        if self.by_path.contains_key(dir) {
             return Ok(());
         }
         let wd = self.watches.add(dir, mask())?;
         let id = wd.get_watch_descriptor_id();
-        folders.by_wd.insert(id, (wd, dir.to_path_buf()));
-        folders.by_path.insert(dir.to_path_buf(), id);
+        self.by_wd.insert(id, (wd, dir.to_path_buf()));
+        self.by_path.insert(dir.to_path_buf(), id);
         Ok(())
     }
-
-    /// Removes every watch, which wakes the blocked read, and joins the thread.
-    pub fn stop(mut self) {
-        self.stop_thread();
-    }
-
-    fn stop_thread(&mut self) {
-        let Some(thread) = self.thread.take() else { return };
-        {
-            let mut folders = self.folders.lock();
-            folders.stopping = true;
-            for (_, (wd, _)) in folders.by_wd.drain() {
-                // Fails only for watches the kernel already dropped.
-                let _ = self.watches.remove(wd);
-            }
-            folders.by_path.clear();
-        }
-        if thread.join().is_err() {
-            log::error!("the session-watch thread panicked");
-        }
-    }
 }
 
-impl Drop for FileWatch {
-    fn drop(&mut self) {
-        self.stop_thread();
-    }
-}
+impl WatchState for Folders {
+    type Event = Changed;
+    const BUFFER: usize = 16 * 1024;
 
-fn run(mut inotify: Inotify, folders: Arc<Mutex<Folders>>, out: Sender<Changed>) {
-    let mut buffer = vec![0u8; 16 * 1024];
-    loop {
-        let mut changed = Vec::new();
-        match inotify.read_events_blocking(&mut buffer) {
-            Ok(events) => {
-                let mut folders = folders.lock();
-                if folders.stopping {
-                    return;
-                }
-                for event in events {
-                    let wd = event.wd.get_watch_descriptor_id();
-                    if event.mask.contains(EventMask::Q_OVERFLOW) {
-                        changed.push(Changed::All);
-                    } else if event.mask.contains(EventMask::IGNORED) {
-                        // The folder went away: forget it so `add` watches it anew.
-                        if let Some((_, path)) = folders.by_wd.remove(&wd) {
-                            folders.by_path.remove(&path);
-                        }
-                    } else if let (Some(name), Some((_, dir))) = (event.name, folders.by_wd.get(&wd)) {
-                        let file = Changed::File { dir: dir.clone(), name: name.to_os_string() };
-                        if !changed.contains(&file) {
-                            changed.push(file);
-                        }
-                    }
-                }
+    fn handle(&mut self, event: RawEvent, changed: &mut Vec<Changed>) {
+        if event.mask.contains(EventMask::Q_OVERFLOW) {
+            changed.push(Changed::All);
+        } else if event.mask.contains(EventMask::IGNORED) {
+            // The folder went away: forget it so `add` watches it anew.
+            if let Some((_, path)) = self.by_wd.remove(&event.wd) {
+                self.by_path.remove(&path);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                log::error!("watching session files stopped: {e}; sessions are looked at once a second");
-                return;
+        } else if let (Some(name), Some((_, dir))) = (event.name, self.by_wd.get(&event.wd)) {
+            let file = Changed::File { dir: dir.clone(), name };
+            if !changed.contains(&file) {
+                changed.push(file);
             }
         }
-        for c in changed {
-            if out.send(c).is_err() {
-                return;
-            }
+    }
+
+    fn unwatch_all(&mut self) {
+        for (_, (wd, _)) in self.by_wd.drain() {
+            // Fails only for watches the kernel already dropped.
+            let _ = self.watches.remove(wd);
         }
+        self.by_path.clear();
+    }
+
+    fn read_failed(error: &std::io::Error) {
+        log::error!("watching session files stopped: {error}; sessions are looked at once a second");
     }
 }
 

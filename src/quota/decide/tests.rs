@@ -1,7 +1,9 @@
 //! Table tests for the quota decisions, on a fake clock.
 
 use super::*;
-use std::time::UNIX_EPOCH;
+use crate::config::QuotaConfig;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const T0: u64 = 1_795_622_400; // 2026-11-25T16:00:00Z
 

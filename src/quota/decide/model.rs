@@ -1,45 +1,13 @@
-//! The quota decisions, as plain functions of per-account state and an
-//! injected `now`: which accounts may take the sessions, whether a limit seen
-//! somewhere is real, whether and where to swap, and when to poll next.
-//!
-//! No I/O and no clock here. The coordinator owns one [`AccountQuota`] per
-//! account and feeds it poll reports, statusline samples and hard-limit
-//! signals; the quota poller owns one [`PollSchedule`] per account.
-//!
-//! Choices worth knowing:
-//! - A window whose `resets_at` has passed counts as 0 %: it has reset, even
-//!   if no poll has said so yet. That is what lets failback happen on time.
-//! - An account never polled is not eligible (`Unknown`), and neither is one
-//!   whose access token expired (`TokenExpired`): we cannot vouch for their
-//!   headroom. Both are *soft* reasons. A swap the active account cannot avoid
-//!   (a hard limit, or a threshold crossing with nowhere better to go) falls
-//!   back to a soft-ineligible account rather than stopping all work: a
-//!   standby account runs no Claude Code, so its token expires after some
-//!   hours and is refreshed only when Claude Code starts there; refusing such
-//!   accounts would strand every overnight failover. Failback and projected
-//!   swaps go only to accounts known to have headroom.
-//! - The active account's own token state never causes a swap: the sessions
-//!   running there refresh it.
+//! One account's quota as the coordinator knows it: usage windows, token
+//! state, hard-limit sightings (and whether one is real) and the burn rate,
+//! fed by polls, statusline samples and signals. The decisions over it are
+//! in `verdict`.
 
 use crate::config::QuotaConfig;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-/// Backoff after failed polls never grows beyond this.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
-/// A `Retry-After` further out than this is treated as this (a garbled date
-/// must not silence an account for days).
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
-/// How often an account whose token cannot be used has its credentials
-/// file re-read (no request is made), at most.
-pub const TOKEN_RECHECK: Duration = Duration::from_secs(30);
-/// Zero-cost samples may push the next poll back, but never further than
-/// this many poll intervals after the last successful poll: statusline data
-/// lacks the `seven_day_*` windows.
-pub const MAX_DEFER_INTERVALS: u32 = 3;
-/// Jitter spreads polls over ±this fraction of the interval.
-pub const JITTER: f64 = 0.1;
 /// Five-hour samples older than this do not count for the burn rate.
 pub const BURN_WINDOW: Duration = Duration::from_secs(30 * 60);
 /// The burn rate needs samples spanning at least this long.
@@ -175,7 +143,7 @@ impl PollError {
     }
 
     /// Failures that back off exponentially.
-    fn backs_off(&self) -> bool {
+    pub(super) fn backs_off(&self) -> bool {
         matches!(
             self,
             PollError::RateLimited { .. }
@@ -292,10 +260,9 @@ pub fn confirm_hard_limit(
     })
 }
 
-fn gap(a: SystemTime, b: SystemTime) -> Duration {
+pub(super) fn gap(a: SystemTime, b: SystemTime) -> Duration {
     a.duration_since(b).or_else(|_| b.duration_since(a)).unwrap_or_default()
 }
-
 /// Everything the coordinator knows about one account's quota.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccountQuota {
@@ -458,400 +425,15 @@ impl AccountQuota {
         }
     }
 
-    /// This account as `/status` shows it.
-    pub fn to_status(&self, active: bool, config: &QuotaConfig, now: SystemTime) -> crate::status::AccountStatus {
-        let window = |w: &Window| crate::status::Window {
-            utilization: w.utilization,
-            resets_at: w.resets_at.map(crate::time::rfc3339),
-        };
-        crate::status::AccountStatus {
-            name: self.name.clone(),
-            state: state_name(self, active, config, now).into(),
-            eligible: eligible(self, config, now).is_ok(),
-            five_hour: self.windows.five_hour.as_ref().map(window),
-            seven_day: self.windows.seven_day.as_ref().map(window),
-            other_windows: self.windows.other.iter().map(|(k, w)| (k.clone(), window(w))).collect(),
-            last_poll_at: self.last_poll_at.map(crate::time::rfc3339),
-            last_error: self.last_error.as_ref().map(|e| e.to_string()),
-            exhausted_until: self.exhausted_until.filter(|u| *u > now).map(crate::time::rfc3339),
-        }
-    }
-
     /// The smallest room left under a threshold, in percentage points.
-    fn headroom(&self, config: &QuotaConfig, now: SystemTime) -> f64 {
+    pub(super) fn headroom(&self, config: &QuotaConfig, now: SystemTime) -> f64 {
         let five = config.five_hour_threshold - self.five_hour(now).unwrap_or(0.0);
         let weekly =
             self.windows.weekly().map(|(_, w)| config.weekly_threshold - w.current(now)).fold(f64::INFINITY, f64::min);
         five.min(weekly)
     }
 
-    fn roomy(&self, now: SystemTime) -> bool {
+    pub(super) fn roomy(&self, now: SystemTime) -> bool {
         self.windows.all().all(|(_, w)| w.current(now) < ROOMY_BELOW)
     }
 }
-
-/// Why an account may not take the sessions now.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Ineligible {
-    /// Nobody is logged in there.
-    TokenMissing,
-    /// A confirmed hard limit holds until then.
-    Exhausted {
-        until: SystemTime,
-    },
-    FiveHour {
-        utilization: f64,
-        threshold: f64,
-    },
-    Weekly {
-        window: String,
-        utilization: f64,
-        threshold: f64,
-    },
-    /// Soft: never polled, nothing known.
-    Unknown,
-    /// Soft: the token expired, so we cannot poll; Claude Code renews it on
-    /// launch. The last known windows were fine.
-    TokenExpired,
-}
-
-impl Ineligible {
-    /// Soft reasons: the account may still take a swap that cannot wait.
-    pub fn is_soft(&self) -> bool {
-        matches!(self, Ineligible::Unknown | Ineligible::TokenExpired)
-    }
-}
-
-impl fmt::Display for Ineligible {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Ineligible::TokenMissing => write!(f, "no credentials (nobody is logged in)"),
-            Ineligible::Exhausted { until } => {
-                write!(f, "quota limit hit, resets {}", crate::time::rfc3339(*until))
-            }
-            Ineligible::FiveHour { utilization, threshold } => {
-                write!(f, "five_hour at {utilization:.1} % (threshold {threshold:.1} %)")
-            }
-            Ineligible::Weekly { window, utilization, threshold } => {
-                write!(f, "{window} at {utilization:.1} % (threshold {threshold:.1} %)")
-            }
-            Ineligible::Unknown => write!(f, "usage not known yet (never polled)"),
-            Ineligible::TokenExpired => write!(f, "access token expired (usage cannot be checked)"),
-        }
-    }
-}
-
-/// May this account take the sessions now? Hard reasons are checked first,
-/// so a soft `Err` means nothing else is known against it.
-pub fn eligible(q: &AccountQuota, config: &QuotaConfig, now: SystemTime) -> Result<(), Ineligible> {
-    if q.token == TokenState::Missing {
-        return Err(Ineligible::TokenMissing);
-    }
-    if let Some(until) = q.exhausted_until.filter(|u| *u > now) {
-        return Err(Ineligible::Exhausted { until });
-    }
-    if let Some(u) = q.five_hour(now).filter(|u| *u >= config.five_hour_threshold) {
-        return Err(Ineligible::FiveHour { utilization: u, threshold: config.five_hour_threshold });
-    }
-    if let Some((name, w)) = q.windows.weekly().find(|(_, w)| w.current(now) >= config.weekly_threshold) {
-        return Err(Ineligible::Weekly {
-            window: name.into(),
-            utilization: w.current(now),
-            threshold: config.weekly_threshold,
-        });
-    }
-    if q.windows_at.is_none() {
-        return Err(Ineligible::Unknown);
-    }
-    if q.token == TokenState::Expired {
-        return Err(Ineligible::TokenExpired);
-    }
-    Ok(())
-}
-
-/// The account `state` of `/status`: `token_expired` (can't be polled),
-/// then `exhausted` (a hard limit holds, or — for a standby — a threshold is
-/// crossed), then `active`, then `error` (the last poll failed), `standby`.
-pub fn state_name(q: &AccountQuota, active: bool, config: &QuotaConfig, now: SystemTime) -> &'static str {
-    if q.token != TokenState::Ok {
-        return "token_expired";
-    }
-    if q.exhausted(now) {
-        return "exhausted";
-    }
-    if active {
-        return "active";
-    }
-    if matches!(eligible(q, config, now), Err(Ineligible::FiveHour { .. } | Ineligible::Weekly { .. })) {
-        return "exhausted";
-    }
-    if q.last_error.is_some() {
-        return "error";
-    }
-    "standby"
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SwapReason {
-    /// A confirmed hard limit on the active account: swap now.
-    HardLimit,
-    /// The active account crossed a threshold.
-    Threshold,
-    /// At the current burn rate it will cross one before the next poll.
-    Projected,
-    /// The first account is eligible again.
-    Failback,
-}
-
-impl SwapReason {
-    /// As in `/status` `swap.last.reason` and the failovers metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SwapReason::HardLimit => "hard_limit",
-            SwapReason::Threshold => "threshold",
-            SwapReason::Projected => "projected",
-            SwapReason::Failback => "failback",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SwapDecision {
-    pub to: String,
-    pub reason: SwapReason,
-}
-
-/// What [`should_swap`] concludes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Stay,
-    Swap(SwapDecision),
-    /// The active account must be left but no account can take over.
-    /// The coordinator raises `all_accounts_exhausted` once per episode
-    /// (not on every evaluation) and, for `HardLimit`, pauses dispatch.
-    AllExhausted(SwapReason),
-}
-
-/// Should the sessions leave `active`, and for which account? `accounts` is
-/// in priority (config) order; `last_swap_at` is when the last swap started.
-pub fn should_swap(
-    active: &str,
-    accounts: &[AccountQuota],
-    config: &QuotaConfig,
-    last_swap_at: Option<SystemTime>,
-    now: SystemTime,
-) -> Verdict {
-    let Some(current) = accounts.iter().find(|a| a.name == active) else {
-        return Verdict::Stay;
-    };
-    let dwelt = last_swap_at.is_none_or(|t| now >= t + config.min_dwell());
-    let reason = if current.exhausted(now) {
-        SwapReason::HardLimit
-    } else if !dwelt {
-        return Verdict::Stay;
-    } else if matches!(eligible(current, config, now), Err(Ineligible::FiveHour { .. } | Ineligible::Weekly { .. })) {
-        SwapReason::Threshold
-    } else if current
-        .projected_five_hour(now, now + config.poll_interval())
-        .is_some_and(|u| u >= config.five_hour_threshold)
-    {
-        SwapReason::Projected
-    } else if config.failback
-        && accounts.first().is_some_and(|first| {
-            first.name != active && eligible(first, config, now).is_ok() && !projected_over(first, config, now)
-        })
-    {
-        return Verdict::Swap(SwapDecision { to: accounts[0].name.clone(), reason: SwapReason::Failback });
-    } else {
-        return Verdict::Stay;
-    };
-
-    let others = || accounts.iter().filter(|a| a.name != active);
-    let known: Vec<&AccountQuota> = others()
-        .filter(|a| eligible(a, config, now).is_ok())
-        .filter(|a| reason != SwapReason::Projected || !projected_over(a, config, now))
-        .collect();
-    if let Some(to) = best(&known, config, now) {
-        return Verdict::Swap(SwapDecision { to: to.name.clone(), reason });
-    }
-    if reason == SwapReason::Projected {
-        // Nowhere better to go: keep working until a threshold says more.
-        return Verdict::Stay;
-    }
-    let soft = others().find(|a| eligible(a, config, now).is_err_and(|why| why.is_soft()));
-    match soft {
-        Some(to) => Verdict::Swap(SwapDecision { to: to.name.clone(), reason }),
-        None => Verdict::AllExhausted(reason),
-    }
-}
-
-fn projected_over(q: &AccountQuota, config: &QuotaConfig, now: SystemTime) -> bool {
-    q.projected_five_hour(now, now + config.poll_interval()).is_some_and(|u| u >= config.five_hour_threshold)
-}
-
-/// Roomy accounts (every window under [`ROOMY_BELOW`]) are equals: the first
-/// in priority order wins. Without a roomy one, most headroom wins, priority
-/// breaking ties.
-fn best<'a>(candidates: &[&'a AccountQuota], config: &QuotaConfig, now: SystemTime) -> Option<&'a AccountQuota> {
-    if let Some(roomy) = candidates.iter().find(|a| a.roomy(now)) {
-        return Some(roomy);
-    }
-    let mut best: Option<&AccountQuota> = None;
-    for c in candidates {
-        if best.is_none_or(|b| c.headroom(config, now) > b.headroom(config, now)) {
-            best = Some(c);
-        }
-    }
-    best
-}
-
-/// A small deterministic generator for poll jitter (xorshift64*): the same
-/// seed gives the same schedule, so tests can check it.
-#[derive(Debug, Clone)]
-pub struct Jitter(u64);
-
-impl Jitter {
-    pub fn new(seed: u64) -> Jitter {
-        Jitter(seed | 1)
-    }
-
-    /// A number in [0, 1).
-    pub fn next_unit(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let x = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// The poller's plan for one account.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PollSchedule {
-    pub next_at: SystemTime,
-    /// Consecutive failed polls (for the backoff).
-    pub failures: u32,
-    /// A server-given `Retry-After`: nothing is sent before it, even on request.
-    pub not_before: Option<SystemTime>,
-    pub last_ok_at: Option<SystemTime>,
-}
-
-impl PollSchedule {
-    /// The first poll is due at once.
-    pub fn new(now: SystemTime) -> PollSchedule {
-        PollSchedule { next_at: now, failures: 0, not_before: None, last_ok_at: None }
-    }
-
-    /// After a poll (or a credentials check) at `now` with this outcome.
-    pub fn record<T>(
-        &mut self,
-        outcome: &Result<T, PollError>,
-        config: &QuotaConfig,
-        jitter: &mut Jitter,
-        now: SystemTime,
-    ) {
-        match outcome {
-            Ok(_) => {
-                self.failures = 0;
-                self.last_ok_at = Some(now);
-            }
-            Err(e) if e.backs_off() => self.failures = self.failures.saturating_add(1),
-            Err(_) => {}
-        }
-        self.not_before = match outcome {
-            Err(PollError::RateLimited { retry_after: Some(t) }) => Some((*t).min(now + MAX_RETRY_AFTER)),
-            _ => None,
-        };
-        let err = outcome.as_ref().err();
-        self.next_at = next_poll_at(err, self.failures, config, jitter.next_unit(), now);
-    }
-
-    /// `PollNow`: due at once, unless the server asked us to wait.
-    pub fn poll_now(&mut self, now: SystemTime) {
-        self.next_at = self.not_before.map_or(now, |t| t.max(now));
-    }
-
-    /// A zero-cost sample at `at` may push the next poll back (see
-    /// [`defer_after_sample`]).
-    pub fn sampled(&mut self, at: SystemTime, config: &QuotaConfig) {
-        if self.failures == 0 {
-            self.next_at = defer_after_sample(self.next_at, at, self.last_ok_at, config);
-        }
-    }
-}
-
-/// When to ask next after a poll at `now` that ended with `error` (None:
-/// success), `failures` consecutive failures included; `unit` is a jitter
-/// draw in [0, 1).
-///
-/// - success: the interval ± [`JITTER`];
-/// - 429/5xx/timeouts/garbage: interval × 2^failures, capped at
-///   [`MAX_BACKOFF`], and never before a `Retry-After` (capped at
-///   [`MAX_RETRY_AFTER`]); jitter only adds here;
-/// - an expired or missing token: re-read the credentials within
-///   [`TOKEN_RECHECK`] (no request is made until the token changes).
-pub fn next_poll_at(
-    error: Option<&PollError>,
-    failures: u32,
-    config: &QuotaConfig,
-    unit: f64,
-    now: SystemTime,
-) -> SystemTime {
-    let interval = config.poll_interval();
-    let Some(error) = error else {
-        let spread = interval.as_secs_f64() * JITTER * (2.0 * unit - 1.0);
-        return now + Duration::from_secs_f64((interval.as_secs_f64() + spread).max(0.0));
-    };
-    if !error.backs_off() {
-        return now + interval.min(TOKEN_RECHECK);
-    }
-    let factor = 2u32.saturating_pow(failures.min(20));
-    let backoff = interval.saturating_mul(factor).min(MAX_BACKOFF.max(interval));
-    let backoff = backoff + backoff.mul_f64(JITTER * unit);
-    let mut at = now + backoff;
-    if let PollError::RateLimited { retry_after: Some(t) } = error {
-        at = at.max((*t).min(now + MAX_RETRY_AFTER));
-    }
-    at
-}
-
-/// A fresh zero-cost sample at `at` makes a poll less urgent: the next poll
-/// moves to `at + interval`, but never beyond [`MAX_DEFER_INTERVALS`]
-/// intervals after the last successful poll, and never earlier than planned.
-pub fn defer_after_sample(
-    next_at: SystemTime,
-    at: SystemTime,
-    last_ok_at: Option<SystemTime>,
-    config: &QuotaConfig,
-) -> SystemTime {
-    let Some(last_ok) = last_ok_at else {
-        return next_at;
-    };
-    let interval = config.poll_interval();
-    let limit = last_ok + interval * MAX_DEFER_INTERVALS;
-    next_at.max((at + interval).min(limit))
-}
-
-/// Parses `Retry-After`: delay seconds or an HTTP date (IMF-fixdate,
-/// `Sun, 06 Nov 1994 08:49:37 GMT`), into an absolute time.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<SystemTime> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return now.checked_add(Duration::from_secs(secs));
-    }
-    let (_, rest) = value.split_once(", ")?;
-    let parts: Vec<&str> = rest.split(' ').collect();
-    let [day, month, year, time, "GMT"] = parts[..] else {
-        return None;
-    };
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let month = MONTHS.iter().position(|m| *m == month)? + 1;
-    if day.len() != 2 || year.len() != 4 {
-        return None;
-    }
-    crate::time::parse_rfc3339(&format!("{year}-{month:02}-{day}T{time}Z"))
-}
-
-#[cfg(test)]
-#[path = "decide_tests.rs"]
-mod tests;

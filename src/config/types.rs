@@ -1,0 +1,388 @@
+//! The schema serde builds from the file, with the documented defaults, and
+//! the small value types (secrets, the listen address) the rest of the
+//! program reads. No checks here beyond what the types themselves say.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A secret read from a file: never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Compares with a presented token in time independent of where they
+    /// differ, so a client cannot guess the token byte by byte.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
+        let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        diff == 0 && a.len() == b.len()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The file this was read from (absolute); not a key.
+    #[serde(skip)]
+    pub source: PathBuf,
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub claude: ClaudeConfig,
+    #[serde(default)]
+    pub tmux: TmuxConfig,
+    #[serde(default)]
+    pub quota: QuotaConfig,
+    #[serde(default)]
+    pub dispatch: DispatchConfig,
+    #[serde(default)]
+    pub janitor: JanitorConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub notify: NotifyConfig,
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+    #[serde(default)]
+    pub projects: Vec<ProjectConfig>,
+    #[serde(default)]
+    pub sessions: Vec<SessionConfig>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/claude-failover")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClaudeConfig {
+    pub binary: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub shared_projects_dir: PathBuf,
+    pub auto_trust: bool,
+    pub startup_timeout_secs: u64,
+    pub stop_timeout_secs: u64,
+}
+
+impl Default for ClaudeConfig {
+    fn default() -> Self {
+        ClaudeConfig {
+            binary: "claude".into(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            shared_projects_dir: PathBuf::from("/var/lib/claude-failover/projects"),
+            auto_trust: true,
+            startup_timeout_secs: 60,
+            stop_timeout_secs: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TmuxConfig {
+    pub socket_name: String,
+    pub width: u16,
+    pub height: u16,
+}
+
+impl Default for TmuxConfig {
+    fn default() -> Self {
+        TmuxConfig { socket_name: String::new(), width: 200, height: 50 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    pub usage_url: String,
+    pub poll_interval_secs: u64,
+    pub request_timeout_secs: u64,
+    pub five_hour_threshold: f64,
+    pub weekly_threshold: f64,
+    pub failback: bool,
+    pub min_dwell_secs: u64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            usage_url: "https://api.anthropic.com/api/oauth/usage".into(),
+            poll_interval_secs: 180,
+            request_timeout_secs: 15,
+            five_hour_threshold: 90.0,
+            weekly_threshold: 95.0,
+            failback: true,
+            min_dwell_secs: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    pub enabled: bool,
+    pub settle_secs: u64,
+    pub submit_confirm_secs: u64,
+    pub max_attempts: u32,
+    pub max_task_bytes: u64,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            enabled: true,
+            settle_secs: 5,
+            submit_confirm_secs: 10,
+            max_attempts: 3,
+            max_task_bytes: 262_144,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JanitorConfig {
+    pub interval_secs: u64,
+    pub archive_done_after_secs: u64,
+    pub prune_checkpoints_after_secs: u64,
+}
+
+impl Default for JanitorConfig {
+    fn default() -> Self {
+        JanitorConfig { interval_secs: 600, archive_done_after_secs: 604_800, prune_checkpoints_after_secs: 1_209_600 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: String,
+    pub token_file: String,
+    /// The token read from `token_file` at load time.
+    #[serde(skip)]
+    pub token: Option<Secret>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "127.0.0.1:8787".into(), token_file: String::new(), token: None }
+    }
+}
+
+/// Where the control plane listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    pub min_interval_secs: u64,
+    pub telegram: Option<TelegramConfig>,
+    pub webhook: Option<WebhookConfig>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig { min_interval_secs: 30, telegram: None, webhook: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramConfig {
+    #[serde(default = "default_bot_token_file")]
+    pub bot_token_file: PathBuf,
+    pub chat_id: String,
+    #[serde(default = "default_telegram_api")]
+    pub api_base: String,
+    /// The bot token read from `bot_token_file` at load time.
+    #[serde(skip)]
+    pub bot_token: Option<Secret>,
+}
+
+fn default_bot_token_file() -> PathBuf {
+    PathBuf::from("/etc/claude-failover/telegram-token")
+}
+fn default_telegram_api() -> String {
+    "https://api.telegram.org".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub name: String,
+    pub config_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    pub name: String,
+    pub path: PathBuf,
+    #[serde(default = "default_queue_dir")]
+    pub queue_dir: PathBuf,
+}
+
+fn default_queue_dir() -> PathBuf {
+    PathBuf::from(".agent-queue")
+}
+
+impl ProjectConfig {
+    /// `<path>/<queue_dir>`, the folder holding inbox/, active/, done/ ...
+    pub fn queue_root(&self) -> PathBuf {
+        self.path.join(&self.queue_dir)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    pub name: String,
+    pub project: String,
+    #[serde(default = "yes")]
+    pub dispatch: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+macro_rules! durations {
+    ($ty:ty { $($method:ident => $field:ident),* $(,)? }) => {
+        impl $ty {
+            $(
+                #[doc = concat!("`", stringify!($field), "` as a Duration.")]
+                pub fn $method(&self) -> Duration {
+                    Duration::from_secs(self.$field)
+                }
+            )*
+        }
+    };
+}
+
+durations!(ClaudeConfig { startup_timeout => startup_timeout_secs, stop_timeout => stop_timeout_secs });
+durations!(QuotaConfig {
+    poll_interval => poll_interval_secs,
+    request_timeout => request_timeout_secs,
+    min_dwell => min_dwell_secs,
+});
+durations!(DispatchConfig { settle => settle_secs, submit_confirm => submit_confirm_secs });
+durations!(JanitorConfig {
+    interval => interval_secs,
+    archive_done_after => archive_done_after_secs,
+    prune_checkpoints_after => prune_checkpoints_after_secs,
+});
+durations!(NotifyConfig { min_interval => min_interval_secs });
+
+impl HttpConfig {
+    /// The parsed `listen` value. Validation guarantees it parses; a config
+    /// built by hand with a bad value falls back to the default address.
+    pub fn listen_addr(&self) -> Listen {
+        Listen::parse(&self.listen).unwrap_or_else(|_| Listen::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 8787))))
+    }
+}
+
+impl Listen {
+    /// `HOST:PORT` with an IP address (`[::1]:8787` for IPv6) or `unix:/absolute/path`.
+    pub fn parse(s: &str) -> Result<Listen, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            let path = PathBuf::from(path);
+            if !path.is_absolute() {
+                return Err(format!(
+                    "{s:?}: a unix socket needs an absolute path, e.g. unix:/run/claude-failover/control.sock"
+                ));
+            }
+            return Ok(Listen::Unix(path));
+        }
+        s.parse().map(Listen::Tcp).map_err(|_| {
+            format!(
+                "{s:?} is not an address: expected IP:PORT (e.g. 127.0.0.1:8787 or [::1]:8787) \
+                 or unix:/absolute/path"
+            )
+        })
+    }
+
+    /// Reachable only from this machine: a unix socket or a loopback address.
+    pub fn is_local(&self) -> bool {
+        match self {
+            Listen::Unix(_) => true,
+            Listen::Tcp(a) => match a.ip() {
+                IpAddr::V4(ip) => ip.is_loopback(),
+                IpAddr::V6(ip) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_parses_and_classifies() {
+        let cases = [
+            ("127.0.0.1:8787", true),
+            ("127.1.2.3:1", true),
+            ("[::1]:8787", true),
+            ("[::ffff:127.0.0.1]:80", true),
+            ("0.0.0.0:8787", false),
+            ("[::]:8787", false),
+            ("192.168.1.5:80", false),
+            ("unix:/run/cf.sock", true),
+        ];
+        for (s, local) in cases {
+            let l = Listen::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(l.is_local(), local, "{s}");
+        }
+        for bad in ["localhost:8787", "127.0.0.1", "unix:run/x.sock", "", "8787"] {
+            assert!(Listen::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_match_only_themselves() {
+        let s = Secret::new("abc123".into());
+        assert!(s.matches("abc123"));
+        for other in ["", "abc12", "abc1234", "abc124", "ABC123"] {
+            assert!(!s.matches(other), "{other}");
+        }
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+}

@@ -1,0 +1,244 @@
+//! The quota decisions over [`AccountQuota`]s and an injected `now`: which
+//! accounts may take the sessions, whether and where to swap, and the account
+//! as `/status` shows it (its state and eligibility are verdicts too).
+
+use super::model::*;
+use crate::config::QuotaConfig;
+use std::fmt;
+use std::time::SystemTime;
+
+/// Why an account may not take the sessions now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ineligible {
+    /// Nobody is logged in there.
+    TokenMissing,
+    /// A confirmed hard limit holds until then.
+    Exhausted {
+        until: SystemTime,
+    },
+    FiveHour {
+        utilization: f64,
+        threshold: f64,
+    },
+    Weekly {
+        window: String,
+        utilization: f64,
+        threshold: f64,
+    },
+    /// Soft: never polled, nothing known.
+    Unknown,
+    /// Soft: the token expired, so we cannot poll; Claude Code renews it on
+    /// launch. The last known windows were fine.
+    TokenExpired,
+}
+
+impl Ineligible {
+    /// Soft reasons: the account may still take a swap that cannot wait.
+    pub fn is_soft(&self) -> bool {
+        matches!(self, Ineligible::Unknown | Ineligible::TokenExpired)
+    }
+}
+
+impl fmt::Display for Ineligible {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ineligible::TokenMissing => write!(f, "no credentials (nobody is logged in)"),
+            Ineligible::Exhausted { until } => {
+                write!(f, "quota limit hit, resets {}", crate::time::rfc3339(*until))
+            }
+            Ineligible::FiveHour { utilization, threshold } => {
+                write!(f, "five_hour at {utilization:.1} % (threshold {threshold:.1} %)")
+            }
+            Ineligible::Weekly { window, utilization, threshold } => {
+                write!(f, "{window} at {utilization:.1} % (threshold {threshold:.1} %)")
+            }
+            Ineligible::Unknown => write!(f, "usage not known yet (never polled)"),
+            Ineligible::TokenExpired => write!(f, "access token expired (usage cannot be checked)"),
+        }
+    }
+}
+
+/// May this account take the sessions now? Hard reasons are checked first,
+/// so a soft `Err` means nothing else is known against it.
+pub fn eligible(q: &AccountQuota, config: &QuotaConfig, now: SystemTime) -> Result<(), Ineligible> {
+    if q.token == TokenState::Missing {
+        return Err(Ineligible::TokenMissing);
+    }
+    if let Some(until) = q.exhausted_until.filter(|u| *u > now) {
+        return Err(Ineligible::Exhausted { until });
+    }
+    if let Some(u) = q.five_hour(now).filter(|u| *u >= config.five_hour_threshold) {
+        return Err(Ineligible::FiveHour { utilization: u, threshold: config.five_hour_threshold });
+    }
+    if let Some((name, w)) = q.windows.weekly().find(|(_, w)| w.current(now) >= config.weekly_threshold) {
+        return Err(Ineligible::Weekly {
+            window: name.into(),
+            utilization: w.current(now),
+            threshold: config.weekly_threshold,
+        });
+    }
+    if q.windows_at.is_none() {
+        return Err(Ineligible::Unknown);
+    }
+    if q.token == TokenState::Expired {
+        return Err(Ineligible::TokenExpired);
+    }
+    Ok(())
+}
+
+/// The account `state` of `/status`: `token_expired` (can't be polled),
+/// then `exhausted` (a hard limit holds, or — for a standby — a threshold is
+/// crossed), then `active`, then `error` (the last poll failed), `standby`.
+pub fn state_name(q: &AccountQuota, active: bool, config: &QuotaConfig, now: SystemTime) -> &'static str {
+    if q.token != TokenState::Ok {
+        return "token_expired";
+    }
+    if q.exhausted(now) {
+        return "exhausted";
+    }
+    if active {
+        return "active";
+    }
+    if matches!(eligible(q, config, now), Err(Ineligible::FiveHour { .. } | Ineligible::Weekly { .. })) {
+        return "exhausted";
+    }
+    if q.last_error.is_some() {
+        return "error";
+    }
+    "standby"
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapReason {
+    /// A confirmed hard limit on the active account: swap now.
+    HardLimit,
+    /// The active account crossed a threshold.
+    Threshold,
+    /// At the current burn rate it will cross one before the next poll.
+    Projected,
+    /// The first account is eligible again.
+    Failback,
+}
+
+impl SwapReason {
+    /// As in `/status` `swap.last.reason` and the failovers metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwapReason::HardLimit => "hard_limit",
+            SwapReason::Threshold => "threshold",
+            SwapReason::Projected => "projected",
+            SwapReason::Failback => "failback",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwapDecision {
+    pub to: String,
+    pub reason: SwapReason,
+}
+
+/// What [`should_swap`] concludes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Stay,
+    Swap(SwapDecision),
+    /// The active account must be left but no account can take over.
+    /// The coordinator raises `all_accounts_exhausted` once per episode
+    /// (not on every evaluation) and, for `HardLimit`, pauses dispatch.
+    AllExhausted(SwapReason),
+}
+
+/// Should the sessions leave `active`, and for which account? `accounts` is
+/// in priority (config) order; `last_swap_at` is when the last swap started.
+pub fn should_swap(
+    active: &str,
+    accounts: &[AccountQuota],
+    config: &QuotaConfig,
+    last_swap_at: Option<SystemTime>,
+    now: SystemTime,
+) -> Verdict {
+    let Some(current) = accounts.iter().find(|a| a.name == active) else {
+        return Verdict::Stay;
+    };
+    let dwelt = last_swap_at.is_none_or(|t| now >= t + config.min_dwell());
+    let reason = if current.exhausted(now) {
+        SwapReason::HardLimit
+    } else if !dwelt {
+        return Verdict::Stay;
+    } else if matches!(eligible(current, config, now), Err(Ineligible::FiveHour { .. } | Ineligible::Weekly { .. })) {
+        SwapReason::Threshold
+    } else if current
+        .projected_five_hour(now, now + config.poll_interval())
+        .is_some_and(|u| u >= config.five_hour_threshold)
+    {
+        SwapReason::Projected
+    } else if config.failback
+        && accounts.first().is_some_and(|first| {
+            first.name != active && eligible(first, config, now).is_ok() && !projected_over(first, config, now)
+        })
+    {
+        return Verdict::Swap(SwapDecision { to: accounts[0].name.clone(), reason: SwapReason::Failback });
+    } else {
+        return Verdict::Stay;
+    };
+
+    let others = || accounts.iter().filter(|a| a.name != active);
+    let known: Vec<&AccountQuota> = others()
+        .filter(|a| eligible(a, config, now).is_ok())
+        .filter(|a| reason != SwapReason::Projected || !projected_over(a, config, now))
+        .collect();
+    if let Some(to) = best(&known, config, now) {
+        return Verdict::Swap(SwapDecision { to: to.name.clone(), reason });
+    }
+    if reason == SwapReason::Projected {
+        // Nowhere better to go: keep working until a threshold says more.
+        return Verdict::Stay;
+    }
+    let soft = others().find(|a| eligible(a, config, now).is_err_and(|why| why.is_soft()));
+    match soft {
+        Some(to) => Verdict::Swap(SwapDecision { to: to.name.clone(), reason }),
+        None => Verdict::AllExhausted(reason),
+    }
+}
+
+fn projected_over(q: &AccountQuota, config: &QuotaConfig, now: SystemTime) -> bool {
+    q.projected_five_hour(now, now + config.poll_interval()).is_some_and(|u| u >= config.five_hour_threshold)
+}
+
+/// Roomy accounts (every window under [`ROOMY_BELOW`]) are equals: the first
+/// in priority order wins. Without a roomy one, most headroom wins, priority
+/// breaking ties.
+fn best<'a>(candidates: &[&'a AccountQuota], config: &QuotaConfig, now: SystemTime) -> Option<&'a AccountQuota> {
+    if let Some(roomy) = candidates.iter().find(|a| a.roomy(now)) {
+        return Some(roomy);
+    }
+    let mut best: Option<&AccountQuota> = None;
+    for c in candidates {
+        if best.is_none_or(|b| c.headroom(config, now) > b.headroom(config, now)) {
+            best = Some(c);
+        }
+    }
+    best
+}
+
+impl AccountQuota {
+    /// This account as `/status` shows it.
+    pub fn to_status(&self, active: bool, config: &QuotaConfig, now: SystemTime) -> crate::status::AccountStatus {
+        let window = |w: &Window| crate::status::Window {
+            utilization: w.utilization,
+            resets_at: w.resets_at.map(crate::time::rfc3339),
+        };
+        crate::status::AccountStatus {
+            name: self.name.clone(),
+            state: state_name(self, active, config, now).into(),
+            eligible: eligible(self, config, now).is_ok(),
+            five_hour: self.windows.five_hour.as_ref().map(window),
+            seven_day: self.windows.seven_day.as_ref().map(window),
+            other_windows: self.windows.other.iter().map(|(k, w)| (k.clone(), window(w))).collect(),
+            last_poll_at: self.last_poll_at.map(crate::time::rfc3339),
+            last_error: self.last_error.as_ref().map(|e| e.to_string()),
+            exhausted_until: self.exhausted_until.filter(|u| *u > now).map(crate::time::rfc3339),
+        }
+    }
+}
