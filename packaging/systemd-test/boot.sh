@@ -11,14 +11,16 @@
 #   sysfs is read-only, /dev is a tmpfs with a few bind-mounted nodes and a new
 #   devpts instance (no /dev/kmsg: nothing reaches the host's kernel log).
 #
-# Usage (by run.sh only): boot.sh WORK_DIR SHARE_DIR. SHARE_DIR, the one folder
-# the container and the host both write (the .debs in, logs out), is
-# bind-mounted read-write at its own path; the rest of the host's files are
-# seen through the overlay.
+# Usage (by run.sh only): boot.sh WORK_DIR SHARE_DIR REPO. REPO (the binaries,
+# Claude Code, the fake API) is bind-mounted read-only at its own path, so the
+# container sees it even where it is not on the root file system; SHARE_DIR, the
+# one folder the container and the host both write (the .debs in), read-write.
+# The rest of the host's files are seen through the overlay.
 set -euo pipefail
 
 work=$1
 share=$2
+repo=$3
 here=$(cd "$(dirname "$0")" && pwd)
 
 mount --make-rprivate /
@@ -29,6 +31,9 @@ mkdir "$layers/upper" "$layers/work" "$layers/root"
 root=$layers/root
 mount -t overlay overlay -o "lowerdir=/,upperdir=$layers/upper,workdir=$layers/work" "$root"
 
+mkdir -p "$root$repo" "$root$share"
+mount --bind "$repo" "$root$repo"
+mount -o remount,bind,ro "$root$repo"
 mount --bind "$share" "$root$share"
 
 mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
