@@ -70,7 +70,9 @@ for dir in /sys/fs/cgroup/unified /sys/fs/cgroup; do
     if [ "$(stat -f -c %T "$dir" 2>/dev/null)" = cgroup2fs ]; then cgroot=$dir; break; fi
 done
 [ -n "$cgroot" ] || skip "no cgroup2 hierarchy mounted (neither /sys/fs/cgroup nor /sys/fs/cgroup/unified)"
-grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || skip "the kernel has no overlay file system"
+# (The overlay mount loads the module itself when it is a module.)
+grep -qw overlay /proc/filesystems || [ -d "/lib/modules/$(uname -r)/kernel/fs/overlayfs" ] ||
+    skip "the kernel has no overlay file system"
 for tool in unshare nsenter pivot_root setpriv dpkg-deb jq tmux curl; do
     command -v $tool >/dev/null || die "$tool is not installed (make systemd-test installs what it needs)"
 done
@@ -427,7 +429,7 @@ check_pid1() {
     ct test -e /run/systemd/private || fail "no /run/systemd/private: not a system manager"
     note "PID 1: $exe, $(ct systemctl --version | head -n 1), $(ct systemctl is-system-running), virtualization $(ct systemd-detect-virt || true)"
 }
-check "systemd 252 is PID 1 of the container" check_pid1
+check "systemd is PID 1 of the container" check_pid1
 
 ct_write /etc/systemd/system/cf-fake-api.service <<EOF
 # The test suite's fake Anthropic API, on the container's loopback.
