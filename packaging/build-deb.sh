@@ -7,6 +7,9 @@
 # Environment: BIN     the static binary (default target/x86_64-unknown-linux-musl/release/claude-failover)
 #              CONFIG  the file installed as /etc/claude-failover/config.toml
 #                      (default etc/config.example.toml)
+#              DEB_REVISION  the Debian revision (default 1): the version is
+#                      <Cargo.toml version>-<DEB_REVISION>; make systemd-test
+#                      builds a -2 to install over a -1 (an upgrade)
 # Prints the path of the .deb on its last line.
 set -euo pipefail
 
@@ -30,7 +33,9 @@ esac
 
 upstream=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 [ -n "$upstream" ] || die "no version in Cargo.toml"
-version="$upstream-1"
+revision=${DEB_REVISION:-1}
+case $revision in '' | *[!0-9a-z.+~]*) die "DEB_REVISION '$revision' is not a Debian revision" ;; esac
+version="$upstream-$revision"
 # Reproducible: every timestamp is the last commit's (or now outside git).
 : "${SOURCE_DATE_EPOCH:=$(git log -1 --format=%ct 2>/dev/null || date +%s)}"
 export SOURCE_DATE_EPOCH
