@@ -2,8 +2,8 @@
 //! asked to beat only when someone checks. The watchdog ping (systemd) and
 //! `/healthz` call [`Heartbeats::stale`], which asks every role that has not
 //! beaten lately (a nudge that wakes its thread: a channel message, or a
-//! callback for a role blocked outside `select!`) and names the roles that
-//! left an ask unanswered for too long. An idle daemon thus wakes its roles
+//! callback for a role blocked outside `select!`) and names the roles that,
+//! asked, have not beaten for too long. An idle daemon thus wakes its roles
 //! once per check, not once a second each; the ping is still the AND of all
 //! of them answering, so a role hung in its work (or in `beat()`) stops it.
 //!
@@ -18,12 +18,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A role that leaves an ask unanswered this long is stale. Every blocking
+/// A role asked to beat that has not beaten for this long is stale. Every blocking
 /// call a role makes has a shorter timeout than this.
 pub const STALE_AFTER: Duration = Duration::from_secs(20);
 
 /// Asks go out at most this often, however often the health is checked.
 const ASK_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+/// How long a role just asked has to answer before it can be called stale
+/// (shorter when the staleness limit is).
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct Heartbeats {
@@ -106,10 +109,11 @@ impl Heartbeats {
         Beat { hb: self.clone(), idx, role }
     }
 
-    /// Roles that left an ask unanswered for more than `max_age` at `now`.
-    /// Asks (wakes) every role that has not beaten within a second and is
-    /// not asked already, at most once a second: the caller's checking is
-    /// what keeps the roles answering.
+    /// Roles that left an ask unanswered and have not beaten for more than
+    /// `max_age` at `now` (an idle role not asked is fresh however long ago
+    /// it beat; one asked gets a moment to answer). Asks (wakes) every role
+    /// that has not beaten within a second and is not asked already, at most
+    /// once a second: the caller's checking is what keeps the roles answering.
     pub fn stale(&self, now: Instant, max_age: Duration) -> Vec<&'static str> {
         let mut nudges = Vec::new();
         let stale = {
@@ -128,10 +132,14 @@ impl Heartbeats {
                     }
                 }
             }
+            let grace = ANSWER_GRACE.min(max_age);
             roles
                 .list
                 .iter()
-                .filter(|r| r.asked.is_some_and(|a| now.saturating_duration_since(a) > max_age))
+                .filter(|r| {
+                    r.asked.is_some_and(|a| now.saturating_duration_since(a) >= grace)
+                        && now.saturating_duration_since(r.last) > max_age
+                })
                 .map(|r| r.name)
                 .collect()
         };
@@ -220,7 +228,7 @@ mod tests {
         let later = Instant::now() + Duration::from_secs(30);
         // The first check asks; an ask unanswered past the limit is stale.
         assert!(hb.stale(later, STALE_AFTER).is_empty());
-        let much_later = later + STALE_AFTER + Duration::from_secs(1);
+        let much_later = later + ANSWER_GRACE;
         assert_eq!(hb.stale(much_later, STALE_AFTER), vec!["alpha", "beta"]);
         a.beat();
         assert_eq!(hb.stale(much_later, STALE_AFTER), vec!["beta"]);
