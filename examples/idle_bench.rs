@@ -7,7 +7,8 @@
 //! Each daemon runs as the shipped unit runs it (`WatchdogSec=30`: a notify
 //! socket and `WATCHDOG_USEC`), over the failover rig (the fake API, two
 //! accounts, `claude-failover setup`'s hooks). Once every session is idle and
-//! a settle time has passed, a window (60 s by default) is measured:
+//! a settle time (75 s: past Claude Code's one-off notice after 60 s idle)
+//! has passed, a window (60 s by default) is measured:
 //!
 //! - wakeups per second: voluntary and involuntary context switches of all
 //!   the daemon's live threads (a thread started and ended within the
@@ -17,6 +18,8 @@
 //!   started (reaped ones through the daemon's children times, live ones —
 //!   control-mode clients — from their own /proc entries); the tmux server
 //!   (all of it, Claude Code's drawing included, for comparison only).
+//!
+//! `IDLE_BENCH_THREADS=1` also prints the wakeups of each thread (by name).
 //!
 //! Then a dialog (`/model` typed into an idle session) and a dead session
 //! (its claude killed) are timed from the act to the daemon's `/status`
@@ -37,8 +40,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(300);
-/// After every session is idle: Claude Code's own start-up writes die down.
-const SETTLE: Duration = Duration::from_secs(10);
+/// After every session is idle, before the window: Claude Code's start-up
+/// writes die down, and its one-off idle notice (the `Notification` hook's
+/// `idle_prompt`, drawn and spooled once a session has sat 60 s) is past,
+/// so the window sees a session that stays idle, not one just gone idle.
+const SETTLE: Duration = Duration::from_secs(75);
 
 fn main() {
     let mut daemon = std::env::current_exe()
@@ -147,6 +153,21 @@ fn measure(daemon_bin: &Path, claude: &Path, sessions: usize, window: Duration) 
             .iter()
             .map(|(pid, t)| t.saturating_sub(before.live_children.get(pid).copied().unwrap_or(0)))
             .sum::<u64>();
+    if std::env::var_os("IDLE_BENCH_THREADS").is_some() {
+        let mut rows: Vec<(String, f64)> = after
+            .by_thread
+            .iter()
+            .map(|(name, n)| {
+                (name.clone(), n.saturating_sub(*before.by_thread.get(name).unwrap_or(&0)) as f64 / elapsed)
+            })
+            .filter(|(_, rate)| *rate > 0.0)
+            .collect();
+        rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+        eprintln!("wakeups per second by thread ({}):", daemon_bin.display());
+        for (name, rate) in rows {
+            eprintln!("  {name:<16} {rate:.2}");
+        }
+    }
     let figures = Figures {
         wakeups: after.switches.saturating_sub(before.switches) as f64 / elapsed,
         daemon_cpu: share(after.own_ticks.saturating_sub(before.own_ticks)),
@@ -210,7 +231,7 @@ impl Daemon {
         let child = Command::new(&rig.daemon_bin)
             .args(["run", "--config"])
             .arg(&rig.config)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("IDLE_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .env("NOTIFY_SOCKET", notify)
             .env("WATCHDOG_USEC", "30000000")
             .env_remove("WATCHDOG_PID")
@@ -253,6 +274,8 @@ struct Sample {
     server_ticks: u64,
     rss_kb: u64,
     switches: u64,
+    /// Context switches by thread name (threads of one name summed).
+    by_thread: HashMap<String, u64>,
 }
 
 impl Sample {
@@ -260,10 +283,13 @@ impl Sample {
         let f = stat_fields(pid).unwrap_or_else(|| fail("the daemon is gone"));
         let mut live_children = HashMap::new();
         let mut switches = 0;
+        let mut by_thread = HashMap::new();
         for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
             let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            let name = status.lines().find_map(|l| l.strip_prefix("Name:")).unwrap_or_default().trim().to_string();
             for key in ["voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"] {
                 switches += field(&status, key);
+                *by_thread.entry(name.clone()).or_insert(0) += field(&status, key);
             }
             let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
             for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
@@ -280,6 +306,7 @@ impl Sample {
             server_ticks: server.and_then(stat_fields).map_or(0, |s| s[11] + s[12]),
             rss_kb: field(&status, "VmRSS:"),
             switches,
+            by_thread,
         }
     }
 }
@@ -293,7 +320,11 @@ fn stat_fields(pid: u32) -> Option<Vec<u64>> {
 }
 
 fn field(status: &str, key: &str) -> u64 {
-    status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn clock_ticks() -> f64 {

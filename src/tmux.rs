@@ -399,7 +399,18 @@ impl Tmux {
             });
         }
 
+        // tmux closes its output as it exits: wait for that (one wake per
+        // pipe) rather than polling for the exit from the first millisecond.
         let deadline = Instant::now() + self.timeout;
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        for _ in 0..2 {
+            match rx.recv_deadline(deadline) {
+                Ok((true, bytes)) => stdout = bytes,
+                Ok((false, bytes)) => stderr = bytes,
+                Err(_) => break,
+            }
+        }
         let mut pause = Duration::from_millis(1);
         let status = loop {
             match child.try_wait() {
@@ -418,17 +429,6 @@ impl Tmux {
             thread::sleep(pause.min(deadline - now));
             pause = (pause * 2).min(Duration::from_millis(20));
         };
-
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        for _ in 0..2 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left.max(Duration::from_millis(100))) {
-                Ok((true, bytes)) => stdout = bytes,
-                Ok((false, bytes)) => stderr = bytes,
-                Err(_) => break,
-            }
-        }
         let stdout = String::from_utf8_lossy(&stdout).into_owned();
         let stderr = String::from_utf8_lossy(&stderr).into_owned();
         if status.success() {

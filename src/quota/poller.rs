@@ -136,11 +136,7 @@ impl Poller {
                 }
             }
             let now = SystemTime::now();
-            let wait = self
-                .accounts
-                .iter()
-                .map(|a| a.schedule.next_at.duration_since(now).unwrap_or_default())
-                .min();
+            let wait = self.accounts.iter().map(|a| a.schedule.next_at.duration_since(now).unwrap_or_default()).min();
             let next_poll = wait.map_or_else(crossbeam_channel::never, crossbeam_channel::after);
             crossbeam_channel::select! {
                 recv(rx) -> command => match command {

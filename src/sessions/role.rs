@@ -299,8 +299,12 @@ impl Role {
     /// Reads the screens whose panes drew something, from the pane last listed.
     fn observe_screens(&mut self) {
         let now = Instant::now();
-        let due: Vec<String> =
-            self.managed.iter().filter(|(_, m)| m.screen_at.is_some_and(|t| t <= now)).map(|(s, _)| s.clone()).collect();
+        let due: Vec<String> = self
+            .managed
+            .iter()
+            .filter(|(_, m)| m.screen_at.is_some_and(|t| t <= now))
+            .map(|(s, _)| s.clone())
+            .collect();
         for name in due {
             let Some(m) = self.managed.get_mut(&name) else { continue };
             m.screen_at = None;

@@ -8,9 +8,12 @@
 //! one client per watched session. The client is attached read-only and
 //! ignoring size (`-f ignore-size,read-only`, tmux ≥ 3.2): it never types
 //! into the session and never resizes its window. It sends no command: the
-//! only reply block is the one the attach itself produces. It ends when its
-//! session or the server ends (`%exit`, then end of file), when it is
-//! dropped (killed), or when the daemon dies (its stdin closes).
+//! only reply block is the one the attach itself produces, and never starts
+//! a server (`-N`). It ends when its session or the server ends (`%exit`,
+//! then end of file), when it is dropped (killed), and when the thread that
+//! started it dies (the parent-death signal): a client left behind by a
+//! killed daemon was seen to keep its tmux server from exiting on
+//! `kill-server`.
 
 use super::{exact, Tmux};
 use crossbeam_channel::Sender;
@@ -48,8 +51,12 @@ impl Follower {
     /// comes back in [`Notice::Ended`].
     pub fn attach(tmux: &Tmux, session: &str, id: u64, out: Sender<Notice>) -> std::io::Result<Follower> {
         let mut cmd = tmux.tmux_command();
+        if !tmux.external_server {
+            cmd.arg("-N");
+        }
         cmd.args(["-C", "attach-session", "-f", "ignore-size,read-only", "-t", &exact(session)]);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+        die_with_parent(&mut cmd);
         let mut child = cmd.spawn()?;
         let stdin = child.stdin.take();
         let Some(stdout) = child.stdout.take() else {
@@ -95,6 +102,27 @@ impl Drop for Follower {
     }
 }
 
+/// Has the kernel kill the child when the thread that spawned it dies
+/// (`PR_SET_PDEATHSIG`), so a SIGKILLed daemon leaves no client behind.
+fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    extern "C" {
+        fn prctl(option: i32, ...) -> i32;
+    }
+    const PR_SET_PDEATHSIG: i32 = 1;
+    const SIGKILL: u64 = 9;
+    // SAFETY: runs in the forked child before exec; prctl is a plain system
+    // call (async-signal-safe), touching no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            if prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// What one line of control-mode output means for the watcher.
 #[derive(Debug, PartialEq, Eq)]
 enum Line {
@@ -113,8 +141,13 @@ fn classify(line: &[u8]) -> Line {
     let word = line.split(|b| *b == b' ').next().unwrap_or_default();
     match word {
         b"%output" | b"%extended-output" => Line::Output,
-        b"%window-add" | b"%window-close" | b"%unlinked-window-add" | b"%unlinked-window-close"
-        | b"%window-pane-changed" | b"%pane-mode-changed" | b"%sessions-changed" => Line::Layout,
+        b"%window-add"
+        | b"%window-close"
+        | b"%unlinked-window-add"
+        | b"%unlinked-window-close"
+        | b"%window-pane-changed"
+        | b"%pane-mode-changed"
+        | b"%sessions-changed" => Line::Layout,
         b"%session-changed" => {
             // `%session-changed $ID NAME`
             let text = String::from_utf8_lossy(line);
@@ -128,7 +161,13 @@ fn classify(line: &[u8]) -> Line {
     }
 }
 
-fn read(mut stdout: BufReader<std::process::ChildStdout>, session: &str, id: u64, pending: &AtomicBool, out: &Sender<Notice>) {
+fn read(
+    mut stdout: BufReader<std::process::ChildStdout>,
+    session: &str,
+    id: u64,
+    pending: &AtomicBool,
+    out: &Sender<Notice>,
+) {
     let mut line = Vec::with_capacity(4096);
     let mut in_block = false;
     loop {
