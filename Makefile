@@ -26,7 +26,7 @@ define need_apt
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(2) </dev/null; }
 endef
 
-.PHONY: build claude-code test systemd-test lint run musl deb bench demo demo-stop reliability clean
+.PHONY: build claude-code test systemd-test lint run musl deb bench bench-idle demo demo-stop reliability clean
 
 build:
 	cargo build --locked
@@ -110,8 +110,17 @@ bench: claude-code musl
 	target/release/examples/dispatch_bench 50
 	@echo "== footprint and scale"
 	target/release/examples/footprint_bench 60
+	$(MAKE) --no-print-directory bench-idle
 	@echo "== failover of N real Claude Code sessions vs their cold start"
 	target/release/examples/bench_failover --daemon target/release/claude-failover
+
+# The idle footprint with ten real Claude Code sessions, this tree beside
+# BASELINE_REV (built once into target/baseline/) measured in the same run.
+BASELINE_REV ?= f9aeea6
+bench-idle: claude-code
+	cargo build --locked --release --bin claude-failover --example idle_bench
+	@echo "== idle footprint, 10 real Claude Code sessions, beside $(BASELINE_REV)"
+	target/release/examples/idle_bench --baseline "$$(scripts/baseline-daemon.sh $(BASELINE_REV))"
 
 # The long form of the reliability campaign: what `make test` runs in its
 # short form (10 crash trials), with 100 trials.

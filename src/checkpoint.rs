@@ -120,13 +120,14 @@ pub fn snapshot_now(config: &Config, s: &Subject, reason: &str) -> Option<PathBu
 /// asks the coordinator.
 pub fn run(config: Arc<Config>, shared: Shared, stopped: Receiver<()>, beat: Beat) {
     let ticks = crossbeam_channel::tick(INTERVAL);
+    let asks = beat.asks();
     let mut followers: HashMap<String, (Subject, Follower, bool)> = HashMap::new();
     loop {
         beat.beat();
         select! {
             recv(stopped) -> _ => return,
             recv(ticks) -> _ => sweep(&config, &shared, &mut followers),
-            default(Duration::from_secs(1)) => {}
+            recv(asks) -> _ => {}
         }
     }
 }

@@ -1,19 +1,32 @@
-//! Heartbeats: every role thread beats at least once a second; the watchdog
-//! ping (systemd) and `/healthz` are the AND of all of them being fresh.
+//! Heartbeats without a clock: a role beats when it wakes for work, and is
+//! asked to beat only when someone checks. The watchdog ping (systemd) and
+//! `/healthz` call [`Heartbeats::stale`], which asks every role that has not
+//! beaten lately (a nudge that wakes its thread: a channel message, or a
+//! callback for a role blocked outside `select!`) and names the roles that,
+//! asked, have not beaten for too long. An idle daemon thus wakes its roles
+//! once per check, not once a second each; the ping is still the AND of all
+//! of them answering, so a role hung in its work (or in `beat()`) stops it.
 //!
 //! Also holds the one documented test fault switch: with
 //! `CLAUDE_FAILOVER_TEST_FAULTS=1` in the daemon's environment, a role whose
 //! file `<state_dir>/faults/hang-<role>` exists hangs inside `beat()` — a stand-in
 //! for a deadlocked role, used by the watchdog tests. Off by default.
 
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A role that has not beaten for this long is stale. Every blocking call a
-/// role makes has a shorter timeout than this.
+/// A role asked to beat that has not beaten for this long is stale. Every blocking
+/// call a role makes has a shorter timeout than this.
 pub const STALE_AFTER: Duration = Duration::from_secs(20);
+
+/// Asks go out at most this often, however often the health is checked.
+const ASK_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+/// How long a role just asked has to answer before it can be called stale
+/// (shorter when the staleness limit is).
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct Heartbeats {
@@ -21,9 +34,33 @@ pub struct Heartbeats {
 }
 
 struct Inner {
-    roles: Mutex<Vec<(&'static str, Instant)>>,
+    roles: Mutex<Roles>,
     fault_dir: Option<PathBuf>,
     stale_after: Duration,
+}
+
+#[derive(Default)]
+struct Roles {
+    list: Vec<Role>,
+    last_round: Option<Instant>,
+}
+
+/// How a role's thread is woken to answer an ask.
+enum Nudge {
+    /// It beats on its own often enough (a role with a short tick).
+    None,
+    /// It selects on the receiving end of this channel.
+    Channel(Sender<()>),
+    /// It blocks outside `select!`; this wakes it.
+    Call(Arc<dyn Fn() + Send + Sync>),
+}
+
+struct Role {
+    name: &'static str,
+    last: Instant,
+    /// When it was asked and has not answered since.
+    asked: Option<Instant>,
+    nudge: Nudge,
 }
 
 impl Heartbeats {
@@ -34,7 +71,7 @@ impl Heartbeats {
     }
 
     pub fn with_stale_after(fault_dir: Option<PathBuf>, stale_after: Duration) -> Heartbeats {
-        let roles = Mutex::new(Vec::new());
+        let roles = Mutex::new(Roles::default());
         Heartbeats { inner: Arc::new(Inner { roles, fault_dir, stale_after }) }
     }
 
@@ -52,31 +89,71 @@ impl Heartbeats {
         Heartbeats::with_stale_after(Some(crate::state_dir::faults_dir(state_dir)), stale_after)
     }
 
-    /// Registers a role (fresh as of now) and returns its beat handle.
+    /// Registers a role (fresh as of now) and returns its beat handle. Until
+    /// the role says how to wake it ([`Beat::asks`], [`Beat::woken_by`]) it
+    /// must beat on its own within the staleness limit of being asked.
     pub fn register(&self, role: &'static str) -> Beat {
         let mut roles = self.inner.roles.lock();
-        let idx = match roles.iter().position(|(r, _)| *r == role) {
+        let now = Instant::now();
+        let idx = match roles.list.iter().position(|r| r.name == role) {
             Some(i) => {
-                roles[i].1 = Instant::now();
+                roles.list[i].last = now;
+                roles.list[i].asked = None;
                 i
             }
             None => {
-                roles.push((role, Instant::now()));
-                roles.len() - 1
+                roles.list.push(Role { name: role, last: now, asked: None, nudge: Nudge::None });
+                roles.list.len() - 1
             }
         };
         Beat { hb: self.clone(), idx, role }
     }
 
-    /// Roles that have not beaten within `max_age` of `now`.
+    /// Roles that left an ask unanswered and have not beaten for more than
+    /// `max_age` at `now` (an idle role not asked is fresh however long ago
+    /// it beat; one asked gets a moment to answer). Asks (wakes) every role
+    /// that has not beaten within a second and is not asked already, at most
+    /// once a second: the caller's checking is what keeps the roles answering.
     pub fn stale(&self, now: Instant, max_age: Duration) -> Vec<&'static str> {
-        self.inner
-            .roles
-            .lock()
-            .iter()
-            .filter(|(_, last)| now.saturating_duration_since(*last) > max_age)
-            .map(|(r, _)| *r)
-            .collect()
+        let mut nudges = Vec::new();
+        let stale = {
+            let mut roles = self.inner.roles.lock();
+            let round_due = roles.last_round.is_none_or(|t| now.saturating_duration_since(t) >= ASK_AT_MOST_EVERY);
+            if round_due {
+                roles.last_round = Some(now);
+                for r in roles.list.iter_mut() {
+                    if r.asked.is_none() && now.saturating_duration_since(r.last) >= ASK_AT_MOST_EVERY {
+                        r.asked = Some(now);
+                        match &r.nudge {
+                            Nudge::None => {}
+                            Nudge::Channel(tx) => nudges.push(Nudge::Channel(tx.clone())),
+                            Nudge::Call(f) => nudges.push(Nudge::Call(Arc::clone(f))),
+                        }
+                    }
+                }
+            }
+            let grace = ANSWER_GRACE.min(max_age);
+            roles
+                .list
+                .iter()
+                .filter(|r| {
+                    r.asked.is_some_and(|a| now.saturating_duration_since(a) >= grace)
+                        && now.saturating_duration_since(r.last) > max_age
+                })
+                .map(|r| r.name)
+                .collect()
+        };
+        // Outside the lock: a nudged role beats (and takes the lock) at once.
+        for nudge in nudges {
+            match nudge {
+                Nudge::None => {}
+                Nudge::Channel(tx) => {
+                    let _ = tx.try_send(());
+                }
+                Nudge::Call(f) => f(),
+            }
+        }
+        stale
     }
 
     /// Roles stale right now by the configured limit.
@@ -89,7 +166,7 @@ impl Heartbeats {
     }
 
     pub fn roles(&self) -> Vec<&'static str> {
-        self.inner.roles.lock().iter().map(|(r, _)| *r).collect()
+        self.inner.roles.lock().list.iter().map(|r| r.name).collect()
     }
 }
 
@@ -102,6 +179,8 @@ pub struct Beat {
 }
 
 impl Beat {
+    /// Says the role is alive: call it each time the role wakes, and within
+    /// long work.
     pub fn beat(&self) {
         if let Some(dir) = &self.hb.inner.fault_dir {
             let switch = dir.join(format!("hang-{}", self.role));
@@ -112,7 +191,24 @@ impl Beat {
                 }
             }
         }
-        self.hb.inner.roles.lock()[self.idx].1 = Instant::now();
+        let mut roles = self.hb.inner.roles.lock();
+        let role = &mut roles.list[self.idx];
+        role.last = Instant::now();
+        role.asked = None;
+    }
+
+    /// The channel asks arrive on, for a role that waits in `select!`: when
+    /// it fires, the role wakes and beats.
+    pub fn asks(&self) -> Receiver<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.hb.inner.roles.lock().list[self.idx].nudge = Nudge::Channel(tx);
+        rx
+    }
+
+    /// How to wake a role that blocks outside `select!` (a socket read, a
+    /// library's queue) so it beats.
+    pub fn woken_by(&self, wake: impl Fn() + Send + Sync + 'static) {
+        self.hb.inner.roles.lock().list[self.idx].nudge = Nudge::Call(Arc::new(wake));
     }
 
     pub fn role(&self) -> &'static str {
@@ -130,8 +226,39 @@ mod tests {
         let a = hb.register("alpha");
         let _b = hb.register("beta");
         let later = Instant::now() + Duration::from_secs(30);
-        assert_eq!(hb.stale(later, STALE_AFTER), vec!["alpha", "beta"]);
+        // The first check asks; an ask unanswered past the limit is stale.
+        assert!(hb.stale(later, STALE_AFTER).is_empty());
+        let much_later = later + ANSWER_GRACE;
+        assert_eq!(hb.stale(much_later, STALE_AFTER), vec!["alpha", "beta"]);
         a.beat();
-        assert!(hb.stale(Instant::now(), STALE_AFTER).is_empty());
+        assert_eq!(hb.stale(much_later, STALE_AFTER), vec!["beta"]);
+    }
+
+    #[test]
+    fn a_check_wakes_the_roles_it_asks_and_their_beat_answers() {
+        let hb = Heartbeats::new(None);
+        let a = hb.register("alpha");
+        let asks = a.asks();
+        let b = hb.register("beta");
+        let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&woken);
+        b.woken_by(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        let t0 = Instant::now() + Duration::from_secs(5);
+        assert!(hb.stale(t0, STALE_AFTER).is_empty());
+        assert!(asks.try_recv().is_ok(), "alpha was asked");
+        assert_eq!(woken.load(std::sync::atomic::Ordering::SeqCst), 1, "beta was asked");
+        // Within a second of the last round, no new asks go out.
+        assert!(hb.stale(t0 + Duration::from_millis(500), STALE_AFTER).is_empty());
+        assert!(asks.try_recv().is_err());
+        // An outstanding ask is not repeated; answered, the role is asked again later.
+        a.beat();
+        let t1 = Instant::now() + Duration::from_secs(10);
+        hb.stale(t1, STALE_AFTER);
+        assert!(asks.try_recv().is_ok(), "alpha answered, so it is asked anew");
+        assert_eq!(woken.load(std::sync::atomic::Ordering::SeqCst), 1, "beta's ask is still outstanding");
+        b.beat();
+        assert!(hb.stale(t1 + STALE_AFTER * 2, STALE_AFTER) == vec!["alpha"]);
     }
 }

@@ -33,8 +33,9 @@ use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 pub const MAX_BODY: usize = 64 * 1024;
 /// How long a control request waits for the coordinator's reply.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the role waits for a request before beating again.
-const POLL: Duration = Duration::from_millis(500);
+/// How long the role waits for a request when nothing wakes it: a stop and a
+/// heartbeat ask unblock the wait (see [`Listening`]), so this is no cadence.
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
 /// Answers larger than this are written from a helper thread.
 const LARGE_ANSWER: usize = 64 * 1024;
 /// Wait before listening again after the listener died.
@@ -89,8 +90,26 @@ impl std::error::Error for HttpError {}
 /// The running control plane. Dropping it stops the role too.
 pub struct HttpHandle {
     stop: Arc<AtomicBool>,
+    listening: Listening,
     thread: Option<JoinHandle<()>>,
     front: Option<crate::http_front::Front>,
+}
+
+/// The server the role waits on now (none while it listens again), shared
+/// so that a stop or a heartbeat ask can wake the wait.
+#[derive(Clone, Default)]
+struct Listening(Arc<parking_lot::Mutex<Option<Arc<Server>>>>);
+
+impl Listening {
+    fn set(&self, server: Option<Arc<Server>>) {
+        *self.0.lock() = server;
+    }
+
+    fn wake(&self) {
+        if let Some(server) = self.0.lock().as_ref() {
+            server.unblock();
+        }
+    }
 }
 
 impl HttpHandle {
@@ -109,6 +128,7 @@ impl HttpHandle {
         // The door first: no new connection then reaches a stopping role.
         drop(self.front.take());
         self.stop.store(true, Ordering::Relaxed);
+        self.listening.wake();
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
                 log::error!("the http thread panicked");
@@ -188,11 +208,15 @@ pub fn spawn_with(
     let ctx = Arc::new(Ctx { shared, control, token: config.token.clone(), limits });
     let stop = Arc::new(AtomicBool::new(false));
     let thread_stop = stop.clone();
+    let listening = Listening::default();
+    let asked = listening.clone();
+    beat.woken_by(move || asked.wake());
+    let thread_listening = listening.clone();
     let thread = std::thread::Builder::new()
         .name("http".into())
-        .spawn(move || run(server, socket, ctx, beat, thread_stop))
+        .spawn(move || run(server, socket, ctx, beat, thread_stop, thread_listening))
         .map_err(HttpError::Spawn)?;
-    Ok(HttpHandle { stop, thread: Some(thread), front })
+    Ok(HttpHandle { stop, listening, thread: Some(thread), front })
 }
 
 /// tiny_http's listener: always a Unix socket (behind the front door on TCP).
@@ -293,8 +317,9 @@ struct Ctx {
     limits: Limits,
 }
 
-fn run(server: Server, socket: PathBuf, ctx: Arc<Ctx>, beat: Beat, stop: Arc<AtomicBool>) {
-    let mut server = Some(server);
+fn run(server: Server, socket: PathBuf, ctx: Arc<Ctx>, beat: Beat, stop: Arc<AtomicBool>, listening: Listening) {
+    let mut server = Some(Arc::new(server));
+    listening.set(server.clone());
     while !stop.load(Ordering::Relaxed) {
         beat.beat();
         let Some(current) = &server else {
@@ -303,13 +328,14 @@ fn run(server: Server, socket: PathBuf, ctx: Arc<Ctx>, beat: Beat, stop: Arc<Ato
             match bind(&socket) {
                 Ok(fresh) => {
                     log::info!("control plane listening again");
-                    server = Some(fresh);
+                    server = Some(Arc::new(fresh));
+                    listening.set(server.clone());
                 }
                 Err(e) => log::error!("{e}"),
             }
             continue;
         };
-        match current.recv_timeout(POLL) {
+        match current.recv_timeout(IDLE_WAIT) {
             Ok(Some(request)) => serve(request, &ctx, &beat),
             Ok(None) => {}
             Err(e) => {
@@ -317,9 +343,11 @@ fn run(server: Server, socket: PathBuf, ctx: Arc<Ctx>, beat: Beat, stop: Arc<Ato
                 // (e.g. out of file descriptors) and closes the listener.
                 log::error!("control plane stopped accepting connections: {e}; listening again shortly");
                 server = None;
+                listening.set(None);
             }
         }
     }
+    listening.set(None);
     // Dropping the server unblocks tiny_http's accept thread and removes a
     // unix socket file.
     drop(server);

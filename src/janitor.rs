@@ -360,7 +360,7 @@ impl JanitorHandle {
 
 /// Starts the janitor thread ("janitor"): one sweep right away (a daemon that
 /// restarts often would otherwise never sweep), then one every
-/// `janitor.interval_secs`, beating every second meanwhile.
+/// `janitor.interval_secs`, beating when asked meanwhile.
 pub fn spawn(config: Arc<Config>, metrics: Metrics, beat: Beat) -> io::Result<JanitorHandle> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let janitor = Janitor { config, metrics, beat };
@@ -380,7 +380,7 @@ impl Janitor {
     }
 
     fn run(mut self, reconfigure: Receiver<Arc<Config>>) {
-        let beat_every = tick(Duration::from_secs(1));
+        let asks = self.beat.asks();
         let mut interval = self.interval();
         let mut sweep_every = tick(interval);
         self.sweep_now();
@@ -397,7 +397,7 @@ impl Janitor {
                     Err(_) => return,
                 },
                 recv(sweep_every) -> _ => self.sweep_now(),
-                recv(beat_every) -> _ => {},
+                recv(asks) -> _ => {},
             }
             self.beat.beat();
         }

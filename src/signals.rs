@@ -1,21 +1,20 @@
 //! The signals role: turns SIGTERM/SIGINT/SIGHUP into coordinator events.
 //!
 //! Handlers only set a flag and write a byte to a socket pair; this thread
-//! reads that socket with a timeout so it can beat its heartbeat while no
-//! signal comes. SIGHUP re-reads the config file here, so the coordinator gets
+//! blocks reading that socket, woken by a signal, a heartbeat ask or the
+//! stop (each writes a byte too). SIGHUP re-reads the config file here, so the coordinator gets
 //! a parsed config (or the problems) and does no file I/O for it.
 
 use crate::config::{Config, ConfigError};
 use crate::heartbeat::Beat;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 pub enum SignalEvent {
     /// SIGTERM or SIGINT: stop cleanly.
@@ -26,30 +25,37 @@ pub enum SignalEvent {
 
 pub struct SignalsHandle {
     stop: Sender<()>,
+    wake: UnixStream,
     thread: JoinHandle<()>,
 }
 
 impl SignalsHandle {
-    pub fn shutdown(self) {
+    pub fn shutdown(mut self) {
         drop(self.stop);
+        let _ = self.wake.write(&[0]);
         let _ = self.thread.join();
     }
 }
 
 pub fn spawn(config_path: PathBuf, out: Sender<SignalEvent>, beat: Beat) -> std::io::Result<SignalsHandle> {
     let (mut wake, wake_writer) = UnixStream::pair()?;
-    wake.set_read_timeout(Some(Duration::from_secs(1)))?;
+    // Never blocks the asker: a full socket already holds a wake.
+    wake_writer.set_nonblocking(true)?;
     let flags: Vec<(i32, Arc<AtomicBool>)> =
         [SIGTERM, SIGINT, SIGHUP].into_iter().map(|sig| (sig, Arc::new(AtomicBool::new(false)))).collect();
     for (sig, flag) in &flags {
         signal_hook::flag::register(*sig, Arc::clone(flag))?;
         signal_hook::low_level::pipe::register(*sig, wake_writer.try_clone()?)?;
     }
+    let asker = wake_writer.try_clone()?;
+    beat.woken_by(move || {
+        let _ = (&asker).write(&[0]);
+    });
     let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
     let thread = std::thread::Builder::new().name("signals".into()).spawn(move || {
         run(&mut wake, &flags, &config_path, &out, &stopped, &beat);
     })?;
-    Ok(SignalsHandle { stop, thread })
+    Ok(SignalsHandle { stop, wake: wake_writer, thread })
 }
 
 fn run(
@@ -66,7 +72,7 @@ fn run(
         if !matches!(stopped.try_recv(), Err(TryRecvError::Empty)) {
             return;
         }
-        // A timeout or a wake byte: either way look at the flags.
+        // A signal's, an ask's or the stop's byte: look at the flags.
         let _ = wake.read(&mut buf);
         for (sig, flag) in flags {
             if !flag.swap(false, Ordering::SeqCst) {

@@ -197,17 +197,20 @@ pub fn write_active(state_dir: &Path, active: &Active) {
 
 pub fn run(config: Arc<Config>, commands: Receiver<Plan>, out: Reporter<Finished>, beat: Beat) {
     let tmux = Tmux::new(&config.tmux.socket_name);
+    let asks = beat.asks();
     loop {
         beat.beat();
-        match commands.recv_timeout(Duration::from_secs(1)) {
-            Ok(plan) => {
-                let finished = swap(&config, &tmux, plan, &beat);
-                if !out.send(finished) {
-                    return;
+        crossbeam_channel::select! {
+            recv(commands) -> plan => match plan {
+                Ok(plan) => {
+                    let finished = swap(&config, &tmux, plan, &beat);
+                    if !out.send(finished) {
+                        return;
+                    }
                 }
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+                Err(_) => return,
+            },
+            recv(asks) -> _ => {}
         }
     }
 }

@@ -7,6 +7,8 @@
 //! session targets are always sent as `=NAME`; and an argument ending in `;` is
 //! read by tmux as a command separator, hence such arguments are escaped.
 
+pub mod control;
+
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -351,9 +353,9 @@ impl Tmux {
         }
     }
 
-    /// Runs one tmux command with a deadline, feeding `stdin` if given.
-    fn run(&self, args: &[String], stdin: Option<&[u8]>) -> Result<Output, TmuxError> {
-        let command = describe(args);
+    /// `tmux` with this server's socket, never starting a server when one is
+    /// run for us.
+    fn tmux_command(&self) -> Command {
         let mut cmd = Command::new("tmux");
         if !self.socket_name.is_empty() {
             cmd.arg("-L").arg(&self.socket_name);
@@ -361,6 +363,13 @@ impl Tmux {
         if self.external_server {
             cmd.arg("-N");
         }
+        cmd
+    }
+
+    /// Runs one tmux command with a deadline, feeding `stdin` if given.
+    fn run(&self, args: &[String], stdin: Option<&[u8]>) -> Result<Output, TmuxError> {
+        let command = describe(args);
+        let mut cmd = self.tmux_command();
         cmd.args(args.iter().map(|a| escape_separator(a)));
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -390,7 +399,18 @@ impl Tmux {
             });
         }
 
+        // tmux closes its output as it exits: wait for that (one wake per
+        // pipe) rather than polling for the exit from the first millisecond.
         let deadline = Instant::now() + self.timeout;
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        for _ in 0..2 {
+            match rx.recv_deadline(deadline) {
+                Ok((true, bytes)) => stdout = bytes,
+                Ok((false, bytes)) => stderr = bytes,
+                Err(_) => break,
+            }
+        }
         let mut pause = Duration::from_millis(1);
         let status = loop {
             match child.try_wait() {
@@ -409,17 +429,6 @@ impl Tmux {
             thread::sleep(pause.min(deadline - now));
             pause = (pause * 2).min(Duration::from_millis(20));
         };
-
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        for _ in 0..2 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left.max(Duration::from_millis(100))) {
-                Ok((true, bytes)) => stdout = bytes,
-                Ok((false, bytes)) => stderr = bytes,
-                Err(_) => break,
-            }
-        }
         let stdout = String::from_utf8_lossy(&stdout).into_owned();
         let stderr = String::from_utf8_lossy(&stderr).into_owned();
         if status.success() {

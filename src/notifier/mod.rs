@@ -23,7 +23,7 @@ use crate::config::{NotifyConfig, Secret};
 use crate::events::{Kind, Notice};
 use crate::heartbeat::Beat;
 use crate::metrics::Metrics;
-use crossbeam_channel::{select, tick, Receiver, Sender};
+use crossbeam_channel::{select, Receiver, Sender};
 use sink::{SinkQueue, Target};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -174,7 +174,7 @@ struct Notifier {
 
 impl Notifier {
     fn run(mut self, rx: Receiver<Notice>, stop: Receiver<()>) {
-        let beat_every = tick(Duration::from_secs(1));
+        let asks = self.beat.asks();
         loop {
             select! {
                 recv(rx) -> notice => match notice {
@@ -189,7 +189,7 @@ impl Notifier {
                     }
                     return;
                 },
-                recv(beat_every) -> _ => {},
+                recv(asks) -> _ => {},
             }
             self.beat.beat();
         }

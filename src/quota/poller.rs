@@ -17,7 +17,7 @@ use super::decide::{parse_retry_after, Jitter, PollError, PollSchedule, Windows}
 use crate::claude::credentials::{Credentials, Token};
 use crate::config::Config;
 use crate::heartbeat::Beat;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -29,8 +29,6 @@ use std::time::{Duration, SystemTime};
 /// user agent the endpoint answers 429 persistently.
 pub const USER_AGENT: &str = "claude-code/2.1.332";
 pub const ANTHROPIC_BETA: &str = "oauth-2025-04-20";
-/// The role beats at least this often while idle.
-const BEAT_EVERY: Duration = Duration::from_secs(1);
 /// A request blocks the thread; it must end well before the heartbeat goes
 /// stale (20 s), whatever `request_timeout_secs` says.
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -125,6 +123,7 @@ impl Poller {
     }
 
     fn run(&mut self, rx: &Receiver<QuotaCommand>, beat: &Beat) {
+        let asks = beat.asks();
         loop {
             beat.beat();
             let now = SystemTime::now();
@@ -137,17 +136,15 @@ impl Poller {
                 }
             }
             let now = SystemTime::now();
-            let wait = self
-                .accounts
-                .iter()
-                .map(|a| a.schedule.next_at.duration_since(now).unwrap_or_default())
-                .min()
-                .unwrap_or(BEAT_EVERY)
-                .min(BEAT_EVERY);
-            match rx.recv_timeout(wait) {
-                Ok(command) => self.command(command, SystemTime::now()),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+            let wait = self.accounts.iter().map(|a| a.schedule.next_at.duration_since(now).unwrap_or_default()).min();
+            let next_poll = wait.map_or_else(crossbeam_channel::never, crossbeam_channel::after);
+            crossbeam_channel::select! {
+                recv(rx) -> command => match command {
+                    Ok(command) => self.command(command, SystemTime::now()),
+                    Err(_) => return,
+                },
+                recv(next_poll) -> _ => {}
+                recv(asks) -> _ => {}
             }
         }
     }

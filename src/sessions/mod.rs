@@ -3,6 +3,7 @@
 
 pub mod launch;
 pub mod model;
+pub mod observe;
 pub mod role;
 pub mod seen;
 pub mod spool;

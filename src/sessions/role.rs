@@ -1,13 +1,17 @@
 //! The sessions role ("sessions" thread): the daemon's hands and eyes on the
 //! tmux sessions. It launches, restarts and stops `claude` processes on the
-//! coordinator's orders, and once a second boils every managed session's
-//! signals (Claude Code's session file, the pane) down to one `Seen` report.
+//! coordinator's orders, and boils every managed session's signals (Claude
+//! Code's session file, the pane) down to one `Seen` report whenever one of
+//! them changes: inotify tells of the files, a tmux control client per
+//! session (`observe`) of the pane; a session no client follows is looked at
+//! once a second.
 //! It decides nothing: backoff, trust answers and dispatch are the
 //! coordinator's.
 
 use super::launch;
 use super::model::Seen;
 use super::seen::combine;
+use super::observe::{self, Followers};
 use super::watch::{Changed, FileWatch};
 use super::{Command, Report};
 use crate::claude::pane::{self, PaneState};
@@ -16,6 +20,7 @@ use crate::claude::transcript::{RecordKind, TranscriptReader};
 use crate::config::Config;
 use crate::heartbeat::Beat;
 use crate::report::Reporter;
+use crate::tmux::control::Notice;
 use crate::tmux::{Tmux, TmuxError};
 use crossbeam_channel::{select, Receiver};
 use serde::{Deserialize, Serialize};
@@ -25,7 +30,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often every session is looked at, whatever its files say.
+/// How often a session no control client follows is looked at, whatever its
+/// files say.
 const OBSERVE_EVERY: Duration = Duration::from_secs(1);
 /// After a session's file changed, how long more writes are let in before
 /// it is looked at: Claude Code writes a turn's records in bursts.
@@ -51,6 +57,10 @@ struct Managed {
     /// The last verdict: while it is idle or busy and Claude Code's session
     /// file agrees, the screen need not be read every tick.
     last: Option<Seen>,
+    /// When the screen was last read, and when it is to be read next because
+    /// the pane drew something.
+    screen_read: Option<Instant>,
+    screen_at: Option<Instant>,
 }
 
 impl Managed {
@@ -60,7 +70,15 @@ impl Managed {
             let len = std::fs::metadata(&p).map_or(0, |m| m.len());
             TranscriptReader::at(p, len)
         });
-        Some(Managed { config_dir, claude_session_id: id.into(), transcript, pane: None, last: None })
+        Some(Managed {
+            config_dir,
+            claude_session_id: id.into(),
+            transcript,
+            pane: None,
+            last: None,
+            screen_read: None,
+            screen_at: None,
+        })
     }
 
     /// Whether a file written in `dir` is one this session's state is read from.
@@ -106,6 +124,10 @@ pub struct Role {
     /// Sessions whose files changed, looked at once `flush_at` comes.
     dirty: BTreeSet<String>,
     flush_at: Option<Instant>,
+    /// The control clients telling of each session's pane.
+    followers: Followers,
+    /// When every session is next listed (`observe_all`).
+    look_at: Option<Instant>,
 }
 
 fn ids_path(config: &Config) -> PathBuf {
@@ -124,7 +146,7 @@ impl Role {
         };
         Role {
             config,
-            tmux,
+            tmux: tmux.clone(),
             out,
             managed: BTreeMap::new(),
             ids,
@@ -132,11 +154,14 @@ impl Role {
             watch: None,
             dirty: BTreeSet::new(),
             flush_at: None,
+            followers: Followers::new(tmux.clone()),
+            look_at: None,
         }
     }
 
     pub fn run(mut self, commands: Receiver<Command>, beat: Beat) {
-        let ticks = crossbeam_channel::tick(OBSERVE_EVERY);
+        let asks = beat.asks();
+        let notices = self.followers.notices();
         let (spool_tx, spool_rx) = crossbeam_channel::unbounded();
         let spool = crate::hook::spool_dir(&self.config.state_dir);
         if let Err(e) = std::fs::create_dir_all(&spool) {
@@ -160,13 +185,22 @@ impl Role {
         };
         loop {
             beat.beat();
-            let flush = match self.flush_at {
+            let screens = self.managed.values().filter_map(|m| m.screen_at).min();
+            let flush = match self.flush_at.into_iter().chain(screens).min() {
                 Some(at) => crossbeam_channel::at(at),
                 None => crossbeam_channel::never(),
             };
+            let look = self.look_at.map_or_else(crossbeam_channel::never, crossbeam_channel::at);
             select! {
                 recv(changed_rx) -> c => if let Ok(c) = c { self.changed(c) },
-                recv(flush) -> _ => self.observe_dirty(),
+                recv(flush) -> _ => {
+                    if self.flush_at.is_some_and(|t| t <= Instant::now()) {
+                        self.observe_dirty();
+                    }
+                    self.observe_screens();
+                },
+                recv(notices) -> n => if let Ok(n) = n { self.noticed(n) },
+                recv(asks) -> _ => {},
                 recv(commands) -> cmd => match cmd {
                     Ok(cmd) => self.handle(cmd, &beat),
                     Err(_) => break,
@@ -176,7 +210,7 @@ impl Role {
                     Ok(crate::queue::WatchEvent::Rescan { .. }) => self.drain_spool(&spool),
                     Err(_) => {}
                 },
-                recv(ticks) -> _ => self.observe_all(),
+                recv(look) -> _ => self.observe_all(),
             }
         }
         if let Some(w) = watcher {
@@ -232,6 +266,55 @@ impl Role {
         if let (Some(pane), Some(m)) = (pane, self.managed.get_mut(&session)) {
             m.pane = Some(pane);
             self.dirty.insert(session);
+        }
+    }
+
+    /// What a session's control client heard: output gets its screen read
+    /// soon; windows coming or going, or the client ending, get every
+    /// session listed at once.
+    fn noticed(&mut self, notice: Notice) {
+        let now = Instant::now();
+        match notice {
+            Notice::Output { session } => {
+                self.followers.output_seen(&session);
+                let Some(m) = self.managed.get_mut(&session) else { return };
+                if m.screen_at.is_none() {
+                    let busy = matches!(m.last, Some(Seen::Busy));
+                    m.screen_at = Some(observe::screen_due(now, m.screen_read, busy));
+                }
+            }
+            Notice::Layout { .. } => self.look_soon(now),
+            Notice::Ended { session, follower } => {
+                self.followers.ended(&session, follower, now);
+                self.look_soon(now);
+            }
+        }
+    }
+
+    /// Every session is listed once the burst of news is over.
+    fn look_soon(&mut self, now: Instant) {
+        let soon = now + SETTLE_WRITES;
+        self.look_at = Some(self.look_at.map_or(soon, |t| t.min(soon)));
+    }
+
+    /// Reads the screens whose panes drew something, from the pane last listed.
+    fn observe_screens(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .managed
+            .iter()
+            .filter(|(_, m)| m.screen_at.is_some_and(|t| t <= now))
+            .map(|(s, _)| s.clone())
+            .collect();
+        for name in due {
+            let Some(m) = self.managed.get_mut(&name) else { continue };
+            m.screen_at = None;
+            let Some(pane) = m.pane.clone() else {
+                self.look_soon(now);
+                continue;
+            };
+            let seen = self.observe(&name, &pane, true);
+            self.report(Report::Seen { session: name, seen });
         }
     }
 
@@ -307,11 +390,13 @@ impl Role {
                 let Some(m) = Managed::new(&self.config, &session, &account, &claude_session_id) else { return };
                 self.managed.insert(session.clone(), m);
                 self.watch_files(&session);
+                self.took_on(&session);
                 self.ids.sessions.insert(session, IdRecord { claude_session_id, account });
                 self.save_ids();
             }
             Command::Configure(config) => {
                 self.managed.retain(|name, _| config.session(name).is_some());
+                self.followers.retain(|name| config.session(name).is_some());
                 self.config = config;
             }
         }
@@ -350,6 +435,7 @@ impl Role {
             if let Some(m) = Managed::new(&self.config, &s.name, &account, &id) {
                 self.managed.insert(s.name.clone(), m);
                 self.watch_files(&s.name);
+                self.took_on(&s.name);
             }
             self.report(Report::Adopted { session: s.name.clone(), account, claude_session_id: id });
         }
@@ -386,6 +472,7 @@ impl Role {
             }),
             Err(error) => {
                 self.managed.remove(session);
+                self.followers.unfollow(session);
                 self.report(Report::LaunchFailed { session: session.into(), account: account.into(), error });
             }
         }
@@ -406,6 +493,7 @@ impl Role {
             m.pane = Some(crate::tmux::PaneInfo { pane_id, pid, current_command: String::new(), dead: false });
             self.managed.insert(session.into(), m);
             self.watch_files(session);
+            self.took_on(session);
         }
         self.ids.sessions.insert(session.into(), IdRecord { claude_session_id: id.clone(), account: account.into() });
         self.save_ids();
@@ -463,21 +551,27 @@ impl Role {
     /// then kills the tmux session.
     fn stop(&mut self, session: &str, beat: &Beat) {
         self.managed.remove(session);
+        self.followers.unfollow(session);
         launch::stop(&self.tmux, session, Duration::from_secs(self.config.claude.stop_timeout_secs), beat);
     }
 
     /// One `list-panes -a` for every session, then per session its session
     /// file and transcript (cheap reads); the screen only when those cannot
-    /// tell (no file yet, a dialog, a limit, starting) or every
-    /// `SCREEN_EVERY` ticks, to catch what only the screen shows.
+    /// tell (no file yet, a dialog, a limit, starting) or, for a session no
+    /// control client follows, every `SCREEN_EVERY` looks, to catch what
+    /// only the screen shows (a followed one's screen is read when it draws).
     fn observe_all(&mut self) {
+        self.look_at = None;
         if self.managed.is_empty() {
             return;
         }
         self.ticks = self.ticks.wrapping_add(1);
         let panes = match self.tmux.list_all_panes() {
             Ok(p) => p,
-            Err(e) => return log::warn!("cannot list tmux panes: {e}"),
+            Err(e) => {
+                self.look_at = Some(Instant::now() + OBSERVE_EVERY);
+                return log::warn!("cannot list tmux panes: {e}");
+            }
         };
         let names: Vec<String> = self.managed.keys().cloned().collect();
         let periodic = self.ticks.is_multiple_of(SCREEN_EVERY);
@@ -490,16 +584,42 @@ impl Role {
                     if let Some(m) = self.managed.get_mut(&name) {
                         m.pane = Some(pane.clone());
                     }
-                    self.observe(&name, pane, periodic)
+                    self.followers.follow(&name, Instant::now());
+                    let unfollowed = !self.followers.follows(&name);
+                    self.observe(&name, pane, periodic && unfollowed)
                 }
                 None => {
                     self.managed.remove(&name);
                     self.dirty.remove(&name);
+                    self.followers.unfollow(&name);
                     Seen::Missing
                 }
             };
             self.report(Report::Seen { session: name, seen });
         }
+        self.schedule_look();
+    }
+
+    /// The next listing of every session: soon for a session no control
+    /// client follows, seldom when tmux tells of every change.
+    fn schedule_look(&mut self) {
+        if self.managed.is_empty() {
+            return;
+        }
+        let all_followed = self.managed.keys().all(|s| self.followers.follows(s));
+        let every = if all_followed { observe::LIST_ANYWAY_EVERY } else { OBSERVE_EVERY };
+        let next = Instant::now() + every;
+        self.look_at = Some(self.look_at.map_or(next, |t| t.min(next)));
+    }
+
+    /// A session was taken on (launched, adopted, moved): its control client
+    /// starts now, so its first screens are seen, and it is listed soon.
+    fn took_on(&mut self, session: &str) {
+        let now = Instant::now();
+        self.followers.unfollow(session);
+        self.followers.follow(session, now);
+        let next = now + OBSERVE_EVERY;
+        self.look_at = Some(self.look_at.map_or(next, |t| t.min(next)));
     }
 
     /// Reports quota-limit records the conversation gained since last time.
@@ -524,6 +644,9 @@ impl Role {
         let file_says = file.as_ref().and_then(|f| f.status.clone());
         let settled = matches!(managed.last, Some(Seen::Idle | Seen::Busy));
         let look = periodic || !settled || !matches!(file_says, Some(SessionStatus::Idle | SessionStatus::Busy));
+        if look {
+            managed.screen_read = Some(Instant::now());
+        }
         let screen = if look {
             match self.tmux.capture_pane(&pane.pane_id) {
                 Ok(text) => pane::classify(&text),

@@ -233,3 +233,43 @@ fn missing_sessions_and_servers_are_told_apart_from_failures() {
 
     assert!(tmux.has_session("present").unwrap());
 }
+
+/// A control-mode client tells of its session's output, of windows coming and
+/// going, and ends with the session; another ends with the server.
+#[test]
+fn a_control_client_tells_of_output_windows_and_the_end() {
+    use claude_failover::tmux::control::{Follower, Notice};
+    let server = TmuxServer::new();
+    let tmux = server.tmux();
+    let dir = kit::temp_dir();
+    recorder(&tmux, "ctl-1", dir.path(), &dir.path().join("typed"));
+    recorder(&tmux, "ctl-2", dir.path(), &dir.path().join("typed-2"));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let one = Follower::attach(&tmux, "ctl-1", 1, tx.clone()).expect("attach ctl-1");
+    let _two = Follower::attach(&tmux, "ctl-2", 2, tx).expect("attach ctl-2");
+    let next = |what: &str, want: &dyn Fn(&Notice) -> bool| {
+        wait_until(WAIT, what, || rx.recv_timeout(Duration::from_millis(100)).ok().filter(|n| want(n)))
+    };
+    tmux.send_keys_literal("ctl-1", "drawn").unwrap();
+    next("ctl-1's output", &|n| *n == Notice::Output { session: "ctl-1".into() });
+    // Told once until taken: more drawing sends nothing more...
+    tmux.send_keys_literal("ctl-1", "more").unwrap();
+    wait_until(WAIT, "the second text drawn", || tmux.capture_pane("ctl-1").ok()?.contains("more").then_some(()));
+    assert!(rx.try_iter().all(|n| !matches!(n, Notice::Output { .. })));
+    // ...and once taken, the next drawing is told again.
+    one.output_seen();
+    tmux.send_keys_literal("ctl-1", "again").unwrap();
+    next("ctl-1's output again", &|n| *n == Notice::Output { session: "ctl-1".into() });
+    // A window that comes and goes.
+    tmux.new_window("ctl-1", dir.path(), &[], &[], &argv(&["sleep", "0.3"])).unwrap();
+    next("a layout change in ctl-1", &|n| *n == Notice::Layout { session: "ctl-1".into() });
+    tmux.kill_session("ctl-1").unwrap();
+    next("ctl-1's client to end", &|n| *n == Notice::Ended { session: "ctl-1".into(), follower: 1 });
+    tmux.kill_server().unwrap();
+    next("ctl-2's client to end with the server", &|n| *n == Notice::Ended { session: "ctl-2".into(), follower: 2 });
+    // A session that is not there: the client ends at once.
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let _none = Follower::attach(&tmux, "nowhere", 3, tx);
+    let ended = rx.recv_timeout(WAIT).expect("a notice");
+    assert_eq!(ended, Notice::Ended { session: "nowhere".into(), follower: 3 });
+}
