@@ -27,7 +27,6 @@
 //!
 //! `idle_bench [--daemon PATH] [--baseline PATH] [--claude PATH] [--window SECS] [--sessions N]`
 
-
 use kit::rig::{Failover as Rig, Options};
 use kit::wait_until;
 use std::collections::HashMap;

@@ -91,7 +91,7 @@ pub fn build(config: &Config, s: &Subject, follower: &Follower, reason: &str) ->
 
 /// Writes `<state_dir>/checkpoints/<session>-<unix millis>.json` atomically.
 pub fn save(state_dir: &Path, cp: &Checkpoint) -> std::io::Result<PathBuf> {
-    let dir = state_dir.join("checkpoints");
+    let dir = crate::state_dir::checkpoints_dir(state_dir);
     std::fs::create_dir_all(&dir)?;
     let millis = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let path = dir.join(format!("{}-{millis}.json", cp.session));

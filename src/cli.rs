@@ -1,4 +1,4 @@
-//! The command line (SPEC §2): parses arguments by hand (no parser crate) and
+//! The command line (docs/cli.md): parses arguments by hand (no parser crate) and
 //! maps each command to its exit status.
 
 use crate::config::Config;

@@ -1,4 +1,4 @@
-//! Events worth a human's attention (SPEC §6): the ring behind `/events`, the
+//! Events worth a human's attention (docs/events.md): the ring behind `/events`, the
 //! log line, and the hand-off to the notifier. Emitting never blocks: the
 //! notifier's channel is unbounded here and the notifier bounds its own queue.
 

@@ -1,4 +1,4 @@
-//! The HTTP control plane (SPEC §5) on tiny_http: one role thread, "http", that
+//! The HTTP control plane (docs/http.md) on tiny_http: one role thread, "http", that
 //! answers reads from the published snapshot and turns writes into
 //! `ControlRequest`s for the coordinator. It never changes state itself.
 //!
@@ -470,7 +470,7 @@ fn path_only(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
 }
 
-/// The routes of SPEC §5, and which methods each takes.
+/// The routes of docs/http.md, and which methods each takes.
 #[derive(Debug, PartialEq)]
 enum Route {
     Healthz,

@@ -125,7 +125,7 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
     );
     let http = crate::http::spawn(
         &config.http,
-        &config.state_dir.join("run"),
+        &crate::state_dir::run_dir(&config.state_dir),
         shared.clone(),
         control_tx,
         heartbeats.register("http"),

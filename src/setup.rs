@@ -1,7 +1,7 @@
 //! `claude-failover setup`: prepares every account folder once, before the daemon
 //! runs. It makes `<config_dir>/projects` a symlink to the one shared transcript
 //! tree (moving what was there into it) and installs the hook and statusline
-//! commands of SPEC §7 into `<config_dir>/settings.json`.
+//! commands of docs/claude-code.md#hooks-and-status-line into `<config_dir>/settings.json`.
 //!
 //! It never deletes or overwrites a transcript: a file moves into the shared tree
 //! only by a no-clobber link, an identical copy is dropped only after a byte

@@ -1,4 +1,4 @@
-//! The `/status` document (SPEC §5) and what the coordinator publishes for the
+//! The `/status` document (docs/http.md#get-status) and what the coordinator publishes for the
 //! HTTP role to read. Plain data: the coordinator builds it, HTTP serialises it,
 //! `claude-failover status` parses it back for the table.
 

@@ -156,11 +156,11 @@ impl Plan {
 }
 
 pub fn journal_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("swap.json")
+    crate::state_dir::swap_journal(state_dir)
 }
 
 fn active_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("active.json")
+    crate::state_dir::active_file(state_dir)
 }
 
 /// The swap a killed daemon left unfinished, if any.

@@ -1,4 +1,4 @@
-//! systemd's notify protocol (SPEC §8), by hand: datagrams to `NOTIFY_SOCKET`
+//! systemd's notify protocol (docs/systemd.md), by hand: datagrams to `NOTIFY_SOCKET`
 //! (a path, or `@name` in the abstract namespace) saying READY, STATUS,
 //! WATCHDOG, RELOADING and STOPPING. It never decides when to send them, and a
 //! failure to send is logged once and otherwise ignored: systemd being absent

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// SPEC §2: the hook answers within 50 ms.
+/// docs/cli.md: the hook answers within 50 ms.
 const HOOK_BUDGET: Duration = Duration::from_millis(50);
 
 const STATUSLINE_JSON: &str = r#"{"session_id":"839d12a7-1111-2222-3333-444455556666","transcript_path":"/p/x.jsonl","cwd":"/srv/app","model":{"id":"claude-opus"},"rate_limits":{"five_hour":{"used_percentage":23.5,"resets_at":1738425600},"seven_day":{"used_percentage":41.0,"resets_at":1738857600}}}"#;

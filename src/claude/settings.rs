@@ -1,5 +1,5 @@
 //! Claude Code's `<config_dir>/settings.json` as far as claude-failover edits
-//! it: the hook events it asks for (SPEC §7), the `statusLine` entry, and how
+//! it: the hook events it asks for (docs/claude-code.md#hooks-and-status-line), the `statusLine` entry, and how
 //! to recognise its own hook command among the user's. Pure: it edits a parsed
 //! document; reading, backing up and writing the file is `setup`'s.
 
@@ -11,7 +11,7 @@ pub fn settings_path(config_dir: &Path) -> PathBuf {
     config_dir.join("settings.json")
 }
 
-/// The hook events whose JSON the daemon wants (SPEC §7).
+/// The hook events whose JSON the daemon wants (docs/claude-code.md#hooks-and-status-line).
 pub const HOOK_EVENTS: [&str; 6] =
     ["SessionStart", "Stop", "StopFailure", "UserPromptSubmit", "Notification", "SessionEnd"];
 

@@ -1,4 +1,4 @@
-//! The configuration file (SPEC §3): typed schema with the documented defaults.
+//! The configuration file (docs/config.md): typed schema with the documented defaults.
 //!
 //! Owns parsing, path resolution and validation; it never touches tmux, the
 //! network or the queue folders. Every problem found is reported at once, each

@@ -567,7 +567,7 @@ impl Supervisor for Quiet {
 fn quota_json_is_written_when_a_limit_changes_not_on_every_poll() {
     let dir = tempfile::tempdir().unwrap();
     let hands = hands();
-    let file = crate::quota::persist::path(dir.path());
+    let file = crate::state_dir::quota_file(dir.path());
     let now = SystemTime::now();
     let reset = now + Duration::from_secs(3 * 3600);
     let report = |account: &str, five_hour: f64| {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Between the paste and its Enter: an Enter that arrives with the paste is
-/// taken as part of it and the prompt sits unsent (CLAUDE_CODE.md). Enter
+/// taken as part of it and the prompt sits unsent (docs/claude-code.md#keys). Enter
 /// goes once the input box shows the paste, [`AFTER_SHOWN`] later, and
 /// after this long at most when the screen never shows it.
 pub const PASTE_PAUSE: Duration = Duration::from_millis(800);

@@ -37,10 +37,7 @@ impl SessionRef {
     /// `<config_dir>/projects/<key>/<id>.jsonl`: the same file as the shared
     /// tree's once `setup` linked `projects/`, and right without it too.
     pub fn transcript(&self, cwd: &Path) -> PathBuf {
-        self.config_dir
-            .join("projects")
-            .join(crate::claude::project_key(cwd))
-            .join(format!("{}.jsonl", self.claude_session_id))
+        crate::claude::transcript_path(&crate::claude::projects_dir(&self.config_dir), cwd, &self.claude_session_id)
     }
 }
 
@@ -574,10 +571,11 @@ impl Role {
             for (name, lease) in &leases {
                 let now_at = running.get(lease.session.as_str()).map(|at| at.transcript(&cwd));
                 let then = self.config.account(&lease.account).map(|a| {
-                    a.config_dir
-                        .join("projects")
-                        .join(crate::claude::project_key(&cwd))
-                        .join(format!("{}.jsonl", lease.claude_session_id.as_deref().unwrap_or_default()))
+                    crate::claude::transcript_path(
+                        &crate::claude::projects_dir(&a.config_dir),
+                        &cwd,
+                        lease.claude_session_id.as_deref().unwrap_or_default(),
+                    )
                 });
                 let places = now_at.into_iter().chain(then).collect();
                 looking.push((name, lease, q.active_body(name).unwrap_or_default(), places));

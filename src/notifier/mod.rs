@@ -1,4 +1,4 @@
-//! The notifier role (SPEC §6): takes every event from `Events::emit`, drops
+//! The notifier role (docs/events.md): takes every event from `Events::emit`, drops
 //! repeats within `notify.min_interval_secs`, and hands each to its sinks —
 //! the webhook (every kind, as JSON) and Telegram (the kinds a person acts on).
 //! Logging is not its job: `Events::emit` already logged the event.

@@ -1,4 +1,4 @@
-//! One project's task queue on disk (SPEC §4): the inbox/active/done/failed/archive
+//! One project's task queue on disk (docs/queue.md): the inbox/active/done/failed/archive
 //! folders, every move between them, their JSON side files and status.json. It
 //! decides nothing about sessions and runs no threads; the dispatcher calls it.
 //!

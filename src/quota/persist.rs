@@ -30,9 +30,6 @@ pub const VERSION: u32 = 1;
 /// this often: they are re-learned by the first poll anyway.
 pub const SAVE_WINDOWS_EVERY: Duration = Duration::from_secs(600);
 
-/// `<state_dir>/quota.json`, under its old name for coordinator::failover's test.
-pub use crate::state_dir::quota_file as path;
-
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuotaFile {

@@ -19,7 +19,7 @@ pub const TRUST_DIALOG: &str = "trust dialog";
 /// again (answered again, or a person reminded when auto_trust is off).
 pub const TRUST_ASK_AGAIN: Duration = Duration::from_secs(60);
 
-/// The states of SPEC §5, as the coordinator tracks them.
+/// The session states of docs/http.md#get-status, as the coordinator tracks them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activity {
     Starting,

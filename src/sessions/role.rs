@@ -10,8 +10,8 @@
 
 use super::launch;
 use super::model::Seen;
-use super::seen::combine;
 use super::observe::{self, Followers};
+use super::seen::combine;
 use super::watch::{Changed, FileWatch};
 use super::{Command, Report};
 use crate::claude::pane::{self, PaneState};
@@ -131,7 +131,7 @@ pub struct Role {
 }
 
 fn ids_path(config: &Config) -> PathBuf {
-    config.state_dir.join("sessions.json")
+    crate::state_dir::sessions_file(&config.state_dir)
 }
 
 impl Role {
@@ -163,7 +163,7 @@ impl Role {
         let asks = beat.asks();
         let notices = self.followers.notices();
         let (spool_tx, spool_rx) = crossbeam_channel::unbounded();
-        let spool = crate::hook::spool_dir(&self.config.state_dir);
+        let spool = crate::state_dir::spool_dir(&self.config.state_dir);
         if let Err(e) = std::fs::create_dir_all(&spool) {
             log::error!("{}: cannot create the hook spool: {e}", spool.display());
         }

@@ -1,6 +1,6 @@
 //! The HTTP control plane at library level: the role spawned over loopback TCP
 //! or a unix socket, with a fake coordinator answering control requests, and
-//! every answer of SPEC §5 checked over real HTTP.
+//! every answer of docs/http.md checked over real HTTP.
 
 use claude_failover::client;
 use claude_failover::config::{Config, Secret};
