@@ -21,6 +21,9 @@ pub enum Kind {
     AllAccountsExhausted,
     AccountRecovered,
     TokenExpired,
+    LoginRevoked,
+    TurnFailed,
+    TaskRepaired,
     SessionDied,
     SessionRestarted,
     SessionCrashLoop,
@@ -43,6 +46,9 @@ impl Kind {
             Kind::AllAccountsExhausted => "all_accounts_exhausted",
             Kind::AccountRecovered => "account_recovered",
             Kind::TokenExpired => "token_expired",
+            Kind::LoginRevoked => "login_revoked",
+            Kind::TurnFailed => "turn_failed",
+            Kind::TaskRepaired => "task_repaired",
             Kind::SessionDied => "session_died",
             Kind::SessionRestarted => "session_restarted",
             Kind::SessionCrashLoop => "session_crash_loop",
@@ -64,6 +70,9 @@ impl Kind {
             Kind::FailoverFailed
                 | Kind::AllAccountsExhausted
                 | Kind::TokenExpired
+                | Kind::LoginRevoked
+                | Kind::TurnFailed
+                | Kind::TaskRepaired
                 | Kind::SessionDied
                 | Kind::SessionCrashLoop
                 | Kind::TaskFailed

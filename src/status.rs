@@ -46,6 +46,8 @@ pub enum SwapCause {
     Projected,
     /// The first account is eligible again.
     Failback,
+    /// The active account's login was revoked.
+    LoginRevoked,
     /// `POST /failover`.
     Manual,
     /// After a restart, sessions found on another account were moved back.
@@ -59,6 +61,7 @@ impl SwapCause {
             SwapCause::Threshold => "threshold",
             SwapCause::Projected => "projected",
             SwapCause::Failback => "failback",
+            SwapCause::LoginRevoked => "login_revoked",
             SwapCause::Manual => "manual",
             SwapCause::Consolidate => "consolidate",
         }

@@ -500,7 +500,7 @@ fn wait_idle(
             // `--resume` replays the conversation, the limit that ended it on
             // the old account included; this process has sent nothing yet,
             // so Claude Code's own "idle" is the truth.
-            PaneState::RateLimited { .. } if idle_file => Seen::Idle,
+            PaneState::RateLimited { .. } | PaneState::LoginNeeded if idle_file => Seen::Idle,
             _ => crate::sessions::seen::combine(file.as_ref(), &shown),
         };
         match &last {

@@ -31,6 +31,10 @@ pub enum RecordKind {
     ToolUse {
         name: String,
     },
+    /// The model ended its turn (`message.stop_reason` other than
+    /// `tool_use`): the turn finished normally. Written after the turn's
+    /// text or tool records of the same line.
+    TurnEnded,
     /// A subscription quota is exhausted: swap-worthy.
     QuotaLimit {
         resets_at: Option<SystemTime>,
@@ -96,6 +100,11 @@ pub fn classify_line(line: &str) -> Vec<Record> {
                     })),
                     _ => {}
                 }
+            }
+            let stop_reason = message.and_then(|m| m.get("stop_reason")).and_then(Value::as_str);
+            let synthetic = message.and_then(|m| m.get("model")).and_then(Value::as_str) == Some("<synthetic>");
+            if !synthetic && stop_reason.is_some_and(|r| r != "tool_use") {
+                out.push(record(RecordKind::TurnEnded));
             }
             out
         }

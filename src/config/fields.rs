@@ -67,6 +67,8 @@ const QUOTA: &[Field] = &[
     opt("weekly_threshold", Kind::Float),
     opt("failback", Kind::Bool),
     opt("min_dwell_secs", SECS),
+    opt("prefer", Kind::Str),
+    opt("resume_spread_secs", SECS),
 ];
 const DISPATCH: &[Field] = &[
     opt("enabled", Kind::Bool),

@@ -120,7 +120,27 @@ pub struct QuotaConfig {
     pub weekly_threshold: f64,
     pub failback: bool,
     pub min_dwell_secs: u64,
+    /// How the next account is chosen: `priority` or `resets_soonest`.
+    pub prefer: String,
+    /// After a wait, sessions stopped by a limit are continued spread over
+    /// this many seconds, so they do not hit the API in the same instant.
+    pub resume_spread_secs: u64,
 }
+
+impl QuotaConfig {
+    /// `prefer = "resets_soonest"`: among eligible accounts, the one whose
+    /// limiting window resets first goes first.
+    pub fn resets_soonest(&self) -> bool {
+        self.prefer == PREFER_RESETS_SOONEST
+    }
+
+    pub fn resume_spread(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.resume_spread_secs)
+    }
+}
+
+pub const PREFER_PRIORITY: &str = "priority";
+pub const PREFER_RESETS_SOONEST: &str = "resets_soonest";
 
 impl Default for QuotaConfig {
     fn default() -> Self {
@@ -132,6 +152,8 @@ impl Default for QuotaConfig {
             weekly_threshold: 95.0,
             failback: true,
             min_dwell_secs: 600,
+            prefer: PREFER_PRIORITY.into(),
+            resume_spread_secs: 10,
         }
     }
 }

@@ -151,6 +151,10 @@ impl Config {
         if self.tmux.height != 0 && self.tmux.height < 10 {
             check.add("tmux.height", "must be at least 10 rows");
         }
+        let prefer = self.quota.prefer.as_str();
+        if ![super::types::PREFER_PRIORITY, super::types::PREFER_RESETS_SOONEST].contains(&prefer) {
+            check.add("quota.prefer", format!("must be \"priority\" or \"resets_soonest\", found {prefer:?}"));
+        }
         for (key, value) in [
             ("quota.five_hour_threshold", self.quota.five_hour_threshold),
             ("quota.weekly_threshold", self.quota.weekly_threshold),

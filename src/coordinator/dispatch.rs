@@ -126,8 +126,10 @@ impl Coordinator {
             if let Some(s) = self.pool.sessions.get_mut(&at.session) {
                 s.offered = true;
             }
-            fx.dispatcher(Command::Continue { at, task });
+            fx.dispatcher(Command::Continue { at, task, after: "a restart of the session" });
         }
+        self.retry_failed_turns(now, fx);
+        self.resume_limited(now, fx);
         if !self.dispatch.recovered
             || self.dispatch.paused
             || !self.config.dispatch.enabled

@@ -33,10 +33,12 @@ mod run;
 mod swap;
 #[cfg(test)]
 mod tests;
+mod turns;
 
 pub use effects::{Effects, Emit, Exit, Metric, Notify, Order, StateWrite};
 pub use run::{run, Hands, Outputs};
 pub use swap::SWAP_WAITS_FOR_TURNS;
+pub use turns::REPAIR_AFTER;
 
 /// What the coordinator tells the service manager (systemd's sd_notify).
 pub trait Supervisor {
@@ -227,6 +229,7 @@ impl Coordinator {
     fn on_tick(&mut self, stale: &[&'static str], now: Now, fx: &mut Effects) {
         self.relaunch_due(now, fx);
         self.reconcile_leases(now, fx);
+        self.repair_stuck(now, fx);
         self.consider_swap(now, fx);
         self.offer_work(now, fx);
         if let Some(interval) = self.watchdog_interval {

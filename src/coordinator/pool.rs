@@ -105,17 +105,24 @@ impl Coordinator {
                 self.observed(&session, Seen::Missing, now, fx);
             }
             Report::Seen { session, seen } => self.observed(&session, seen, now, fx),
-            Report::Limit { session, resets_at, record_time } => {
+            Report::Limit { session, resets_at, record_time, window } => {
                 if let Some(w) = self.pool.sessions.get_mut(&session).and_then(|s| s.work.as_mut()) {
-                    w.limited = true;
+                    w.limit(now.at);
                 }
-                self.limit_sighting(&session, LimitSource::Transcript, resets_at, record_time, now, fx);
+                self.limit_sighting(&session, LimitSource::Transcript, resets_at, record_time, window, now, fx);
             }
             Report::Sample { session, limits } => self.statusline_sample(&session, &limits, now, fx),
-            Report::ScreenLimit { session } => self.limit_sighting(&session, LimitSource::Pane, None, None, now, fx),
-            Report::RateLimitFailure { session } => {
-                self.limit_sighting(&session, LimitSource::Hook, None, None, now, fx)
+            Report::ScreenLimit { session, auto_continue } => {
+                self.limit_sighting(&session, LimitSource::Pane, None, None, None, now, fx);
+                if auto_continue {
+                    self.auto_continue_shown(&session, now, fx);
+                }
             }
+            Report::RateLimitFailure { session } => {
+                self.limit_sighting(&session, LimitSource::Hook, None, None, None, now, fx)
+            }
+            Report::TurnStarted { session } => self.turn_started(&session),
+            Report::TurnEnded { session, end } => self.turn_ended(&session, end, now, fx),
         }
     }
 

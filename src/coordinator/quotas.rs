@@ -42,27 +42,63 @@ impl Quotas {
 
 impl Coordinator {
     pub(super) fn on_quota_report(&mut self, report: QuotaReport, now: Now, fx: &mut Effects) {
-        let QuotaReport::Polled { account, at, outcome, next_poll_at } = report;
+        let QuotaReport::Polled { account, asked_at, at, outcome, next_poll_at } = report;
         let Some(q) = self.quotas.get_mut(&account) else { return };
-        let was_expired = matches!(q.last_error, Some(PollError::Unauthorized | PollError::TokenExpired));
+        let was_expired = matches!(q.last_error, Some(PollError::TokenExpired));
+        let (was_revoked, was_held) = (q.revoked(), q.exhausted(now.wall));
         if let Err(e) = &outcome {
             fx.count("claude_failover_usage_poll_errors_total", &[("account", &account)]);
             log::warn!("usage poll for {account}: {e}");
         }
-        q.apply_poll(at, &outcome);
+        q.apply_poll(asked_at, at, &outcome);
         q.next_poll_at = Some(next_poll_at);
-        let expired = matches!(q.last_error, Some(PollError::Unauthorized | PollError::TokenExpired));
-        if expired && !was_expired {
+        let expired = matches!(q.last_error, Some(PollError::TokenExpired));
+        let (revoked, held) = (q.revoked(), q.exhausted(now.wall));
+        if expired && !was_expired && !revoked {
             fx.emit(
                 Kind::TokenExpired,
                 &account,
-                format!("the access token of {account} is expired or refused; Claude Code renews it when it next runs there, or log in again"),
+                format!("the access token of {account} has expired; Claude Code renews it when it next runs there"),
                 json!({"account": account}),
             );
+        }
+        if revoked && !was_revoked {
+            self.login_revoked_event(&account, "the usage endpoint refused its token (401) before it expired", fx);
+        }
+        if was_revoked && !revoked {
+            log::info!("{account}: a poll with its new credentials succeeded; the login works again");
+        }
+        if was_held && !held && outcome.is_ok() {
+            log::info!("{account}: a fresh usage reading shows every window below 100 %; its hold ends");
         }
         self.save_quota(now, false, fx);
         self.consider_swap(now, fx);
         self.offer_work(now, fx);
+    }
+
+    /// The one event (and Telegram message) that asks a person to log in.
+    pub(super) fn login_revoked_event(&self, account: &str, why: &str, fx: &mut Effects) {
+        let config_dir = self.config.account(account).map(|a| a.config_dir.display().to_string()).unwrap_or_default();
+        fx.emit(
+            Kind::LoginRevoked,
+            account,
+            format!(
+                "the login of {account} was revoked ({why}); its sessions move to another account. \
+                 To log in again: CLAUDE_CONFIG_DIR={config_dir} claude, then /login"
+            ),
+            json!({"account": account, "config_dir": config_dir, "why": why}),
+        );
+    }
+
+    /// A session's turn on `account` ended in `authentication_failed`: the
+    /// login is revoked now, without waiting for a poll.
+    pub(super) fn session_login_revoked(&mut self, account: &str, now: Now, fx: &mut Effects) {
+        let Some(q) = self.quotas.get_mut(account) else { return };
+        if q.login_revoked(now.wall) {
+            log::warn!("{account}: a turn ended in authentication_failed; the login is revoked");
+            self.login_revoked_event(account, "a turn ended in authentication_failed", fx);
+            self.save_quota(now, false, fx);
+        }
     }
 
     /// Writes `quota.json` when what it would hold changed: at once for a
@@ -93,6 +129,7 @@ impl Coordinator {
         source: LimitSource,
         resets_at: Option<SystemTime>,
         record_time: Option<SystemTime>,
+        window: Option<String>,
         now: Now,
         fx: &mut Effects,
     ) {
@@ -104,6 +141,7 @@ impl Coordinator {
             source,
             at: now.wall,
             resets_at,
+            window,
             record_time,
             session: Some(session.into()),
         };

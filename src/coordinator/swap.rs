@@ -6,7 +6,7 @@
 use super::{Coordinator, Effects, Now, Order};
 use crate::control::{ControlError, Reply};
 use crate::events::Kind;
-use crate::quota::{eligible, should_swap, SwapReason, Verdict};
+use crate::quota::{eligible, eligible_again_at, should_swap, SwapReason, Verdict};
 use crate::sessions::model::{Activity, Seen};
 use crate::sessions::Command;
 use crate::status::{SwapCause, SwapRecord};
@@ -34,6 +34,7 @@ impl From<SwapReason> for SwapCause {
             SwapReason::Threshold => SwapCause::Threshold,
             SwapReason::Projected => SwapCause::Projected,
             SwapReason::Failback => SwapCause::Failback,
+            SwapReason::LoginRevoked => SwapCause::LoginRevoked,
         }
     }
 }
@@ -77,7 +78,7 @@ impl Coordinator {
         // prompt reached the API, yet the conversation has no trace of it):
         // wait for both, except for a hard limit, where the turns are over
         // anyway, or once a turn has held the swap up for too long.
-        let hard = pending.reason == SwapCause::HardLimit;
+        let hard = matches!(pending.reason, SwapCause::HardLimit | SwapCause::LoginRevoked);
         let overdue = now.at.saturating_duration_since(pending.decided) > SWAP_WAITS_FOR_TURNS;
         if self.delivery_in_flight() || (!hard && !overdue && self.turn_running()) {
             return;
@@ -143,15 +144,21 @@ impl Coordinator {
             Verdict::AllExhausted(reason) => {
                 if !self.swap.exhausted {
                     self.swap.exhausted = true;
-                    let until =
-                        self.quotas.accounts.iter().filter_map(|q| q.exhausted_until).min().map(crate::time::rfc3339);
+                    // When the first account may work again: work resumes then
+                    // (or earlier, if a fresh reading says so).
+                    let quota = &self.config.quota;
+                    let first = self.quotas.accounts.iter().filter_map(|q| eligible_again_at(q, quota, now.wall)).min();
+                    let until = first.map(crate::time::rfc3339);
+                    let when = match &until {
+                        Some(u) => format!("work is expected to resume around {u}"),
+                        None => "no account has a known reset: a person must log in or add an account".into(),
+                    };
                     fx.emit(
                         Kind::AllAccountsExhausted,
                         &active,
                         format!(
-                            "no account can take the work ({}); dispatch paused, sessions left as they are{}",
-                            reason.as_str(),
-                            until.as_ref().map(|u| format!(", first reset {u}")).unwrap_or_default()
+                            "no account can take the work ({}); dispatch paused, sessions left as they are; {when}",
+                            reason.as_str()
                         ),
                         json!({"reason": reason.as_str(), "until": until}),
                     );
@@ -266,7 +273,9 @@ impl Coordinator {
                     let id = s.claude_session_id.clone().unwrap_or_default();
                     s.launched(&plan.to, &id, now.at);
                     if let Some(w) = &mut s.work {
-                        w.limited = false;
+                        w.unlimit();
+                        w.failure = None;
+                        w.auto_continue_cancelled = false;
                         w.idle_since = None;
                         w.turn_seen = *continued;
                     }

@@ -91,6 +91,7 @@ impl Rig {
         let reset = at + Duration::from_secs(3 * 3600);
         let windows = Windows::from_named([("five_hour", five_hour, Some(reset)), ("seven_day", 10.0, None)]);
         self.feed(Input::Quota(QuotaReport::Polled {
+            asked_at: at,
             account: account.into(),
             at,
             outcome: Ok(windows),
@@ -101,6 +102,7 @@ impl Rig {
     fn poll_failed(&mut self, account: &str, error: PollError) -> Effects {
         let at = self.now.wall;
         self.feed(Input::Quota(QuotaReport::Polled {
+            asked_at: at,
             account: account.into(),
             at,
             outcome: Err(error),
@@ -287,12 +289,13 @@ fn all_accounts_exhausted_waits_once_and_wakes_up_when_one_recovers() {
 fn a_dead_login_is_said_once_and_its_account_is_passed_over() {
     let mut rig = Rig::running_on(TWO_SESSIONS, "alpha");
     let fx = rig.poll_failed("beta", PollError::Unauthorized);
-    assert_eq!(fx.kinds(), [Kind::TokenExpired]);
+    assert_eq!(fx.kinds(), [Kind::LoginRevoked]);
     assert_eq!(fx.events[0].subject, "beta");
+    assert!(fx.events[0].message.contains("/login"), "{}", fx.events[0].message);
     assert_eq!(fx.metrics[0].name, "claude_failover_usage_poll_errors_total");
     assert_eq!(fx.metrics[0].labels, [("account", "beta".to_string())]);
     let fx = rig.poll_failed("beta", PollError::TokenExpired);
-    assert!(fx.events.is_empty(), "still expired: not said again");
+    assert!(fx.events.is_empty(), "still revoked: not said again");
     let status = fx.status.expect("published");
     assert_eq!(status.accounts.iter().find(|a| a.name == "beta").map(|a| a.state.as_str()), Some("token_expired"));
 
@@ -417,7 +420,7 @@ fn coordinator_in(state_dir: &Path, restored: Restored) -> Rig {
 
 fn poll_at(rig: &mut Rig, account: &str, five_hour: f64, at: SystemTime) {
     let q = rig.c.quotas.get_mut(account).unwrap();
-    q.apply_poll(at, &Ok(Windows::from_named([("five_hour", five_hour, None), ("seven_day", 10.0, None)])));
+    q.apply_poll(at, at, &Ok(Windows::from_named([("five_hour", five_hour, None), ("seven_day", 10.0, None)])));
 }
 
 fn consider(rig: &mut Rig, wall: SystemTime) -> Effects {
@@ -572,7 +575,7 @@ fn quota_json_is_written_when_a_limit_changes_not_on_every_poll() {
     let reset = now + Duration::from_secs(3 * 3600);
     let report = |account: &str, five_hour: f64| {
         let windows = Windows::from_named([("five_hour", five_hour, Some(reset)), ("seven_day", 10.0, None)]);
-        Input::Quota(QuotaReport::Polled { account: account.into(), at: now, outcome: Ok(windows), next_poll_at: now })
+        Input::Quota(QuotaReport::Polled { account: account.into(), asked_at: now, at: now, outcome: Ok(windows), next_poll_at: now })
     };
     let mut rig = coordinator_in(dir.path(), Restored::default());
     let feed = |rig: &mut Rig, input| hands.carry_out(rig.feed(input));

@@ -45,11 +45,22 @@ impl SessionRef {
 pub enum Command {
     /// This session is idle and may take a task of its project.
     Offer(SessionRef),
-    /// This session lost its turn on `task` (it died, or a move failed) and
-    /// is back at its prompt: tell it to continue (no new lease, no attempt).
+    /// This session lost its turn on `task` (it died, a move failed, a limit
+    /// or a dead login stopped it) and is back at its prompt: tell it to
+    /// continue (no new lease, no attempt). `after` names the interruption
+    /// in the prompt ("a restart of the session").
     Continue {
         at: SessionRef,
         task: String,
+        after: &'static str,
+    },
+    /// This session's turn on `task` ended in an API error (`why`): count
+    /// an attempt and tell it to continue, or move the task to failed/ with
+    /// `why` as its reason once `max_attempts` are used.
+    Retry {
+        at: SessionRef,
+        task: String,
+        why: String,
     },
     /// The janitor's round: the (project, task) pairs some session holds.
     /// A lease held by nobody for long is handed back (counting an attempt).
@@ -88,6 +99,7 @@ pub enum Report {
         task: String,
         error: delivery::DeliveryError,
     },
+    /// The task left active/: done, or failed after its attempts.
     Finished {
         session: String,
         task: String,
@@ -228,7 +240,8 @@ impl Role {
     fn handle(&mut self, cmd: Command, watch_tx: &Sender<WatchEvent>) {
         match cmd {
             Command::Offer(at) => self.offer(&at),
-            Command::Continue { at, task } => self.continue_task(at, task),
+            Command::Continue { at, task, after } => self.continue_task(at, task, after),
+            Command::Retry { at, task, why } => self.retry(at, task, &why),
             Command::Reconcile { held } => self.reconcile(&held),
             Command::Finish { at, task } => self.finish(&at, &task),
             Command::Recover { sessions } => self.recover(&sessions),
@@ -435,12 +448,42 @@ impl Role {
         }
     }
 
-    /// Sends the continuation prompt for a task the session already holds.
-    fn continue_task(&mut self, at: SessionRef, task: String) {
+    /// A turn on `task` ended in an API error: the attempt is counted on the
+    /// lease and the session told to continue, or, with `max_attempts` used,
+    /// the task goes to failed/ with the error as its reason.
+    fn retry(&mut self, at: SessionRef, task: String, why: &str) {
+        let Some(q) = self.queues.get(&at.project) else { return };
+        let lease = match q.lease(&task) {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return log::warn!("project {}: {task} has no lease to count a retry on", at.project),
+            Err(e) => return log::error!("project {}: {e}", at.project),
+        };
+        if lease.attempt >= self.config.dispatch.max_attempts {
+            let reason = format!("gave up after {} attempts; last: {why}", lease.attempt);
+            match q.fail(&task, &reason, lease.attempt) {
+                Ok(moved) => {
+                    self.task_failed(&at.project, &moved, &reason, lease.attempt);
+                    self.report(Report::Finished { session: at.session.clone(), task });
+                }
+                Err(e) => log::error!("project {}: cannot move {task} to failed/: {e}", at.project),
+            }
+            return;
+        }
+        let attempt = lease.attempt + 1;
+        if let Err(e) = q.update_lease(&task, &Lease { attempt, ..lease }) {
+            log::error!("project {}: cannot count attempt {attempt} of {task}: {e}", at.project);
+        }
+        log::warn!("{}: {task} failed on {why}; continuing it (attempt {attempt})", at.session);
+        self.continue_task(at, task, "an API error that ended the last turn");
+    }
+
+    /// Sends the continuation prompt for a task the session already holds;
+    /// `after` says what interrupted it.
+    fn continue_task(&mut self, at: SessionRef, task: String, after: &str) {
         let Some(cwd) = self.config.project(&at.project).map(|p| p.path.clone()) else { return };
         let confirm = Duration::from_secs(self.config.dispatch.submit_confirm_secs);
         let (tmux, done, transcript) = (self.tmux.clone(), self.delivered_tx.clone(), at.transcript(&cwd));
-        let text = crate::sessions::launch::continuation_prompt(&task, "a restart of the session");
+        let text = crate::sessions::launch::continuation_prompt(&task, after);
         let spawned = std::thread::Builder::new().name("deliver".into()).spawn(move || {
             let result = delivery::deliver(&tmux, &at.session, &text, &transcript, confirm, &|| {});
             let seen_at = Instant::now();

@@ -44,6 +44,7 @@ pub fn telegram_wants(kind: Kind) -> bool {
             | Kind::AllAccountsExhausted
             | Kind::AccountRecovered
             | Kind::TokenExpired
+            | Kind::LoginRevoked
             | Kind::SessionCrashLoop
             | Kind::TaskFailed
     )
@@ -222,6 +223,9 @@ mod tests {
             (Kind::AllAccountsExhausted, true),
             (Kind::AccountRecovered, true),
             (Kind::TokenExpired, true),
+            (Kind::LoginRevoked, true),
+            (Kind::TurnFailed, false),
+            (Kind::TaskRepaired, false),
             (Kind::SessionCrashLoop, true),
             (Kind::TaskFailed, true),
             (Kind::SessionDied, false),

@@ -26,11 +26,14 @@ pub fn telegram_text(notice: &Notice) -> String {
         }
         Kind::FailoverFailed => format!("🛑 Failover {}{} FAILED", route(&d), reason(&d)),
         Kind::AllAccountsExhausted => match d.str("until") {
-            Some(until) => format!("🛑 All accounts exhausted until {until}"),
+            Some(until) => format!("🛑 All accounts exhausted; work resumes around {until}"),
             None => "🛑 All accounts exhausted".to_string(),
         },
         Kind::AccountRecovered => format!("✅ Account {subject} recovered"),
-        Kind::TokenExpired => format!("🔑 Account {subject}: token expired, log in again"),
+        Kind::TokenExpired => format!("🔑 Account {subject}: access token expired (renewed when Claude Code runs there)"),
+        Kind::LoginRevoked => format!("🔑 Account {subject}: login revoked, please log in again"),
+        Kind::TurnFailed => format!("⚠ Session {subject}: a turn ended in an API error"),
+        Kind::TaskRepaired => format!("🩹 Task {subject} repaired"),
         Kind::SessionDied => format!("💀 Session {subject} died"),
         Kind::SessionRestarted => format!("↻ Session {subject} restarted"),
         Kind::SessionCrashLoop => format!("🛑 Session {subject} is crash-looping"),
@@ -170,10 +173,17 @@ mod tests {
                 notice(Kind::TaskFailed, "fix-login.md", "not UTF-8", json!({"attempts": 1})),
                 "❌ Task fix-login.md failed after 1 attempt — not UTF-8",
             ),
-            (notice(Kind::TokenExpired, "gamma", "", json!({})), "🔑 Account gamma: token expired, log in again"),
+            (
+                notice(Kind::TokenExpired, "gamma", "", json!({})),
+                "🔑 Account gamma: access token expired (renewed when Claude Code runs there)",
+            ),
+            (
+                notice(Kind::LoginRevoked, "gamma", "log in", json!({})),
+                "🔑 Account gamma: login revoked, please log in again — log in",
+            ),
             (
                 notice(Kind::AllAccountsExhausted, "pool", "dispatch paused", json!({"until": "2026-11-25T20:00:00Z"})),
-                "🛑 All accounts exhausted until 2026-11-25T20:00:00Z — dispatch paused",
+                "🛑 All accounts exhausted; work resumes around 2026-11-25T20:00:00Z — dispatch paused",
             ),
         ];
         for (n, want) in table {

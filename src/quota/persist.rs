@@ -110,7 +110,12 @@ impl QuotaFile {
             q.last_poll_at = saved.last_poll_at;
             match saved.exhausted_until {
                 Some(until) if until > now => {
+                    // A saved hold is the reset a precise signal gave (or a
+                    // guess that outlived nothing better); a poll asked after
+                    // this start may end it.
                     q.exhausted_until = Some(until);
+                    q.hold_precise = true;
+                    q.held_since = Some(now);
                     held.push(name.clone());
                 }
                 Some(until) => log::info!(
@@ -268,9 +273,9 @@ mod tests {
             ("seven_day", 40.0, Some(now + 90 * HOUR)),
             ("seven_day_opus", 3.0, None),
         ]);
-        alpha.apply_poll(now, &Ok(full));
+        alpha.apply_poll(now, now, &Ok(full));
         let mut beta = AccountQuota::new("beta");
-        beta.apply_poll(now, &Ok(Windows::from_named([("five_hour", 10.0, Some(now + HOUR))])));
+        beta.apply_poll(now, now, &Ok(Windows::from_named([("five_hour", 10.0, Some(now + HOUR))])));
         vec![alpha, beta, AccountQuota::new("gamma")]
     }
 
@@ -332,7 +337,7 @@ mod tests {
         use crate::quota::decide::{eligible, Ineligible};
         let now = at(1_800_000_000);
         let mut q = quotas(now);
-        q[1].apply_poll(now, &Ok(Windows::from_named([("five_hour", 95.0, Some(now + 4 * HOUR))])));
+        q[1].apply_poll(now, now, &Ok(Windows::from_named([("five_hour", 95.0, Some(now + 4 * HOUR))])));
         let mut file = QuotaFile::snapshot(&q, now);
         file.accounts.insert(
             "gamma".into(),
@@ -371,7 +376,7 @@ mod tests {
     fn token_state_and_errors_are_not_saved() {
         let now = at(1_800_000_000);
         let mut q = AccountQuota::new("alpha");
-        q.apply_poll(now, &Err(PollError::TokenExpired));
+        q.apply_poll(now, now, &Err(PollError::TokenExpired));
         assert_eq!(q.token, TokenState::Expired);
         assert!(QuotaFile::snapshot(&[q], now).accounts.is_empty());
     }

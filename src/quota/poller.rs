@@ -52,8 +52,16 @@ pub enum QuotaCommand {
 #[derive(Debug, Clone, PartialEq)]
 pub enum QuotaReport {
     /// One poll's outcome (or a change in why no poll can be made:
-    /// `TokenExpired`, `NoCredentials`); `next_poll_at` is the plan after it.
-    Polled { account: String, at: SystemTime, outcome: Result<Windows, PollError>, next_poll_at: SystemTime },
+    /// `TokenExpired`, `NoCredentials`); `asked_at` is when the request went
+    /// out (what makes an answer fresher than a signal), `at` when the
+    /// answer came, `next_poll_at` the plan after it.
+    Polled {
+        account: String,
+        asked_at: SystemTime,
+        at: SystemTime,
+        outcome: Result<Windows, PollError>,
+        next_poll_at: SystemTime,
+    },
 }
 
 pub struct QuotaHandle {
@@ -205,6 +213,7 @@ impl Poller {
         };
         // Spaced from the answer, not the question: a slow answer must not
         // shorten the gap the server sees.
+        let asked_at = now;
         let now = SystemTime::now();
         account.schedule.record(&outcome, quota, &mut self.jitter, now);
         let next_poll_at = account.schedule.next_at;
@@ -225,7 +234,8 @@ impl Poller {
                 log::debug!("account {}: usage polled", account.name);
             }
         }
-        self.out.send(QuotaReport::Polled { account: account.name.clone(), at: now, outcome, next_poll_at }).is_ok()
+        let report = QuotaReport::Polled { account: account.name.clone(), asked_at, at: now, outcome, next_poll_at };
+        self.out.send(report).is_ok()
     }
 }
 

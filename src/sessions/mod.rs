@@ -26,6 +26,10 @@ pub enum Command {
     Restart { session: String, account: String },
     /// Answer the "trust this folder?" dialog (the coordinator checked `auto_trust`).
     AnswerTrust { session: String },
+    /// Claude Code will continue the limited turn by itself at the reset
+    /// (its "Continuing automatically" footer): cancel that (Escape), so the
+    /// daemon alone decides when, and on which account, the task goes on.
+    CancelAutoContinue { session: String },
     /// A swap moved the session (the switcher launched it): watch it again,
     /// now under this account.
     Track { session: String, account: String, claude_session_id: String },
@@ -65,6 +69,19 @@ pub enum Report {
         session: String,
         resets_at: Option<std::time::SystemTime>,
         record_time: Option<std::time::SystemTime>,
+        /// The window that ran out (`quotaLimits.rateLimitType`), if named.
+        window: Option<String>,
+    },
+    /// How the running turn ended (a transcript record, or a `StopFailure`
+    /// hook for a failure). Quota limits come as `Limit`.
+    TurnEnded {
+        session: String,
+        end: model::TurnEnd,
+    },
+    /// A new user turn began: a prompt typed, or Claude Code's own
+    /// auto-continuation at a reset.
+    TurnStarted {
+        session: String,
     },
     /// The statusline's rate limits for the account this session runs on.
     Sample {
@@ -75,6 +92,8 @@ pub enum Report {
     /// `--resume`; a sighting that needs a second source.
     ScreenLimit {
         session: String,
+        /// Claude Code shows it will continue by itself at the reset.
+        auto_continue: bool,
     },
     /// A `StopFailure` hook with `rate_limit`: a hint, never proof alone.
     RateLimitFailure {

@@ -66,6 +66,37 @@ pub enum Seen {
     LoginNeeded,
 }
 
+/// How a turn ended, as the transcript or a `StopFailure` hook says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnEnd {
+    /// The model ended its turn: the only ending that can finish a task.
+    Normal,
+    /// `authentication_failed`: the account's login is dead.
+    LoginRevoked,
+    /// Any other API error Claude Code gave up on (`rate_limit` without a
+    /// quota rejection, `server_error`, `unknown` for a 400, ...).
+    ApiError { error: String, status: Option<u16>, text: String },
+}
+
+impl TurnEnd {
+    /// The error as a task's `failed/` reason or an event names it.
+    pub fn describe(&self) -> String {
+        match self {
+            TurnEnd::Normal => "ended normally".into(),
+            TurnEnd::LoginRevoked => "authentication_failed (the login was revoked)".into(),
+            TurnEnd::ApiError { error, status, text } => {
+                let status = status.map(|s| format!(" {s}")).unwrap_or_default();
+                let text = text.trim();
+                if text.is_empty() {
+                    format!("API error {error}{status}")
+                } else {
+                    format!("API error {error}{status}: {}", text.chars().take(200).collect::<String>())
+                }
+            }
+        }
+    }
+}
+
 /// A task handed to a session, followed until it settles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Work {
@@ -74,8 +105,23 @@ pub struct Work {
     pub turn_seen: bool,
     /// Idle continuously since then (None while busy or not yet seen idle).
     pub idle_since: Option<Instant>,
-    /// A quota limit was hit during the task: not finished, continue after a swap.
+    /// A quota limit (or a revoked login) stopped the task: not finished,
+    /// continued once its account can work, or after a swap.
     pub limited: bool,
+    /// The turn ended in an API error that was not dealt with yet: never
+    /// finished by idling; continued (or failed) by the coordinator.
+    pub failure: Option<TurnEnd>,
+    /// The last turn ended normally (the transcript said so): the evidence a
+    /// repair may settle the task on.
+    pub ended_normally: bool,
+    /// Claude Code's own continue at the reset was cancelled this episode.
+    pub auto_continue_cancelled: bool,
+    /// When `limited` was set: only news of the account newer than this (a
+    /// reading, or its hold's reset passing) lets the task go on.
+    pub limited_since: Option<Instant>,
+    /// Stopped by a limit and waiting for its account: when to continue it
+    /// (spread over `resume_spread_secs`); None until its account can work.
+    pub resume_at: Option<Instant>,
     /// Finish was ordered; waiting for the dispatcher to confirm.
     pub finishing: bool,
     /// The session died (or could not be moved) mid-task: once it is back
@@ -84,12 +130,30 @@ pub struct Work {
 }
 
 impl Work {
+    /// A limit (or a dead login) stopped the task at `now`.
+    pub fn limit(&mut self, now: Instant) {
+        self.limited = true;
+        self.limited_since.get_or_insert(now);
+    }
+
+    /// Whatever stopped the task is behind it.
+    pub fn unlimit(&mut self) {
+        self.limited = false;
+        self.limited_since = None;
+        self.resume_at = None;
+    }
+
     pub fn new(task: &str) -> Work {
         Work {
             task: task.into(),
             turn_seen: false,
             idle_since: None,
             limited: false,
+            failure: None,
+            ended_normally: false,
+            auto_continue_cancelled: false,
+            limited_since: None,
+            resume_at: None,
             finishing: false,
             resume_prompt: false,
         }
@@ -214,7 +278,7 @@ impl Session {
                     work.idle_since.get_or_insert(now);
                 }
                 Activity::RateLimited => {
-                    work.limited = true;
+                    work.limit(now);
                     work.idle_since = None;
                 }
                 _ => work.idle_since = None,
@@ -266,7 +330,8 @@ impl Session {
             // Its turn died with it: not finished, to be continued.
             w.resume_prompt = true;
             w.turn_seen = false;
-            w.limited = false;
+            w.unlimit();
+            w.failure = None;
             w.idle_since = None;
         }
         let relaunch_at = now + self.backoff;
@@ -287,13 +352,14 @@ impl Session {
     }
 
     /// The task's turn ran and the session has been idle for `settle` since,
-    /// with no limit hit in between: the task is finished.
+    /// with no limit hit and no API error in between: the task is finished.
     pub fn settled(&self, now: Instant, settle: Duration) -> bool {
         self.activity == Activity::Idle
             && !self.moving
             && self.work.as_ref().is_some_and(|w| {
                 w.turn_seen
                     && !w.limited
+                    && w.failure.is_none()
                     && !w.finishing
                     && !w.resume_prompt
                     && w.idle_since.is_some_and(|t| now.saturating_duration_since(t) >= settle)

@@ -9,7 +9,7 @@
 //! coordinator's.
 
 use super::launch;
-use super::model::Seen;
+use super::model::{Seen, TurnEnd};
 use super::observe::{self, Followers};
 use super::seen::combine;
 use super::watch::{Changed, FileWatch};
@@ -370,6 +370,7 @@ impl Role {
         match signal {
             super::spool::Signal::Sample(limits) => self.report(Report::Sample { session, limits }),
             super::spool::Signal::RateLimitFailure => self.report(Report::RateLimitFailure { session }),
+            super::spool::Signal::TurnFailed(end) => self.report(Report::TurnEnded { session, end }),
         }
     }
 
@@ -386,6 +387,7 @@ impl Role {
                 self.launch(&session, &account);
             }
             Command::AnswerTrust { session } => self.answer_trust(&session, beat),
+            Command::CancelAutoContinue { session } => self.cancel_auto_continue(&session),
             Command::Track { session, account, claude_session_id } => {
                 let Some(m) = Managed::new(&self.config, &session, &account, &claude_session_id) else { return };
                 self.managed.insert(session.clone(), m);
@@ -512,6 +514,22 @@ impl Role {
     /// makes sure it landed: the coordinator asks once per appearance of the
     /// dialog, so a half-drawn dialog or a lost key must not leave the session
     /// waiting for good. Keys are recomputed from the screen before each try.
+    /// Escape on a "Continuing automatically at …" screen cancels Claude
+    /// Code's own retry at the reset (checked on the screen first: an Escape
+    /// on a busy turn would interrupt it).
+    fn cancel_auto_continue(&self, session: &str) {
+        match self.tmux.capture_pane(session).map(|s| pane::classify(&s)) {
+            Ok(PaneState::RateLimited { auto_continue: true, .. }) => {
+                log::info!("{session}: cancelling Claude Code's automatic continue; the daemon resumes the task");
+                if let Err(e) = self.tmux.send_keys(session, &["Escape"]) {
+                    log::warn!("{session}: cannot cancel the automatic continue: {e}");
+                }
+            }
+            Ok(_) => log::debug!("{session}: no automatic continue on screen to cancel"),
+            Err(e) => log::warn!("{session}: cannot read the screen: {e}"),
+        }
+    }
+
     fn answer_trust(&self, session: &str, beat: &Beat) {
         let deadline = Instant::now() + TRUST_ANSWER_WITHIN;
         let mut last_sent: Option<Instant> = None;
@@ -622,19 +640,31 @@ impl Role {
         self.look_at = Some(self.look_at.map_or(next, |t| t.min(next)));
     }
 
-    /// Reports quota-limit records the conversation gained since last time.
+    /// Reports how turns began and ended (quota limits, API errors, normal
+    /// ends) in the records the conversation gained since last time.
     fn read_transcript(&mut self, name: &str) {
         let Some(reader) = self.managed.get_mut(name).and_then(|m| m.transcript.as_mut()) else { return };
         let records = match reader.read_new() {
             Ok(r) => r,
             Err(e) => return log::debug!("{name}: {e}"),
         };
+        let session = || name.to_string();
         for r in records {
-            if let RecordKind::QuotaLimit { resets_at, structured, .. } = r.kind {
-                let record_time = if structured { r.at } else { None };
-                log::debug!("{name}: limit record read");
-                self.report(Report::Limit { session: name.into(), resets_at, record_time });
-            }
+            let report = match r.kind {
+                RecordKind::QuotaLimit { resets_at, structured, rate_limit_type, .. } => {
+                    let record_time = if structured { r.at } else { None };
+                    log::debug!("{name}: limit record read");
+                    Report::Limit { session: session(), resets_at, record_time, window: rate_limit_type }
+                }
+                RecordKind::AuthFailure { .. } => Report::TurnEnded { session: session(), end: TurnEnd::LoginRevoked },
+                RecordKind::ApiError { error, status, text } => {
+                    Report::TurnEnded { session: session(), end: TurnEnd::ApiError { error, status, text } }
+                }
+                RecordKind::TurnEnded => Report::TurnEnded { session: session(), end: TurnEnd::Normal },
+                RecordKind::UserTurn { .. } => Report::TurnStarted { session: session() },
+                RecordKind::AssistantText { .. } | RecordKind::ToolUse { .. } => continue,
+            };
+            self.report(report);
         }
     }
 
@@ -661,8 +691,8 @@ impl Role {
         };
         let seen = combine(file.as_ref(), &screen);
         managed.last = Some(seen.clone());
-        if matches!(screen, PaneState::RateLimited { .. }) {
-            self.report(Report::ScreenLimit { session: name.into() });
+        if let PaneState::RateLimited { auto_continue, .. } = screen {
+            self.report(Report::ScreenLimit { session: name.into(), auto_continue });
         }
         seen
     }

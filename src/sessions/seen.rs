@@ -19,7 +19,11 @@ pub fn combine(file: Option<&SessionFile>, screen: &PaneState) -> Seen {
         PaneState::RateLimited { .. } if !matches!(file_status, Some(SessionStatus::Idle | SessionStatus::Busy)) => {
             return Seen::RateLimited
         }
-        PaneState::LoginNeeded => return Seen::LoginNeeded,
+        // Likewise "Please run /login": `--resume` replays it; a live dead
+        // login is known from the transcript and the StopFailure hook.
+        PaneState::LoginNeeded if !matches!(file_status, Some(SessionStatus::Idle | SessionStatus::Busy)) => {
+            return Seen::LoginNeeded
+        }
         PaneState::PermissionPrompt => return Seen::Dialog("permission prompt".into()),
         PaneState::OtherDialog => return Seen::Dialog("dialog".into()),
         _ => {}
@@ -70,7 +74,10 @@ mod tests {
         #[rustfmt::skip]
         let table: Vec<Row> = vec![
             (Some(idle.clone()), None, PaneState::TrustDialog, Seen::TrustDialog),
-            (Some(idle.clone()), None, PaneState::LoginNeeded, Seen::LoginNeeded),
+            (None, None, PaneState::LoginNeeded, Seen::LoginNeeded),
+            (Some(waiting.clone()), None, PaneState::LoginNeeded, Seen::LoginNeeded),
+            // A dead login's text above an idle prompt: replayed, or known already.
+            (Some(idle.clone()), None, PaneState::LoginNeeded, Seen::Idle),
             (Some(busy.clone()), None, PaneState::PermissionPrompt, dialog("permission prompt")),
             (None, None, PaneState::OtherDialog, dialog("dialog")),
             // A limit replayed by --resume above an idle or busy prompt.

@@ -4,6 +4,7 @@
 //! what matters into reports. This file holds the reading and the meaning;
 //! the role does the watching.
 
+use super::model::TurnEnd;
 use crate::claude::hook::{self, HookInput, RateLimit};
 use std::path::Path;
 
@@ -15,6 +16,9 @@ pub enum Signal {
     /// `StopFailure` with `error: rate_limit`: a turn failed on a 429, which
     /// may be a quota limit or a plain rate limit — never proof alone.
     RateLimitFailure,
+    /// `StopFailure` with any other error: the turn failed (live, so it is
+    /// news; the transcript's record says the same a moment later).
+    TurnFailed(TurnEnd),
 }
 
 /// The conversation a document belongs to, and what it says (None when it
@@ -25,8 +29,15 @@ pub fn read(text: &str) -> Option<(String, Signal)> {
     if input.is_statusline() {
         return (!input.rate_limits.is_empty()).then_some((session_id, Signal::Sample(input.rate_limits)));
     }
-    let failed_on_limit = input.event.as_deref() == Some("StopFailure") && input.error.as_deref() == Some("rate_limit");
-    failed_on_limit.then_some((session_id, Signal::RateLimitFailure))
+    if input.event.as_deref() != Some("StopFailure") {
+        return None;
+    }
+    let signal = match input.error.as_deref()? {
+        "rate_limit" => Signal::RateLimitFailure,
+        "authentication_failed" => Signal::TurnFailed(TurnEnd::LoginRevoked),
+        other => Signal::TurnFailed(TurnEnd::ApiError { error: other.to_string(), status: None, text: String::new() }),
+    };
+    Some((session_id, signal))
 }
 
 /// Reads and removes one spool file; None for files gone, unreadable, or
@@ -61,9 +72,13 @@ mod tests {
         }
         let failure = r#"{"hook_event_name":"StopFailure","session_id":"abc","error":"rate_limit"}"#;
         assert_eq!(read(failure), Some(("abc".into(), Signal::RateLimitFailure)));
+        let auth = r#"{"hook_event_name":"StopFailure","session_id":"abc","error":"authentication_failed"}"#;
+        assert_eq!(read(auth), Some(("abc".into(), Signal::TurnFailed(TurnEnd::LoginRevoked))));
+        let overload = r#"{"hook_event_name":"StopFailure","session_id":"abc","error":"server_error"}"#;
+        assert!(matches!(read(overload), Some((_, Signal::TurnFailed(TurnEnd::ApiError { error, .. }))) if error == "server_error"));
         for nothing in [
             r#"{"hook_event_name":"Stop","session_id":"abc"}"#,
-            r#"{"hook_event_name":"StopFailure","session_id":"abc","error":"authentication_failed"}"#,
+            r#"{"hook_event_name":"StopFailure","session_id":"abc"}"#,
             r#"{"session_id":"abc"}"#,
             r#"{"rate_limits":{"five_hour":{"used_percentage":1}}}"#,
             "not json",

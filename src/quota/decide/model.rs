@@ -78,6 +78,15 @@ impl Windows {
     fn all(&self) -> impl Iterator<Item = (&str, &Window)> {
         self.five_hour.iter().map(|w| ("five_hour", w)).chain(self.weekly())
     }
+
+    /// The window of this name, as the usage endpoint names it.
+    pub fn named(&self, name: &str) -> Option<&Window> {
+        match name {
+            "five_hour" => self.five_hour.as_ref(),
+            "seven_day" => self.seven_day.as_ref(),
+            other => self.other.get(other),
+        }
+    }
 }
 
 impl From<&crate::claude::usage::Usage> for Windows {
@@ -102,6 +111,11 @@ pub enum TokenState {
     Expired,
     /// No credentials file, or no access token in it: nobody is logged in.
     Missing,
+    /// The login was refused although the token had not expired (a usage
+    /// 401 before `expiresAt`, or a turn ending in `authentication_failed`):
+    /// only a person logging in again helps. Ends when a poll asked after
+    /// `since` succeeds (the credentials were rewritten).
+    Revoked { since: SystemTime },
 }
 
 /// Why a poll brought no windows. Never carries the token.
@@ -113,7 +127,7 @@ pub enum PollError {
     Server(u16),
     /// Any other unexpected status (403, 404, ...).
     Status(u16),
-    /// 401: the token is expired or revoked.
+    /// 401 although `expiresAt` is still ahead: the login was revoked.
     Unauthorized,
     /// The credentials say the token expired: no request was made.
     TokenExpired,
@@ -133,10 +147,12 @@ impl PollError {
         matches!(self, PollError::TokenExpired | PollError::NoCredentials(_))
     }
 
-    /// The token state this outcome shows, if it says anything about it.
-    pub fn token_state(&self) -> Option<TokenState> {
+    /// The token state this outcome shows, if it says anything about it;
+    /// `asked_at` is when the request went out.
+    pub fn token_state(&self, asked_at: SystemTime) -> Option<TokenState> {
         match self {
-            PollError::Unauthorized | PollError::TokenExpired => Some(TokenState::Expired),
+            PollError::Unauthorized => Some(TokenState::Revoked { since: asked_at }),
+            PollError::TokenExpired => Some(TokenState::Expired),
             PollError::NoCredentials(_) => Some(TokenState::Missing),
             _ => None,
         }
@@ -169,8 +185,8 @@ impl fmt::Display for PollError {
             PollError::Status(code) => write!(f, "usage endpoint answered {code}"),
             PollError::Unauthorized => write!(
                 f,
-                "usage endpoint answered 401: the access token is expired or revoked \
-                 (Claude Code renews it when it next runs on this account)"
+                "usage endpoint answered 401 although the access token has not expired: \
+                 the login was revoked; log in again (/login)"
             ),
             PollError::TokenExpired => write!(
                 f,
@@ -215,6 +231,9 @@ pub struct HardLimitSignal {
     pub at: SystemTime,
     /// When the limit lifts, if the source says.
     pub resets_at: Option<SystemTime>,
+    /// The window that ran out (`five_hour`, `seven_day`, ...), if the
+    /// source names it (the transcript's `quotaLimits.rateLimitType`).
+    pub window: Option<String>,
     /// When the record was written (transcript timestamp, hook arrival);
     /// None for pane text, which carries no time.
     pub record_time: Option<SystemTime>,
@@ -277,6 +296,13 @@ pub struct AccountQuota {
     pub token: TokenState,
     /// A confirmed hard limit holds the account until then.
     pub exhausted_until: Option<SystemTime>,
+    /// The hold's reset is the one of the window that actually ran out (a
+    /// limit record's, a 429's claim, a full window of a poll); false for a
+    /// guess, which a precise reset arriving later replaces.
+    pub hold_precise: bool,
+    /// When the newest signal behind the hold was seen: only a poll asked
+    /// after it can end the hold early.
+    pub held_since: Option<SystemTime>,
     /// Five-hour utilization samples, oldest first, for the burn rate.
     pub samples: VecDeque<(SystemTime, f64)>,
     /// Hard-limit sightings not confirmed yet (kept [`CONFIRM_WINDOW`]).
@@ -295,20 +321,28 @@ impl AccountQuota {
             last_error: None,
             token: TokenState::Ok,
             exhausted_until: None,
+            hold_precise: false,
+            held_since: None,
             samples: VecDeque::new(),
             sightings: Vec::new(),
             next_poll_at: None,
         }
     }
 
-    /// A poll report. A window at 100 % is a hard limit (the server says so
-    /// now), held until that window resets.
-    pub fn apply_poll(&mut self, at: SystemTime, outcome: &Result<Windows, PollError>) {
+    /// A poll report; `asked_at` is when its request went out, `at` when
+    /// the answer came. A fresh answer (asked after the newest signal behind
+    /// a hold) is the truth about the account: a window at 100 % holds it
+    /// until that window resets; every window below 100 % ends a hold. A 401
+    /// marks the login revoked; a success asked after a revocation ends it.
+    pub fn apply_poll(&mut self, asked_at: SystemTime, at: SystemTime, outcome: &Result<Windows, PollError>) {
         match outcome {
             Ok(windows) => {
                 self.last_poll_at = Some(at);
                 self.last_error = None;
-                self.token = TokenState::Ok;
+                let stale_for_login = matches!(self.token, TokenState::Revoked { since } if asked_at < since);
+                if !stale_for_login {
+                    self.token = TokenState::Ok;
+                }
                 self.windows = windows.clone();
                 self.windows_at = Some(at);
                 if let Some(w) = windows.five_hour {
@@ -317,22 +351,65 @@ impl AccountQuota {
                 let full = windows
                     .all()
                     .filter(|(_, w)| w.current(at) >= 100.0)
-                    .map(|(_, w)| w.resets_at.unwrap_or(at + UNKNOWN_RESET_HOLD))
-                    .max();
-                if let Some(until) = full {
-                    self.exhausted_until = Some(self.exhausted_until.map_or(until, |u| u.max(until)));
+                    .map(|(_, w)| (w.resets_at.unwrap_or(at + UNKNOWN_RESET_HOLD), w.resets_at.is_some()))
+                    .max_by_key(|(until, _)| *until);
+                let fresh = self.held_since.is_none_or(|since| asked_at >= since);
+                match full {
+                    Some((until, precise)) => self.hold(until, precise, asked_at),
+                    None if fresh && self.exhausted_until.is_some() => self.end_hold(),
+                    None => {}
                 }
             }
             Err(e) => {
                 if !e.no_request() {
                     self.last_poll_at = Some(at);
                 }
-                if let Some(state) = e.token_state() {
-                    self.token = state;
+                if let Some(state) = e.token_state(asked_at) {
+                    // A routine expiry does not soften a revoked login.
+                    if !(state == TokenState::Expired && matches!(self.token, TokenState::Revoked { .. })) {
+                        self.token = state;
+                    }
                 }
                 self.last_error = Some(e.clone());
             }
         }
+    }
+
+    /// Holds the account until `until` for a signal seen at `seen`. A
+    /// precise reset replaces a guessed one (even an earlier one); a guess
+    /// never outlives nor replaces a precise hold; two of a kind keep the
+    /// later reset (both windows ran out).
+    pub fn hold(&mut self, until: SystemTime, precise: bool, seen: SystemTime) {
+        let current = self.exhausted_until.filter(|u| *u > seen);
+        self.exhausted_until = Some(match current {
+            None => until,
+            Some(_) if precise && !self.hold_precise => until,
+            Some(old) if !precise && self.hold_precise => old,
+            Some(old) => old.max(until),
+        });
+        self.hold_precise = precise || (current.is_some() && self.hold_precise);
+        self.held_since = Some(self.held_since.map_or(seen, |s| s.max(seen)));
+    }
+
+    fn end_hold(&mut self) {
+        self.exhausted_until = None;
+        self.hold_precise = false;
+        self.held_since = None;
+    }
+
+    /// A running session's turn ended in `authentication_failed`: the login
+    /// is revoked now, without waiting for a poll. True when that is news.
+    pub fn login_revoked(&mut self, at: SystemTime) -> bool {
+        let news = !matches!(self.token, TokenState::Revoked { .. });
+        if news {
+            self.token = TokenState::Revoked { since: at };
+        }
+        news
+    }
+
+    /// True while a person must log in again.
+    pub fn revoked(&self) -> bool {
+        matches!(self.token, TokenState::Revoked { .. })
     }
 
     /// Zero-cost windows (statusline or hook `rate_limits`: `five_hour` and
@@ -354,25 +431,32 @@ impl AccountQuota {
     }
 
     /// A hard-limit sighting for this account. Returns true when it is
-    /// confirmed (see [`confirm_hard_limit`]); the account is then exhausted
-    /// until the limit's reset (or the five-hour reset, or an hour).
+    /// confirmed (see [`confirm_hard_limit`]); the account is then held until
+    /// the reset of the window that ran out: the signal's own, else the
+    /// named window's as last polled; failing both, a guess (the fullest
+    /// known window's reset, or an hour) that a precise reset replaces.
     pub fn sighting(&mut self, signal: HardLimitSignal, last_launch: Option<SystemTime>, now: SystemTime) -> bool {
         self.sightings.retain(|s| gap(s.at, now) <= CONFIRM_WINDOW);
         let confirmed = confirm_hard_limit(&signal, &self.sightings, last_launch, now);
         if confirmed {
-            let fallback = self
-                .windows
-                .five_hour
-                .and_then(|w| w.resets_at)
-                .filter(|r| *r > now)
-                .unwrap_or(now + UNKNOWN_RESET_HOLD);
-            let until = signal.resets_at.unwrap_or(fallback);
-            self.exhausted_until = Some(self.exhausted_until.map_or(until, |u| u.max(until)));
+            let named = signal.window.as_deref().and_then(|name| self.windows.named(name));
+            let (until, precise) = match (signal.resets_at, named.and_then(|w| w.resets_at).filter(|r| *r > now)) {
+                (Some(reset), _) => (reset, true),
+                (None, Some(reset)) => (reset, true),
+                (None, None) => (self.guessed_reset(now), false),
+            };
+            self.hold(until, precise, signal.at);
             self.sightings.clear();
         } else {
             self.sightings.push(signal);
         }
         confirmed
+    }
+
+    /// When a limit whose window nobody named probably lifts: the reset of
+    /// the fullest window known, or an hour from now.
+    fn guessed_reset(&self, now: SystemTime) -> SystemTime {
+        self.limiting_reset(now).unwrap_or(now + UNKNOWN_RESET_HOLD)
     }
 
     /// The five-hour utilization as of `now` (0 after its reset).
@@ -431,6 +515,16 @@ impl AccountQuota {
         let weekly =
             self.windows.weekly().map(|(_, w)| config.weekly_threshold - w.current(now)).fold(f64::INFINITY, f64::min);
         five.min(weekly)
+    }
+
+    /// The reset of the window that limits this account most (the fullest
+    /// one with a known reset).
+    pub fn limiting_reset(&self, now: SystemTime) -> Option<SystemTime> {
+        self.windows
+            .all()
+            .filter(|(_, w)| w.resets_at.is_some_and(|r| r > now))
+            .max_by(|(_, a), (_, b)| a.current(now).total_cmp(&b.current(now)))
+            .and_then(|(_, w)| w.resets_at)
     }
 
     pub(super) fn roomy(&self, now: SystemTime) -> bool {

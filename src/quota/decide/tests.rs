@@ -28,7 +28,7 @@ fn polled(name: &str, five: f64, week: f64) -> AccountQuota {
         seven_day: Some(win(week, Some(7 * 86400))),
         other: BTreeMap::new(),
     };
-    q.apply_poll(at(0), &Ok(w));
+    q.apply_poll(at(0), at(0), &Ok(w));
     q
 }
 
@@ -90,6 +90,7 @@ fn eligibility_reasons() {
     for (what, q, want) in cases {
         let got = eligible(&q, &c, now).map_err(|e| match e {
             Ineligible::TokenMissing => "token_missing",
+            Ineligible::LoginRevoked => "login_revoked",
             Ineligible::Exhausted { .. } => "exhausted",
             Ineligible::FiveHour { .. } => "five_hour",
             Ineligible::Weekly { .. } => "weekly",
@@ -136,17 +137,23 @@ fn state_names() {
 #[test]
 fn polls_update_token_state_errors_and_hard_limits() {
     let mut q = polled("a", 10.0, 10.0);
-    q.apply_poll(at(100), &Err(PollError::Unauthorized));
-    assert_eq!(q.token, TokenState::Expired);
+    // A 401 is only asked for with a token whose expiresAt is ahead: revoked.
+    q.apply_poll(at(100), at(100), &Err(PollError::Unauthorized));
+    assert_eq!(q.token, TokenState::Revoked { since: at(100) });
+    assert_eq!(eligible(&q, &cfg(), at(100)), Err(Ineligible::LoginRevoked));
     assert_eq!(q.last_poll_at, Some(at(100)));
-    q.apply_poll(at(200), &Err(PollError::TokenExpired));
+    q.apply_poll(at(200), at(200), &Err(PollError::TokenExpired));
     assert_eq!(q.last_poll_at, Some(at(100)), "no request, no poll time");
-    q.apply_poll(at(300), &Err(PollError::NoCredentials("gone".into())));
+    assert_eq!(q.token, TokenState::Revoked { since: at(100) }, "a routine expiry does not soften a revoked login");
+    // A success asked before the revocation says nothing of the new login.
+    q.apply_poll(at(90), at(250), &Ok(Windows::default()));
+    assert!(q.revoked());
+    q.apply_poll(at(300), at(300), &Err(PollError::NoCredentials("gone".into())));
     assert_eq!(q.token, TokenState::Missing);
 
     let full =
         Windows { five_hour: Some(win(100.0, Some(4000))), seven_day: Some(win(40.0, None)), other: BTreeMap::new() };
-    q.apply_poll(at(400), &Ok(full));
+    q.apply_poll(at(400), at(400), &Ok(full));
     assert_eq!(q.token, TokenState::Ok);
     assert_eq!(q.last_error, None);
     assert_eq!(q.exhausted_until, Some(at(4000)));
@@ -177,6 +184,7 @@ fn sig(source: LimitSource, at_s: u64, record: Option<u64>, resets: Option<u64>)
         source,
         at: at(at_s),
         resets_at: resets.map(at),
+        window: None,
         record_time: record.map(at),
         session: Some("s1".into()),
     }
@@ -405,7 +413,7 @@ fn burning(name: &str, start: f64, minutes: u64, until: u64) -> AccountQuota {
             seven_day: Some(win(10.0, None)),
             other: BTreeMap::new(),
         };
-        q.apply_poll(at(t), &Ok(w));
+        q.apply_poll(at(t), at(t), &Ok(w));
     }
     q
 }
@@ -423,7 +431,7 @@ fn burn_rate_and_projection() {
     assert_eq!(burning("a", 70.0, 0, 10_000).burn_rate(now), None);
     // A drop (window reset) starts over.
     let mut r = burning("a", 70.0, 10, 10_000);
-    r.apply_poll(at(10_060), &Ok(Windows { five_hour: Some(win(1.0, None)), ..Windows::default() }));
+    r.apply_poll(at(10_060), at(10_060), &Ok(Windows { five_hour: Some(win(1.0, None)), ..Windows::default() }));
     assert_eq!(r.samples.len(), 1);
     assert_eq!(r.burn_rate(at(10_060)), None);
 }
@@ -568,7 +576,7 @@ fn status_shows_windows_errors_and_state() {
     let now = at(60);
     let mut q = polled("a", 42.0, 10.0);
     q.windows.other.insert("seven_day_opus".into(), win(3.0, None));
-    q.apply_poll(at(30), &Err(PollError::Server(502)));
+    q.apply_poll(at(30), at(30), &Err(PollError::Server(502)));
     q.exhausted_until = Some(at(59));
     let s = q.to_status(false, &cfg(), now);
     assert_eq!(s.state, "error");

@@ -12,6 +12,8 @@ use std::time::SystemTime;
 pub enum Ineligible {
     /// Nobody is logged in there.
     TokenMissing,
+    /// The login was revoked: a person must log in again.
+    LoginRevoked,
     /// A confirmed hard limit holds until then.
     Exhausted {
         until: SystemTime,
@@ -43,6 +45,7 @@ impl fmt::Display for Ineligible {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Ineligible::TokenMissing => write!(f, "no credentials (nobody is logged in)"),
+            Ineligible::LoginRevoked => write!(f, "the login was revoked (log in again with /login)"),
             Ineligible::Exhausted { until } => {
                 write!(f, "quota limit hit, resets {}", crate::time::rfc3339(*until))
             }
@@ -63,6 +66,9 @@ impl fmt::Display for Ineligible {
 pub fn eligible(q: &AccountQuota, config: &QuotaConfig, now: SystemTime) -> Result<(), Ineligible> {
     if q.token == TokenState::Missing {
         return Err(Ineligible::TokenMissing);
+    }
+    if q.revoked() {
+        return Err(Ineligible::LoginRevoked);
     }
     if let Some(until) = q.exhausted_until.filter(|u| *u > now) {
         return Err(Ineligible::Exhausted { until });
@@ -118,6 +124,8 @@ pub enum SwapReason {
     Projected,
     /// The first account is eligible again.
     Failback,
+    /// The active account's login was revoked: swap now.
+    LoginRevoked,
 }
 
 impl SwapReason {
@@ -128,6 +136,7 @@ impl SwapReason {
             SwapReason::Threshold => "threshold",
             SwapReason::Projected => "projected",
             SwapReason::Failback => "failback",
+            SwapReason::LoginRevoked => "login_revoked",
         }
     }
 }
@@ -162,7 +171,9 @@ pub fn should_swap(
         return Verdict::Stay;
     };
     let dwelt = last_swap_at.is_none_or(|t| now >= t + config.min_dwell());
-    let reason = if current.exhausted(now) {
+    let reason = if current.revoked() {
+        SwapReason::LoginRevoked
+    } else if current.exhausted(now) {
         SwapReason::HardLimit
     } else if !dwelt {
         return Verdict::Stay;
@@ -175,7 +186,10 @@ pub fn should_swap(
         SwapReason::Projected
     } else if config.failback
         && accounts.first().is_some_and(|first| {
-            first.name != active && eligible(first, config, now).is_ok() && !projected_over(first, config, now)
+            first.name != active
+                && eligible(first, config, now).is_ok()
+                && !projected_over(first, config, now)
+                && first.headroom(config, now) >= current.headroom(config, now)
         })
     {
         return Verdict::Swap(SwapDecision { to: accounts[0].name.clone(), reason: SwapReason::Failback });
@@ -184,9 +198,13 @@ pub fn should_swap(
     };
 
     let others = || accounts.iter().filter(|a| a.name != active);
+    // Leaving an account that is not over a threshold yet (a projection)
+    // must not land on one with less room.
+    let projected = reason == SwapReason::Projected;
     let known: Vec<&AccountQuota> = others()
         .filter(|a| eligible(a, config, now).is_ok())
-        .filter(|a| reason != SwapReason::Projected || !projected_over(a, config, now))
+        .filter(|a| !projected || !projected_over(a, config, now))
+        .filter(|a| !projected || a.headroom(config, now) >= current.headroom(config, now))
         .collect();
     if let Some(to) = best(&known, config, now) {
         return Verdict::Swap(SwapDecision { to: to.name.clone(), reason });
@@ -206,10 +224,16 @@ fn projected_over(q: &AccountQuota, config: &QuotaConfig, now: SystemTime) -> bo
     q.projected_five_hour(now, now + config.poll_interval()).is_some_and(|u| u >= config.five_hour_threshold)
 }
 
-/// Roomy accounts (every window under [`ROOMY_BELOW`]) are equals: the first
-/// in priority order wins. Without a roomy one, most headroom wins, priority
-/// breaking ties.
+/// With `prefer = "resets_soonest"`, the account whose limiting window
+/// resets first wins (what it has left would otherwise be thrown away by
+/// the reset), priority breaking ties. Otherwise roomy accounts (every
+/// window under [`ROOMY_BELOW`]) are equals: the first in priority order
+/// wins; without a roomy one, most headroom wins, priority breaking ties.
 fn best<'a>(candidates: &[&'a AccountQuota], config: &QuotaConfig, now: SystemTime) -> Option<&'a AccountQuota> {
+    if config.resets_soonest() {
+        // `min_by_key` keeps the first of equals: priority order.
+        return candidates.iter().copied().min_by_key(|a| a.limiting_reset(now).unwrap_or(far_future()));
+    }
     if let Some(roomy) = candidates.iter().find(|a| a.roomy(now)) {
         return Some(roomy);
     }
@@ -220,6 +244,24 @@ fn best<'a>(candidates: &[&'a AccountQuota], config: &QuotaConfig, now: SystemTi
         }
     }
     best
+}
+
+fn far_future() -> SystemTime {
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(u32::MAX.into())
+}
+
+/// When `q` may take the sessions again, as far as the quota can tell: the
+/// hold's end and the reset of every window over its threshold; None when
+/// it can work now or only a person can help (no or a revoked login).
+pub fn eligible_again_at(q: &AccountQuota, config: &QuotaConfig, now: SystemTime) -> Option<SystemTime> {
+    match eligible(q, config, now) {
+        Ok(()) | Err(Ineligible::TokenMissing | Ineligible::LoginRevoked) => return None,
+        Err(_) => {}
+    }
+    let five = q.windows.five_hour.filter(|w| w.current(now) >= config.five_hour_threshold);
+    let weekly = q.windows.weekly().map(|(_, w)| *w).filter(|w| w.current(now) >= config.weekly_threshold);
+    let resets = five.into_iter().chain(weekly).filter_map(|w| w.resets_at);
+    q.exhausted_until.filter(|u| *u > now).into_iter().chain(resets).max()
 }
 
 impl AccountQuota {
@@ -237,7 +279,14 @@ impl AccountQuota {
             seven_day: self.windows.seven_day.as_ref().map(window),
             other_windows: self.windows.other.iter().map(|(k, w)| (k.clone(), window(w))).collect(),
             last_poll_at: self.last_poll_at.map(crate::time::rfc3339),
-            last_error: self.last_error.as_ref().map(|e| e.to_string()),
+            last_error: match self.token {
+                TokenState::Revoked { since } => Some(format!(
+                    "the login was revoked ({}): the API refused a token that has not expired; log in again \
+                     (CLAUDE_CONFIG_DIR=<this account's config_dir> claude, then /login)",
+                    crate::time::rfc3339(since)
+                )),
+                _ => self.last_error.as_ref().map(|e| e.to_string()),
+            },
             exhausted_until: self.exhausted_until.filter(|u| *u > now).map(crate::time::rfc3339),
         }
     }
