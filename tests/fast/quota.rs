@@ -242,7 +242,7 @@ fn reads_a_fresh_token_for_every_poll_and_sends_claude_code_headers() {
     let api = FakeUsage::start(reply(200, USAGE));
     let mut rig = Rig::start(&api.url, 1, |d| write_credentials(&d[0], "tok-one", in_hours(8)));
     let first = rig.wait_report("a successful poll", 1, |_, o| o.is_ok());
-    let QuotaReport::Polled { account, outcome, at, next_poll_at } = first;
+    let QuotaReport::Polled { account, outcome, at, next_poll_at, .. } = first;
     assert_eq!(account, "a0");
     assert!(next_poll_at > at);
     let w = outcome.unwrap();
@@ -351,7 +351,7 @@ fn a_401_marks_the_token_expired_and_it_is_not_sent_again() {
         rig.wait_report("a 401", 1, |_, o| o == &Err(PollError::Unauthorized));
     // Fed to the coordinator's state, that is the token_expired state.
     let mut q = AccountQuota::new("a0");
-    q.apply_poll(at, &outcome);
+    q.apply_poll(at, at, &outcome);
     assert_eq!(q.token, TokenState::Expired);
     assert_eq!(state_name(&q, false, &QuotaConfig::default(), at), "token_expired");
     // Several credential re-checks (1 s apart here) pass with the same
@@ -435,7 +435,7 @@ fn per_account_usage_from_the_fake_api_drives_a_swap_decision() {
     let mut accounts = vec![AccountQuota::new("a0"), AccountQuota::new("a1")];
     for (i, name) in ["a0", "a1"].iter().enumerate() {
         let QuotaReport::Polled { at, outcome, .. } = rig.wait_report(name, 1, |a, o| a == *name && o.is_ok());
-        accounts[i].apply_poll(at, &outcome);
+        accounts[i].apply_poll(at, at, &outcome);
     }
     assert_eq!(accounts[0].five_hour(SystemTime::now()), Some(93.0));
     let opus = accounts[1].windows.other.get("seven_day_opus");
