@@ -122,14 +122,15 @@ fn transcript_kinds(version: &str, name: &str) -> Vec<RecordKind> {
 }
 
 #[test]
-fn normal_transcript_has_the_turn_and_the_answer_only() {
+fn normal_transcript_has_the_turn_the_answer_and_its_normal_end_only() {
     for version in VERSIONS {
         let kinds = transcript_kinds(version, "transcript-normal.jsonl");
         assert_eq!(
             kinds,
             [
                 RecordKind::UserTurn { text: "Say hello to the fixture capture".into() },
-                RecordKind::AssistantText { text: "Done: Say hello to the fixture capture".into() }
+                RecordKind::AssistantText { text: "Done: Say hello to the fixture capture".into() },
+                RecordKind::TurnEnded,
             ],
             "{version}"
         );

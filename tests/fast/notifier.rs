@@ -263,7 +263,7 @@ fn a_failing_webhook_is_retried_then_given_up_while_telegram_carries_on() {
     assert!(started.elapsed() < Duration::from_millis(50));
 
     let texts = telegram.wait_count(2, "two Telegram messages");
-    assert_eq!(texts[0]["text"], "🔑 Account gamma: token expired, log in again");
+    assert_eq!(texts[0]["text"], "🔑 Account gamma: access token expired (renewed when Claude Code runs there)");
     assert_eq!(texts[1]["text"], "✅ Account beta recovered");
 
     let failed = || metrics.counter("claude_failover_notify_failed_total", &[("sink", "webhook")]);

@@ -343,17 +343,19 @@ fn a_slow_answer_is_a_timeout() {
 }
 
 #[test]
-fn a_401_marks_the_token_expired_and_it_is_not_sent_again() {
+fn a_401_before_expiry_marks_the_login_revoked_and_the_token_is_not_sent_again() {
     let api = FakeUsage::start(reply(200, USAGE));
     api.then(reply(401, r#"{"error":"token expired"}"#));
     let mut rig = Rig::start(&api.url, 1, |d| write_credentials(&d[0], "tok-old", in_hours(8)));
     let QuotaReport::Polled { at, outcome, .. } =
         rig.wait_report("a 401", 1, |_, o| o == &Err(PollError::Unauthorized));
-    // Fed to the coordinator's state, that is the token_expired state.
+    // Fed to the coordinator's state: expiresAt is hours ahead, so the login
+    // was revoked; shown as token_expired, and not eligible.
     let mut q = AccountQuota::new("a0");
     q.apply_poll(at, at, &outcome);
-    assert_eq!(q.token, TokenState::Expired);
+    assert_eq!(q.token, TokenState::Revoked { since: at });
     assert_eq!(state_name(&q, false, &QuotaConfig::default(), at), "token_expired");
+    assert!(!q.to_status(false, &QuotaConfig::default(), at).eligible);
     // Several credential re-checks (1 s apart here) pass with the same
     // token: none may send it again. Letting time pass is the point here.
     std::thread::sleep(Duration::from_millis(2500));
