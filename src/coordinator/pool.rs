@@ -2,6 +2,7 @@
 //! sessions role's reports folded into it, and the launches, restarts and
 //! trust answers it orders in return.
 
+use super::quotas::Sighting;
 use super::{Coordinator, Effects, Now};
 use crate::config::Config;
 use crate::dispatcher::{self, SessionRef};
@@ -109,17 +110,18 @@ impl Coordinator {
                 if let Some(w) = self.pool.sessions.get_mut(&session).and_then(|s| s.work.as_mut()) {
                     w.limit(now.at);
                 }
-                self.limit_sighting(&session, LimitSource::Transcript, resets_at, record_time, window, now, fx);
+                let seen = Sighting { source: LimitSource::Transcript, resets_at, record_time, window };
+                self.limit_sighting(&session, seen, now, fx);
             }
             Report::Sample { session, limits } => self.statusline_sample(&session, &limits, now, fx),
             Report::ScreenLimit { session, auto_continue } => {
-                self.limit_sighting(&session, LimitSource::Pane, None, None, None, now, fx);
+                self.limit_sighting(&session, Sighting::bare(LimitSource::Pane), now, fx);
                 if auto_continue {
                     self.auto_continue_shown(&session, now, fx);
                 }
             }
             Report::RateLimitFailure { session } => {
-                self.limit_sighting(&session, LimitSource::Hook, None, None, None, now, fx)
+                self.limit_sighting(&session, Sighting::bare(LimitSource::Hook), now, fx)
             }
             Report::TurnStarted { session } => self.turn_started(&session),
             Report::TurnEnded { session, end } => self.turn_ended(&session, end, now, fx),

@@ -40,6 +40,22 @@ impl Quotas {
     }
 }
 
+/// What a session showed of a hard limit, before the coordinator adds whose
+/// and when.
+pub(super) struct Sighting {
+    pub(super) source: LimitSource,
+    pub(super) resets_at: Option<SystemTime>,
+    pub(super) record_time: Option<SystemTime>,
+    pub(super) window: Option<String>,
+}
+
+impl Sighting {
+    /// A sighting that says nothing but where it was seen.
+    pub(super) fn bare(source: LimitSource) -> Sighting {
+        Sighting { source, resets_at: None, record_time: None, window: None }
+    }
+}
+
 impl Coordinator {
     pub(super) fn on_quota_report(&mut self, report: QuotaReport, now: Now, fx: &mut Effects) {
         let QuotaReport::Polled { account, asked_at, at, outcome, next_poll_at } = report;
@@ -123,26 +139,18 @@ impl Coordinator {
 
     /// A hard limit seen in a session (pane, transcript or hook); it counts
     /// only when `quota::confirm_hard_limit` says it is real.
-    pub(super) fn limit_sighting(
-        &mut self,
-        session: &str,
-        source: LimitSource,
-        resets_at: Option<SystemTime>,
-        record_time: Option<SystemTime>,
-        window: Option<String>,
-        now: Now,
-        fx: &mut Effects,
-    ) {
+    pub(super) fn limit_sighting(&mut self, session: &str, seen: Sighting, now: Now, fx: &mut Effects) {
         let Some(s) = self.pool.sessions.get(session) else { return };
         let Some(account) = s.account.clone() else { return };
         let last_launch = s.launched_at.map(|t| now.wall_of(t));
+        let source = seen.source;
         let signal = HardLimitSignal {
             account: account.clone(),
             source,
             at: now.wall,
-            resets_at,
-            window,
-            record_time,
+            resets_at: seen.resets_at,
+            window: seen.window,
+            record_time: seen.record_time,
             session: Some(session.into()),
         };
         let Some(q) = self.quotas.get_mut(&account) else { return };

@@ -105,7 +105,8 @@ pub fn run<S: Supervisor>(mut coordinator: Coordinator, hands: Hands<S>, inputs:
         let never_report = crossbeam_channel::never();
         let never_quota = crossbeam_channel::never();
         let mut reply_to = None;
-        let wake = coordinator.wake_at(std::time::Instant::now()).map_or_else(crossbeam_channel::never, crossbeam_channel::at);
+        let wake =
+            coordinator.wake_at(std::time::Instant::now()).map_or_else(crossbeam_channel::never, crossbeam_channel::at);
         let input = select! {
             recv(signals.as_ref().unwrap_or(&never_signal)) -> msg => match msg {
                 Ok(signal) => Some(Input::Signal(signal)),

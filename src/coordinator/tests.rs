@@ -9,7 +9,7 @@ use crate::dispatcher::{self, Command as Dispatch};
 use crate::events::Kind;
 use crate::quota::persist::{QuotaFile, SavedAccount};
 use crate::quota::{PollError, QuotaReport, Windows};
-use crate::sessions::model::Seen;
+use crate::sessions::model::{Seen, TurnEnd};
 use crate::sessions::{self, Command as Sessions};
 use crate::status::SwapCause;
 use crate::switcher::{Finished, Mover, Outcome, Plan};
@@ -575,7 +575,13 @@ fn quota_json_is_written_when_a_limit_changes_not_on_every_poll() {
     let reset = now + Duration::from_secs(3 * 3600);
     let report = |account: &str, five_hour: f64| {
         let windows = Windows::from_named([("five_hour", five_hour, Some(reset)), ("seven_day", 10.0, None)]);
-        Input::Quota(QuotaReport::Polled { account: account.into(), asked_at: now, at: now, outcome: Ok(windows), next_poll_at: now })
+        Input::Quota(QuotaReport::Polled {
+            account: account.into(),
+            asked_at: now,
+            at: now,
+            outcome: Ok(windows),
+            next_poll_at: now,
+        })
     };
     let mut rig = coordinator_in(dir.path(), Restored::default());
     let feed = |rig: &mut Rig, input| hands.carry_out(rig.feed(input));
@@ -633,4 +639,235 @@ fn a_launch_that_fails_counts_as_a_death_and_is_tried_again_after_the_backoff() 
     let wait = fx.events[0].details["relaunch_in_secs"].as_u64().expect("a backoff");
     rig.wait(Duration::from_secs(wait + 1));
     assert_eq!(session_orders(&rig.tick()), ["launch s2 on alpha"]);
+}
+
+/// What the effects told the dispatcher, in words.
+fn dispatcher_orders(fx: &Effects) -> Vec<String> {
+    fx.orders
+        .iter()
+        .filter_map(|o| match o {
+            Order::Dispatcher(Dispatch::Offer(at)) => Some(format!("offer {}", at.session)),
+            Order::Dispatcher(Dispatch::Finish { at, task }) => Some(format!("finish {task} of {}", at.session)),
+            Order::Dispatcher(Dispatch::Continue { at, task, after }) => {
+                Some(format!("continue {task} in {} after {after}", at.session))
+            }
+            Order::Dispatcher(Dispatch::Retry { at, task, why }) => {
+                Some(format!("retry {task} in {}: {why}", at.session))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn turn_ended(session: &str, end: TurnEnd) -> sessions::Report {
+    sessions::Report::TurnEnded { session: session.into(), end }
+}
+
+fn limit_record(session: &str, resets_at: SystemTime, window: &str, now: SystemTime) -> sessions::Report {
+    sessions::Report::Limit {
+        session: session.into(),
+        resets_at: Some(resets_at),
+        record_time: Some(now),
+        window: Some(window.into()),
+    }
+}
+
+/// `rig` running on alpha with `task` handed to `session`, its turn under way.
+fn working(rig: &mut Rig, session: &str, task: &str) {
+    rig.dispatch(dispatcher::Report::Dispatched { session: session.into(), task: task.into() });
+    rig.session(seen(session, Seen::Busy));
+}
+
+#[test]
+fn a_turn_ending_in_an_api_error_is_never_done_and_goes_on_with_its_attempt_counted() {
+    let mut rig = Rig::running_on(TWO_SESSIONS, "alpha");
+    working(&mut rig, "s1", "t1.md");
+    let overload = TurnEnd::ApiError { error: "server_error".into(), status: Some(529), text: "Overloaded".into() };
+    let fx = rig.session(turn_ended("s1", overload.clone()));
+    assert_eq!(fx.kinds(), [Kind::TurnFailed]);
+    assert_eq!(fx.events[0].details["task"], "t1.md");
+    // The StopFailure hook tells of the same failure: not said twice.
+    assert!(rig.session(turn_ended("s1", overload)).events.is_empty());
+
+    let fx = rig.session(seen("s1", Seen::Idle));
+    assert!(dispatcher_orders(&fx).is_empty(), "not before settle_secs");
+    rig.wait(Duration::from_secs(6));
+    let fx = rig.tick();
+    assert_eq!(dispatcher_orders(&fx), ["retry t1.md in s1: API error server_error 529: Overloaded"]);
+    assert!(dispatcher_orders(&rig.tick()).is_empty(), "one retry at a time");
+
+    // The continuation is typed; that turn ends normally: now it settles.
+    let fx = rig.dispatch(dispatcher::Report::Dispatched { session: "s1".into(), task: "t1.md".into() });
+    assert!(dispatcher_orders(&fx).is_empty());
+    rig.session(sessions::Report::TurnStarted { session: "s1".into() });
+    rig.session(seen("s1", Seen::Busy));
+    rig.session(turn_ended("s1", TurnEnd::Normal));
+    rig.session(seen("s1", Seen::Idle));
+    rig.wait(Duration::from_secs(6));
+    assert_eq!(dispatcher_orders(&rig.tick()), ["finish t1.md of s1"]);
+
+    // Each kind of API error ending holds the task back the same way.
+    for (error, status) in [("rate_limit", 429), ("unknown", 400), ("server_error", 500)] {
+        let mut rig = Rig::running_on(TWO_SESSIONS, "alpha");
+        working(&mut rig, "s2", "t2.md");
+        let end = TurnEnd::ApiError { error: error.into(), status: Some(status), text: String::new() };
+        rig.session(turn_ended("s2", end));
+        rig.session(seen("s2", Seen::Idle));
+        rig.wait(Duration::from_secs(60));
+        let orders = dispatcher_orders(&rig.tick());
+        assert_eq!(orders, [format!("retry t2.md in s2: API error {error} {status}")], "{error}");
+    }
+}
+
+#[test]
+fn a_revoked_login_is_said_once_moves_the_sessions_and_the_task_goes_on_elsewhere() {
+    let mut rig = Rig::running_on(TWO_SESSIONS, "alpha");
+    working(&mut rig, "s1", "t1.md");
+    let fx = rig.session(turn_ended("s1", TurnEnd::LoginRevoked));
+    assert_eq!(fx.kinds(), [Kind::LoginRevoked, Kind::FailoverStarted]);
+    assert_eq!(fx.events[0].subject, "alpha");
+    let message = &fx.events[0].message;
+    assert!(message.contains("CLAUDE_CONFIG_DIR=/tmp/cf-unit/alpha claude") && message.contains("/login"), "{message}");
+    let plan = plan_of(&fx).expect("a revoked login moves the sessions at once").clone();
+    assert_eq!((plan.to.as_str(), plan.reason), ("beta", SwapCause::LoginRevoked));
+    let movers: Vec<(&str, Option<&str>)> =
+        plan.sessions.iter().map(|m| (m.session.as_str(), m.task.as_deref())).collect();
+    assert_eq!(movers, [("s1", Some("t1.md")), ("s2", None)], "the task goes along to be continued");
+    let status = fx.status.expect("published");
+    let alpha = status.accounts.iter().find(|a| a.name == "alpha").unwrap();
+    assert_eq!((alpha.state.as_str(), alpha.eligible), ("token_expired", false));
+    assert!(alpha.last_error.as_deref().is_some_and(|e| e.contains("revoked")), "{:?}", alpha.last_error);
+    // The StopFailure hook says it again, and a poll 401s: no second word.
+    assert!(rig.session(turn_ended("s1", TurnEnd::LoginRevoked)).events.is_empty());
+    assert!(!rig.poll_failed("alpha", PollError::Unauthorized).kinds().contains(&Kind::LoginRevoked));
+
+    // Moved and continued on beta: the continued turn settles like a fresh one.
+    rig.feed(Input::Role(RoleReport::Swap(moved(&plan, rig.now.wall))));
+    rig.session(seen("s1", Seen::Busy));
+    rig.session(turn_ended("s1", TurnEnd::Normal));
+    rig.session(seen("s1", Seen::Idle));
+    rig.wait(Duration::from_secs(6));
+    assert_eq!(dispatcher_orders(&rig.tick()), ["finish t1.md of s1"]);
+
+    // A person logs in again: the next poll succeeds and alpha may work.
+    rig.wait(Duration::from_secs(60));
+    let fx = rig.poll("alpha", 10.0);
+    let alpha = fx.status.unwrap().accounts.into_iter().find(|a| a.name == "alpha").unwrap();
+    assert_eq!((alpha.state.as_str(), alpha.eligible), ("standby", true));
+}
+
+#[test]
+fn after_an_all_exhausted_wait_the_limited_tasks_go_on_spread_over_the_window() {
+    let mut rig = Rig::running_on(&format!("{TWO_SESSIONS}\n[dispatch]\nsettle_secs = 5"), "alpha");
+    for a in ["beta", "gamma"] {
+        rig.poll(a, 100.0);
+    }
+    working(&mut rig, "s1", "t1.md");
+    working(&mut rig, "s2", "t2.md");
+    rig.wait(Duration::from_secs(1));
+    // Both turns stop on alpha's weekly limit, which resets in ten minutes.
+    let reset = rig.now.wall + Duration::from_secs(600);
+    let now = rig.now.wall;
+    let fx = rig.session(limit_record("s1", reset, "seven_day", now));
+    assert_eq!(fx.kinds(), [Kind::AllAccountsExhausted]);
+    assert!(fx.events[0].message.contains("work is expected to resume around"), "{}", fx.events[0].message);
+    assert_eq!(fx.events[0].details["until"], crate::time::rfc3339(reset), "alpha's weekly reset comes first");
+    rig.session(limit_record("s2", reset, "seven_day", now));
+    // Claude Code shows it will continue by itself at the reset: cancelled once.
+    let screen = |s: &str| sessions::Report::ScreenLimit { session: s.into(), auto_continue: true };
+    let fx = rig.session(screen("s1"));
+    assert!(fx
+        .orders
+        .iter()
+        .any(|o| matches!(o, Order::Sessions(Sessions::CancelAutoContinue { session }) if session == "s1")));
+    assert!(rig
+        .session(screen("s1"))
+        .orders
+        .iter()
+        .all(|o| !matches!(o, Order::Sessions(Sessions::CancelAutoContinue { .. }))));
+    rig.session(screen("s2"));
+    for s in ["s1", "s2"] {
+        rig.session(seen(s, Seen::Idle));
+    }
+    rig.wait(Duration::from_secs(60));
+    let fx = rig.tick();
+    assert!(dispatcher_orders(&fx).is_empty(), "held while alpha is out: {:?}", dispatcher_orders(&fx));
+
+    // The announced reset passes: dispatch wakes and the tasks go on, one
+    // now, the other half the spread later.
+    rig.wait(Duration::from_secs(541));
+    let fx = rig.tick();
+    assert_eq!(fx.kinds(), [Kind::AccountRecovered]);
+    assert_eq!(dispatcher_orders(&fx), ["continue t1.md in s1 after a usage limit"]);
+    let next = rig.c.wake_at(rig.now.at).expect("the loop is woken for the next one");
+    assert_eq!(next - rig.now.at, Duration::from_secs(5));
+    rig.wait(Duration::from_secs(4));
+    assert!(dispatcher_orders(&rig.tick()).is_empty());
+    rig.wait(Duration::from_secs(1));
+    assert_eq!(dispatcher_orders(&rig.tick()), ["continue t2.md in s2 after a usage limit"]);
+}
+
+#[test]
+fn a_fresh_reading_ends_a_hold_early_and_an_old_one_does_not() {
+    let mut rig = Rig::running_on(TWO_SESSIONS, "alpha");
+    for a in ["beta", "gamma"] {
+        rig.poll(a, 100.0);
+    }
+    let asked_before = rig.now.wall;
+    working(&mut rig, "s1", "t1.md");
+    rig.wait(Duration::from_secs(1));
+    let (now, in_two_days) = (rig.now.wall, rig.now.wall + Duration::from_secs(2 * 86400));
+    let fx = rig.session(limit_record("s1", in_two_days, "seven_day", now));
+    assert_eq!(fx.kinds(), [Kind::AllAccountsExhausted]);
+    rig.session(seen("s1", Seen::Idle));
+    // An answer to a request sent before the limit says nothing of it.
+    let windows = Windows::from_named([("five_hour", 5.0, None), ("seven_day", 3.0, Some(in_two_days))]);
+    let stale = Input::Quota(QuotaReport::Polled {
+        account: "alpha".into(),
+        asked_at: asked_before,
+        at: rig.now.wall,
+        outcome: Ok(windows.clone()),
+        next_poll_at: rig.now.wall,
+    });
+    let fx = rig.feed(stale);
+    assert!(dispatcher_orders(&fx).is_empty());
+    // The server reset the window early: a fresh reading ends the hold.
+    rig.wait(Duration::from_secs(120));
+    let fx = rig.poll("alpha", 5.0);
+    assert_eq!(fx.kinds(), [Kind::AccountRecovered]);
+    assert_eq!(dispatcher_orders(&fx), ["continue t1.md in s1 after a usage limit"]);
+}
+
+#[test]
+fn a_task_left_on_an_idle_session_is_repaired_on_its_evidence() {
+    for (ended_normally, want) in
+        [(false, "continue t1.md in s1 after a restart of the session"), (true, "finish t1.md of s1")]
+    {
+        let mut rig = Rig::running_on(TWO_SESSIONS, "alpha");
+        working(&mut rig, "s1", "t1.md");
+        if ended_normally {
+            rig.session(turn_ended("s1", TurnEnd::Normal));
+        }
+        // A move whose continuation did not go in: the task sits, no turn seen.
+        let fx = rig.feed(Input::Control(Control::Failover { to: Some("beta".into()) }));
+        let fx = if plan_of(&fx).is_some() { fx } else { rig.session(seen("s1", Seen::Idle)) };
+        let plan = plan_of(&fx).expect("the manual swap starts").clone();
+        let mut done = moved(&plan, rig.now.wall);
+        for o in &mut done.outcomes {
+            if let Outcome::Moved { continued, .. } = o {
+                *continued = false;
+            }
+        }
+        rig.feed(Input::Role(RoleReport::Swap(done)));
+        rig.session(seen("s1", Seen::Idle));
+        rig.wait(Duration::from_secs(20));
+        let fx = rig.tick();
+        assert!(fx.events.is_empty() && dispatcher_orders(&fx).is_empty(), "not before its time");
+        rig.wait(Duration::from_secs(20));
+        let fx = rig.tick();
+        assert_eq!(fx.kinds(), [Kind::TaskRepaired]);
+        let mut orders = dispatcher_orders(&fx);
+        orders.extend(dispatcher_orders(&rig.tick()));
+        assert_eq!(orders, [want]);
+    }
 }

@@ -30,7 +30,9 @@ pub fn telegram_text(notice: &Notice) -> String {
             None => "🛑 All accounts exhausted".to_string(),
         },
         Kind::AccountRecovered => format!("✅ Account {subject} recovered"),
-        Kind::TokenExpired => format!("🔑 Account {subject}: access token expired (renewed when Claude Code runs there)"),
+        Kind::TokenExpired => {
+            format!("🔑 Account {subject}: access token expired (renewed when Claude Code runs there)")
+        }
         Kind::LoginRevoked => format!("🔑 Account {subject}: login revoked, please log in again"),
         Kind::TurnFailed => format!("⚠ Session {subject}: a turn ended in an API error"),
         Kind::TaskRepaired => format!("🩹 Task {subject} repaired"),

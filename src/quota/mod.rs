@@ -18,7 +18,7 @@ pub mod persist;
 pub mod poller;
 
 pub use decide::{
-    confirm_hard_limit, eligible, eligible_again_at, should_swap, state_name, AccountQuota, HardLimitSignal, Ineligible, LimitSource,
-    PollError, SwapDecision, SwapReason, TokenState, Verdict, Window, Windows,
+    confirm_hard_limit, eligible, eligible_again_at, should_swap, state_name, AccountQuota, HardLimitSignal,
+    Ineligible, LimitSource, PollError, SwapDecision, SwapReason, TokenState, Verdict, Window, Windows,
 };
 pub use poller::{spawn, QuotaCommand, QuotaHandle, QuotaReport};

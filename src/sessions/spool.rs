@@ -75,7 +75,9 @@ mod tests {
         let auth = r#"{"hook_event_name":"StopFailure","session_id":"abc","error":"authentication_failed"}"#;
         assert_eq!(read(auth), Some(("abc".into(), Signal::TurnFailed(TurnEnd::LoginRevoked))));
         let overload = r#"{"hook_event_name":"StopFailure","session_id":"abc","error":"server_error"}"#;
-        assert!(matches!(read(overload), Some((_, Signal::TurnFailed(TurnEnd::ApiError { error, .. }))) if error == "server_error"));
+        assert!(
+            matches!(read(overload), Some((_, Signal::TurnFailed(TurnEnd::ApiError { error, .. }))) if error == "server_error")
+        );
         for nothing in [
             r#"{"hook_event_name":"Stop","session_id":"abc"}"#,
             r#"{"hook_event_name":"StopFailure","session_id":"abc"}"#,

@@ -115,7 +115,9 @@ pub enum TokenState {
     /// 401 before `expiresAt`, or a turn ending in `authentication_failed`):
     /// only a person logging in again helps. Ends when a poll asked after
     /// `since` succeeds (the credentials were rewritten).
-    Revoked { since: SystemTime },
+    Revoked {
+        since: SystemTime,
+    },
 }
 
 /// Why a poll brought no windows. Never carries the token.

@@ -614,3 +614,101 @@ fn windows_from_claude_formats() {
     assert_eq!(w.five_hour, Some(win(23.5, Some(5 * 3600))));
     assert_eq!(w.seven_day.map(|w| w.utilization), Some(4.0));
 }
+
+/// A confirmed sighting (a live transcript record) at `at_s` naming `window`.
+fn live(at_s: u64, resets: Option<u64>, window: Option<&str>) -> HardLimitSignal {
+    HardLimitSignal { window: window.map(str::to_string), ..sig(LimitSource::Transcript, at_s, Some(at_s), resets) }
+}
+
+#[test]
+fn a_hold_takes_the_reset_of_the_window_that_ran_out_and_precise_replaces_guessed() {
+    // five_hour resets in 5 h, seven_day in 7 days; the weekly one is full.
+    let base = || with(polled("a", 40.0, 99.0), |q| q.windows.seven_day = Some(win(99.0, Some(1000))));
+    type Case = (&'static str, Vec<HardLimitSignal>, u64, bool);
+    let cases: Vec<Case> = vec![
+        ("the record's own reset", vec![live(100, Some(700), Some("seven_day"))], 700, true),
+        ("the named window's reset", vec![live(100, None, Some("seven_day"))], 1000, true),
+        ("no name: the fullest window's reset, a guess", vec![live(100, None, None)], 1000, false),
+        (
+            "a precise reset replaces a later guess",
+            vec![live(100, None, None), live(200, Some(400), Some("seven_day"))],
+            400,
+            true,
+        ),
+        (
+            "a guess never outlives a precise hold",
+            vec![live(100, Some(400), Some("seven_day")), live(200, None, None)],
+            400,
+            true,
+        ),
+        (
+            "two precise holds: both windows ran out",
+            vec![live(100, Some(400), Some("seven_day")), live(200, Some(5 * 3600), Some("five_hour"))],
+            5 * 3600,
+            true,
+        ),
+    ];
+    for (what, signals, until, precise) in cases {
+        let mut q = base();
+        for s in signals {
+            let at_s = s.at;
+            assert!(q.sighting(s, Some(at(1)), at_s), "{what}: confirmed");
+        }
+        assert_eq!((q.exhausted_until, q.hold_precise), (Some(at(until)), precise), "{what}");
+    }
+}
+
+#[test]
+fn a_fresh_reading_below_100_ends_a_hold_and_one_asked_before_the_signal_does_not() {
+    let low = Windows {
+        five_hour: Some(win(5.0, Some(9000))),
+        seven_day: Some(win(3.0, Some(7 * 86400))),
+        ..Windows::default()
+    };
+    let mut q = polled("a", 40.0, 60.0);
+    assert!(q.sighting(live(100, Some(2 * 86400), Some("seven_day")), Some(at(1)), at(100)));
+    q.apply_poll(at(90), at(110), &Ok(low.clone()));
+    assert!(q.exhausted(at(111)), "asked before the limit: not news of it");
+    q.apply_poll(at(200), at(201), &Ok(low.clone()));
+    assert!(!q.exhausted(at(202)) && q.exhausted_until.is_none(), "a fresh reading is the truth");
+    assert_eq!(eligible(&q, &cfg(), at(202)), Ok(()));
+    // A reading with a full window starts a precise hold by itself.
+    let full = Windows { five_hour: Some(win(100.0, Some(3000))), ..low };
+    q.apply_poll(at(300), at(301), &Ok(full));
+    assert_eq!((q.exhausted_until, q.hold_precise), (Some(at(3000)), true));
+}
+
+#[test]
+fn resets_soonest_picks_the_account_whose_limiting_window_resets_first() {
+    let c = QuotaConfig { prefer: "resets_soonest".into(), ..cfg() };
+    let resets = |name: &str, five: f64, five_reset: u64, week: f64, week_reset: u64| {
+        with(polled(name, five, week), |q| {
+            q.windows.five_hour = Some(win(five, Some(five_reset)));
+            q.windows.seven_day = Some(win(week, Some(week_reset)));
+        })
+    };
+    let accounts = vec![
+        with(polled("a", 95.0, 10.0), |_| {}),
+        // b.s limiting window is its weekly one (45 %), resetting in two days.
+        resets("b", 10.0, 3600, 45.0, 2 * 86400),
+        // c's is its five-hour one (40 %), resetting in an hour and a half.
+        resets("c", 40.0, 5400, 20.0, 6 * 86400),
+    ];
+    let got = should_swap("a", &accounts, &c, None, at(60));
+    assert_eq!(got, Verdict::Swap(SwapDecision { to: "c".into(), reason: SwapReason::Threshold }));
+    let got = should_swap("a", &accounts, &cfg(), None, at(60));
+    assert_eq!(got, Verdict::Swap(SwapDecision { to: "b".into(), reason: SwapReason::Threshold }), "priority: roomy b");
+}
+
+#[test]
+fn a_projected_swap_or_a_failback_never_lands_on_less_headroom() {
+    let c = QuotaConfig { failback: true, ..cfg() };
+    // a (first) has less room than b, the active one, which is under its threshold.
+    let accounts = vec![polled("a", 60.0, 10.0), polled("b", 30.0, 10.0)];
+    assert_eq!(should_swap("b", &accounts, &c, None, at(60)), Verdict::Stay, "no failback onto less room");
+    let accounts = vec![polled("a", 20.0, 10.0), polled("b", 30.0, 10.0)];
+    assert_eq!(
+        should_swap("b", &accounts, &c, None, at(60)),
+        Verdict::Swap(SwapDecision { to: "a".into(), reason: SwapReason::Failback })
+    );
+}
