@@ -37,6 +37,18 @@ pub fn create(root: &Path, name: &str, trusted: &[&Path]) -> Account {
 /// [`refresh_token`], valid for 8 hours) and `.claude.json` (onboarding
 /// done, `trusted` folders trusted).
 pub fn write(dir: &Path, token: &str, trusted: &[&Path]) {
+    write_credentials(dir, token);
+    let projects: serde_json::Map<String, serde_json::Value> = trusted
+        .iter()
+        .map(|p| (p.to_string_lossy().into_owned(), serde_json::json!({"hasTrustDialogAccepted": true})))
+        .collect();
+    let state = serde_json::json!({"hasCompletedOnboarding": true, "theme": "dark", "projects": projects});
+    super::write(&dir.join(".claude.json"), &state.to_string());
+}
+
+/// Writes only `.credentials.json`: `token` valid for 8 hours, as `/login`
+/// leaves it (atomically, by rename, as Claude Code writes it).
+pub fn write_credentials(dir: &Path, token: &str) {
     let expires = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() + 8 * 3_600_000;
     let credentials = serde_json::json!({"claudeAiOauth": {
         "accessToken": token,
@@ -45,13 +57,9 @@ pub fn write(dir: &Path, token: &str, trusted: &[&Path]) {
         "scopes": ["user:inference", "user:profile"],
         "subscriptionType": "max",
     }});
-    super::write(&dir.join(".credentials.json"), &credentials.to_string());
-    let projects: serde_json::Map<String, serde_json::Value> = trusted
-        .iter()
-        .map(|p| (p.to_string_lossy().into_owned(), serde_json::json!({"hasTrustDialogAccepted": true})))
-        .collect();
-    let state = serde_json::json!({"hasCompletedOnboarding": true, "theme": "dark", "projects": projects});
-    super::write(&dir.join(".claude.json"), &state.to_string());
+    let tmp = dir.join(".credentials.json.new");
+    super::write(&tmp, &credentials.to_string());
+    std::fs::rename(&tmp, dir.join(".credentials.json")).expect("rename credentials");
 }
 
 /// Whether the account's `.claude.json` records `project` as trusted (Claude

@@ -18,17 +18,40 @@ use std::time::Duration;
 pub enum Mode {
     Ok,
     /// 429 with the `anthropic-ratelimit-unified-*` headers: a subscription quota hit.
-    /// `claim` is `five_hour` or `seven_day`.
+    /// `claim` is `five_hour` or `seven_day`. Until `reset_unix` the usage
+    /// endpoint shows that window at 100 % resetting then; from then on the
+    /// token is answered as `Ok` again (the window reset as announced).
     HardLimit {
         claim: String,
         reset_unix: u64,
     },
+    /// 400 `invalid_request_error`.
+    InvalidRequest,
     /// 429 without unified headers: Claude Code retries these itself.
     PlainRateLimit,
     /// 529.
     Overloaded,
-    /// 401: the token was revoked.
+    /// 401 `authentication_error`: the token was revoked. The usage
+    /// endpoint answers it 401 too.
     Unauthorized,
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The mode `token` is in now: a hard limit whose announced reset has
+/// passed is over (and forgotten).
+fn current_mode(st: &mut State, token: &str) -> Mode {
+    let mode = st.modes.get(token).cloned().unwrap_or(Mode::Ok);
+    if let Mode::HardLimit { reset_unix, .. } = mode {
+        if unix_now() >= reset_unix {
+            st.modes.remove(token);
+            return Mode::Ok;
+        }
+    }
+    mode
 }
 
 /// One Messages request that carried a user turn (the last user message has text).
@@ -52,13 +75,25 @@ struct Usage {
     five_hour: f64,
     seven_day: f64,
     seven_day_opus: Option<f64>,
+    /// When the windows reset (Unix seconds); None: an hour and four days
+    /// from the moment of each answer.
+    five_hour_reset: Option<u64>,
+    seven_day_reset: Option<u64>,
     scripted: Option<ScriptedUsage>,
     delay: Duration,
 }
 
 impl Default for Usage {
     fn default() -> Self {
-        Usage { five_hour: 0.0, seven_day: 0.0, seven_day_opus: None, scripted: None, delay: Duration::ZERO }
+        Usage {
+            five_hour: 0.0,
+            seven_day: 0.0,
+            seven_day_opus: None,
+            five_hour_reset: None,
+            seven_day_reset: None,
+            scripted: None,
+            delay: Duration::ZERO,
+        }
     }
 }
 
@@ -130,7 +165,7 @@ impl FakeApi {
     }
 
     pub fn mode(&self, token: &str) -> Mode {
-        self.lock().modes.get(token).cloned().unwrap_or(Mode::Ok)
+        current_mode(&mut self.lock(), token)
     }
 
     /// When `token` was first refused with a hard limit's 429, if it was.
@@ -184,6 +219,17 @@ impl FakeApi {
         u.seven_day = seven_day;
         u.seven_day_opus = opus;
         u.scripted = None;
+    }
+
+    /// The usage windows of `token` reset at these Unix times (None: the
+    /// default, an hour and four days ahead of each answer). With
+    /// [`FakeApi::set_usage`] at low values, this is a window the server
+    /// reset early: a low reading and a new reset days away.
+    pub fn set_usage_resets(&self, token: &str, five_hour: Option<u64>, seven_day: Option<u64>) {
+        let mut st = self.lock();
+        let u = st.usage.entry(token.to_string()).or_default();
+        u.five_hour_reset = five_hour;
+        u.seven_day_reset = seven_day;
     }
 
     /// The usage endpoint answers `token` with exactly this until `set_usage`.
@@ -336,7 +382,7 @@ fn messages(state: &Mutex<State>, token: &str, session_header: Option<String>, b
 
     let (mode, reply, delay, tool_use) = {
         let mut st = lock(state);
-        let mut mode = st.modes.get(token).cloned().unwrap_or(Mode::Ok);
+        let mut mode = current_mode(&mut st, token);
         if turn && mode == Mode::Ok {
             if let Some(q) = st.quotas.get_mut(token) {
                 if q.remaining == 0 {
@@ -388,6 +434,9 @@ fn messages(state: &Mutex<State>, token: &str, session_header: Option<String>, b
             )
         }
         Mode::Overloaded => return api_error(529, "overloaded_error", "Overloaded"),
+        Mode::InvalidRequest => {
+            return api_error(400, "invalid_request_error", "messages: the request is not valid (fake API)")
+        }
         Mode::Unauthorized => {
             return api_error(401, "authentication_error", "OAuth token has been revoked. Please obtain a new token.")
         }
@@ -454,11 +503,14 @@ fn api_error(status: u16, kind: &str, message: &str) -> Answer {
     (s, h, b)
 }
 
+/// The usage endpoint: what `set_usage` set, except that a token in a hard
+/// limit shows its claimed window full until the announced reset, and a
+/// revoked one gets a 401, as the real endpoint would.
 fn usage(state: &Mutex<State>, token: &str) -> Answer {
-    let u = {
+    let (u, mode) = {
         let mut st = lock(state);
         *st.usage_calls.entry(token.to_string()).or_default() += 1;
-        st.usage.get(token).cloned().unwrap_or_default()
+        (st.usage.get(token).cloned().unwrap_or_default(), current_mode(&mut st, token))
     };
     if !u.delay.is_zero() {
         std::thread::sleep(u.delay);
@@ -466,16 +518,28 @@ fn usage(state: &Mutex<State>, token: &str) -> Answer {
     if let Some(s) = u.scripted {
         return (s.status, s.headers, s.body);
     }
-    // Resets an hour and four days from now, in the endpoint's RFC 3339 form.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let window = |util: f64, in_secs: u64| json!({"utilization": util, "resets_at": rfc3339(now + in_secs)});
+    if mode == Mode::Unauthorized {
+        return api_error(401, "authentication_error", "OAuth token has been revoked. Please obtain a new token.");
+    }
+    // Resets an hour and four days from now unless set, in the endpoint's RFC 3339 form.
+    let now = unix_now();
+    let window = |util: f64, reset: u64| json!({"utilization": util, "resets_at": rfc3339(reset)});
+    let mut five_hour = window(u.five_hour, u.five_hour_reset.unwrap_or(now + 3600));
+    let mut seven_day = window(u.seven_day, u.seven_day_reset.unwrap_or(now + 4 * 86400));
+    if let Mode::HardLimit { claim, reset_unix } = &mode {
+        let full = window(100.0, *reset_unix);
+        match claim.as_str() {
+            "seven_day" => seven_day = full,
+            _ => five_hour = full,
+        }
+    }
     json_answer(
         200,
         json!({
-            "five_hour": window(u.five_hour, 3600),
-            "seven_day": window(u.seven_day, 4 * 86400),
-            "seven_day_sonnet": window(0.0, 4 * 86400),
-            "seven_day_opus": u.seven_day_opus.map(|o| window(o, 4 * 86400)),
+            "five_hour": five_hour,
+            "seven_day": seven_day,
+            "seven_day_sonnet": window(0.0, now + 4 * 86400),
+            "seven_day_opus": u.seven_day_opus.map(|o| window(o, now + 4 * 86400)),
             "extra_usage": {"is_enabled": false},
         }),
     )
@@ -501,9 +565,9 @@ pub fn rfc3339(unix: u64) -> String {
 }
 
 /// `POST /_control/<what>` with a JSON body:
-/// - `mode` `{"token", "mode": "ok"|"hard_limit"|"plain_rate_limit"|"overloaded"|"unauthorized", "claim", "reset_unix"}`
+/// - `mode` `{"token", "mode": "ok"|"hard_limit"|"plain_rate_limit"|"overloaded"|"unauthorized"|"invalid_request", "claim", "reset_unix"}`
 /// - `quota` `{"token", "turns", "claim", "reset_unix"}`
-/// - `usage` `{"token", "five_hour", "seven_day", "seven_day_opus"}`
+/// - `usage` `{"token", "five_hour", "seven_day", "seven_day_opus", "five_hour_reset", "seven_day_reset"}` (resets in Unix seconds)
 /// - `usage_script` `{"token", "status", "body", "headers": {..}, "delay_ms"}`
 /// - `reply` `{"text"}` (null for the default), `delay` `{"ms"}`, `tool_use` `{"command"}`
 fn control(state: &Mutex<State>, what: &str, body: &str) -> Answer {
@@ -528,6 +592,7 @@ fn control(state: &Mutex<State>, what: &str, body: &str) -> Answer {
                 Some("plain_rate_limit") => Mode::PlainRateLimit,
                 Some("overloaded") => Mode::Overloaded,
                 Some("unauthorized") => Mode::Unauthorized,
+                Some("invalid_request") => Mode::InvalidRequest,
                 other => return json_answer(400, json!({"error": format!("unknown mode {other:?}")})),
             };
             st.modes.insert(token, mode);
@@ -542,6 +607,8 @@ fn control(state: &Mutex<State>, what: &str, body: &str) -> Answer {
             u.five_hour = f("five_hour").unwrap_or(0.0);
             u.seven_day = f("seven_day").unwrap_or(0.0);
             u.seven_day_opus = f("seven_day_opus");
+            u.five_hour_reset = n("five_hour_reset");
+            u.seven_day_reset = n("seven_day_reset");
             u.scripted = None;
         }
         "usage_script" => {

@@ -32,6 +32,8 @@ pub struct Options {
     pub min_dwell_secs: u64,
     pub settle_secs: u64,
     pub failback: bool,
+    /// More `(table, key, value)` settings, set after the ones above.
+    pub more: Vec<(&'static str, &'static str, toml::Value)>,
 }
 
 impl Default for Options {
@@ -44,6 +46,7 @@ impl Default for Options {
             min_dwell_secs: 0,
             settle_secs: 1,
             failback: true,
+            more: Vec::new(),
         }
     }
 }
@@ -201,7 +204,7 @@ impl Rig {
         let sessions: Vec<String> = (1..=options.sessions).map(|i| format!("s{i}")).collect();
         let pairs: Vec<(&str, &str)> = sessions.iter().map(|s| (s.as_str(), PROJECT)).collect();
         let accounts: Vec<&str> = options.accounts.iter().map(String::as_str).collect();
-        Rig::builder(&[PROJECT], &pairs)
+        let mut builder = Rig::builder(&[PROJECT], &pairs)
             .accounts(&accounts)
             .set("claude", "startup_timeout_secs", 60)
             .set("claude", "stop_timeout_secs", 10)
@@ -211,8 +214,11 @@ impl Rig {
             .set("quota", "failback", options.failback)
             .set("dispatch", "settle_secs", options.settle_secs as i64)
             .set("dispatch", "submit_confirm_secs", 5)
-            .setup()
-            .build()
+            .setup();
+        for (table, key, value) in &options.more {
+            builder = builder.set(table, key, value.clone());
+        }
+        builder.build()
     }
 
     pub fn config_path(&self) -> PathBuf {

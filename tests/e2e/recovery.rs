@@ -1,0 +1,182 @@
+//! The nights nobody watches, end to end: the real `claude-failover run` and
+//! real Claude Code 2.1.332 against the fake API when every account is out
+//! and one resets as announced, when the server resets a window early, when
+//! the active account's login is revoked, and when turns end in API errors.
+//! What is checked is what a person finds in the morning: the queue folders,
+//! `/status`, `/events`, and which token each request carried.
+
+use kit::accounts::{token, write_credentials};
+use kit::fake_api::{unix_now, Mode};
+use kit::rig::{stem, Failover as Rig, Options, PROJECT};
+use kit::wait_until;
+use std::time::Duration;
+
+/// Real Claude Code on a shared 2-core machine: starts take seconds.
+const LONG: Duration = Duration::from_secs(120);
+
+/// A one-session failover rig with its daemon started, idle on alpha, both
+/// accounts polled.
+fn started(options: Options) -> Rig {
+    let mut rig = Rig::new(options);
+    rig.start_daemon();
+    rig.wait_all_idle_on("alpha", LONG);
+    rig.wait_polls("alpha", 1, LONG);
+    rig.wait_polls("beta", 1, LONG);
+    rig
+}
+
+fn one_session() -> Options {
+    Options { sessions: 1, ..Options::default() }
+}
+
+/// beta is out for a day (its weekly window full, as the usage endpoint says).
+fn beta_out_for_a_day(rig: &Rig) {
+    let day = unix_now() + 86_400;
+    rig.api.set_mode(&token("beta"), Mode::HardLimit { claim: "seven_day".into(), reset_unix: day });
+    wait_until(LONG, "beta seen exhausted", || {
+        rig.account_status("beta").filter(|a| a["state"] == "exhausted" && a["eligible"] == false)
+    });
+}
+
+fn assert_only_done(rig: &Rig, done: &[&str]) {
+    assert_eq!(rig.tasks_in("done"), done);
+    for folder in ["inbox", "active", "failed"] {
+        assert!(rig.tasks_in(folder).is_empty(), "{folder}/: {:?}", rig.tasks_in(folder));
+    }
+}
+
+#[test]
+fn every_account_out_then_one_resets_as_announced_and_the_task_ends_once_there() {
+    let _lock = kit::claude_turn();
+    let rig = started(one_session());
+    beta_out_for_a_day(&rig);
+    // alpha's next turn meets its weekly limit, announced to reset in 40 s.
+    let reset = unix_now() + 40;
+    rig.api.set_quota(&token("alpha"), 0, "seven_day", reset);
+    rig.drop_task("night.md", "Write the night report");
+    wait_until(LONG, "all_accounts_exhausted", || (rig.count_events("all_accounts_exhausted") == 1).then_some(()));
+    let exhausted = rig.events().into_iter().find(|e| e["kind"] == "all_accounts_exhausted").unwrap();
+    let message = exhausted["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("work is expected to resume around"), "{message}");
+    rig.drop_task("morning.md", "Write the morning report");
+
+    // The hold is the weekly window's, which ran out: it ends at the
+    // announced reset and the interrupted task goes on, on alpha.
+    let night = wait_until(LONG, "night.md in done/", || rig.result("night.md"));
+    assert_eq!((night["account"].as_str(), night["session"].as_str()), (Some("alpha"), Some("s1")));
+    assert!(unix_now() >= reset, "done after the reset, not before");
+    let morning = wait_until(LONG, "morning.md in done/", || rig.result("morning.md"));
+    assert_eq!(morning["account"], "alpha");
+    assert_only_done(&rig, &["morning.md", "night.md"]);
+    assert_eq!(rig.count_events("failover_started"), 0, "nowhere to go: no swap");
+    assert_eq!(rig.count_events("account_recovered"), 1);
+    assert_eq!(rig.count_events("task_done"), 2);
+    // The limited turn went out once; then one continuation, naming the
+    // task, after the reset; Claude Code's own retry was called off.
+    let requests = rig.api.requests();
+    let limited = requests.iter().filter(|r| r.text.contains("Write the night report")).count();
+    let continued = requests.iter().filter(|r| r.text.contains("night.md") && r.text.contains("Continue")).count();
+    assert_eq!((limited, continued), (1, 1), "{requests:?}");
+    assert!(rig.log_text().contains("cancelling Claude Code's automatic continue"));
+    let alpha = rig.account_status("alpha").unwrap();
+    assert_eq!((alpha["state"].as_str(), alpha["eligible"].as_bool()), (Some("active"), Some(true)));
+}
+
+#[test]
+fn a_window_reset_early_is_believed_at_the_next_fresh_reading() {
+    let _lock = kit::claude_turn();
+    let rig = started(Options { poll_interval_secs: 2, ..one_session() });
+    beta_out_for_a_day(&rig);
+    // alpha's weekly limit is announced to reset in two days.
+    rig.api.set_quota(&token("alpha"), 0, "seven_day", unix_now() + 2 * 86_400);
+    rig.drop_task("night.md", "Write the night report");
+    wait_until(LONG, "all_accounts_exhausted", || (rig.count_events("all_accounts_exhausted") == 1).then_some(()));
+    wait_until(LONG, "the limited turn stopped", || (rig.tasks_in("active") == ["night.md"]).then_some(()));
+
+    // The server resets alpha's window early: a low reading, the next reset
+    // a week away. The first poll asked after that ends the hold.
+    let calls = rig.usage_calls("alpha");
+    rig.api.set_mode(&token("alpha"), Mode::Ok);
+    rig.api.set_usage(&token("alpha"), 3.0, 2.0, None);
+    rig.api.set_usage_resets(&token("alpha"), None, Some(unix_now() + 7 * 86_400));
+    wait_until(LONG, "account_recovered", || (rig.count_events("account_recovered") == 1).then_some(()));
+    let polls = rig.usage_calls("alpha") - calls;
+    assert!(polls <= 2, "work resumed within two poll intervals, not {polls}");
+    let night = wait_until(LONG, "night.md in done/", || rig.result("night.md"));
+    assert_eq!(night["account"], "alpha");
+    assert_only_done(&rig, &["night.md"]);
+    let alpha = rig.account_status("alpha").unwrap();
+    assert!(alpha["exhausted_until"].is_null(), "{alpha}");
+}
+
+#[test]
+fn a_login_revoked_mid_task_moves_the_work_and_asks_a_person_to_log_in() {
+    let _lock = kit::claude_turn();
+    let rig = started(one_session());
+    rig.api.set_mode(&token("alpha"), Mode::Unauthorized);
+    rig.drop_task("revoked.md", "Write the revoked report");
+
+    let result = wait_until(LONG, "revoked.md in done/ on beta", || rig.result("revoked.md"));
+    assert_eq!(result["account"], "beta", "{result}");
+    assert!(result["last_assistant_message"].is_string(), "worked on, not called done: {result}");
+    assert_only_done(&rig, &["revoked.md"]);
+    let alpha = rig.account_status("alpha").unwrap();
+    assert_eq!((alpha["state"].as_str(), alpha["eligible"].as_bool()), (Some("token_expired"), Some(false)));
+    assert!(alpha["last_error"].as_str().is_some_and(|e| e.contains("revoked")), "{alpha}");
+    assert_eq!(rig.count_events("login_revoked"), 1);
+    let event = rig.events().into_iter().find(|e| e["kind"] == "login_revoked").unwrap();
+    let want = format!("CLAUDE_CONFIG_DIR={} claude", rig.account_dir("alpha").display());
+    assert!(event["message"].as_str().is_some_and(|m| m.contains(&want) && m.contains("/login")), "{event}");
+    let status = rig.status().unwrap();
+    assert_eq!(status["swap"]["last"]["reason"], "login_revoked");
+    // The refused turn went out with alpha's token; the continuation with beta's.
+    let requests = rig.api.requests();
+    assert!(requests.iter().any(|r| r.token == token("alpha") && r.text.contains("Write the revoked report")));
+    assert!(requests.iter().any(|r| r.token == token("beta") && r.text.contains("revoked.md")));
+
+    // A person logs in again: alpha is eligible at the next poll and the
+    // sessions fail back to it.
+    write_credentials(&rig.account_dir("alpha"), &format!("{}-RENEWED", token("alpha")));
+    wait_until(LONG, "alpha eligible again", || rig.account_status("alpha").filter(|a| a["eligible"] == true));
+    rig.wait_all_idle_on("alpha", LONG);
+    assert_eq!(rig.status().unwrap()["swap"]["last"]["reason"], "failback");
+}
+
+#[test]
+fn turns_ending_in_api_errors_never_finish_their_task() {
+    let _lock = kit::claude_turn();
+    let options = Options {
+        sessions: 1,
+        more: vec![("claude.env", "CLAUDE_CODE_MAX_RETRIES", "1".into()), ("dispatch", "max_attempts", 2.into())],
+        ..Options::default()
+    };
+    let rig = started(options);
+    // Overload Claude Code gives up on, and a request the API refuses: each
+    // attempt fails, and after max_attempts the task fails with the error.
+    for (task, mode, error) in
+        [("overload.md", Mode::Overloaded, "server_error"), ("invalid.md", Mode::InvalidRequest, "unknown")]
+    {
+        rig.api.set_mode(&token("alpha"), mode);
+        rig.drop_task(task, &format!("Write the {task} report"));
+        let failed = wait_until(LONG, &format!("{task} in failed/"), || {
+            rig.tasks_in("failed").contains(&task.to_string()).then(|| rig.tasks_in("failed"))
+        });
+        assert!(failed.contains(&task.to_string()));
+        let record = rig.side_json(PROJECT, "failed", &format!("{}.error.json", stem(task)));
+        assert_eq!(record["attempts"], 2, "{record}");
+        assert!(record["reason"].as_str().is_some_and(|r| r.contains(error)), "{record}");
+        assert!(rig.result(task).is_none(), "{task} never in done/");
+    }
+    // A plain 429 Claude Code gave up on: once the cause is gone, the task
+    // is continued (its second attempt) and settles like a fresh one.
+    rig.api.set_mode(&token("alpha"), Mode::PlainRateLimit);
+    rig.drop_task("busy.md", "Write the busy report");
+    wait_until(LONG, "turn_failed for busy.md", || {
+        rig.events().into_iter().find(|e| e["kind"] == "turn_failed" && e["task"] == "busy.md")
+    });
+    rig.api.set_mode(&token("alpha"), Mode::Ok);
+    let result = wait_until(LONG, "busy.md in done/", || rig.result("busy.md"));
+    assert_eq!(result["attempts"], 2, "{result}");
+    assert_eq!(rig.tasks_in("done"), ["busy.md"]);
+    assert!(rig.count_events("turn_failed") >= 5, "every failed turn said: {}", rig.count_events("turn_failed"));
+}
