@@ -73,9 +73,12 @@ fn every_account_out_then_one_resets_as_announced_and_the_task_ends_once_there()
     assert_eq!(rig.count_events("task_done"), 2);
     // The limited turn went out once; then one continuation, naming the
     // task, after the reset; Claude Code's own retry was called off.
+    // (Claude Code sends the refused prompt again with the next one, in one
+    // user message.)
     let requests = rig.api.requests();
-    let limited = requests.iter().filter(|r| r.text.contains("Write the night report")).count();
-    let continued = requests.iter().filter(|r| r.text.contains("night.md") && r.text.contains("Continue")).count();
+    let continued = |r: &&kit::fake_api::RecordedRequest| r.text.contains("night.md") && r.text.contains("Continue");
+    let limited = requests.iter().filter(|r| r.text.contains("Write the night report") && !continued(r)).count();
+    let continued = requests.iter().filter(continued).count();
     assert_eq!((limited, continued), (1, 1), "{requests:?}");
     assert!(rig.log_text().contains("cancelling Claude Code's automatic continue"));
     let alpha = rig.account_status("alpha").unwrap();
