@@ -281,9 +281,63 @@ pub fn trust_answer_keys(text: &str) -> Option<Vec<&'static str>> {
     Some(keys)
 }
 
+/// The keys that leave a limit to the daemon on this screen: on 2.1.332's
+/// "Continuing automatically at …" footer, Escape (which cancels Claude
+/// Code's own retry at the reset); on the "What do you want to do?" dialog
+/// (a reset further off), "Stop and wait for limit to reset", from wherever
+/// the cursor stands. None when the screen shows neither.
+pub fn limit_takeover_keys(text: &str) -> Option<Vec<&'static str>> {
+    let PaneState::RateLimited { auto_continue, .. } = classify(text) else { return None };
+    let lines: Vec<&str> = text.lines().collect();
+    if let Some(stop) = lines.iter().rposition(|l| l.to_lowercase().contains("stop and wait for limit to reset")) {
+        let first = lines[..stop].iter().rposition(|l| l.to_lowercase().contains("what do you want to do"))?;
+        let cursor = (first..lines.len()).find(|&i| lines[i].trim_start().starts_with('❯'))?;
+        let step = if stop > cursor { "Down" } else { "Up" };
+        let mut keys: Vec<&'static str> = std::iter::repeat_n(step, stop.abs_diff(cursor)).collect();
+        keys.push("Enter");
+        return Some(keys);
+    }
+    auto_continue.then(|| vec!["Escape"])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limit_is_taken_over_by_escape_on_the_footer_and_stop_and_wait_in_the_dialog() {
+        let rule = "▔".repeat(60);
+        let dialog = |cursor: usize| {
+            let options = [
+                "1. Stop and wait for limit to reset",
+                "2. Wait here, then continue automatically at Dec 4, 7:42am",
+                "3. Upgrade your plan",
+            ];
+            let mut lines = vec![
+                " ▐▛███▛█   Claude Code v2.1.332".to_string(),
+                "❯ Write the night report".into(),
+                "  ⎿  You've hit your weekly limit · resets Dec 4, 7:42am (UTC)".into(),
+                rule.clone(),
+                "  What do you want to do?".into(),
+            ];
+            for (i, o) in options.iter().enumerate() {
+                lines.push(format!("  {} {o}", if i == cursor { "❯" } else { " " }));
+            }
+            lines.push("  Enter to confirm · Esc to cancel".into());
+            lines.join("\n")
+        };
+        assert_eq!(limit_takeover_keys(&dialog(0)), Some(vec!["Enter"]));
+        assert_eq!(limit_takeover_keys(&dialog(2)), Some(vec!["Up", "Up", "Enter"]));
+        let footer = screen(
+            &["● You've hit your 5-hour limit · resets 5:31pm (UTC)"],
+            "❯ ",
+            "⚠ Usage limit reached · limit resets 5:31pm / Continuing automatically at 5:31pm · Esc to cancel",
+        );
+        assert_eq!(limit_takeover_keys(&footer), Some(vec!["Escape"]));
+        let idle = screen(&["● You've hit your 5-hour limit · resets 5:31pm (UTC)"], "❯ ", "? for shortcuts");
+        assert_eq!(limit_takeover_keys(&idle), None, "nothing to take over at an idle prompt");
+        assert_eq!(limit_takeover_keys(&screen(&["● Done"], "❯ ", "? for shortcuts")), None);
+    }
 
     #[test]
     fn blank_is_starting() {

@@ -55,6 +55,8 @@ impl Coordinator {
                 if let Some(s) = sessions.get_mut(&session) {
                     if s.work.as_ref().is_some_and(|w| w.task == task) {
                         s.work = None;
+                        // A retry that gave up ends here, not in a delivery.
+                        s.offered = false;
                     }
                 }
             }

@@ -114,10 +114,10 @@ impl Coordinator {
                 self.limit_sighting(&session, seen, now, fx);
             }
             Report::Sample { session, limits } => self.statusline_sample(&session, &limits, now, fx),
-            Report::ScreenLimit { session, auto_continue } => {
+            Report::ScreenLimit { session, takeover } => {
                 self.limit_sighting(&session, Sighting::bare(LimitSource::Pane), now, fx);
-                if auto_continue {
-                    self.auto_continue_shown(&session, now, fx);
+                if takeover {
+                    self.limit_takeover(&session, now, fx);
                 }
             }
             Report::RateLimitFailure { session } => {

@@ -275,7 +275,7 @@ impl Coordinator {
                     if let Some(w) = &mut s.work {
                         w.unlimit();
                         w.failure = None;
-                        w.auto_continue_cancelled = false;
+                        w.limit_taken_over = false;
                         w.idle_since = None;
                         w.turn_seen = *continued;
                     }

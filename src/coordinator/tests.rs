@@ -774,17 +774,17 @@ fn after_an_all_exhausted_wait_the_limited_tasks_go_on_spread_over_the_window() 
     assert_eq!(fx.events[0].details["until"], crate::time::rfc3339(reset), "alpha's weekly reset comes first");
     rig.session(limit_record("s2", reset, "seven_day", now));
     // Claude Code shows it will continue by itself at the reset: cancelled once.
-    let screen = |s: &str| sessions::Report::ScreenLimit { session: s.into(), auto_continue: true };
+    let screen = |s: &str| sessions::Report::ScreenLimit { session: s.into(), takeover: true };
     let fx = rig.session(screen("s1"));
     assert!(fx
         .orders
         .iter()
-        .any(|o| matches!(o, Order::Sessions(Sessions::CancelAutoContinue { session }) if session == "s1")));
+        .any(|o| matches!(o, Order::Sessions(Sessions::TakeOverLimit { session }) if session == "s1")));
     assert!(rig
         .session(screen("s1"))
         .orders
         .iter()
-        .all(|o| !matches!(o, Order::Sessions(Sessions::CancelAutoContinue { .. }))));
+        .all(|o| !matches!(o, Order::Sessions(Sessions::TakeOverLimit { .. }))));
     rig.session(screen("s2"));
     for s in ["s1", "s2"] {
         rig.session(seen(s, Seen::Idle));
@@ -870,4 +870,21 @@ fn a_task_left_on_an_idle_session_is_repaired_on_its_evidence() {
         orders.extend(dispatcher_orders(&rig.tick()));
         assert_eq!(orders, [want]);
     }
+}
+
+#[test]
+fn a_task_failed_after_its_last_retry_frees_its_session_for_the_next() {
+    let mut rig = Rig::running_on(TWO_SESSIONS, "alpha");
+    working(&mut rig, "s1", "t1.md");
+    rig.session(turn_ended(
+        "s1",
+        TurnEnd::ApiError { error: "unknown".into(), status: Some(400), text: String::new() },
+    ));
+    rig.session(seen("s1", Seen::Idle));
+    rig.wait(Duration::from_secs(6));
+    assert_eq!(dispatcher_orders(&rig.tick()), ["retry t1.md in s1: API error unknown 400"]);
+    // The dispatcher gave up: the task is in failed/, the session free.
+    rig.dispatch(dispatcher::Report::Finished { session: "s1".into(), task: "t1.md".into() });
+    let fx = rig.dispatch(dispatcher::Report::Waiting { project: "web".into(), tasks: 1 });
+    assert_eq!(offers(&fx), ["s1", "s2"]);
 }

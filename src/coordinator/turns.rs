@@ -26,7 +26,7 @@ impl Coordinator {
             w.failure = None;
             w.unlimit();
             w.ended_normally = false;
-            w.auto_continue_cancelled = false;
+            w.limit_taken_over = false;
             w.turn_seen = true;
         }
     }
@@ -81,17 +81,18 @@ impl Coordinator {
     }
 
     /// Claude Code shows it will continue a limited turn by itself at the
-    /// reset: cancelled, once per episode, for a task of ours, so the daemon
-    /// alone continues it (on this account once it can work, spread with the
-    /// others, or on another after a swap) and no task is sent twice.
-    pub(super) fn auto_continue_shown(&mut self, session: &str, now: Now, fx: &mut Effects) {
+    /// reset, or asks what to do: taken over, once per episode, for a task
+    /// of ours, so the daemon alone continues it (on this account once it can
+    /// work, spread with the others, or on another after a swap) and no task
+    /// is sent twice.
+    pub(super) fn limit_takeover(&mut self, session: &str, now: Now, fx: &mut Effects) {
         let Some(w) = self.pool.sessions.get_mut(session).filter(|s| !s.moving).and_then(|s| s.work.as_mut()) else {
             return;
         };
-        if !w.auto_continue_cancelled {
-            w.auto_continue_cancelled = true;
+        if !w.limit_taken_over {
+            w.limit_taken_over = true;
             w.limit(now.at);
-            fx.sessions(crate::sessions::Command::CancelAutoContinue { session: session.into() });
+            fx.sessions(crate::sessions::Command::TakeOverLimit { session: session.into() });
         }
     }
 

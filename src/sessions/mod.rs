@@ -26,10 +26,11 @@ pub enum Command {
     Restart { session: String, account: String },
     /// Answer the "trust this folder?" dialog (the coordinator checked `auto_trust`).
     AnswerTrust { session: String },
-    /// Claude Code will continue the limited turn by itself at the reset
-    /// (its "Continuing automatically" footer): cancel that (Escape), so the
+    /// The screen holds a limit Claude Code would act on by itself (its
+    /// "Continuing automatically" footer) or asks about ("What do you want
+    /// to do?"): leave it to the daemon (Escape, or "Stop and wait"), so the
     /// daemon alone decides when, and on which account, the task goes on.
-    CancelAutoContinue { session: String },
+    TakeOverLimit { session: String },
     /// A swap moved the session (the switcher launched it): watch it again,
     /// now under this account.
     Track { session: String, account: String, claude_session_id: String },
@@ -92,8 +93,9 @@ pub enum Report {
     /// `--resume`; a sighting that needs a second source.
     ScreenLimit {
         session: String,
-        /// Claude Code shows it will continue by itself at the reset.
-        auto_continue: bool,
+        /// Claude Code shows it will continue by itself at the reset, or asks
+        /// what to do: the daemon may take the limit over.
+        takeover: bool,
     },
     /// A `StopFailure` hook with `rate_limit`: a hint, never proof alone.
     RateLimitFailure {

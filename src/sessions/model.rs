@@ -114,8 +114,9 @@ pub struct Work {
     /// The last turn ended normally (the transcript said so): the evidence a
     /// repair may settle the task on.
     pub ended_normally: bool,
-    /// Claude Code's own continue at the reset was cancelled this episode.
-    pub auto_continue_cancelled: bool,
+    /// The limit on screen was taken over (Claude Code's own continue
+    /// cancelled, its what-to-do dialog closed) this episode.
+    pub limit_taken_over: bool,
     /// When `limited` was set: only news of the account newer than this (a
     /// reading, or its hold's reset passing) lets the task go on.
     pub limited_since: Option<Instant>,
@@ -151,7 +152,7 @@ impl Work {
             limited: false,
             failure: None,
             ended_normally: false,
-            auto_continue_cancelled: false,
+            limit_taken_over: false,
             limited_since: None,
             resume_at: None,
             finishing: false,

@@ -387,7 +387,7 @@ impl Role {
                 self.launch(&session, &account);
             }
             Command::AnswerTrust { session } => self.answer_trust(&session, beat),
-            Command::CancelAutoContinue { session } => self.cancel_auto_continue(&session),
+            Command::TakeOverLimit { session } => self.take_over_limit(&session),
             Command::Track { session, account, claude_session_id } => {
                 let Some(m) = Managed::new(&self.config, &session, &account, &claude_session_id) else { return };
                 self.managed.insert(session.clone(), m);
@@ -514,18 +514,19 @@ impl Role {
     /// makes sure it landed: the coordinator asks once per appearance of the
     /// dialog, so a half-drawn dialog or a lost key must not leave the session
     /// waiting for good. Keys are recomputed from the screen before each try.
-    /// Escape on a "Continuing automatically at …" screen cancels Claude
-    /// Code's own retry at the reset (checked on the screen first: an Escape
-    /// on a busy turn would interrupt it).
-    fn cancel_auto_continue(&self, session: &str) {
-        match self.tmux.capture_pane(session).map(|s| pane::classify(&s)) {
-            Ok(PaneState::RateLimited { auto_continue: true, .. }) => {
+    /// Leaves a limit on screen to the daemon: Escape cancels Claude Code's
+    /// own retry at the reset, "Stop and wait" closes its what-to-do dialog
+    /// (the keys are read off the screen first: an Escape on a busy turn
+    /// would interrupt it).
+    fn take_over_limit(&self, session: &str) {
+        match self.tmux.capture_pane(session).map(|s| pane::limit_takeover_keys(&s)) {
+            Ok(Some(keys)) => {
                 log::info!("{session}: cancelling Claude Code's automatic continue; the daemon resumes the task");
-                if let Err(e) = self.tmux.send_keys(session, &["Escape"]) {
-                    log::warn!("{session}: cannot cancel the automatic continue: {e}");
+                if let Err(e) = self.tmux.send_keys(session, &keys) {
+                    log::warn!("{session}: cannot take the limit over: {e}");
                 }
             }
-            Ok(_) => log::debug!("{session}: no automatic continue on screen to cancel"),
+            Ok(None) => log::debug!("{session}: no limit on screen to take over"),
             Err(e) => log::warn!("{session}: cannot read the screen: {e}"),
         }
     }
@@ -677,9 +678,13 @@ impl Role {
         if look {
             managed.screen_read = Some(Instant::now());
         }
+        let mut takeover = false;
         let screen = if look {
             match self.tmux.capture_pane(&pane.pane_id) {
-                Ok(text) => pane::classify(&text),
+                Ok(text) => {
+                    takeover = pane::limit_takeover_keys(&text).is_some();
+                    pane::classify(&text)
+                }
                 Err(TmuxError::NoSession { .. }) | Err(TmuxError::NoServer { .. }) => return Seen::Missing,
                 Err(e) => {
                     log::warn!("{name}: capture failed: {e}");
@@ -691,8 +696,8 @@ impl Role {
         };
         let seen = combine(file.as_ref(), &screen);
         managed.last = Some(seen.clone());
-        if let PaneState::RateLimited { auto_continue, .. } = screen {
-            self.report(Report::ScreenLimit { session: name.into(), auto_continue });
+        if matches!(screen, PaneState::RateLimited { .. }) {
+            self.report(Report::ScreenLimit { session: name.into(), takeover });
         }
         seen
     }

@@ -13,7 +13,7 @@ mod crash;
 mod demo;
 mod dispatch_e2e;
 mod failover_e2e;
-mod recovery;
 mod faults;
+mod recovery;
 mod security;
 mod sessions_e2e;
