@@ -1072,7 +1072,7 @@ mod tests {
         assert_eq!(front_matter(None, None, "+++\nx\n+++\ny").unwrap(), "+++\nx\n+++\ny");
         assert_eq!(
             front_matter(Some(-2), Some("s\"1"), "do").unwrap(),
-            "+++\npriority = -2\nsession = \"s\\\"1\"\n+++\ndo"
+            "+++\npriority = -2\nsession = 's\"1'\n+++\ndo"
         );
         assert!(front_matter(Some(1), None, "+++\n+++\nx").is_err());
         assert_eq!(query_param("a=1&name=x%2Fy.md", "name"), Ok(Some("x/y.md".into())));

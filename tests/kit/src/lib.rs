@@ -39,6 +39,7 @@ pub mod config;
 pub mod daemon;
 pub mod fake_api;
 pub mod http;
+pub mod mcp;
 pub mod port;
 pub mod rig;
 pub mod throttle;
