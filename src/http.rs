@@ -773,12 +773,20 @@ fn output(session: &str, query: &str, ctx: &Ctx) -> Answer {
 
 fn no_such_session(config: &Config, session: &str) -> String {
     let known: Vec<&str> = config.sessions.iter().map(|s| s.name.as_str()).collect();
-    format!("no session named {session:?} (sessions: {})", known.join(", "))
+    format!("no session named {session:?} ({})", listed("sessions", &known))
 }
 
 fn no_such_project(config: &Config, project: &str) -> String {
     let known: Vec<&str> = config.projects.iter().map(|p| p.name.as_str()).collect();
-    format!("no project named {project:?} (projects: {})", known.join(", "))
+    format!("no project named {project:?} ({})", listed("projects", &known))
+}
+
+fn listed(what: &str, names: &[&str]) -> String {
+    if names.is_empty() {
+        format!("no {what} are configured")
+    } else {
+        format!("{what}: {}", names.join(", "))
+    }
 }
 
 fn open_queue(config: &Config, project: &str) -> Result<crate::queue::Queue, Answer> {

@@ -56,7 +56,7 @@ fn table() -> Vec<Tool> {
             tier: Tier::Read,
             input: no_arguments(),
             output: json!({"type": "object", "required": ["accounts", "sessions", "queues", "swap"],
-                "properties": {"active_account": {"type": ["string", "null"]}, "dispatch_paused": {"type": "boolean"},
+                "properties": {"active_account": {"anyOf": [{"type": "string"}, {"type": "null"}]}, "dispatch_paused": {"type": "boolean"},
                     "accounts": {"type": "array"}, "sessions": {"type": "array"}, "queues": {"type": "array"},
                     "swap": {"type": "object"}}}),
         },

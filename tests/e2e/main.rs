@@ -14,5 +14,6 @@ mod demo;
 mod dispatch_e2e;
 mod failover_e2e;
 mod faults;
+mod mcp_clients;
 mod security;
 mod sessions_e2e;

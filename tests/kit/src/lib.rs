@@ -80,6 +80,28 @@ pub fn claude_binary() -> PathBuf {
     p
 }
 
+/// The Python of the venv holding the MCP SDK (`make mcp-clients`).
+pub fn mcp_python() -> PathBuf {
+    let p = repo_root().join("build/mcp-clients/venv/bin/python");
+    assert!(
+        p.exists(),
+        "the Python MCP SDK is not installed at {}: run `make mcp-clients` (make test does)",
+        p.display()
+    );
+    p
+}
+
+/// The MCP Inspector CLI (`make mcp-clients`).
+pub fn mcp_inspector() -> PathBuf {
+    let p = repo_root().join("build/mcp-clients/inspector/node_modules/.bin/mcp-inspector");
+    assert!(
+        p.exists(),
+        "the MCP Inspector is not installed at {}: run `make mcp-clients` (make test does)",
+        p.display()
+    );
+    p
+}
+
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("cf-test-").tempdir().expect("temp dir")
 }
