@@ -64,13 +64,8 @@ impl Front {
         Ok(Front { stop, local_addr, thread: Some(thread), max_body: limit })
     }
 
-    /// From now on bodies declared over `max_body` are refused (a reload
-    /// changed `dispatch.max_task_bytes`, which caps the enqueue route).
-    pub fn set_max_body(&self, max_body: usize) {
-        self.max_body.store(max_body, Ordering::Relaxed);
-    }
-
-    /// The cap itself, for a reload hook that outlives no handle.
+    /// The body cap, for a reload hook to change: a reload may change
+    /// `dispatch.max_task_bytes`, which caps the enqueue route.
     pub fn max_body_handle(&self) -> Arc<AtomicUsize> {
         self.max_body.clone()
     }

@@ -417,7 +417,7 @@ fn tiers_hold_over_mcp_and_over_http() {
     assert_eq!(p.as_mcp("POST", "/dispatch/pause", Some("{}")).0, 403);
     assert_eq!(p.as_mcp("POST", &format!("/sessions/{SESSION}/restart"), Some("{}")).0, 403);
     assert!(p.inbox().is_empty());
-    assert_eq!(p.as_operator("GET", "/status", None).1.contains("\"dispatch_paused\":false"), true);
+    assert!(p.as_operator("GET", "/status", None).1.contains("\"dispatch_paused\":false"), "the pause was refused");
     // The operator's token has every tier.
     assert_eq!(p.as_operator("POST", &format!("/projects/{PROJECT}/tasks?name=x.md"), Some("real")).0, 201);
 }

@@ -90,8 +90,9 @@ struct State {
     /// Tool calls (name, input) to answer with, one per conversation request
     /// that ends in a user turn or a tool result, in order.
     tool_calls: Vec<(String, Value)>,
-    /// The tool each scripted tool_use id named.
+    /// The tool each scripted tool_use id named, until its result arrives.
     issued: HashMap<String, String>,
+    calls_made: u64,
     tool_results: Vec<ToolResult>,
     requests: Vec<RecordedRequest>,
     usage: HashMap<String, Usage>,
@@ -422,14 +423,17 @@ fn messages(state: &Mutex<State>, token: &str, session_header: Option<String>, b
             });
         }
         for (id, is_error, text) in &results {
-            if let Some(tool) = st.issued.get(id).cloned() {
+            // Claude Code may send the same history twice (a side request):
+            // each result counts once.
+            if let Some(tool) = st.issued.remove(id) {
                 st.tool_results.push(ToolResult { tool, is_error: *is_error, text: text.clone() });
             }
         }
         let answers_call = (turn || !results.is_empty()) && is_conversation(&req) && mode == Mode::Ok;
         let call = if answers_call && !st.tool_calls.is_empty() {
             let (name, input) = st.tool_calls.remove(0);
-            let id = format!("toolu_fake_call_{}", st.issued.len() + 1);
+            st.calls_made += 1;
+            let id = format!("toolu_fake_call_{}", st.calls_made);
             st.issued.insert(id.clone(), name.clone());
             Some((id, name, input))
         } else {
