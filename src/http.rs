@@ -650,13 +650,10 @@ fn answer(request: &mut Request, ctx: &Ctx, beat: Option<&Beat>) -> Answer {
     }
     if method == Method::Post {
         let cap = ctx.body_cap(&url);
-        let body = match read_body(request, cap) {
-            Ok(body) => body,
-            Err(answer) => return answer,
-        };
-        let answer = match route {
-            Route::Enqueue(ref project) => enqueue(project, query, &body, ctx),
-            _ => post(&route, &body, ctx, beat),
+        let answer = match (read_body(request, cap), &route) {
+            (Err(refused), _) => refused,
+            (Ok(body), Route::Enqueue(project)) => enqueue(project, query, &body, ctx),
+            (Ok(body), _) => post(&route, &body, ctx, beat),
         };
         if caller == Caller::Mcp {
             audit(request, ctx, &route, &answer);
