@@ -26,7 +26,7 @@ define need_apt
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(2) </dev/null; }
 endef
 
-.PHONY: build claude-code test systemd-test lint run musl deb bench bench-idle demo demo-stop reliability clean
+.PHONY: build claude-code mcp-clients test systemd-test lint run musl deb bench bench-idle demo demo-stop reliability clean
 
 build:
 	cargo build --locked
@@ -46,9 +46,29 @@ claude-code:
 	  npm install --no-audit --no-fund --prefix $(CLAUDE_CODE_DIR) @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION); \
 	fi
 
+# The real MCP clients the MCP tests drive (tests/e2e/mcp_clients.rs): the
+# Python SDK (PyPI mcp) in a venv and the MCP Inspector CLI (npm; it needs
+# node >= 22.19, as Claude Code's install does), pinned, under build/mcp-clients.
+MCP_SDK_VERSION := 2.3.0
+MCP_INSPECTOR_VERSION := 2.12.0
+MCP_CLIENTS_DIR := build/mcp-clients
+MCP_INSPECTOR_PKG := $(MCP_CLIENTS_DIR)/inspector/node_modules/@modelcontextprotocol/inspector/package.json
+mcp-clients:
+	@if $(MCP_CLIENTS_DIR)/venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("mcp") != "$(MCP_SDK_VERSION)")' 2>/dev/null; then \
+	  echo "Python MCP SDK $(MCP_SDK_VERSION) already in $(MCP_CLIENTS_DIR)/venv"; \
+	else \
+	  python3 -m venv $(MCP_CLIENTS_DIR)/venv; \
+	  $(MCP_CLIENTS_DIR)/venv/bin/pip install --quiet --disable-pip-version-check mcp==$(MCP_SDK_VERSION); \
+	fi
+	@if [ "$$(node -p 'require("./$(MCP_INSPECTOR_PKG)").version' 2>/dev/null)" = "$(MCP_INSPECTOR_VERSION)" ]; then \
+	  echo "MCP Inspector $(MCP_INSPECTOR_VERSION) already in $(MCP_CLIENTS_DIR)/inspector"; \
+	else \
+	  npm install --no-audit --no-fund --prefix $(MCP_CLIENTS_DIR)/inspector @modelcontextprotocol/inspector@$(MCP_INSPECTOR_VERSION); \
+	fi
+
 # One debug build serves every cargo test; the packaging checks then need the
 # static release binary (a second, release build for the musl target).
-test: claude-code
+test: claude-code mcp-clients
 	cargo test --locked --all-targets
 	$(MAKE) --no-print-directory musl
 	$(call need_apt,lintian,lintian)

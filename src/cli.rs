@@ -21,6 +21,10 @@ COMMANDS:
     status [--json]      ask the running daemon for its status
     failover [--to NAME] ask the daemon to swap accounts now
     pause | resume       stop / restart handing out tasks
+    enqueue PROJECT FILE|- [--name NAME]
+                         queue a task file (or stdin) through the daemon
+    task PROJECT NAME    where a queued task is, with its lease, result or error
+    mcp                  an MCP server on stdin/stdout for Claude Code and other clients
     setup                prepare accounts: shared transcripts, hooks, statusline
     hook                 called by Claude Code (statusline and hooks); reads JSON on stdin
 
@@ -40,6 +44,9 @@ pub enum Command {
     Pause,
     Resume,
     Setup,
+    Enqueue { project: String, file: String, name: Option<String> },
+    Task { project: String, name: String },
+    Mcp,
     Hook(Vec<String>),
     Version,
     Help,
@@ -63,23 +70,41 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
     let mut config = None;
     let mut json = false;
     let mut to = None;
+    let mut task_name = None;
     let mut command = None;
+    let mut operands = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--config" => config = Some(PathBuf::from(it.next().ok_or("--config needs a path")?)),
             "--json" => json = true,
             "--to" => to = Some(it.next().ok_or("--to needs an account name")?.clone()),
+            "--name" => task_name = Some(it.next().ok_or("--name needs a task file name")?.clone()),
+            "-" if command.is_some() => operands.push(arg.clone()),
             "--version" | "-V" => return Ok(Invocation { command: Command::Version, config }),
             "--help" | "-h" | "help" => return Ok(Invocation { command: Command::Help, config }),
             a if a.starts_with("--config=") => config = Some(PathBuf::from(&a["--config=".len()..])),
             a if a.starts_with("--to=") => to = Some(a["--to=".len()..].to_string()),
+            a if a.starts_with("--name=") => task_name = Some(a["--name=".len()..].to_string()),
             a if a.starts_with('-') => return Err(format!("unknown option {a}")),
             a if command.is_none() => command = Some(a.to_string()),
-            a => return Err(format!("unexpected argument {a}")),
+            a => operands.push(a.to_string()),
         }
     }
     let name = command.ok_or("no command given")?;
+    let takes = match name.as_str() {
+        "enqueue" => &["PROJECT", "FILE (or - for stdin)"][..],
+        "task" => &["PROJECT", "NAME"][..],
+        _ => &[][..],
+    };
+    if operands.len() > takes.len() {
+        return Err(format!("unexpected argument {}", operands[takes.len()]));
+    }
+    if let Some(missing) = takes.get(operands.len()) {
+        return Err(format!("{name} needs {missing}"));
+    }
+    let mut operands = operands.into_iter();
+    let mut operand = || operands.next().unwrap_or_default();
     let command = match name.as_str() {
         "run" => Command::Run,
         "check-config" => Command::CheckConfig,
@@ -88,8 +113,14 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
         "pause" => Command::Pause,
         "resume" => Command::Resume,
         "setup" => Command::Setup,
+        "enqueue" => Command::Enqueue { project: operand(), file: operand(), name: task_name.take() },
+        "task" => Command::Task { project: operand(), name: operand() },
+        "mcp" => Command::Mcp,
         other => return Err(format!("unknown command {other}")),
     };
+    if task_name.is_some() {
+        return Err("--name goes with enqueue".into());
+    }
     if json && !matches!(command, Command::Status { .. }) {
         return Err("--json goes with status".into());
     }
@@ -132,6 +163,9 @@ pub fn main(args: Vec<String>) -> i32 {
             };
             post(&config_path(), "/failover", &body)
         }
+        Command::Enqueue { project, file, name } => enqueue(&config_path(), &project, &file, name.as_deref()),
+        Command::Task { project, name } => task(&config_path(), &project, &name),
+        Command::Mcp => crate::mcp::main(&config_path()),
         Command::Pause => post(&config_path(), "/dispatch/pause", "{}"),
         Command::Resume => post(&config_path(), "/dispatch/resume", "{}"),
     }
@@ -147,6 +181,9 @@ fn check_config(path: &std::path::Path) -> i32 {
                 c.projects.len(),
                 c.sessions.len()
             );
+            for note in c.notes() {
+                eprintln!("{note}");
+            }
             0
         }
         Err(err) => {
@@ -229,6 +266,82 @@ fn post(path: &std::path::Path, route: &str, body: &str) -> i32 {
     }
 }
 
+/// `enqueue`: the file (or stdin) as the body of `POST /projects/{p}/tasks`,
+/// named by `--name`, else by the file's own name, else by the daemon.
+fn enqueue(path: &std::path::Path, project: &str, file: &str, name: Option<&str>) -> i32 {
+    let config = match load_or_exit(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let text = if file == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| text)
+    } else {
+        std::fs::read_to_string(file)
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("claude-failover: cannot read {file}: {e}");
+            return 1;
+        }
+    };
+    let from_file = (file != "-")
+        .then(|| std::path::Path::new(file).file_name().and_then(|n| n.to_str()).map(str::to_string))
+        .flatten();
+    let mut route = format!("/projects/{}/tasks", encode(project));
+    if let Some(name) = name.map(str::to_string).or(from_file) {
+        route.push_str(&format!("?name={}", encode(&name)));
+    }
+    let call = crate::client::Call {
+        method: "POST",
+        path: &route,
+        body: Some(&text),
+        content_type: "text/markdown; charset=utf-8",
+        token: config.http.token.as_ref(),
+        headers: &[],
+    };
+    answer(crate::client::send(&config, &call))
+}
+
+/// `task`: `GET /projects/{p}/tasks/{name}`.
+fn task(path: &std::path::Path, project: &str, name: &str) -> i32 {
+    let config = match load_or_exit(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let route = format!("/projects/{}/tasks/{}", encode(project), encode(name));
+    answer(crate::client::request(&config, "GET", &route, None))
+}
+
+/// Prints a 2xx answer (0), a refusal (1), or that no daemon answered (69).
+fn answer(sent: Result<(u16, String), crate::client::ClientError>) -> i32 {
+    match sent {
+        Ok((code, body)) if (200..300).contains(&code) => {
+            println!("{body}");
+            0
+        }
+        Ok((code, body)) => {
+            eprintln!("claude-failover: refused ({code}): {}", error_text(&body));
+            1
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 fn unavailable(e: impl std::fmt::Display) -> i32 {
     eprintln!("claude-failover: no daemon answered: {e}");
     EXIT_UNAVAILABLE
@@ -260,7 +373,25 @@ mod tests {
         assert_eq!(ok("failover --to beta").command, Command::Failover { to: Some("beta".into()) });
         assert_eq!(ok("hook --spool /s").command, Command::Hook(args("--spool /s")));
         assert_eq!(ok("--version").command, Command::Version);
-        for bad in ["", "frobnicate", "run --json", "pause --to x", "run --config", "status extra"] {
+        assert_eq!(
+            ok("enqueue proj - --name a.md").command,
+            Command::Enqueue { project: "proj".into(), file: "-".into(), name: Some("a.md".into()) }
+        );
+        assert_eq!(ok("task proj a.md").command, Command::Task { project: "proj".into(), name: "a.md".into() });
+        assert_eq!(ok("mcp --config /x.toml").command, Command::Mcp);
+        for bad in [
+            "",
+            "frobnicate",
+            "run --json",
+            "pause --to x",
+            "run --config",
+            "status extra",
+            "enqueue proj",
+            "task proj",
+            "task proj a.md b.md",
+            "status --name x",
+            "mcp extra",
+        ] {
             assert!(parse(&args(bad)).is_err(), "{bad:?} should be refused");
         }
     }

@@ -48,6 +48,27 @@ impl<T: Read + Write> Stream for T {}
 /// Sends one request to the daemon and returns the status code and body.
 /// `path` includes any query string; `body` is sent as JSON.
 pub fn request(config: &Config, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), ClientError> {
+    let call =
+        Call { method, path, body, content_type: "application/json", token: config.http.token.as_ref(), headers: &[] };
+    send(config, &call)
+}
+
+/// One request as [`send`] makes it.
+pub struct Call<'a> {
+    pub method: &'a str,
+    /// With any query string.
+    pub path: &'a str,
+    pub body: Option<&'a str>,
+    pub content_type: &'a str,
+    /// The bearer token to send, if any (the MCP server sends its own).
+    pub token: Option<&'a crate::config::Secret>,
+    /// More headers; values must be printable ASCII.
+    pub headers: &'a [(&'a str, String)],
+}
+
+/// Sends `call` to the daemon at `http.listen`: the status code and body.
+pub fn send(config: &Config, call: &Call<'_>) -> Result<(u16, String), ClientError> {
+    let Call { method, path, body, content_type, token, headers } = *call;
     let listen = config.http.listen.clone();
     let unavailable = |why: String| ClientError::Unavailable { listen: listen.clone(), why };
     let addr = Listen::parse(&listen).map_err(|_| ClientError::BadListen(listen.clone()))?;
@@ -67,7 +88,10 @@ pub fn request(config: &Config, method: &str, path: &str, body: Option<&str>) ->
     };
     let mut head =
         format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n");
-    if let Some(token) = &config.http.token {
+    for (name, value) in headers {
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    if let Some(token) = token {
         // Written straight into the request; never formatted into an error.
         head.push_str("Authorization: Bearer ");
         head.push_str(token.expose());
@@ -75,7 +99,7 @@ pub fn request(config: &Config, method: &str, path: &str, body: Option<&str>) ->
     }
     let body = body.unwrap_or("");
     if method != "GET" || !body.is_empty() {
-        let _ = write!(head, "Content-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+        let _ = write!(head, "Content-Type: {content_type}\r\nContent-Length: {}\r\n", body.len());
     }
     head.push_str("\r\n");
     head.push_str(body);

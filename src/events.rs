@@ -35,6 +35,8 @@ pub enum Kind {
     ConfigRejected,
     DaemonStarted,
     DaemonStopping,
+    /// A write through the MCP server (docs/mcp.md): the tool, the client, the outcome.
+    McpCall,
 }
 
 impl Kind {
@@ -60,6 +62,7 @@ impl Kind {
             Kind::ConfigRejected => "config_rejected",
             Kind::DaemonStarted => "daemon_started",
             Kind::DaemonStopping => "daemon_stopping",
+            Kind::McpCall => "mcp_call",
         }
     }
 

@@ -10,8 +10,15 @@
 //! "http-body" thread instead: a slow client can hold that thread, never the
 //! role. A request claiming an absurd `Content-Length` is leaked on purpose:
 //! dropping it would make tiny_http allocate a buffer of that size at once.
+//!
+//! Tokens carry tiers (docs/mcp.md#tiers): the `http.token_file` token has
+//! every tier, the `mcp.token_file` token those of `mcp.allow`. Each route
+//! needs one tier, checked here, so a token cannot do more over raw HTTP than
+//! through the MCP server. The routes for tasks and screens read the queue
+//! folders and tmux themselves (reads, and an inbox write a person could make
+//! too); nothing here changes the coordinator's state.
 
-use crate::config::{HttpConfig, Listen, Secret};
+use crate::config::{Config, Listen, Secret, Tier};
 use crate::control::{Control, ControlError, ControlRequest, Reply, Shared};
 use crate::heartbeat::{self, Beat};
 use crossbeam_channel::{RecvTimeoutError, Sender};
@@ -90,6 +97,7 @@ impl std::error::Error for HttpError {}
 /// The running control plane. Dropping it stops the role too.
 pub struct HttpHandle {
     stop: Arc<AtomicBool>,
+    live: Live,
     listening: Listening,
     thread: Option<JoinHandle<()>>,
     front: Option<crate::http_front::Front>,
@@ -113,6 +121,20 @@ impl Listening {
 }
 
 impl HttpHandle {
+    /// What takes a reloaded configuration (a reload hook of the coordinator's):
+    /// projects, sessions and `dispatch.max_task_bytes` for the task and
+    /// screen routes. Tokens and tiers keep their start-up values.
+    pub fn reconfigurer(&self) -> impl Fn(&Arc<Config>) + Send + 'static {
+        let live = self.live.clone();
+        let door = self.front.as_ref().map(|f| f.max_body_handle());
+        move |config| {
+            if let Some(door) = &door {
+                door.store(largest_body(config), Ordering::Relaxed);
+            }
+            *live.0.write() = Arc::clone(config);
+        }
+    }
+
     /// The bound TCP address (useful with port 0), `None` for a unix socket.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.front.as_ref().map(|f| f.local_addr())
@@ -168,7 +190,7 @@ impl Default for Limits {
 /// is held by the front door (`http_front`) and tiny_http listens on
 /// `<private_dir>/http.sock`; `private_dir` is made, and kept, 0700.
 pub fn spawn(
-    config: &HttpConfig,
+    config: &Config,
     private_dir: &Path,
     shared: Shared,
     control: Sender<ControlRequest>,
@@ -179,13 +201,15 @@ pub fn spawn(
 
 /// [`spawn`] with other time limits.
 pub fn spawn_with(
-    config: &HttpConfig,
+    config: &Config,
     private_dir: &Path,
     shared: Shared,
     control: Sender<ControlRequest>,
     beat: Beat,
     limits: Limits,
 ) -> Result<HttpHandle, HttpError> {
+    let full = config;
+    let config = &full.http;
     let listen = Listen::parse(&config.listen).map_err(|_| HttpError::BadListen(config.listen.clone()))?;
     // tiny_http's socket, and on TCP the door in front of it.
     let (socket, door) = match &listen {
@@ -200,12 +224,20 @@ pub fn spawn_with(
     let server = bind(&socket)?;
     let front = match door {
         Some((tcp, inner)) => {
-            Some(crate::http_front::Front::start(tcp, inner, MAX_BODY, limits.head_within).map_err(HttpError::Spawn)?)
+            let max_body = largest_body(full);
+            Some(crate::http_front::Front::start(tcp, inner, max_body, limits.head_within).map_err(HttpError::Spawn)?)
         }
         None => None,
     };
     log::info!("control plane listening on {}", config.listen);
-    let ctx = Arc::new(Ctx { shared, control, token: config.token.clone(), limits });
+    // The MCP token counts only beside an operator token: without one every
+    // request is let in anyway, and a tier would mean nothing.
+    let mcp = match (&config.token, &full.mcp.token) {
+        (Some(_), Some(token)) => Some((token.clone(), full.mcp.allowed())),
+        _ => None,
+    };
+    let live = Live(Arc::new(parking_lot::RwLock::new(Arc::new(full.clone()))));
+    let ctx = Arc::new(Ctx { shared, control, token: config.token.clone(), mcp, live: live.clone(), limits });
     let stop = Arc::new(AtomicBool::new(false));
     let thread_stop = stop.clone();
     let listening = Listening::default();
@@ -216,7 +248,26 @@ pub fn spawn_with(
         .name("http".into())
         .spawn(move || run(server, socket, ctx, beat, thread_stop, thread_listening))
         .map_err(HttpError::Spawn)?;
-    Ok(HttpHandle { stop, listening, thread: Some(thread), front })
+    Ok(HttpHandle { stop, live, listening, thread: Some(thread), front })
+}
+
+/// The configuration the task and screen routes read, replaced on reload.
+#[derive(Clone)]
+struct Live(Arc<parking_lot::RwLock<Arc<Config>>>);
+
+impl Live {
+    fn get(&self) -> Arc<Config> {
+        Arc::clone(&self.0.read())
+    }
+}
+
+/// The largest body any route takes: the enqueue route's is `max_task_bytes`.
+fn largest_body(config: &Config) -> usize {
+    MAX_BODY.max(task_cap(config))
+}
+
+fn task_cap(config: &Config) -> usize {
+    usize::try_from(config.dispatch.max_task_bytes).unwrap_or(usize::MAX).min(ABSURD_BODY)
 }
 
 /// tiny_http's listener: always a Unix socket (behind the front door on TCP).
@@ -314,7 +365,20 @@ struct Ctx {
     shared: Shared,
     control: Sender<ControlRequest>,
     token: Option<Secret>,
+    /// The MCP server's token and its tiers (`mcp.allow`).
+    mcp: Option<(Secret, Vec<Tier>)>,
+    live: Live,
     limits: Limits,
+}
+
+impl Ctx {
+    /// The body cap of the route at `url`.
+    fn body_cap(&self, url: &str) -> usize {
+        match Route::parse(path_only(url)) {
+            Ok(Some(Route::Enqueue(_))) => task_cap(&self.live.get()),
+            _ => MAX_BODY,
+        }
+    }
 }
 
 fn run(server: Server, socket: PathBuf, ctx: Arc<Ctx>, beat: Beat, stop: Arc<AtomicBool>, listening: Listening) {
@@ -366,23 +430,23 @@ enum Body {
     Absurd,
 }
 
-fn body_of(request: &Request) -> Body {
+fn body_of(request: &Request, cap: usize) -> Body {
     let chunked = request.headers().iter().any(|h| h.field.equiv("Transfer-Encoding"));
     // With `Expect: 100-continue` tiny_http reads nothing ahead, however small.
     let expects = request.headers().iter().any(|h| h.field.equiv("Expect"));
     match request.body_length() {
         _ if chunked => Body::OnWire,
-        Some(n) if expects && n > 0 && n <= MAX_BODY => Body::OnWire,
+        Some(n) if expects && n > 0 && n <= cap => Body::OnWire,
         None => Body::InHand,
         Some(n) if n > ABSURD_BODY => Body::Absurd,
-        Some(n) if n > MAX_BODY => Body::TooLarge,
+        Some(n) if n > cap => Body::TooLarge,
         Some(n) if n > PREBUFFERED => Body::OnWire,
         Some(_) => Body::InHand,
     }
 }
 
 fn serve(request: Request, ctx: &Arc<Ctx>, beat: &Beat) {
-    match body_of(&request) {
+    match body_of(&request, ctx.body_cap(request.url())) {
         Body::InHand => respond(request, ctx, Some(beat)),
         Body::Absurd => {
             log::warn!(
@@ -481,6 +545,12 @@ enum Route {
     Pause,
     Resume,
     Restart(String),
+    /// `POST /projects/{project}/tasks`.
+    Enqueue(String),
+    /// `GET /projects/{project}/tasks/{name}`.
+    Task(String, String),
+    /// `GET /sessions/{name}/output`.
+    Output(String),
 }
 
 impl Route {
@@ -494,26 +564,49 @@ impl Route {
             "/dispatch/pause" => Route::Pause,
             "/dispatch/resume" => Route::Resume,
             _ => {
-                let Some(rest) = path.strip_prefix("/sessions/") else {
-                    return Ok(None);
-                };
-                let Some(name) = rest.strip_suffix("/restart") else {
-                    return Ok(None);
-                };
-                if name.is_empty() || name.contains('/') {
+                let parts: Vec<&str> = path.strip_prefix('/').unwrap_or("").split('/').collect();
+                if parts.iter().any(|p| p.is_empty()) {
                     return Ok(None);
                 }
-                Route::Restart(percent_decode(name)?)
+                match parts[..] {
+                    ["sessions", name, "restart"] => Route::Restart(percent_decode(name)?),
+                    ["sessions", name, "output"] => Route::Output(percent_decode(name)?),
+                    ["projects", project, "tasks"] => Route::Enqueue(percent_decode(project)?),
+                    ["projects", project, "tasks", name] => {
+                        Route::Task(percent_decode(project)?, percent_decode(name)?)
+                    }
+                    _ => return Ok(None),
+                }
             }
         }))
     }
 
     fn method(&self) -> (Method, &'static str) {
         match self {
-            Route::Healthz | Route::Status | Route::Metrics | Route::Events => (Method::Get, "GET"),
+            Route::Healthz | Route::Status | Route::Metrics | Route::Events | Route::Task(..) | Route::Output(_) => {
+                (Method::Get, "GET")
+            }
             _ => (Method::Post, "POST"),
         }
     }
+
+    /// The tier a token needs for this route (docs/mcp.md#tiers).
+    fn tier(&self) -> Tier {
+        match self {
+            Route::Enqueue(_) => Tier::Queue,
+            Route::Failover | Route::Pause | Route::Resume | Route::Restart(_) => Tier::Control,
+            _ => Tier::Read,
+        }
+    }
+}
+
+/// Who sent a request, by its token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Caller {
+    /// The `http.token_file` token, or anyone when there is none: every tier.
+    Operator,
+    /// The `mcp.token_file` token: the tiers of `mcp.allow`.
+    Mcp,
 }
 
 fn answer(request: &mut Request, ctx: &Ctx, beat: Option<&Beat>) -> Answer {
@@ -521,9 +614,11 @@ fn answer(request: &mut Request, ctx: &Ctx, beat: Option<&Beat>) -> Answer {
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let route = Route::parse(path);
     let open = matches!(route, Ok(Some(Route::Healthz))) && *request.method() == Method::Get;
-    if !open && !authorized(request, ctx.token.as_ref()) {
-        return Answer::error(401, "missing or wrong bearer token");
-    }
+    let caller = match caller(request, ctx) {
+        Some(caller) => caller,
+        None if open => Caller::Operator,
+        None => return Answer::error(401, "missing or wrong bearer token"),
+    };
     let route = match route {
         Ok(Some(route)) => route,
         Ok(None) => return Answer::error(404, format!("no such endpoint: {path}")),
@@ -535,14 +630,79 @@ fn answer(request: &mut Request, ctx: &Ctx, beat: Option<&Beat>) -> Answer {
         answer.allow = Some(allow);
         return answer;
     }
+    let tier = route.tier();
+    if let (Caller::Mcp, Some((_, tiers))) = (caller, &ctx.mcp) {
+        if !tiers.contains(&tier) {
+            let has: Vec<&str> = tiers.iter().map(|t| t.as_str()).collect();
+            let answer = Answer::error(
+                403,
+                format!(
+                    "the MCP token may not {allow} {path}: that needs the \"{tier}\" tier and mcp.allow gives \
+                     [{}]; an operator can add \"{tier}\" to [mcp] allow and restart the daemon",
+                    has.join(", ")
+                ),
+            );
+            if tier != Tier::Read {
+                audit(request, ctx, &route, &answer);
+            }
+            return answer;
+        }
+    }
     if method == Method::Post {
-        let body = match read_body(request) {
-            Ok(body) => body,
-            Err(answer) => return answer,
+        let cap = ctx.body_cap(&url);
+        let answer = match (read_body(request, cap), &route) {
+            (Err(refused), _) => refused,
+            (Ok(body), Route::Enqueue(project)) => enqueue(project, query, &body, ctx),
+            (Ok(body), _) => post(&route, &body, ctx, beat),
         };
-        return post(route, &body, ctx, beat);
+        if caller == Caller::Mcp {
+            audit(request, ctx, &route, &answer);
+        }
+        return answer;
     }
     get(route, query, ctx)
+}
+
+/// The `mcp_call` event of a write made with the MCP token
+/// (docs/events.md#mcp_call). Headers the MCP server sets name the tool,
+/// the client and the session; a raw HTTP client leaves them out.
+fn audit(request: &Request, ctx: &Ctx, route: &Route, answer: &Answer) {
+    let header = |name: &'static str| {
+        request.headers().iter().find(|h| h.field.equiv(name)).map(|h| printable(h.value.as_str(), 120))
+    };
+    let tool = header("X-Claude-Failover-Tool").unwrap_or_else(|| "(raw HTTP)".into());
+    let client = header("X-Claude-Failover-Client");
+    let session = header("X-Claude-Failover-Session");
+    let ok = (200..300).contains(&answer.status);
+    let outcome = if ok {
+        "ok".to_string()
+    } else {
+        serde_json::from_str::<serde_json::Value>(&answer.body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let what = format!("{} {}", request.method(), path_only(request.url()));
+    let by = client.clone().unwrap_or_else(|| "an MCP client".into());
+    let at = session.as_deref().map(|s| format!(" in session {s}")).unwrap_or_default();
+    let message = if ok {
+        format!("{by}{at} called {tool} ({what}): done")
+    } else {
+        format!("{by}{at} called {tool} ({what}): refused ({}): {outcome}", answer.status)
+    };
+    let subject = session.clone().unwrap_or_else(|| tool.clone());
+    ctx.shared.events.emit(
+        crate::events::Kind::McpCall,
+        &subject,
+        message,
+        json!({"tool": tool, "client": client, "session": session, "route": what,
+               "tier": route.tier().as_str(), "status": answer.status, "ok": ok, "outcome": outcome}),
+    );
+}
+
+/// At most `max` characters of a header value, control characters replaced.
+fn printable(value: &str, max: usize) -> String {
+    value.chars().take(max).map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 fn get(route: Route, query: &str, ctx: &Ctx) -> Answer {
@@ -570,8 +730,144 @@ fn get(route: Route, query: &str, ctx: &Ctx) -> Answer {
             Ok(n) => Answer::json(200, json!({ "events": ctx.shared.events.since(n) })),
             Err(why) => Answer::error(400, why),
         },
+        Route::Task(project, name) => task(&project, &name, ctx),
+        Route::Output(session) => output(&session, query, ctx),
         _ => Answer::error(405, "not a GET endpoint"),
     }
+}
+
+/// The most lines `GET /sessions/{name}/output` returns.
+pub const MAX_OUTPUT_LINES: usize = 200;
+/// Lines returned when the query names no number.
+const DEFAULT_OUTPUT_LINES: usize = 50;
+/// tmux gets this long to capture a screen (the role thread waits for it).
+const CAPTURE_WITHIN: Duration = Duration::from_secs(2);
+
+fn output(session: &str, query: &str, ctx: &Ctx) -> Answer {
+    let lines = match query_param(query, "lines") {
+        Ok(None) => DEFAULT_OUTPUT_LINES,
+        Ok(Some(v)) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_OUTPUT_LINES).contains(&n) => n,
+            _ => {
+                return Answer::error(400, format!("lines={v:?}: expected a whole number from 1 to {MAX_OUTPUT_LINES}"))
+            }
+        },
+        Err(why) => return Answer::error(400, why),
+    };
+    let config = ctx.live.get();
+    if config.session(session).is_none() {
+        return Answer::error(404, no_such_session(&config, session));
+    }
+    let tmux = crate::tmux::Tmux::new(&config.tmux.socket_name).with_timeout(CAPTURE_WITHIN);
+    match tmux.capture_pane_tail(session, lines) {
+        Ok(text) => Answer::json(200, json!({"session": session, "lines": text})),
+        Err(e) if e.is_missing() => {
+            Answer::error(409, format!("session {session} has no screen now: its tmux session is not running"))
+        }
+        Err(e) => Answer::error(503, format!("cannot read the screen of session {session}: {e}")),
+    }
+}
+
+fn no_such_session(config: &Config, session: &str) -> String {
+    let known: Vec<&str> = config.sessions.iter().map(|s| s.name.as_str()).collect();
+    format!("no session named {session:?} ({})", listed("sessions", &known))
+}
+
+fn no_such_project(config: &Config, project: &str) -> String {
+    let known: Vec<&str> = config.projects.iter().map(|p| p.name.as_str()).collect();
+    format!("no project named {project:?} ({})", listed("projects", &known))
+}
+
+fn listed(what: &str, names: &[&str]) -> String {
+    if names.is_empty() {
+        format!("no {what} are configured")
+    } else {
+        format!("{what}: {}", names.join(", "))
+    }
+}
+
+fn open_queue(config: &Config, project: &str) -> Result<crate::queue::Queue, Answer> {
+    let p = config.project(project).ok_or_else(|| Answer::error(404, no_such_project(config, project)))?;
+    crate::queue::Queue::open(project, p.queue_root())
+        .map_err(|e| Answer::error(503, format!("cannot open the queue of project {project}: {e}")))
+}
+
+fn task(project: &str, name: &str, ctx: &Ctx) -> Answer {
+    let config = ctx.live.get();
+    let queue = match open_queue(&config, project) {
+        Ok(q) => q,
+        Err(answer) => return answer,
+    };
+    match queue.find(name) {
+        Ok(Some(found)) => match serde_json::to_value(found) {
+            Ok(v) => Answer::json(200, v),
+            Err(e) => Answer::error(500, format!("cannot serialise the task: {e}")),
+        },
+        Ok(None) => Answer::error(
+            404,
+            format!("no task named {name:?} in project {project} (inbox, active, done, failed or the archive)"),
+        ),
+        Err(e) => Answer::error(503, e.to_string()),
+    }
+}
+
+/// `POST /projects/{project}/tasks`: the body is the task file; `priority`
+/// and `session` in the query become its front matter.
+fn enqueue(project: &str, query: &str, body: &str, ctx: &Ctx) -> Answer {
+    let config = ctx.live.get();
+    let queue = match open_queue(&config, project) {
+        Ok(q) => q,
+        Err(answer) => return answer,
+    };
+    let param = |key: &str| query_param(query, key);
+    let (name, priority, session) = match (param("name"), param("priority"), param("session")) {
+        (Ok(n), Ok(p), Ok(s)) => (n, p, s),
+        (Err(why), _, _) | (_, Err(why), _) | (_, _, Err(why)) => return Answer::error(400, why),
+    };
+    let priority = match priority.map(|p| p.parse::<i64>().map_err(|_| p)) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(p)) => return Answer::error(400, format!("priority={p:?}: expected a whole number")),
+    };
+    let text = match front_matter(priority, session.as_deref(), body) {
+        Ok(text) => text,
+        Err(why) => return Answer::error(400, why),
+    };
+    let known = |pin: &str| config.sessions.iter().any(|s| s.name == pin && s.project == project);
+    let submitted =
+        queue.submit(name.as_deref(), &text, config.dispatch.max_task_bytes, std::time::SystemTime::now(), known);
+    match submitted {
+        Ok(name) => Answer::json(201, json!({"project": project, "task": name, "folder": "inbox"})),
+        Err(e @ crate::queue::SubmitError::Exists { .. }) => Answer::error(409, e),
+        Err(crate::queue::SubmitError::Rejected(r)) => {
+            Answer::json(400, json!({"error": format!("task rejected: {r}"), "reason": r.to_string()}))
+        }
+        Err(e @ crate::queue::SubmitError::BadName(_)) => Answer::error(400, e),
+        Err(e @ crate::queue::SubmitError::Io(_)) => Answer::error(503, e),
+    }
+}
+
+/// `body` with front matter for `priority` and `session` put in front, when
+/// either is given (a body with front matter of its own then is refused).
+fn front_matter(priority: Option<i64>, session: Option<&str>, body: &str) -> Result<String, String> {
+    if priority.is_none() && session.is_none() {
+        return Ok(body.to_string());
+    }
+    if body.starts_with("+++\n") || body.starts_with("+++\r\n") {
+        return Err("the text has front matter of its own: give priority and session there or as parameters, \
+                    not both"
+            .into());
+    }
+    let mut text = String::from("+++\n");
+    if let Some(p) = priority {
+        text.push_str(&format!("priority = {p}\n"));
+    }
+    if let Some(s) = session {
+        text.push_str(&format!("session = {}\n", toml::Value::String(s.to_string())));
+    }
+    text.push_str("+++\n");
+    text.push_str(body);
+    Ok(text)
 }
 
 fn since(query: &str) -> Result<u64, String> {
@@ -584,6 +880,17 @@ fn since(query: &str) -> Result<u64, String> {
     Ok(0)
 }
 
+/// One parameter of a query string, percent-decoded.
+fn query_param(query: &str, key: &str) -> Result<Option<String>, String> {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == key {
+            return percent_decode(v).map(Some);
+        }
+    }
+    Ok(None)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FailoverBody {
@@ -591,8 +898,8 @@ struct FailoverBody {
     to: Option<String>,
 }
 
-fn post(route: Route, body: &str, ctx: &Ctx, beat: Option<&Beat>) -> Answer {
-    if route != Route::Failover && !body.trim().is_empty() {
+fn post(route: &Route, body: &str, ctx: &Ctx, beat: Option<&Beat>) -> Answer {
+    if *route != Route::Failover && !body.trim().is_empty() {
         if let Err(why) = parse_object::<NoArguments>(body) {
             return Answer::error(400, format!("bad request body: {why}"));
         }
@@ -611,7 +918,7 @@ fn post(route: Route, body: &str, ctx: &Ctx, beat: Option<&Beat>) -> Answer {
         }
         Route::Pause => (Control::PauseDispatch, 200, json!({"paused": true})),
         Route::Resume => (Control::ResumeDispatch, 200, json!({"paused": false})),
-        Route::Restart(name) => (Control::RestartSession(name), 202, json!({"accepted": true})),
+        Route::Restart(name) => (Control::RestartSession(name.clone()), 202, json!({"accepted": true})),
         _ => return Answer::error(405, "not a POST endpoint"),
     };
     match ask(ctx, control, beat) {
@@ -664,40 +971,49 @@ fn ask(ctx: &Ctx, what: Control, beat: Option<&Beat>) -> Result<serde_json::Valu
     result
 }
 
-/// Reads at most `MAX_BODY` bytes of body; 413 past that, 400 when it is not
+/// Reads at most `cap` bytes of body; 413 past that, 400 when it is not
 /// UTF-8 or the connection breaks.
-fn read_body(request: &mut Request) -> Result<String, Answer> {
-    if request.body_length().is_some_and(|n| n > MAX_BODY) {
-        return Err(too_large());
+fn read_body(request: &mut Request, cap: usize) -> Result<String, Answer> {
+    if request.body_length().is_some_and(|n| n > cap) {
+        return Err(too_large(cap));
     }
     let mut body = Vec::new();
-    let read = request.as_reader().take(MAX_BODY as u64 + 1).read_to_end(&mut body);
+    let read = request.as_reader().take(cap as u64 + 1).read_to_end(&mut body);
     if let Err(e) = read {
         return Err(Answer::error(400, format!("cannot read the body: {e}")));
     }
-    if body.len() > MAX_BODY {
-        return Err(too_large());
+    if body.len() > cap {
+        return Err(too_large(cap));
     }
     String::from_utf8(body).map_err(|_| Answer::error(400, "the body is not UTF-8"))
 }
 
-fn too_large() -> Answer {
-    Answer::error(413, format!("body over {MAX_BODY} bytes"))
+fn too_large(cap: usize) -> Answer {
+    Answer::error(413, format!("body over {cap} bytes"))
 }
 
-/// Compares the bearer token in constant time (for a given token length).
-fn authorized(request: &Request, token: Option<&Secret>) -> bool {
-    let Some(token) = token else {
-        return true;
+/// Who the bearer token says sent the request, compared in constant time
+/// (for a given token length); `None` when it is missing or wrong.
+fn caller(request: &Request, ctx: &Ctx) -> Option<Caller> {
+    let Some(token) = &ctx.token else {
+        return Some(Caller::Operator);
     };
-    let Some(given) = request.headers().iter().find(|h| h.field.equiv("Authorization")).map(|h| h.value.as_str())
-    else {
-        return false;
-    };
-    let Some((scheme, value)) = given.trim().split_once(' ') else {
-        return false;
-    };
-    scheme.eq_ignore_ascii_case("bearer") && constant_time_eq(value.trim().as_bytes(), token.expose().as_bytes())
+    let given = request.headers().iter().find(|h| h.field.equiv("Authorization")).map(|h| h.value.as_str())?;
+    let (scheme, value) = given.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let value = value.trim().as_bytes();
+    // Both comparisons always run, so timing tells nothing about which matched.
+    let operator = constant_time_eq(value, token.expose().as_bytes());
+    let mcp = ctx.mcp.as_ref().is_some_and(|(t, _)| constant_time_eq(value, t.expose().as_bytes()));
+    if operator {
+        Some(Caller::Operator)
+    } else if mcp {
+        Some(Caller::Mcp)
+    } else {
+        None
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -739,6 +1055,11 @@ mod tests {
         assert_eq!(Route::parse("/sessions/ccl%2Dauto-11/restart"), Ok(Some(Route::Restart("ccl-auto-11".into()))));
         assert_eq!(Route::parse("/sessions//restart"), Ok(None));
         assert_eq!(Route::parse("/sessions/a/b/restart"), Ok(None));
+        assert_eq!(Route::parse("/sessions/s1/output"), Ok(Some(Route::Output("s1".into()))));
+        assert_eq!(Route::parse("/projects/p/tasks"), Ok(Some(Route::Enqueue("p".into()))));
+        assert_eq!(Route::parse("/projects/p/tasks/a%20b.md"), Ok(Some(Route::Task("p".into(), "a b.md".into()))));
+        assert_eq!(Route::parse("/projects/p/tasks/"), Ok(None));
+        assert_eq!(Route::parse("/projects//tasks"), Ok(None));
         assert_eq!(Route::parse("/nope"), Ok(None));
         assert!(Route::parse("/sessions/%zz/restart").is_err());
     }
@@ -749,6 +1070,18 @@ mod tests {
         assert_eq!(since("since=12&x=1"), Ok(12));
         assert!(since("since=-1").is_err());
         assert!(since("since=").is_err());
+    }
+
+    #[test]
+    fn parameters_become_front_matter() {
+        assert_eq!(front_matter(None, None, "+++\nx\n+++\ny").unwrap(), "+++\nx\n+++\ny");
+        assert_eq!(
+            front_matter(Some(-2), Some("s\"1"), "do").unwrap(),
+            "+++\npriority = -2\nsession = 's\"1'\n+++\ndo"
+        );
+        assert!(front_matter(Some(1), None, "+++\n+++\nx").is_err());
+        assert_eq!(query_param("a=1&name=x%2Fy.md", "name"), Ok(Some("x/y.md".into())));
+        assert_eq!(query_param("a=1", "name"), Ok(None));
     }
 
     #[test]

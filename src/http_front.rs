@@ -43,6 +43,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Handle on the accepting thread; dropping it stops accepting.
 pub struct Front {
     stop: Arc<AtomicBool>,
+    max_body: Arc<AtomicUsize>,
     local_addr: SocketAddr,
     thread: Option<JoinHandle<()>>,
 }
@@ -55,11 +56,18 @@ impl Front {
         let local_addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
-        let door = Door { inner, max_body, head_within };
+        let door = Door { inner, max_body: Arc::new(AtomicUsize::new(max_body)), head_within };
+        let limit = door.max_body.clone();
         let thread = std::thread::Builder::new()
             .name("http-front".into())
             .spawn(move || accept_loop(listener, door, &thread_stop))?;
-        Ok(Front { stop, local_addr, thread: Some(thread) })
+        Ok(Front { stop, local_addr, thread: Some(thread), max_body: limit })
+    }
+
+    /// The body cap, for a reload hook to change: a reload may change
+    /// `dispatch.max_task_bytes`, which caps the enqueue route.
+    pub fn max_body_handle(&self) -> Arc<AtomicUsize> {
+        self.max_body.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -99,7 +107,8 @@ fn wake_addr(addr: SocketAddr) -> SocketAddr {
 struct Door {
     /// tiny_http's Unix socket.
     inner: PathBuf,
-    max_body: usize,
+    /// The largest body any route takes (each route checks its own cap).
+    max_body: Arc<AtomicUsize>,
     head_within: Duration,
 }
 
@@ -188,8 +197,9 @@ fn serve_connection(mut client: TcpStream, door: &Door) {
         }
         Head::Gone => return,
     };
-    if content_length(&head).is_some_and(|n| n > door.max_body as u64) {
-        return refuse(client, 413, &format!("body over {} bytes", door.max_body));
+    let max_body = door.max_body.load(Ordering::Relaxed);
+    if content_length(&head).is_some_and(|n| n > max_body as u64) {
+        return refuse(client, 413, &format!("body over {max_body} bytes"));
     }
     let mut upstream = match UnixStream::connect(&door.inner) {
         Ok(s) => s,

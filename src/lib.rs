@@ -21,6 +21,7 @@ pub mod janitor;
 #[cfg(test)]
 mod layers;
 pub mod logging;
+pub mod mcp;
 pub mod metrics;
 pub mod notifier;
 pub mod queue;

@@ -124,7 +124,7 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
             .map_err(failed("janitor"))?,
     );
     let http = crate::http::spawn(
-        &config.http,
+        &config,
         &crate::state_dir::run_dir(&config.state_dir),
         shared.clone(),
         control_tx,
@@ -166,12 +166,16 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
         crate::quota::spawn(Arc::clone(&config), quota_tx, heartbeats.register("quota")).map_err(failed("quota"))?;
 
     let janitor_for_reload = Arc::clone(&janitor);
+    let http_for_reload = http.reconfigurer();
     let outputs = Outputs {
         sessions: sessions_tx,
         dispatcher: dispatcher_tx,
         quota: quota.sender(),
         switcher: switcher_tx,
-        on_reload: vec![Box::new(move |c: &Arc<Config>| janitor_for_reload.reconfigure(Arc::clone(c)))],
+        on_reload: vec![
+            Box::new(move |c: &Arc<Config>| janitor_for_reload.reconfigure(Arc::clone(c))),
+            Box::new(http_for_reload),
+        ],
     };
     let restored = Restored {
         active: crate::switcher::read_active(&config.state_dir),

@@ -11,6 +11,7 @@
 //! `settings.json` keeps every key and hook the user had, is backed up before it
 //! changes, and a second run changes nothing.
 
+use crate::claude::mcp_servers::{self, Registration};
 use crate::claude::settings::{merge_settings, settings_path, shell_quote};
 pub use crate::claude::settings::{StatusLineAction, HOOK_EVENTS};
 use crate::config::{absolute, Config};
@@ -44,6 +45,8 @@ pub struct AccountReport {
     pub projects: ProjectsAction,
     pub merge: MergeStats,
     pub settings: SettingsChange,
+    /// The MCP server in `.claude.json`, when `[mcp] register` asks for it.
+    pub mcp: Option<Registration>,
 }
 
 /// What happened to `<config_dir>/projects`.
@@ -196,6 +199,14 @@ impl fmt::Display for AccountReport {
             StatusLineAction::Skipped => "not changed (see errors)".into(),
         };
         writeln!(f, "  statusLine: {status}")?;
+        if let Some(mcp) = self.mcp {
+            let what = match mcp {
+                Registration::Added => "registered",
+                Registration::Updated => "registration updated",
+                Registration::Unchanged => "already registered",
+            };
+            writeln!(f, "  MCP server {}: {what} in .claude.json", crate::mcp::SERVER_NAME)?;
+        }
         if let Some(backup) = &s.backup {
             writeln!(f, "  settings.json backed up to {}", backup.display())?;
         }
@@ -253,6 +264,7 @@ pub fn run(config: &Config, exe: &Path) -> Result<SetupReport, Vec<SetupError>> 
             account: name.to_string(),
             config_dir: config_dir.clone(),
             created_config_dir: false,
+            mcp: None,
             projects: ProjectsAction::Skipped,
             merge: MergeStats::default(),
             settings: SettingsChange {
@@ -293,6 +305,12 @@ pub fn run(config: &Config, exe: &Path) -> Result<SetupReport, Vec<SetupError>> 
         match install_hooks(name, &config_dir, &hook_command) {
             Ok(change) => report.settings = change,
             Err(e) => errors.push(e),
+        }
+        if config.mcp.register {
+            match register_mcp(name, &config_dir, exe, &config.source) {
+                Ok(done) => report.mcp = Some(done),
+                Err(e) => errors.push(e),
+            }
         }
         log::info!("setup: {}", report.to_string().trim_end());
         accounts.push(report);
@@ -620,6 +638,34 @@ fn install_hooks(account: &str, config_dir: &Path, hook_command: &str) -> Result
     text.push('\n');
     crate::atomic::write_keeping_owner(&path, text.as_bytes(), config_dir).map_err(io("write", &path))?;
     Ok(change)
+}
+
+/// Registers `claude-failover mcp --config <this config>` as a user-scope
+/// MCP server of the account (docs/mcp.md#registering).
+fn register_mcp(account: &str, config_dir: &Path, exe: &Path, config: &Path) -> Result<Registration, SetupError> {
+    let path = mcp_servers::user_config_path(config_dir);
+    let bad = |why: String| SetupError::BadSettings { account: account.to_string(), path: path.clone(), why };
+    let io = |doing: &'static str| {
+        let (account, path) = (account.to_string(), path.clone());
+        move |error| SetupError::Io { account: Some(account), path, doing, error }
+    };
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io("read")(e)),
+    };
+    let mut state: Value = match text.trim() {
+        "" => Value::Object(Map::new()),
+        text => serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?,
+    };
+    let args = vec!["mcp".to_string(), "--config".into(), absolute(config).to_string_lossy().into_owned()];
+    let done = mcp_servers::register(&mut state, crate::mcp::SERVER_NAME, &absolute(exe).to_string_lossy(), &args)
+        .map_err(bad)?;
+    if done != Registration::Unchanged {
+        let text = serde_json::to_string_pretty(&state).map_err(|e| bad(e.to_string()))?;
+        crate::atomic::write_keeping_owner(&path, text.as_bytes(), config_dir).map_err(io("write"))?;
+    }
+    Ok(done)
 }
 
 /// `dir/base`, or `dir/base-2`, `-3`... whichever does not exist yet.

@@ -297,6 +297,22 @@ impl Tmux {
         Ok(text)
     }
 
+    /// The last `lines` lines of a pane's screen and scrollback, wrapped lines
+    /// joined, trailing blanks of each line and blank lines at the end removed.
+    pub fn capture_pane_tail(&self, target: &str, lines: usize) -> Result<Vec<String>, TmuxError> {
+        let start = format!("-{lines}");
+        let out = self.run(
+            &["capture-pane".into(), "-p".into(), "-J".into(), "-S".into(), start, "-t".into(), pane_target(target)],
+            None,
+        )?;
+        let mut tail: Vec<String> = out.stdout.lines().map(|l| l.trim_end_matches(' ').to_string()).collect();
+        while tail.last().is_some_and(|l| l.is_empty()) {
+            tail.pop();
+        }
+        let skip = tail.len().saturating_sub(lines);
+        Ok(tail.split_off(skip))
+    }
+
     /// Pastes `text` into the pane as one bracketed paste, through a uniquely
     /// named buffer fed on stdin (so the text never meets a command line) that
     /// is deleted after the paste.

@@ -7,6 +7,7 @@
 
 pub mod credentials;
 pub mod hook;
+pub mod mcp_servers;
 pub mod pane;
 pub mod session_file;
 pub mod settings;

@@ -41,6 +41,7 @@ const ROOT: &[Field] = &[
     opt("janitor", Kind::Table(JANITOR)),
     opt("http", Kind::Table(HTTP)),
     opt("notify", Kind::Table(NOTIFY)),
+    opt("mcp", Kind::Table(MCP)),
     opt("accounts", Kind::TableList(ACCOUNT)),
     opt("projects", Kind::TableList(PROJECT)),
     opt("sessions", Kind::TableList(SESSION)),
@@ -80,6 +81,7 @@ const DISPATCH: &[Field] = &[
 const JANITOR: &[Field] =
     &[opt("interval_secs", SECS), opt("archive_done_after_secs", SECS), opt("prune_checkpoints_after_secs", SECS)];
 const HTTP: &[Field] = &[opt("listen", Kind::Str), opt("token_file", Kind::Str)];
+const MCP: &[Field] = &[opt("allow", Kind::StrList), opt("token_file", Kind::Str), opt("register", Kind::Bool)];
 const NOTIFY: &[Field] =
     &[opt("min_interval_secs", SECS), opt("telegram", Kind::Table(TELEGRAM)), opt("webhook", Kind::Table(WEBHOOK))];
 const TELEGRAM: &[Field] = &[opt("bot_token_file", Kind::Str), req("chat_id", Kind::Str), opt("api_base", Kind::Str)];

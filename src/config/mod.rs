@@ -133,6 +133,46 @@ impl Config {
         }
     }
 
+    /// What is valid but does not do what the file may seem to ask: printed
+    /// by `check-config` (exit 0 all the same) and logged by `mcp`.
+    pub fn notes(&self) -> Vec<Problem> {
+        let note = |key: &str, message: String| Problem { file: self.source.clone(), key: key.into(), message };
+        let mut notes = Vec::new();
+        let offered = self.mcp_tiers();
+        let withheld: Vec<String> = self
+            .mcp
+            .allowed()
+            .into_iter()
+            .filter(|t| !offered.contains(t))
+            .map(|t| format!("{:?}", t.as_str()))
+            .collect();
+        if !withheld.is_empty() {
+            notes.push(note(
+                "mcp.allow",
+                format!(
+                    "{} not offered: http.token_file is empty, so the control plane takes no tokens and the \
+                     daemon could not hold the MCP server to a tier; `claude-failover mcp` offers the read tools \
+                     only. Set http.token_file and mcp.token_file to offer the others",
+                    withheld.join(" and ")
+                ),
+            ));
+        }
+        match (self.http.token.is_some(), self.mcp.token_file.is_empty()) {
+            (true, true) => notes.push(note(
+                "mcp.token_file",
+                "empty while http.token_file is set: `claude-failover mcp` has no token the daemon takes, so \
+                 every tool answers that the token was refused; set it to a file holding a token of its own"
+                    .into(),
+            )),
+            (false, false) => notes.push(note(
+                "mcp.token_file",
+                "not used: http.token_file is empty, so the control plane takes no tokens".into(),
+            )),
+            _ => {}
+        }
+        notes
+    }
+
     pub fn account(&self, name: &str) -> Option<&AccountConfig> {
         self.accounts.iter().find(|a| a.name == name)
     }

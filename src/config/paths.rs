@@ -16,6 +16,9 @@ impl Config {
         if !self.http.token_file.is_empty() {
             self.http.token_file = resolve(base, Path::new(&self.http.token_file)).to_string_lossy().into_owned();
         }
+        if !self.mcp.token_file.is_empty() {
+            self.mcp.token_file = resolve(base, Path::new(&self.mcp.token_file)).to_string_lossy().into_owned();
+        }
         if let Some(t) = &mut self.notify.telegram {
             t.bot_token_file = resolve(base, &t.bot_token_file);
         }

@@ -59,6 +59,8 @@ pub struct Config {
     #[serde(default)]
     pub notify: NotifyConfig,
     #[serde(default)]
+    pub mcp: McpConfig,
+    #[serde(default)]
     pub accounts: Vec<AccountConfig>,
     #[serde(default)]
     pub projects: Vec<ProjectConfig>,
@@ -207,6 +209,84 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig { listen: "127.0.0.1:8787".into(), token_file: String::new(), token: None }
+    }
+}
+
+/// `[mcp]`: what `claude-failover mcp` may do (docs/mcp.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// Tier names; validation holds them to [`Tier::parse`].
+    pub allow: Vec<String>,
+    pub token_file: String,
+    /// `setup` registers the server in every account's Claude Code.
+    pub register: bool,
+    /// The token read from `token_file` at load time.
+    #[serde(skip)]
+    pub token: Option<Secret>,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig { allow: vec!["read".into()], token_file: String::new(), register: false, token: None }
+    }
+}
+
+/// A permission tier of the control plane: what a token may do. The full
+/// `http.token_file` token has every tier; the MCP token has `mcp.allow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tier {
+    /// Status, events, metrics, task lookup, session output.
+    Read,
+    /// Adding tasks to a project's inbox.
+    Queue,
+    /// Failover, pause and resume dispatch, restarting a session.
+    Control,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Read, Tier::Queue, Tier::Control];
+
+    pub fn parse(name: &str) -> Option<Tier> {
+        Tier::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Read => "read",
+            Tier::Queue => "queue",
+            Tier::Control => "control",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl McpConfig {
+    /// The tiers `allow` names (unknown names are a validation error).
+    pub fn allowed(&self) -> Vec<Tier> {
+        let mut tiers: Vec<Tier> = self.allow.iter().filter_map(|a| Tier::parse(a)).collect();
+        tiers.sort();
+        tiers.dedup();
+        tiers
+    }
+}
+
+impl Config {
+    /// The tiers the MCP server offers: `mcp.allow`, but only `read` while the
+    /// control plane has no token (`http.token_file`), since then the daemon
+    /// could not hold anyone to a tier.
+    pub fn mcp_tiers(&self) -> Vec<Tier> {
+        let allowed = self.mcp.allowed();
+        if self.http.token.is_some() {
+            allowed
+        } else {
+            allowed.into_iter().filter(|t| *t == Tier::Read).collect()
+        }
     }
 }
 

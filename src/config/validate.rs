@@ -4,13 +4,16 @@
 
 use super::fields::quote_key;
 use super::paths::{normalize, same_path};
-use super::{Config, Listen, Secret};
+use super::{Config, Listen, Secret, Tier};
 use std::path::{Component, Path, PathBuf};
 
 impl Config {
     pub(super) fn read_secrets(&mut self, check: &mut Check) {
         if !self.http.token_file.is_empty() {
             self.http.token = read_secret(Path::new(&self.http.token_file), "http.token_file", check);
+        }
+        if !self.mcp.token_file.is_empty() {
+            self.mcp.token = read_secret(Path::new(&self.mcp.token_file), "mcp.token_file", check);
         }
         if let Some(t) = &mut self.notify.telegram {
             t.bot_token = read_secret(&t.bot_token_file, "notify.telegram.bot_token_file", check);
@@ -29,6 +32,7 @@ impl Config {
         }
         check_url(check, "quota.usage_url", &self.quota.usage_url);
         self.validate_http(check);
+        self.validate_mcp(check);
         if let Some(t) = &self.notify.telegram {
             if t.chat_id.trim().is_empty() {
                 check.add("notify.telegram.chat_id", "must not be empty");
@@ -179,6 +183,24 @@ impl Config {
                         ),
                     );
                 }
+            }
+        }
+    }
+
+    fn validate_mcp(&self, check: &mut Check) {
+        for (i, name) in self.mcp.allow.iter().enumerate() {
+            if Tier::parse(name).is_none() {
+                let known: Vec<&str> = Tier::ALL.iter().map(|t| t.as_str()).collect();
+                check.add(&format!("mcp.allow[{i}]"), format!("unknown tier {name:?} (tiers: {})", known.join(", ")));
+            }
+        }
+        if let (Some(mcp), Some(http)) = (&self.mcp.token, &self.http.token) {
+            if mcp.matches(http.expose()) {
+                check.add(
+                    "mcp.token_file",
+                    "holds the same token as http.token_file: the MCP server would have every tier; \
+                     give it a token of its own",
+                );
             }
         }
     }

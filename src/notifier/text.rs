@@ -50,6 +50,7 @@ pub fn telegram_text(notice: &Notice) -> String {
         Kind::ConfigRejected => "⚠ New configuration rejected, the old one stays".to_string(),
         Kind::DaemonStarted => "▶ claude-failover started".to_string(),
         Kind::DaemonStopping => "⏹ claude-failover stopping".to_string(),
+        Kind::McpCall => format!("🔧 MCP call {subject}"),
     };
     if message.is_empty() {
         head

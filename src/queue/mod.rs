@@ -27,6 +27,7 @@
 //! holds the name, the task gets `NAME-2.md`, `NAME-3.md`, ...
 
 pub mod recovery;
+pub mod submit;
 pub mod task;
 pub mod watch;
 
@@ -40,6 +41,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 pub use recovery::{recover, Recovery, SessionNow};
+pub use submit::{SubmitError, TaskWhere};
 pub use task::{may_take, order, pick, takes_first, LoadError, Rejection, Task};
 pub use watch::{InboxWatcher, WatchError, WatchEvent};
 

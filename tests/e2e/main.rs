@@ -14,6 +14,7 @@ mod demo;
 mod dispatch_e2e;
 mod failover_e2e;
 mod faults;
+mod mcp_clients;
 mod recovery;
 mod security;
 mod sessions_e2e;

@@ -122,7 +122,7 @@ fn start(listen: &str, token: Option<&str>, limits: Limits) -> Fixture {
     let mut config = config(listen, token);
     let beat = heartbeats.register("http");
     let private = kit::temp_dir();
-    let handle = http::spawn_with(&config.http, private.path(), shared, tx, beat, limits).expect("spawn");
+    let handle = http::spawn_with(&config, private.path(), shared, tx, beat, limits).expect("spawn");
     if let Some(addr) = handle.local_addr() {
         // Port 0 became a real one; the client needs it.
         config.http.listen = addr.to_string();
@@ -405,8 +405,7 @@ fn an_absent_or_silent_coordinator_is_a_503() {
     let config = config("127.0.0.1:0", None);
     let private = kit::temp_dir();
     let handle =
-        http::spawn_with(&config.http, private.path(), shared.clone(), tx, heartbeats.register("http"), limits)
-            .unwrap();
+        http::spawn_with(&config, private.path(), shared.clone(), tx, heartbeats.register("http"), limits).unwrap();
     let addr = handle.local_addr().unwrap();
     let (code, _, body) = raw(addr, b"POST /dispatch/pause HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     assert_eq!(code, 503);
@@ -440,7 +439,7 @@ fn listens_on_a_unix_socket_and_removes_it_on_shutdown() {
     // A second daemon on the same socket is refused, and does not remove it.
     let second = config(&format!("unix:{}", path.display()), None);
     let err = http::spawn(
-        &second.http,
+        &second,
         dir.path(),
         Shared {
             status: Arc::new(RwLock::new(Status::default())),
@@ -473,7 +472,7 @@ fn listens_on_a_unix_socket_and_removes_it_on_shutdown() {
         heartbeats: Heartbeats::new(None),
     };
     let beat = shared.heartbeats.register("http");
-    assert!(http::spawn(&third.http, dir.path(), shared, crossbeam_channel::unbounded().0, beat).is_err());
+    assert!(http::spawn(&third, dir.path(), shared, crossbeam_channel::unbounded().0, beat).is_err());
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
 }
 

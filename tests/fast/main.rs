@@ -13,6 +13,7 @@ mod corpus;
 mod daemon;
 mod http;
 mod janitor;
+mod mcp;
 mod notifier;
 mod packaging;
 mod queue;

@@ -62,6 +62,16 @@ pub struct RecordedRequest {
     pub text: String,
 }
 
+/// A `tool_result` block Claude Code sent back for a scripted tool call.
+#[derive(Clone, Debug)]
+pub struct ToolResult {
+    /// The tool the scripted `tool_use` named.
+    pub tool: String,
+    pub is_error: bool,
+    /// Its text content, blocks joined by newlines.
+    pub text: String,
+}
+
 /// A scripted answer of the usage endpoint, replacing the utilization JSON.
 #[derive(Clone, Debug)]
 pub struct ScriptedUsage {
@@ -112,6 +122,13 @@ struct State {
     delay: Duration,
     /// Bash commands to answer with a tool_use block, one per user turn, in order.
     tool_uses: Vec<String>,
+    /// Tool calls (name, input) to answer with, one per conversation request
+    /// that ends in a user turn or a tool result, in order.
+    tool_calls: Vec<(String, Value)>,
+    /// The tool each scripted tool_use id named, until its result arrives.
+    issued: HashMap<String, String>,
+    calls_made: u64,
+    tool_results: Vec<ToolResult>,
     requests: Vec<RecordedRequest>,
     usage: HashMap<String, Usage>,
     usage_calls: HashMap<String, u64>,
@@ -193,6 +210,19 @@ impl FakeApi {
     /// (which makes Claude Code ask for permission).
     pub fn push_tool_use(&self, command: &str) {
         self.lock().tool_uses.push(command.to_string());
+    }
+
+    /// The next conversation request that ends in a user turn or a tool
+    /// result is answered by a `tool_use` of `name` (an MCP tool is
+    /// `mcp__<server>__<tool>`) with `input`; Claude Code runs it and sends
+    /// the result, recorded in [`FakeApi::tool_results`].
+    pub fn push_tool_call(&self, name: &str, input: Value) {
+        self.lock().tool_calls.push((name.to_string(), input));
+    }
+
+    /// The results of scripted tool calls, in the order they arrived.
+    pub fn tool_results(&self) -> Vec<ToolResult> {
+        self.lock().tool_results.clone()
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
@@ -355,6 +385,38 @@ fn last_user_text(req: &Value) -> Option<String> {
     (!text.trim().is_empty()).then_some(text)
 }
 
+/// The `tool_result` blocks of the last user message: (tool_use_id,
+/// is_error, text).
+fn last_tool_results(req: &Value) -> Vec<(String, bool, String)> {
+    let Some(last) = req
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.iter().rev().find(|m| m.get("role").and_then(Value::as_str) != Some("system")))
+    else {
+        return Vec::new();
+    };
+    if last.get("role").and_then(Value::as_str) != Some("user") {
+        return Vec::new();
+    }
+    let blocks = last.get("content").and_then(Value::as_array).cloned().unwrap_or_default();
+    blocks
+        .iter()
+        .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+        .map(|b| {
+            let id = b.get("tool_use_id").and_then(Value::as_str).unwrap_or_default().to_string();
+            let is_error = b.get("is_error").and_then(Value::as_bool).unwrap_or(false);
+            let text = match b.get("content") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(parts)) => {
+                    parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+                }
+                _ => String::new(),
+            };
+            (id, is_error, text)
+        })
+        .collect()
+}
+
 /// Claude Code puts its session id in a header (newer) or in `metadata.user_id`,
 /// either as JSON `{"session_id":..}` or as `..._session_<uuid>`.
 fn session_from_metadata(req: &Value) -> Option<String> {
@@ -379,6 +441,7 @@ fn messages(state: &Mutex<State>, token: &str, session_header: Option<String>, b
     let model = req.get("model").and_then(Value::as_str).unwrap_or("claude-sonnet-4-5").to_string();
     let user_text = last_user_text(&req);
     let turn = user_text.is_some() && is_conversation(&req);
+    let results = last_tool_results(&req);
 
     let (mode, reply, delay, tool_use) = {
         let mut st = lock(state);
@@ -405,8 +468,32 @@ fn messages(state: &Mutex<State>, token: &str, session_header: Option<String>, b
                 text: user_text.clone().unwrap_or_default(),
             });
         }
-        let tool_use =
-            if turn && mode == Mode::Ok && !st.tool_uses.is_empty() { Some(st.tool_uses.remove(0)) } else { None };
+        for (id, is_error, text) in &results {
+            // Claude Code may send the same history twice (a side request):
+            // each result counts once.
+            if let Some(tool) = st.issued.remove(id) {
+                st.tool_results.push(ToolResult { tool, is_error: *is_error, text: text.clone() });
+            }
+        }
+        let answers_call = (turn || !results.is_empty()) && is_conversation(&req) && mode == Mode::Ok;
+        let call = if answers_call && !st.tool_calls.is_empty() {
+            let (name, input) = st.tool_calls.remove(0);
+            st.calls_made += 1;
+            let id = format!("toolu_fake_call_{}", st.calls_made);
+            st.issued.insert(id.clone(), name.clone());
+            Some((id, name, input))
+        } else {
+            None
+        };
+        let tool_use = match call {
+            Some(call) => Some(call),
+            None if turn && mode == Mode::Ok && !st.tool_uses.is_empty() => {
+                let command = st.tool_uses.remove(0);
+                let input = json!({"command": command, "description": "Run the requested command"});
+                Some(("toolu_fake_1".to_string(), "Bash".to_string(), input))
+            }
+            None => None,
+        };
         (mode, st.reply.clone(), st.delay, tool_use)
     };
     if !delay.is_zero() {
@@ -450,11 +537,7 @@ fn messages(state: &Mutex<State>, token: &str, session_header: Option<String>, b
     let usage =
         json!({"input_tokens": 12, "output_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0});
     let (block, stop_reason) = match &tool_use {
-        Some(command) => (
-            json!({"type": "tool_use", "id": "toolu_fake_1", "name": "Bash",
-                   "input": {"command": command, "description": "Run the requested command"}}),
-            "tool_use",
-        ),
+        Some((id, name, input)) => (json!({"type": "tool_use", "id": id, "name": name, "input": input}), "tool_use"),
         None => (json!({"type": "text", "text": text}), "end_turn"),
     };
     if !stream {
@@ -466,8 +549,8 @@ fn messages(state: &Mutex<State>, token: &str, session_header: Option<String>, b
         );
     }
     let (start_block, delta) = match &tool_use {
-        Some(_) => (
-            json!({"type": "tool_use", "id": "toolu_fake_1", "name": "Bash", "input": {}}),
+        Some((id, name, _)) => (
+            json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
             json!({"type": "input_json_delta", "partial_json": block["input"].to_string()}),
         ),
         None => (json!({"type": "text", "text": ""}), json!({"type": "text_delta", "text": text})),
@@ -569,7 +652,8 @@ pub fn rfc3339(unix: u64) -> String {
 /// - `quota` `{"token", "turns", "claim", "reset_unix"}`
 /// - `usage` `{"token", "five_hour", "seven_day", "seven_day_opus", "five_hour_reset", "seven_day_reset"}` (resets in Unix seconds)
 /// - `usage_script` `{"token", "status", "body", "headers": {..}, "delay_ms"}`
-/// - `reply` `{"text"}` (null for the default), `delay` `{"ms"}`, `tool_use` `{"command"}`
+/// - `reply` `{"text"}` (null for the default), `delay` `{"ms"}`, `tool_use` `{"command"}`,
+///   `tool_call` `{"name", "input"}`
 fn control(state: &Mutex<State>, what: &str, body: &str) -> Answer {
     let v: Value = match serde_json::from_str(body) {
         Ok(v) => v,
@@ -628,6 +712,9 @@ fn control(state: &Mutex<State>, what: &str, body: &str) -> Answer {
         "reply" => st.reply = s("text"),
         "delay" => st.delay = Duration::from_millis(n("ms").unwrap_or(0)),
         "tool_use" => st.tool_uses.push(s("command").unwrap_or_default()),
+        "tool_call" => {
+            st.tool_calls.push((s("name").unwrap_or_default(), v.get("input").cloned().unwrap_or(json!({}))))
+        }
         _ => return json_answer(404, json!({"error": format!("no control {what:?}")})),
     }
     json_answer(200, json!({"ok": true}))

@@ -39,6 +39,7 @@ pub mod config;
 pub mod daemon;
 pub mod fake_api;
 pub mod http;
+pub mod mcp;
 pub mod port;
 pub mod rig;
 pub mod throttle;
@@ -76,6 +77,28 @@ pub fn claude_binary() -> PathBuf {
     }
     let p = repo_root().join("build/claude-code/node_modules/.bin/claude");
     assert!(p.exists(), "Claude Code is not installed at {}: run `make claude-code` (make test does)", p.display());
+    p
+}
+
+/// The Python of the venv holding the MCP SDK (`make mcp-clients`).
+pub fn mcp_python() -> PathBuf {
+    let p = repo_root().join("build/mcp-clients/venv/bin/python");
+    assert!(
+        p.exists(),
+        "the Python MCP SDK is not installed at {}: run `make mcp-clients` (make test does)",
+        p.display()
+    );
+    p
+}
+
+/// The MCP Inspector CLI (`make mcp-clients`).
+pub fn mcp_inspector() -> PathBuf {
+    let p = repo_root().join("build/mcp-clients/inspector/node_modules/.bin/mcp-inspector");
+    assert!(
+        p.exists(),
+        "the MCP Inspector is not installed at {}: run `make mcp-clients` (make test does)",
+        p.display()
+    );
     p
 }
 
