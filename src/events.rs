@@ -32,6 +32,8 @@ pub enum Kind {
     ConfigRejected,
     DaemonStarted,
     DaemonStopping,
+    QuestionAnswered,
+    TelegramCommand,
 }
 
 impl Kind {
@@ -54,7 +56,37 @@ impl Kind {
             Kind::ConfigRejected => "config_rejected",
             Kind::DaemonStarted => "daemon_started",
             Kind::DaemonStopping => "daemon_stopping",
+            Kind::QuestionAnswered => "question_answered",
+            Kind::TelegramCommand => "telegram_command",
         }
+    }
+
+    /// Every kind, for parsing a kind's name (config) and listing them.
+    pub const ALL: [Kind; 19] = [
+        Kind::FailoverStarted,
+        Kind::FailoverFinished,
+        Kind::FailoverFailed,
+        Kind::AllAccountsExhausted,
+        Kind::AccountRecovered,
+        Kind::TokenExpired,
+        Kind::SessionDied,
+        Kind::SessionRestarted,
+        Kind::SessionCrashLoop,
+        Kind::SessionWaiting,
+        Kind::TaskDispatched,
+        Kind::TaskDone,
+        Kind::TaskFailed,
+        Kind::ConfigReloaded,
+        Kind::ConfigRejected,
+        Kind::DaemonStarted,
+        Kind::DaemonStopping,
+        Kind::QuestionAnswered,
+        Kind::TelegramCommand,
+    ];
+
+    /// The kind named `name` (as in events and `notify.telegram.kinds`).
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
     /// Kinds that mean something went wrong, logged at warn.

@@ -148,7 +148,7 @@ impl Coordinator {
         let quotas = quotas::Quotas::restore(&config, &restored.quota, now);
         let last_swap = restored.active.and_then(|a| a.last_swap);
         Coordinator {
-            pool: pool::Pool::new(&config),
+            pool: pool::Pool::new(&config, crate::time::unix_secs(now.wall).max(0) as u64),
             dispatch: dispatch::Dispatch::default(),
             quotas,
             swap: swap::Swap {
@@ -263,6 +263,7 @@ impl Coordinator {
                 self.restart(&name, &account, now, fx);
                 Ok(json!({"accepted": true, "session": name, "account": account}))
             }
+            Control::Answer(answer) => self.answer(answer, now, fx),
         }
     }
 
