@@ -168,11 +168,15 @@ pub fn spawn_tuned(
     beat: Beat,
 ) -> std::io::Result<NotifierHandle> {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    // Never sent on: disconnects when the notifier thread has routed its
+    // last notice, so the workers end then even while the Telegram
+    // receiver still holds a way into their queue.
+    let (routed_tx, routed_rx) = crossbeam_channel::bounded::<()>(0);
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
     let mut sinks = Vec::new();
     let mut workers = Vec::new();
     for target in targets(config) {
-        let (queue, worker) = sink::start(target, &tuning, metrics.clone(), stop_rx.clone(), done_tx.clone())?;
+        let (queue, worker) = sink::start(target, &tuning, metrics.clone(), stop_rx.clone(), routed_rx.clone(), done_tx.clone())?;
         sinks.push(queue);
         workers.push(worker);
     }
@@ -182,7 +186,10 @@ pub fn spawn_tuned(
         chat_id: config.telegram.as_ref().map(|t| t.chat_id.clone()).unwrap_or_default(),
     });
     let notifier = Notifier { dedup: Dedup::new(Duration::from_secs(config.min_interval_secs)), sinks, metrics, beat };
-    let thread = std::thread::Builder::new().name("notifier".into()).spawn(move || notifier.run(rx, stop_rx))?;
+    let thread = std::thread::Builder::new().name("notifier".into()).spawn(move || {
+        notifier.run(rx, stop_rx);
+        drop(routed_tx);
+    })?;
     Ok(NotifierHandle {
         stop: stop_tx,
         thread,
@@ -213,6 +220,14 @@ fn targets(config: &NotifyConfig) -> Vec<Target> {
         }
     }
     out
+}
+
+/// `text` with every one of `secrets` replaced by `***` (the bot token, the
+/// URLs that carry it), for a log line.
+pub fn scrub_secrets(text: &str, secrets: &[String]) -> String {
+    let mut all = secrets.to_vec();
+    all.extend(secrets.iter().map(|s| s.replace(':', "%3A")));
+    sink::scrub(text, &all)
 }
 
 /// `<api_base>/bot<token>`, the Bot API methods' common prefix (a secret).

@@ -167,6 +167,7 @@ pub(super) fn start(
     tuning: &Tuning,
     metrics: Metrics,
     stop: Receiver<()>,
+    routed: Receiver<()>,
     done: Sender<()>,
 ) -> std::io::Result<(SinkQueue, JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::bounded(tuning.queue_capacity.max(1));
@@ -186,7 +187,7 @@ pub(super) fn start(
     let queue =
         SinkQueue { name, target, tx, oldest: rx.clone(), overflowing: Arc::new(AtomicBool::new(false)), metrics };
     let thread = std::thread::Builder::new().name(format!("notify-{name}")).spawn(move || {
-        worker.run(rx);
+        worker.run(rx, routed);
         drop(done);
     })?;
     Ok((queue, thread))
@@ -212,11 +213,28 @@ struct Request {
 }
 
 impl Worker {
-    fn run(self, rx: Receiver<Outgoing>) {
-        for item in rx.iter() {
-            for request in self.requests(&item) {
-                self.deliver(&request);
+    /// Delivers until every producer is gone, or until the notifier has
+    /// routed its last notice (`routed` disconnects) and the queue is empty.
+    fn run(self, rx: Receiver<Outgoing>, routed: Receiver<()>) {
+        loop {
+            crossbeam_channel::select! {
+                recv(rx) -> item => match item {
+                    Ok(item) => self.carry(&item),
+                    Err(_) => return,
+                },
+                recv(routed) -> _ => {
+                    for item in rx.try_iter() {
+                        self.carry(&item);
+                    }
+                    return;
+                },
             }
+        }
+    }
+
+    fn carry(&self, item: &Outgoing) {
+        for request in self.requests(item) {
+            self.deliver(&request);
         }
     }
 

@@ -127,6 +127,9 @@ fn config(telegram_base: Option<&str>, webhook_base: Option<&str>, min_interval:
         telegram: telegram_base.map(|base| TelegramConfig {
             bot_token_file: "/etc/claude-failover/telegram-token".into(),
             chat_id: "-100123".into(),
+            chat_ids: Vec::new(),
+            user_ids: Vec::new(),
+            kinds: None,
             api_base: base.to_string(),
             bot_token: Some(Secret::new(format!("{TOKEN}\n"))),
         }),
