@@ -340,11 +340,14 @@ impl Worker {
     }
 
     fn send(&self, request: &Request) -> Result<(), DeliveryError> {
+        // The whole URL first: an error that quotes it loses it in one piece.
+        let mut secrets = self.secrets.clone();
+        secrets.push(request.url.clone());
         let fail = |retryable: bool, retry_after: Option<Duration>, detail: String| DeliveryError {
             sink: self.target.name(),
             retryable,
             retry_after,
-            detail: scrub(&detail, &self.secrets),
+            detail: scrub(&detail, &secrets),
         };
         let mut response = match self.agent.post(&request.url).send_json(&request.body) {
             Ok(r) => r,
