@@ -18,6 +18,7 @@ mod packaging;
 mod queue;
 mod quota;
 mod quota_persist;
+mod telegram;
 mod tmux;
 
 /// The one logger of this binary. `log` takes one logger per process, and

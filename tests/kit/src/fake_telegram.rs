@@ -64,7 +64,8 @@ impl FakeTelegram {
         self.state.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push(&self, make: impl FnOnce(i64, i64) -> Value) {
+    /// Queues an update; returns the message id it was given.
+    fn push(&self, make: impl FnOnce(i64, i64) -> Value) -> i64 {
         let mut st = self.lock();
         let (update_id, message_id) = (st.next_update, st.next_message);
         st.next_update += 1;
@@ -73,20 +74,21 @@ impl FakeTelegram {
         update["update_id"] = json!(update_id);
         st.updates.push(update);
         self.state.1.notify_all();
+        message_id
     }
 
-    /// A text message (a command) from `user` in `chat`.
-    pub fn message(&self, chat: i64, user: i64, text: &str) {
+    /// A text message (a command) from `user` in `chat`; its message id.
+    pub fn message(&self, chat: i64, user: i64, text: &str) -> i64 {
         let now = unix_now();
         self.push(|_, message_id| {
             json!({"message": {"message_id": message_id, "date": now, "text": text,
                                "from": {"id": user, "is_bot": false, "first_name": "Tester", "username": format!("user{user}")},
                                "chat": {"id": chat, "type": "group"}}})
-        });
+        })
     }
 
-    /// Text from `user` in reply to the message `replied` (its text as sent).
-    pub fn reply(&self, chat: i64, user: i64, text: &str, replied: &Value) {
+    /// Text from `user` in reply to the message `replied` (as [`FakeTelegram::sent`] gives it); its message id.
+    pub fn reply(&self, chat: i64, user: i64, text: &str, replied: &Value) -> i64 {
         let now = unix_now();
         let replied = replied.clone();
         self.push(|_, message_id| {
@@ -94,7 +96,7 @@ impl FakeTelegram {
                                "from": {"id": user, "is_bot": false, "first_name": "Tester", "username": format!("user{user}")},
                                "chat": {"id": chat, "type": "group"},
                                "reply_to_message": replied}})
-        });
+        })
     }
 
     /// A press of the button carrying `data` under `message` (a sent message as [`FakeTelegram::sent`] gives it).
@@ -106,6 +108,22 @@ impl FakeTelegram {
                                       "message": {"message_id": message["message_id"], "chat": {"id": chat},
                                                   "text": message["text"]}}})
         });
+    }
+
+    /// The messages sent in reply to message `id`.
+    pub fn replies_to(&self, id: i64) -> Vec<Value> {
+        self.calls_of("sendMessage")
+            .into_iter()
+            .filter(|c| c.body.pointer("/reply_parameters/message_id").and_then(Value::as_i64) == Some(id))
+            .filter_map(|c| c.body.get("_sent").cloned())
+            .collect()
+    }
+
+    /// Waits for the first reply to message `id`; its text.
+    pub fn wait_reply(&self, id: i64, timeout: Duration) -> String {
+        super::wait_until(timeout, &format!("a reply to message {id}"), || {
+            self.replies_to(id).first().map(|m| m["text"].as_str().unwrap_or_default().to_string())
+        })
     }
 
     /// The next call of `method` is answered with `status` and `body`.
