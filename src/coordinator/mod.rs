@@ -226,6 +226,7 @@ impl Coordinator {
 
     fn on_tick(&mut self, stale: &[&'static str], now: Now, fx: &mut Effects) {
         self.relaunch_due(now, fx);
+        self.dialogs_due(now, fx);
         self.reconcile_leases(now, fx);
         self.consider_swap(now, fx);
         self.offer_work(now, fx);

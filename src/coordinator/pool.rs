@@ -258,6 +258,15 @@ impl Coordinator {
 }
 
 impl Coordinator {
+    /// Dialogs whose question could not be read, there long enough to say so.
+    pub(super) fn dialogs_due(&mut self, now: Now, fx: &mut Effects) {
+        for s in self.pool.sessions.values_mut() {
+            if let Some(what) = s.dialog_due(now.at) {
+                waiting_event(&s.name, &what, fx);
+            }
+        }
+    }
+
     /// A person's answer: typed (by the sessions role) only if its episode
     /// is the one still open; the episode then closes, so a second answer
     /// to it is refused.

@@ -716,3 +716,20 @@ fn an_answer_is_typed_only_into_its_own_open_episode() {
     assert_eq!(typed(&fx), [("s2".to_string(), Choice::Text("use /tmp/y".into()))]);
     assert_eq!(fx.events[0].details["answer_kind"], "text");
 }
+
+#[test]
+fn a_dialog_without_a_readable_question_is_said_once_it_stays() {
+    let mut rig = Rig::running_on(TWO_SESSIONS, "alpha");
+    assert!(rig.session(seen("s1", Seen::Dialog("dialog".into()))).events.is_empty());
+    assert!(rig.tick().events.is_empty(), "not yet: it may be a question half drawn");
+    // Read as a question after all: said as the question, once.
+    let fx = rig.session(asking("s1", "Go on?"));
+    assert_eq!(fx.kinds(), [Kind::SessionWaiting]);
+    rig.wait(crate::sessions::model::DIALOG_SETTLE);
+    assert!(rig.tick().events.is_empty());
+    // One that stays unreadable is said after DIALOG_SETTLE.
+    assert!(rig.session(seen("s2", Seen::Dialog("dialog".into()))).events.is_empty());
+    rig.wait(crate::sessions::model::DIALOG_SETTLE);
+    assert_eq!(rig.tick().kinds(), [Kind::SessionWaiting]);
+    assert!(rig.tick().events.is_empty());
+}

@@ -22,6 +22,10 @@ pub const TRUST_ASK_AGAIN: Duration = Duration::from_secs(60);
 /// A question still on screen this long after a person answered it is asked
 /// again (a new episode): the answer did not land.
 pub const QUESTION_ASK_AGAIN: Duration = Duration::from_secs(10);
+/// A dialog whose question could not be read is reported once it has been
+/// there this long: a question is often seen half drawn first, and then it
+/// is reported as the question it is, not twice.
+pub const DIALOG_SETTLE: Duration = Duration::from_secs(2);
 
 /// The session states of docs/http.md#get-status, as the coordinator tracks them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +148,9 @@ pub struct Session {
     pub episode: Option<u64>,
     /// When the open question was answered (its episode then closed).
     pub answered_at: Option<Instant>,
+    /// A dialog without a readable question, seen since then and not yet
+    /// reported (see [`DIALOG_SETTLE`]).
+    dialog_seen_at: Option<Instant>,
     /// The task it works on (a lease in active/).
     pub work: Option<Work>,
     /// Offered to the dispatcher and not answered yet: no second offer.
@@ -178,6 +185,7 @@ impl Session {
             question: None,
             episode: None,
             answered_at: None,
+            dialog_seen_at: None,
             work: None,
             offered: false,
             moving: false,
@@ -260,7 +268,13 @@ impl Session {
             // A question read a moment ago and not this time (a screen caught
             // mid-redraw) is still the same dialog.
             Seen::Dialog(_) if self.question.is_some() => Step::Nothing,
-            Seen::Dialog(what) => self.waiting(what),
+            Seen::Dialog(what) => {
+                if self.waiting_for.as_deref() != Some(what.as_str()) {
+                    self.waiting_for = Some(what);
+                    self.dialog_seen_at = Some(now);
+                }
+                Step::Nothing
+            }
             Seen::Asking { what, question } => self.asking(what, question, now),
             Seen::LoginNeeded => {
                 self.forget_question();
@@ -278,6 +292,21 @@ impl Session {
         }
     }
 
+    /// A dialog without a readable question, there for [`DIALOG_SETTLE`]:
+    /// what it waits on, to be reported once (the coordinator asks each tick).
+    pub fn dialog_due(&mut self, now: Instant) -> Option<String> {
+        let since = self.dialog_seen_at?;
+        if self.activity != Activity::Waiting || self.question.is_some() {
+            self.dialog_seen_at = None;
+            return None;
+        }
+        if now.saturating_duration_since(since) < DIALOG_SETTLE {
+            return None;
+        }
+        self.dialog_seen_at = None;
+        self.waiting_for.clone()
+    }
+
     fn asking(&mut self, what: String, question: Question, now: Instant) -> Step {
         if self.question.as_ref().is_some_and(|open| open.same_as(&question)) {
             let ask_again = self.answered_at.is_some_and(|t| now.saturating_duration_since(t) >= QUESTION_ASK_AGAIN);
@@ -286,6 +315,7 @@ impl Session {
             }
         }
         self.waiting_for = Some(what.clone());
+        self.dialog_seen_at = None;
         self.question = Some(question.clone());
         self.episode = None;
         self.answered_at = None;
@@ -300,6 +330,7 @@ impl Session {
     }
 
     fn forget_question(&mut self) {
+        self.dialog_seen_at = None;
         self.question = None;
         self.episode = None;
         self.answered_at = None;
@@ -408,7 +439,7 @@ mod tests {
             ),
             (Seen::TrustDialog, Step::AnswerTrust, Activity::Waiting),
             (Seen::TrustDialog, Step::Nothing, Activity::Waiting),
-            (Seen::Dialog("permission".into()), Step::NowWaiting("permission".into()), Activity::Waiting),
+            (Seen::Dialog("permission".into()), Step::Nothing, Activity::Waiting),
             (Seen::Dialog("permission".into()), Step::Nothing, Activity::Waiting),
             (Seen::Idle, Step::Changed { from: Activity::Waiting, to: Activity::Idle }, Activity::Idle),
         ];

@@ -16,3 +16,4 @@ mod failover_e2e;
 mod faults;
 mod security;
 mod sessions_e2e;
+mod telegram_e2e;
