@@ -164,9 +164,7 @@ fn cursor_options(lines: &[&str]) -> Option<(usize, usize, Vec<String>, usize)> 
     while end < lines.len() && is_option(lines[end]) {
         end += 1;
     }
-    let options = (first..end)
-        .map(|i| lines[i].trim().trim_start_matches('❯').trim().to_string())
-        .collect();
+    let options = (first..end).map(|i| lines[i].trim().trim_start_matches('❯').trim().to_string()).collect();
     Some((first, end, options, at - first))
 }
 
@@ -186,7 +184,8 @@ mod tests {
     #[test]
     fn questions_from_captured_screens() {
         // (version, fixture, title, prompt, detail, options, cursor, cancellable)
-        type Row = (&'static str, &'static str, &'static str, &'static str, Vec<&'static str>, Vec<&'static str>, usize, bool);
+        type Row =
+            (&'static str, &'static str, &'static str, &'static str, Vec<&'static str>, Vec<&'static str>, usize, bool);
         let table: Vec<Row> = vec![
             (
                 "2.1.332",
@@ -278,7 +277,8 @@ mod tests {
         let rule = "─".repeat(40);
         let screen = |cursor: usize| {
             let opts = ["Approve the plan", "Keep planning", "Tell Claude what to change"];
-            let mut s = format!("{rule}\n Plan ready\n\n Step 1: tests\n Step 2: code\n\n Would you like to proceed?\n");
+            let mut s =
+                format!("{rule}\n Plan ready\n\n Step 1: tests\n Step 2: code\n\n Would you like to proceed?\n");
             for (i, o) in opts.iter().enumerate() {
                 let sign = if i == cursor { "❯" } else { " " };
                 s.push_str(&format!(" {sign} {}. {o}\n", i + 1));

@@ -644,7 +644,7 @@ fn question(prompt: &str) -> crate::claude::question::Question {
 }
 
 fn asking(session: &str, prompt: &str) -> sessions::Report {
-    seen(session, Seen::Asking { what: "permission prompt".into(), question: question(prompt) })
+    seen(session, Seen::Asking { what: "permission prompt".into(), question: Box::new(question(prompt)) })
 }
 
 fn answer(episode: u64, choice: crate::claude::question::Choice) -> Input {

@@ -176,7 +176,8 @@ pub fn spawn_tuned(
     let mut sinks = Vec::new();
     let mut workers = Vec::new();
     for target in targets(config) {
-        let (queue, worker) = sink::start(target, &tuning, metrics.clone(), stop_rx.clone(), routed_rx.clone(), done_tx.clone())?;
+        let (queue, worker) =
+            sink::start(target, &tuning, metrics.clone(), stop_rx.clone(), routed_rx.clone(), done_tx.clone())?;
         sinks.push(queue);
         workers.push(worker);
     }

@@ -297,7 +297,10 @@ impl Worker {
             if let Some(until) = self.quiet_until.get() {
                 let wait = until.saturating_duration_since(Instant::now());
                 if !wait.is_zero() && self.stop_within(wait) {
-                    log::warn!("notify sink {sink}: shutting down during a retry_after pause; {} not sent", request.what);
+                    log::warn!(
+                        "notify sink {sink}: shutting down during a retry_after pause; {} not sent",
+                        request.what
+                    );
                     self.metrics.inc("claude_failover_notify_failed_total", &[("sink", sink)]);
                     return;
                 }

@@ -89,8 +89,14 @@ pub fn question_message(notice: &Notice) -> Option<(String, Value)> {
     if !title.is_empty() {
         body.push(title);
     }
-    let detail: Vec<String> =
-        q.get("detail").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(String::from).collect();
+    let detail: Vec<String> = q
+        .get("detail")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(String::from)
+        .collect();
     body.extend(detail);
     let prompt = line("prompt");
     let mut foot = vec![String::new(), prompt];
@@ -322,7 +328,9 @@ mod tests {
                                 "detail": ["touch /tmp/x"], "options": ["Yes", "No"], "cancellable": true}}),
         );
         let (text, keyboard) = question_message(&n).expect("a question message");
-        assert!(text.starts_with("✋ Session s1 asks (task fix.md)\nBash command\ntouch /tmp/x\n\nDo you want to proceed?"));
+        assert!(
+            text.starts_with("✋ Session s1 asks (task fix.md)\nBash command\ntouch /tmp/x\n\nDo you want to proceed?")
+        );
         assert!(text.ends_with("#q1767000123"), "{text}");
         assert_eq!(episode_in(&text), Some(1767000123));
         assert_eq!(

@@ -70,7 +70,10 @@ pub enum Seen {
     Dialog(String),
     /// A dialog whose question and options could be read off the screen:
     /// one a person may answer from afar. `what` as for `Dialog`.
-    Asking { what: String, question: Question },
+    Asking {
+        what: String,
+        question: Box<Question>,
+    },
     /// A quota limit is on screen or in the transcript.
     RateLimited,
     /// The account's login is dead (401).
@@ -128,7 +131,10 @@ pub enum Step {
     NowWaiting(String),
     /// A question a person must answer holds it, new since the last
     /// observation (or still there well after an answer): a new episode.
-    NowAsking { what: String, question: Question },
+    NowAsking {
+        what: String,
+        question: Question,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -275,7 +281,7 @@ impl Session {
                 }
                 Step::Nothing
             }
-            Seen::Asking { what, question } => self.asking(what, question, now),
+            Seen::Asking { what, question } => self.asking(what, *question, now),
             Seen::LoginNeeded => {
                 self.forget_question();
                 self.waiting("login: the account needs /login".into())

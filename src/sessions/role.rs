@@ -727,7 +727,7 @@ impl Role {
             // which `combine` names apart): its options come off the screen.
             Seen::Dialog(what) if matches!(screen, PaneState::PermissionPrompt | PaneState::OtherDialog) => {
                 match text.as_deref().and_then(question::parse) {
-                    Some(question) => Seen::Asking { what, question },
+                    Some(question) => Seen::Asking { what, question: Box::new(question) },
                     None => Seen::Dialog(what),
                 }
             }

@@ -73,13 +73,7 @@ pub enum Incoming {
         answer: Option<(u64, usize)>,
     },
     /// Text in reply to a question message (its episode mark).
-    Reply {
-        from: Who,
-        message_id: i64,
-        date: i64,
-        episode: u64,
-        text: String,
-    },
+    Reply { from: Who, message_id: i64, date: i64, episode: u64, text: String },
     /// Anything else (chatter, edits, joins): not acted on.
     Other { from: Option<Who> },
 }

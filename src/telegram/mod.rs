@@ -171,7 +171,8 @@ impl TelegramReceiver {
         let url = format!("{}/getUpdates", self.base.expose());
         let mut response = self.agent.post(&url).send_json(&body).map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
-        let text = response.body_mut().with_config().limit(8 * 1024 * 1024).read_to_string().map_err(|e| e.to_string())?;
+        let text =
+            response.body_mut().with_config().limit(8 * 1024 * 1024).read_to_string().map_err(|e| e.to_string())?;
         let v: Value = serde_json::from_str(&text).map_err(|e| format!("HTTP {status}: not JSON: {e}"))?;
         if status != 200 || v.get("ok") != Some(&Value::Bool(true)) {
             let said = v.get("description").and_then(Value::as_str).unwrap_or_default();
@@ -204,7 +205,8 @@ impl TelegramReceiver {
         if update.is_write() && !self.may_write(from.user_id) {
             if let Incoming::Press { callback_id, .. } = update {
                 // Stops the button's spinner; says nothing about the question.
-                self.outbox.call("answerCallbackQuery", json!({"callback_query_id": callback_id, "text": "not allowed"}));
+                self.outbox
+                    .call("answerCallbackQuery", json!({"callback_query_id": callback_id, "text": "not allowed"}));
             }
             return self.ignored("user", Some(from));
         }
@@ -228,7 +230,9 @@ impl TelegramReceiver {
             Command::Status => ("ok".to_string(), Text::Pre(texts::status(&self.shared.status.read()))),
             Command::Help => ("ok".into(), Text::Plain(texts::HELP.into())),
             Command::Usage(usage) => ("usage".into(), Text::Plain(format!("usage: {usage}"))),
-            Command::Unknown(name) => ("unknown".into(), Text::Plain(format!("unknown command {name}; /help lists them"))),
+            Command::Unknown(name) => {
+                ("unknown".into(), Text::Plain(format!("unknown command {name}; /help lists them")))
+            }
             Command::Tail(session) => match texts::tail(&self.config, session) {
                 Ok(screen) => ("ok".into(), Text::Pre(screen)),
                 Err(why) => (format!("refused: {why}"), Text::Plain(why)),
@@ -274,12 +278,8 @@ impl TelegramReceiver {
             self.outbox.call("answerCallbackQuery", json!({"callback_query_id": callback_id}));
             return;
         };
-        let asked = Control::Answer(Answer {
-            episode,
-            choice: Choice::Option(index),
-            by: from.name.clone(),
-            via: "telegram",
-        });
+        let asked =
+            Control::Answer(Answer { episode, choice: Choice::Option(index), by: from.name.clone(), via: "telegram" });
         match self.ask(asked) {
             Ok(v) => {
                 let said = v.get("answer").and_then(Value::as_str).unwrap_or_default();
@@ -307,8 +307,12 @@ impl TelegramReceiver {
     }
 
     fn reply(&self, from: &Who, message_id: i64, episode: u64, text: &str) {
-        let asked =
-            Control::Answer(Answer { episode, choice: Choice::Text(text.into()), by: from.name.clone(), via: "telegram" });
+        let asked = Control::Answer(Answer {
+            episode,
+            choice: Choice::Text(text.into()),
+            by: from.name.clone(),
+            via: "telegram",
+        });
         let answer = match self.ask(asked) {
             Ok(v) => {
                 let session = v.get("session").and_then(Value::as_str).unwrap_or_default();

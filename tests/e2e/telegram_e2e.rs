@@ -52,7 +52,9 @@ fn callback_answer(tg: &FakeTelegram, nth: usize) -> String {
 }
 
 fn wait_done(rig: &Rig, task: &str) {
-    let done = kit::poll_until(TURN, kit::Every::Backoff, || rig.tasks("proj", "done").contains(&task.to_string()).then_some(()));
+    let done = kit::poll_until(TURN, kit::Every::Backoff, || {
+        rig.tasks("proj", "done").contains(&task.to_string()).then_some(())
+    });
     if done.is_none() {
         panic!(
             "{task} not in done/ (active {:?}); user turns {:#?}\nscreen:\n{}",

@@ -357,7 +357,8 @@ fn a_429_with_retry_after_holds_telegram_s_next_send_and_nothing_else() {
         let sent = telegram.calls_of("sendMessage");
         (sent.len() == 2).then_some(sent)
     });
-    let refused = telegram.calls().into_iter().find(|c| c.method.starts_with("sendMessage (failed 429")).expect("the 429");
+    let refused =
+        telegram.calls().into_iter().find(|c| c.method.starts_with("sendMessage (failed 429")).expect("the 429");
     assert!(sent[0].body["text"].as_str().unwrap().contains("a.md"), "a.md was retried first");
     assert!(
         sent[0].at.duration_since(refused.at) >= Duration::from_secs(2),
@@ -376,12 +377,18 @@ fn a_429_with_retry_after_holds_telegram_s_next_send_and_nothing_else() {
 #[test]
 fn telegram_kinds_choose_what_is_sent() {
     let telegram = kit::fake_telegram::FakeTelegram::start();
-    let (events, _metrics, handle) = start(&telegram_config(&telegram.url(), Some(&["task_done", "session_died"]), None), quick());
+    let (events, _metrics, handle) =
+        start(&telegram_config(&telegram.url(), Some(&["task_done", "session_died"]), None), quick());
     events.emit(Kind::TaskFailed, "failed.md", "not wanted here", json!({}));
     events.emit(Kind::TaskDone, "done.md", "", json!({}));
     events.emit(Kind::SessionDied, "s1", "x".repeat(900), json!({}));
     // A question carries its own buttons; it is not among the kinds, so not sent.
-    events.emit(Kind::SessionWaiting, "s1", "", json!({"episode": 5, "question": {"prompt": "Go?", "options": ["a", "b"]}}));
+    events.emit(
+        Kind::SessionWaiting,
+        "s1",
+        "",
+        json!({"episode": 5, "question": {"prompt": "Go?", "options": ["a", "b"]}}),
+    );
     events.emit(Kind::TaskDone, "last.md", "", json!({}));
     let texts = wait_until(WAIT, "three messages", || {
         let texts: Vec<String> =

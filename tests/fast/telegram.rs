@@ -160,13 +160,12 @@ fn a_long_answer_is_split_into_messages_within_telegram_s_limit() {
     let s = start();
     let id = s.tg.message(CHAT, READER, "/tasks big");
     let parts = wait_until(WAIT, "the whole list", || {
-        let parts: Vec<String> = s
-            .tg
-            .calls_of("sendMessage")
-            .into_iter()
-            .filter(|c| c.body["text"].as_str().is_some_and(|t| t.contains("a-task-with")))
-            .map(|c| c.body["text"].as_str().unwrap().to_string())
-            .collect();
+        let parts: Vec<String> =
+            s.tg.calls_of("sendMessage")
+                .into_iter()
+                .filter(|c| c.body["text"].as_str().is_some_and(|t| t.contains("a-task-with")))
+                .map(|c| c.body["text"].as_str().unwrap().to_string())
+                .collect();
         parts.iter().any(|p| p.contains("0399-")).then_some(parts)
     });
     assert!(parts.len() >= 4, "{} parts", parts.len());

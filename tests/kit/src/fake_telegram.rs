@@ -41,14 +41,17 @@ impl FakeTelegram {
     pub fn start() -> FakeTelegram {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("fake Telegram: bind"));
         let addr = server.server_addr().to_ip().expect("fake Telegram: an IP listener");
-        let state = Arc::new((Mutex::new(State { next_update: 1, next_message: 1000, ..State::default() }), Condvar::new()));
+        let state =
+            Arc::new((Mutex::new(State { next_update: 1, next_message: 1000, ..State::default() }), Condvar::new()));
         let (s, st) = (Arc::clone(&server), Arc::clone(&state));
         std::thread::Builder::new()
             .name("fake-telegram".into())
             .spawn(move || {
                 while let Ok(request) = s.recv() {
                     let st = Arc::clone(&st);
-                    let _ = std::thread::Builder::new().name("fake-telegram-req".into()).spawn(move || handle(request, &st));
+                    let _ = std::thread::Builder::new()
+                        .name("fake-telegram-req".into())
+                        .spawn(move || handle(request, &st));
                 }
             })
             .expect("fake Telegram thread");
@@ -179,9 +182,10 @@ fn handle(mut request: tiny_http::Request, state: &(Mutex<State>, Condvar)) {
     let method = url.rsplit('/').next().unwrap_or_default().split('?').next().unwrap_or_default().to_string();
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let (status, answer) = answer(&method, body, state);
-    let _ = request.respond(tiny_http::Response::from_string(answer).with_status_code(status).with_header(
-        tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).expect("header"),
-    ));
+    let _ =
+        request.respond(tiny_http::Response::from_string(answer).with_status_code(status).with_header(
+            tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).expect("header"),
+        ));
 }
 
 fn answer(method: &str, mut body: Value, state: &(Mutex<State>, Condvar)) -> (u16, String) {
@@ -193,12 +197,8 @@ fn answer(method: &str, mut body: Value, state: &(Mutex<State>, Condvar)) -> (u1
         let timeout = Duration::from_secs(body.get("timeout").and_then(Value::as_u64).unwrap_or(0));
         let until = Instant::now() + timeout;
         loop {
-            let ready: Vec<Value> = st
-                .updates
-                .iter()
-                .filter(|u| u["update_id"].as_i64().unwrap_or(0) >= offset)
-                .cloned()
-                .collect();
+            let ready: Vec<Value> =
+                st.updates.iter().filter(|u| u["update_id"].as_i64().unwrap_or(0) >= offset).cloned().collect();
             let left = until.saturating_duration_since(Instant::now());
             if !ready.is_empty() || left.is_zero() {
                 return (200, json!({"ok": true, "result": ready}).to_string());
