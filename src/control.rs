@@ -3,6 +3,7 @@
 //! Writes always go through the coordinator as a `ControlRequest` with a reply
 //! channel, so only the coordinator changes state.
 
+use crate::claude::question::Choice;
 use crate::events::Events;
 use crate::heartbeat::Heartbeats;
 use crate::metrics::Metrics;
@@ -22,6 +23,20 @@ pub enum Control {
     ResumeDispatch,
     /// Relaunch one session on the active account, resuming its conversation.
     RestartSession(String),
+    /// A person's answer to a question a session waits on, for the waiting
+    /// episode it was asked in; refused when that episode is over.
+    Answer(Answer),
+}
+
+/// An answer to the question of waiting episode `episode`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub episode: u64,
+    pub choice: Choice,
+    /// Who answered, as events name them (`@alice (12345)`).
+    pub by: String,
+    /// Where from (`telegram`).
+    pub via: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -37,6 +37,8 @@ pub enum Kind {
     DaemonStopping,
     /// A write through the MCP server (docs/mcp.md): the tool, the client, the outcome.
     McpCall,
+    QuestionAnswered,
+    TelegramCommand,
 }
 
 impl Kind {
@@ -63,7 +65,41 @@ impl Kind {
             Kind::DaemonStarted => "daemon_started",
             Kind::DaemonStopping => "daemon_stopping",
             Kind::McpCall => "mcp_call",
+            Kind::QuestionAnswered => "question_answered",
+            Kind::TelegramCommand => "telegram_command",
         }
+    }
+
+    /// Every kind, for parsing a kind's name (config) and listing them.
+    pub const ALL: [Kind; 23] = [
+        Kind::FailoverStarted,
+        Kind::FailoverFinished,
+        Kind::FailoverFailed,
+        Kind::AllAccountsExhausted,
+        Kind::AccountRecovered,
+        Kind::TokenExpired,
+        Kind::LoginRevoked,
+        Kind::TurnFailed,
+        Kind::TaskRepaired,
+        Kind::SessionDied,
+        Kind::SessionRestarted,
+        Kind::SessionCrashLoop,
+        Kind::SessionWaiting,
+        Kind::TaskDispatched,
+        Kind::TaskDone,
+        Kind::TaskFailed,
+        Kind::ConfigReloaded,
+        Kind::ConfigRejected,
+        Kind::DaemonStarted,
+        Kind::DaemonStopping,
+        Kind::McpCall,
+        Kind::QuestionAnswered,
+        Kind::TelegramCommand,
+    ];
+
+    /// The kind named `name` (as in events and `notify.telegram.kinds`).
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
     /// Kinds that mean something went wrong, logged at warn.

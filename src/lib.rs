@@ -35,5 +35,6 @@ pub mod state_dir;
 pub mod status;
 pub mod switcher;
 pub mod systemd;
+pub mod telegram;
 pub mod time;
 pub mod tmux;

@@ -20,6 +20,12 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     ("claude_failover_notify_failed_total", "counter", "Notification deliveries given up, by sink."),
     ("claude_failover_notify_dropped_total", "counter", "Notifications dropped from a full queue, by sink."),
     ("claude_failover_notify_deduplicated_total", "counter", "Notifications suppressed by min_interval_secs."),
+    ("claude_failover_notify_retry_after_total", "counter", "429 answers with retry_after, by sink."),
+    (
+        "claude_failover_telegram_ignored_total",
+        "counter",
+        "Telegram updates ignored, by reason (chat, user, stale, other).",
+    ),
     ("claude_failover_janitor_actions_total", "counter", "Janitor actions, by action."),
     (
         "claude_failover_dispatch_latency_seconds",

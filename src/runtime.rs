@@ -123,6 +123,17 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
         crate::janitor::spawn(Arc::clone(&config), shared.metrics.clone(), heartbeats.register("janitor"))
             .map_err(failed("janitor"))?,
     );
+    let telegram = match notifier.telegram_outbox() {
+        Some(outbox) => crate::telegram::spawn(
+            Arc::clone(&config),
+            shared.clone(),
+            control_tx.clone(),
+            outbox,
+            heartbeats.register("telegram"),
+        )
+        .map_err(failed("telegram"))?,
+        None => None,
+    };
     let http = crate::http::spawn(
         &config,
         &crate::state_dir::run_dir(&config.state_dir),
@@ -196,6 +207,9 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
     let hands = Hands { shared: shared.clone(), supervisor, outputs };
     let exit = crate::coordinator::run(coordinator, hands, inputs, coordinator_beat);
     http.shutdown();
+    if let Some(telegram) = telegram {
+        telegram.shutdown();
+    }
     signals.shutdown();
     sessions.shutdown();
     dispatcher.shutdown();

@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod hook;
 pub mod mcp_servers;
 pub mod pane;
+pub mod question;
 pub mod session_file;
 pub mod settings;
 pub mod transcript;

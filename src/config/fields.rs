@@ -11,6 +11,8 @@ enum Kind {
     Uint(u64),
     Float,
     StrList,
+    /// An array of whole numbers (any sign: Telegram ids).
+    IntList,
     StrMap,
     Table(&'static [Field]),
     TableList(&'static [Field]),
@@ -84,7 +86,14 @@ const HTTP: &[Field] = &[opt("listen", Kind::Str), opt("token_file", Kind::Str)]
 const MCP: &[Field] = &[opt("allow", Kind::StrList), opt("token_file", Kind::Str), opt("register", Kind::Bool)];
 const NOTIFY: &[Field] =
     &[opt("min_interval_secs", SECS), opt("telegram", Kind::Table(TELEGRAM)), opt("webhook", Kind::Table(WEBHOOK))];
-const TELEGRAM: &[Field] = &[opt("bot_token_file", Kind::Str), req("chat_id", Kind::Str), opt("api_base", Kind::Str)];
+const TELEGRAM: &[Field] = &[
+    opt("bot_token_file", Kind::Str),
+    req("chat_id", Kind::Str),
+    opt("chat_ids", Kind::StrList),
+    opt("user_ids", Kind::IntList),
+    opt("kinds", Kind::StrList),
+    opt("api_base", Kind::Str),
+];
 const WEBHOOK: &[Field] = &[req("url", Kind::Str)];
 const ACCOUNT: &[Field] = &[req("name", Kind::Str), req("config_dir", Kind::Str)];
 const PROJECT: &[Field] = &[req("name", Kind::Str), req("path", Kind::Str), opt("queue_dir", Kind::Str)];
@@ -157,6 +166,16 @@ fn check_value(value: &mut toml::Value, kind: Kind, path: &str, out: &mut Vec<(S
             }
             ok
         }
+        (Kind::IntList, V::Array(items)) => {
+            let mut ok = true;
+            for (i, item) in items.iter().enumerate() {
+                if !item.is_integer() {
+                    out.push((format!("{path}[{i}]"), format!("expected a whole number, found {}", describe(item))));
+                    ok = false;
+                }
+            }
+            ok
+        }
         (Kind::StrMap, V::Table(map)) => {
             let keys: Vec<String> = map.keys().cloned().collect();
             for key in keys {
@@ -196,6 +215,7 @@ fn check_value(value: &mut toml::Value, kind: Kind, path: &str, out: &mut Vec<(S
                 Kind::Uint(_) => "a whole number",
                 Kind::Float => "a number",
                 Kind::StrList => "an array of strings",
+                Kind::IntList => "an array of whole numbers",
                 Kind::StrMap => "a table of strings",
                 Kind::Table(_) => "a table",
                 Kind::TableList(_) => "an array of tables",
@@ -435,6 +455,7 @@ mod tests {
             Kind::Uint(max) => V::Integer(max.min(i64::MAX as u64) as i64),
             Kind::Float => V::Float(1.5),
             Kind::StrList => V::Array(vec![V::String("x".into())]),
+            Kind::IntList => V::Array(vec![V::Integer(-100123)]),
             Kind::StrMap => V::Table(toml::Table::from_iter([("A".to_string(), V::String("x".into()))])),
             Kind::Table(fields) => V::Table(required(fields)),
             Kind::TableList(fields) => V::Array(vec![V::Table(required(fields))]),
@@ -444,7 +465,9 @@ mod tests {
     /// A value of another kind than `kind`, which serde must refuse.
     fn wrong(kind: Kind) -> V {
         match kind {
-            Kind::Str | Kind::StrList | Kind::StrMap | Kind::Table(_) | Kind::TableList(_) => V::Integer(1),
+            Kind::Str | Kind::StrList | Kind::IntList | Kind::StrMap | Kind::Table(_) | Kind::TableList(_) => {
+                V::Integer(1)
+            }
             Kind::Bool | Kind::Uint(_) | Kind::Float => V::String("1".into()),
         }
     }

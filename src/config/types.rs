@@ -317,6 +317,17 @@ pub struct TelegramConfig {
     #[serde(default = "default_bot_token_file")]
     pub bot_token_file: PathBuf,
     pub chat_id: String,
+    /// More chats whose messages and button presses are heard (notices go
+    /// to `chat_id` only).
+    #[serde(default)]
+    pub chat_ids: Vec<String>,
+    /// When not empty, only these Telegram users may change anything
+    /// (write commands, answers to questions).
+    #[serde(default)]
+    pub user_ids: Vec<i64>,
+    /// The event kinds sent to Telegram; None: the notifier's default list.
+    #[serde(default)]
+    pub kinds: Option<Vec<String>>,
     #[serde(default = "default_telegram_api")]
     pub api_base: String,
     /// The bot token read from `bot_token_file` at load time.

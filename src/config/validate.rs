@@ -38,6 +38,20 @@ impl Config {
                 check.add("notify.telegram.chat_id", "must not be empty");
             }
             check_url(check, "notify.telegram.api_base", &t.api_base);
+            for (i, chat) in t.chat_ids.iter().enumerate() {
+                if chat.trim().is_empty() {
+                    check.add(&format!("notify.telegram.chat_ids[{i}]"), "must not be empty");
+                }
+            }
+            for (i, kind) in t.kinds.iter().flatten().enumerate() {
+                if crate::events::Kind::parse(kind).is_none() {
+                    let known: Vec<&str> = crate::events::Kind::ALL.iter().map(|k| k.as_str()).collect();
+                    check.add(
+                        &format!("notify.telegram.kinds[{i}]"),
+                        format!("{kind:?} is not an event kind; one of: {}", known.join(", ")),
+                    );
+                }
+            }
         }
         if let Some(w) = &self.notify.webhook {
             check_url(check, "notify.webhook.url", &w.url);

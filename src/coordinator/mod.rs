@@ -150,7 +150,7 @@ impl Coordinator {
         let quotas = quotas::Quotas::restore(&config, &restored.quota, now);
         let last_swap = restored.active.and_then(|a| a.last_swap);
         Coordinator {
-            pool: pool::Pool::new(&config),
+            pool: pool::Pool::new(&config, crate::time::unix_secs(now.wall).max(0) as u64),
             dispatch: dispatch::Dispatch::default(),
             quotas,
             swap: swap::Swap {
@@ -228,6 +228,7 @@ impl Coordinator {
 
     fn on_tick(&mut self, stale: &[&'static str], now: Now, fx: &mut Effects) {
         self.relaunch_due(now, fx);
+        self.dialogs_due(now, fx);
         self.reconcile_leases(now, fx);
         self.repair_stuck(now, fx);
         self.consider_swap(now, fx);
@@ -266,6 +267,7 @@ impl Coordinator {
                 self.restart(&name, &account, now, fx);
                 Ok(json!({"accepted": true, "session": name, "account": account}))
             }
+            Control::Answer(answer) => self.answer(answer, now, fx),
         }
     }
 

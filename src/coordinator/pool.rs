@@ -4,7 +4,9 @@
 
 use super::quotas::Sighting;
 use super::{Coordinator, Effects, Now};
+use crate::claude::question::Choice;
 use crate::config::Config;
+use crate::control::{Answer, ControlError, Reply};
 use crate::dispatcher::{self, SessionRef};
 use crate::events::Kind;
 use crate::quota::LimitSource;
@@ -17,16 +19,21 @@ use std::time::Duration;
 
 pub(super) struct Pool {
     pub(super) sessions: BTreeMap<String, Session>,
+    /// The id the next waiting episode (a question put to a person) gets.
+    pub(super) next_episode: u64,
     /// Sessions whose adoption report (Adopted/Absent) has not come yet.
     pub(super) adoption_pending: Option<BTreeSet<String>>,
 }
 
 impl Pool {
-    pub(super) fn new(config: &Config) -> Pool {
+    /// `first_episode`: where this run's episode ids start; ids from an
+    /// earlier run (buttons in old messages) must not name this run's
+    /// questions, so a caller starts past them (the start time in seconds).
+    pub(super) fn new(config: &Config, first_episode: u64) -> Pool {
         let sessions =
             config.sessions.iter().map(|s| (s.name.clone(), Session::new(&s.name, &s.project, s.dispatch))).collect();
         let pending = config.sessions.iter().map(|s| s.name.clone()).collect();
-        Pool { sessions, adoption_pending: Some(pending) }
+        Pool { sessions, next_episode: first_episode.max(1), adoption_pending: Some(pending) }
     }
 
     /// Where a session's conversation is, for the dispatcher.
@@ -140,6 +147,18 @@ impl Coordinator {
             }
             Step::AnswerTrust => waiting_event(name, "the folder trust dialog (auto_trust is off)", fx),
             Step::NowWaiting(what) => waiting_event(name, &what, fx),
+            Step::NowAsking { what, question } => {
+                let episode = self.pool.next_episode;
+                self.pool.next_episode += 1;
+                s.episode = Some(episode);
+                let task = s.work.as_ref().map(|w| w.task.clone());
+                fx.emit(
+                    Kind::SessionWaiting,
+                    name,
+                    format!("session {name} asks: {}", question.prompt),
+                    json!({"waiting_for": what, "episode": episode, "task": task, "question": question}),
+                );
+            }
             Step::Died { relaunch_at, crash_loop } => {
                 let wait = relaunch_at.saturating_duration_since(now.at);
                 let task = s.work.as_ref().map(|w| w.task.clone());
@@ -244,6 +263,46 @@ impl Coordinator {
         for name in added {
             self.launch(&name, now, fx);
         }
+    }
+}
+
+impl Coordinator {
+    /// Dialogs whose question could not be read, there long enough to say so.
+    pub(super) fn dialogs_due(&mut self, now: Now, fx: &mut Effects) {
+        for s in self.pool.sessions.values_mut() {
+            if let Some(what) = s.dialog_due(now.at) {
+                waiting_event(&s.name, &what, fx);
+            }
+        }
+    }
+
+    /// A person's answer: typed (by the sessions role) only if its episode
+    /// is the one still open; the episode then closes, so a second answer
+    /// to it is refused.
+    pub(super) fn answer(&mut self, answer: Answer, now: Now, fx: &mut Effects) -> Reply {
+        let refused = || ControlError::Conflict("already answered / changed: that question is no longer open".into());
+        let Some(s) = self.pool.sessions.values_mut().find(|s| s.episode == Some(answer.episode)) else {
+            return Err(refused());
+        };
+        let Some(question) = s.question.clone() else { return Err(refused()) };
+        let said = match &answer.choice {
+            Choice::Option(i) => match question.options.get(*i) {
+                Some(label) => label.clone(),
+                None => return Err(ControlError::BadRequest(format!("the question has no option {}", i + 1))),
+            },
+            Choice::Text(text) => text.clone(),
+        };
+        s.answered(now.at);
+        let session = s.name.clone();
+        fx.sessions(Command::Answer { session: session.clone(), question, choice: answer.choice.clone() });
+        let kind = if matches!(answer.choice, Choice::Text(_)) { "text" } else { "option" };
+        fx.emit(
+            Kind::QuestionAnswered,
+            &session,
+            format!("{} answered {session}'s question with {said:?} via {}", answer.by, answer.via),
+            json!({"episode": answer.episode, "answer": said, "answer_kind": kind, "by": answer.by, "via": answer.via}),
+        );
+        Ok(json!({"session": session, "answer": said}))
     }
 }
 

@@ -888,3 +888,105 @@ fn a_task_failed_after_its_last_retry_frees_its_session_for_the_next() {
     let fx = rig.dispatch(dispatcher::Report::Waiting { project: "web".into(), tasks: 1 });
     assert_eq!(offers(&fx), ["s1", "s2"]);
 }
+
+fn question(prompt: &str) -> crate::claude::question::Question {
+    crate::claude::question::Question {
+        title: "Bash command".into(),
+        prompt: prompt.into(),
+        detail: vec!["touch /tmp/x".into()],
+        options: vec!["Yes".into(), "No".into()],
+        cursor: 0,
+        cancellable: true,
+    }
+}
+
+fn asking(session: &str, prompt: &str) -> sessions::Report {
+    seen(session, Seen::Asking { what: "permission prompt".into(), question: Box::new(question(prompt)) })
+}
+
+fn answer(episode: u64, choice: crate::claude::question::Choice) -> Input {
+    Input::Control(Control::Answer(crate::control::Answer { episode, choice, by: "@ann (42)".into(), via: "telegram" }))
+}
+
+fn episode_of(fx: &Effects) -> u64 {
+    fx.events[0].details["episode"].as_u64().expect("an episode in the event")
+}
+
+fn typed(fx: &Effects) -> Vec<(String, crate::claude::question::Choice)> {
+    fx.orders
+        .iter()
+        .filter_map(|o| match o {
+            Order::Sessions(Sessions::Answer { session, choice, .. }) => Some((session.clone(), choice.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_answer_is_typed_only_into_its_own_open_episode() {
+    use crate::claude::question::Choice;
+    let mut rig = Rig::running_on(TWO_SESSIONS, "alpha");
+    let fx = rig.session(asking("s1", "Do you want to proceed?"));
+    assert_eq!(fx.kinds(), [Kind::SessionWaiting]);
+    assert_eq!(fx.events[0].details["question"]["options"], serde_json::json!(["Yes", "No"]));
+    let first = episode_of(&fx);
+    // The same question seen again is the same episode: nothing new said.
+    assert!(rig.session(asking("s1", "Do you want to proceed?")).events.is_empty());
+
+    // A press for an episode that never was, or an option the question lacks.
+    assert!(matches!(rig.feed(answer(first + 100, Choice::Option(0))).reply, Some(Err(ControlError::Conflict(_)))));
+    assert!(matches!(rig.feed(answer(first, Choice::Option(5))).reply, Some(Err(ControlError::BadRequest(_)))));
+
+    // The press: typed, an event naming who, the episode closed.
+    let fx = rig.feed(answer(first, Choice::Option(1)));
+    assert_eq!(fx.reply, Some(Ok(serde_json::json!({"session": "s1", "answer": "No"}))));
+    assert_eq!(typed(&fx), [("s1".to_string(), Choice::Option(1))]);
+    assert_eq!(fx.kinds(), [Kind::QuestionAnswered]);
+    assert_eq!(fx.events[0].details["by"], "@ann (42)");
+    // A second press of the same button does nothing.
+    let fx = rig.feed(answer(first, Choice::Option(0)));
+    assert!(matches!(fx.reply, Some(Err(ControlError::Conflict(_)))));
+    assert!(typed(&fx).is_empty() && fx.events.is_empty());
+
+    // The same question still on screen just after the answer is not asked
+    // again at once; well after, it is, as a new episode.
+    assert!(rig.session(asking("s1", "Do you want to proceed?")).events.is_empty());
+    rig.wait(crate::sessions::model::QUESTION_ASK_AGAIN);
+    let fx = rig.session(asking("s1", "Do you want to proceed?"));
+    let second = episode_of(&fx);
+    assert!(second > first);
+
+    // The question changes: the old episode's press is stale, nothing typed.
+    let fx = rig.session(asking("s1", "Do you want to make this edit?"));
+    let third = episode_of(&fx);
+    let fx = rig.feed(answer(second, Choice::Option(0)));
+    assert!(matches!(fx.reply, Some(Err(ControlError::Conflict(_)))));
+    assert!(typed(&fx).is_empty());
+    // The session moves on (busy): its episode is over, a press refused.
+    rig.session(seen("s1", Seen::Busy));
+    assert!(matches!(rig.feed(answer(third, Choice::Option(0))).reply, Some(Err(ControlError::Conflict(_)))));
+
+    // A text answer to an open one.
+    let fx = rig.session(asking("s2", "Do you want to proceed?"));
+    let fourth = episode_of(&fx);
+    let fx = rig.feed(answer(fourth, Choice::Text("use /tmp/y".into())));
+    assert_eq!(typed(&fx), [("s2".to_string(), Choice::Text("use /tmp/y".into()))]);
+    assert_eq!(fx.events[0].details["answer_kind"], "text");
+}
+
+#[test]
+fn a_dialog_without_a_readable_question_is_said_once_it_stays() {
+    let mut rig = Rig::running_on(TWO_SESSIONS, "alpha");
+    assert!(rig.session(seen("s1", Seen::Dialog("dialog".into()))).events.is_empty());
+    assert!(rig.tick().events.is_empty(), "not yet: it may be a question half drawn");
+    // Read as a question after all: said as the question, once.
+    let fx = rig.session(asking("s1", "Go on?"));
+    assert_eq!(fx.kinds(), [Kind::SessionWaiting]);
+    rig.wait(crate::sessions::model::DIALOG_SETTLE);
+    assert!(rig.tick().events.is_empty());
+    // One that stays unreadable is said after DIALOG_SETTLE.
+    assert!(rig.session(seen("s2", Seen::Dialog("dialog".into()))).events.is_empty());
+    rig.wait(crate::sessions::model::DIALOG_SETTLE);
+    assert_eq!(rig.tick().kinds(), [Kind::SessionWaiting]);
+    assert!(rig.tick().events.is_empty());
+}

@@ -1,30 +1,32 @@
 //! The notifier role (docs/events.md): takes every event from `Events::emit`, drops
 //! repeats within `notify.min_interval_secs`, and hands each to its sinks —
-//! the webhook (every kind, as JSON) and Telegram (the kinds a person acts on).
+//! the webhook (every kind, as JSON) and Telegram (`notify.telegram.kinds`, by
+//! default [`DEFAULT_TELEGRAM_KINDS`]: the kinds a person acts on). A question a
+//! session waits on goes to Telegram with one button per option.
 //! Logging is not its job: `Events::emit` already logged the event.
 //!
 //! The notifier thread never waits on the network. Each sink has its own
 //! bounded queue (dropping the oldest when full) and its own worker thread
 //! that POSTs with a global timeout and retries with backoff, so a hanging or
-//! failing sink delays nothing but its own later messages.
-//!
-//! Routing is fixed (see [`telegram_wants`]); making it configurable needs a
-//! config key such as `notify.telegram.kinds`, which the schema does not have.
+//! failing sink delays nothing but its own later messages. The Telegram
+//! receiver (`crate::telegram`) sends its replies through Telegram's queue
+//! ([`TelegramOutbox`]), so one worker keeps to the bot's rate limit.
 
 mod dedup;
 mod sink;
 mod text;
 
 pub use dedup::Dedup;
-pub use sink::DeliveryError;
-pub use text::telegram_text;
+pub use sink::{DeliveryError, Outgoing};
+pub use text::{episode_in, split_message, telegram_text, utf16_len, MAX_TELEGRAM_TEXT};
 
-use crate::config::{NotifyConfig, Secret};
+use crate::config::{NotifyConfig, Secret, TelegramConfig};
 use crate::events::{Kind, Notice};
 use crate::heartbeat::Beat;
 use crate::metrics::Metrics;
 use crossbeam_channel::{select, Receiver, Sender};
 use sink::{SinkQueue, Target};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -34,20 +36,49 @@ use std::time::{Duration, Instant};
 /// `RUST_LOG`, so that no log level shows the token.
 pub const URL_LOGGING_TARGETS: &[&str] = &["ureq", "ureq_proto"];
 
-/// The kinds a person acts on: these go to Telegram. The webhook gets all.
-pub fn telegram_wants(kind: Kind) -> bool {
-    matches!(
-        kind,
-        Kind::FailoverStarted
-            | Kind::FailoverFinished
-            | Kind::FailoverFailed
-            | Kind::AllAccountsExhausted
-            | Kind::AccountRecovered
-            | Kind::TokenExpired
-            | Kind::LoginRevoked
-            | Kind::SessionCrashLoop
-            | Kind::TaskFailed
-    )
+/// The kinds a person acts on: these go to Telegram unless
+/// `notify.telegram.kinds` says otherwise. The webhook gets all. The one list
+/// to add a kind to when it must reach a phone by default.
+pub const DEFAULT_TELEGRAM_KINDS: &[Kind] = &[
+    Kind::FailoverStarted,
+    Kind::FailoverFinished,
+    Kind::FailoverFailed,
+    Kind::AllAccountsExhausted,
+    Kind::AccountRecovered,
+    Kind::TokenExpired,
+    Kind::LoginRevoked,
+    Kind::SessionCrashLoop,
+    Kind::SessionWaiting,
+    Kind::TaskFailed,
+];
+
+/// The kinds sent to Telegram under `config`: its `kinds`, or the default.
+/// Names `Config::load` refused never get here; any left over are skipped.
+pub fn telegram_kinds(config: &TelegramConfig) -> BTreeSet<Kind> {
+    match &config.kinds {
+        Some(names) => names.iter().filter_map(|n| Kind::parse(n)).collect(),
+        None => DEFAULT_TELEGRAM_KINDS.iter().copied().collect(),
+    }
+}
+
+/// The Telegram receiver's way out: Bot API calls queued on Telegram's sink
+/// (never blocking; the oldest is dropped when the queue is full).
+#[derive(Clone)]
+pub struct TelegramOutbox {
+    queue: SinkQueue,
+    chat_id: String,
+}
+
+impl TelegramOutbox {
+    /// Queues a call of `method` with `body`.
+    pub fn call(&self, method: &'static str, body: serde_json::Value) {
+        self.queue.push(Outgoing::Call { method, body });
+    }
+
+    /// The configured chat the notices go to.
+    pub fn chat_id(&self) -> &str {
+        &self.chat_id
+    }
 }
 
 /// Delivery knobs that are not configuration keys; tests shorten them.
@@ -82,14 +113,21 @@ pub struct NotifierHandle {
     /// Disconnects once every worker has ended.
     workers_done: Receiver<()>,
     flush_deadline: Duration,
+    telegram: Option<TelegramOutbox>,
 }
 
 impl NotifierHandle {
+    /// Telegram's queue, for the receiver's replies; None without a bot token.
+    pub fn telegram_outbox(&self) -> Option<TelegramOutbox> {
+        self.telegram.clone()
+    }
+
     /// Stops the notifier: events already emitted are still routed, then the
     /// sinks get `flush_deadline` to deliver their queues (without further
     /// retries). A sink still busy after that is left behind, not waited for.
     pub fn join(self) {
-        let NotifierHandle { stop, thread, workers, workers_done, flush_deadline } = self;
+        let NotifierHandle { stop, thread, workers, workers_done, flush_deadline, telegram } = self;
+        drop(telegram);
         drop(stop);
         let deadline = Instant::now() + flush_deadline;
         if thread.join().is_err() {
@@ -131,18 +169,37 @@ pub fn spawn_tuned(
     beat: Beat,
 ) -> std::io::Result<NotifierHandle> {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    // Never sent on: disconnects when the notifier thread has routed its
+    // last notice, so the workers end then even while the Telegram
+    // receiver still holds a way into their queue.
+    let (routed_tx, routed_rx) = crossbeam_channel::bounded::<()>(0);
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
     let mut sinks = Vec::new();
     let mut workers = Vec::new();
     for target in targets(config) {
-        let (queue, worker) = sink::start(target, &tuning, metrics.clone(), stop_rx.clone(), done_tx.clone())?;
+        let (queue, worker) =
+            sink::start(target, &tuning, metrics.clone(), stop_rx.clone(), routed_rx.clone(), done_tx.clone())?;
         sinks.push(queue);
         workers.push(worker);
     }
     drop(done_tx);
+    let telegram = sinks.iter().find(|q| q.is_telegram()).map(|queue| TelegramOutbox {
+        queue: queue.clone(),
+        chat_id: config.telegram.as_ref().map(|t| t.chat_id.clone()).unwrap_or_default(),
+    });
     let notifier = Notifier { dedup: Dedup::new(Duration::from_secs(config.min_interval_secs)), sinks, metrics, beat };
-    let thread = std::thread::Builder::new().name("notifier".into()).spawn(move || notifier.run(rx, stop_rx))?;
-    Ok(NotifierHandle { stop: stop_tx, thread, workers, workers_done: done_rx, flush_deadline: tuning.flush_deadline })
+    let thread = std::thread::Builder::new().name("notifier".into()).spawn(move || {
+        notifier.run(rx, stop_rx);
+        drop(routed_tx);
+    })?;
+    Ok(NotifierHandle {
+        stop: stop_tx,
+        thread,
+        workers,
+        workers_done: done_rx,
+        flush_deadline: tuning.flush_deadline,
+        telegram,
+    })
 }
 
 fn targets(config: &NotifyConfig) -> Vec<Target> {
@@ -154,8 +211,9 @@ fn targets(config: &NotifyConfig) -> Vec<Target> {
         match &telegram.bot_token {
             Some(token) if !token.expose().trim().is_empty() => {
                 let token = Secret::new(token.expose().trim().to_string());
-                let url = format!("{}/bot{}/sendMessage", telegram.api_base.trim_end_matches('/'), token.expose());
-                out.push(Target::Telegram { url: Secret::new(url), chat_id: telegram.chat_id.clone(), token });
+                let base = bot_base(&telegram.api_base, &token);
+                let kinds = telegram_kinds(telegram);
+                out.push(Target::Telegram { base, chat_id: telegram.chat_id.clone(), token, kinds });
             }
             _ => log::warn!(
                 "notify.telegram: no bot token was read from {}; Telegram notifications are off",
@@ -164,6 +222,19 @@ fn targets(config: &NotifyConfig) -> Vec<Target> {
         }
     }
     out
+}
+
+/// `text` with every one of `secrets` replaced by `***` (the bot token, the
+/// URLs that carry it), for a log line.
+pub fn scrub_secrets(text: &str, secrets: &[String]) -> String {
+    let mut all = secrets.to_vec();
+    all.extend(secrets.iter().map(|s| s.replace(':', "%3A")));
+    sink::scrub(text, &all)
+}
+
+/// `<api_base>/bot<token>`, the Bot API methods' common prefix (a secret).
+pub fn bot_base(api_base: &str, token: &Secret) -> Secret {
+    Secret::new(format!("{}/bot{}", api_base.trim_end_matches('/'), token.expose().trim()))
 }
 
 struct Notifier {
@@ -197,14 +268,17 @@ impl Notifier {
     }
 
     fn route(&mut self, notice: Notice, now: Instant) {
-        if !self.dedup.admit(notice.kind, &notice.subject, now) {
+        // Each question (waiting episode) is its own message, however soon
+        // after another on the same session it comes.
+        let question = notice.details.contains_key("episode");
+        if !question && !self.dedup.admit(notice.kind, &notice.subject, now) {
             self.metrics.inc("claude_failover_notify_deduplicated_total", &[]);
             return;
         }
         let notice = Arc::new(notice);
         for queue in &self.sinks {
             if queue.wants(notice.kind) {
-                queue.push(Arc::clone(&notice));
+                queue.push(Outgoing::Notice(Arc::clone(&notice)));
             }
         }
     }
@@ -214,8 +288,20 @@ impl Notifier {
 mod tests {
     use super::*;
 
+    fn telegram(kinds: Option<&[&str]>) -> TelegramConfig {
+        TelegramConfig {
+            bot_token_file: "/t".into(),
+            chat_id: "1".into(),
+            chat_ids: Vec::new(),
+            user_ids: Vec::new(),
+            kinds: kinds.map(|k| k.iter().map(|s| s.to_string()).collect()),
+            api_base: "http://127.0.0.1:1".into(),
+            bot_token: None,
+        }
+    }
+
     #[test]
-    fn telegram_gets_the_kinds_a_person_acts_on() {
+    fn telegram_gets_the_kinds_a_person_acts_on_unless_told_otherwise() {
         let table = [
             (Kind::FailoverStarted, true),
             (Kind::FailoverFinished, true),
@@ -227,19 +313,27 @@ mod tests {
             (Kind::TurnFailed, false),
             (Kind::TaskRepaired, false),
             (Kind::SessionCrashLoop, true),
+            (Kind::SessionWaiting, true),
             (Kind::TaskFailed, true),
             (Kind::SessionDied, false),
             (Kind::SessionRestarted, false),
-            (Kind::SessionWaiting, false),
             (Kind::TaskDispatched, false),
             (Kind::TaskDone, false),
             (Kind::ConfigReloaded, false),
             (Kind::ConfigRejected, false),
             (Kind::DaemonStarted, false),
             (Kind::DaemonStopping, false),
+            (Kind::McpCall, false),
+            (Kind::QuestionAnswered, false),
+            (Kind::TelegramCommand, false),
         ];
+        assert_eq!(table.len(), Kind::ALL.len(), "every kind has a row");
+        let defaults = telegram_kinds(&telegram(None));
         for (kind, want) in table {
-            assert_eq!(telegram_wants(kind), want, "{kind:?}");
+            assert_eq!(defaults.contains(&kind), want, "{kind:?}");
         }
+        let chosen = telegram_kinds(&telegram(Some(&["task_done", "session_waiting"])));
+        assert_eq!(chosen, BTreeSet::from([Kind::SessionWaiting, Kind::TaskDone]));
+        assert!(telegram_kinds(&telegram(Some(&[]))).is_empty());
     }
 }

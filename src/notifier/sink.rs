@@ -1,19 +1,23 @@
 //! One delivery target (the webhook or Telegram): its bounded queue that drops
-//! the oldest notice when full, and its worker thread that POSTs with a global
-//! timeout and retries with backoff. A hanging or failing target only ever
-//! delays its own queue.
+//! the oldest item when full, and its worker thread that POSTs with a global
+//! timeout and retries with backoff (or, on Telegram's 429, after the
+//! `retry_after` it asks for). A hanging or failing target only ever delays
+//! its own queue. Telegram's queue also carries the receiver's Bot API calls
+//! (replies, edits), so one worker keeps to the bot's rate limit.
 
-use super::text::telegram_text;
-use super::{telegram_wants, Tuning};
+use super::text::{self, split_message, telegram_text};
+use super::Tuning;
 use crate::config::Secret;
 use crate::events::{Kind, Notice};
 use crate::metrics::Metrics;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use std::cell::Cell;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest piece of an error answer's body kept for the log line.
 const MAX_ERROR_BODY: usize = 200;
@@ -22,8 +26,19 @@ const MAX_ERROR_BODY: usize = 200;
 pub(super) enum Target {
     /// POST of the event JSON to `url`.
     Webhook { url: String },
-    /// `sendMessage` of a one-line text; `url` holds the bot token.
-    Telegram { url: Secret, chat_id: String, token: Secret },
+    /// `sendMessage` of the kinds in `kinds`, and the receiver's calls;
+    /// `base` (`<api_base>/bot<token>`) holds the bot token.
+    Telegram { base: Secret, chat_id: String, token: Secret, kinds: BTreeSet<Kind> },
+}
+
+/// What a sink's queue carries.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// An event, sent as the target sends events.
+    Notice(Arc<Notice>),
+    /// A Bot API call (`sendMessage`, `editMessageText`,
+    /// `answerCallbackQuery`, ...) with its JSON body; Telegram only.
+    Call { method: &'static str, body: Value },
 }
 
 impl Target {
@@ -37,7 +52,7 @@ impl Target {
     fn wants(&self, kind: Kind) -> bool {
         match self {
             Target::Webhook { .. } => true,
-            Target::Telegram { .. } => telegram_wants(kind),
+            Target::Telegram { kinds, .. } => kinds.contains(&kind),
         }
     }
 
@@ -47,9 +62,9 @@ impl Target {
     fn secrets(&self) -> Vec<String> {
         match self {
             Target::Webhook { url } => vec![url.clone()],
-            Target::Telegram { url, token, .. } => {
+            Target::Telegram { base, token, .. } => {
                 let token = token.expose();
-                let mut s = vec![url.expose().to_string(), token.to_string()];
+                let mut s = vec![base.expose().to_string(), token.to_string()];
                 let encoded = token.replace(':', "%3A");
                 if encoded != token {
                     s.push(encoded);
@@ -67,6 +82,8 @@ pub struct DeliveryError {
     pub sink: &'static str,
     /// Worth another attempt (timeouts, connection errors, 429, 5xx).
     pub retryable: bool,
+    /// Telegram's 429 says how long to wait before the next request.
+    pub retry_after: Option<Duration>,
     pub detail: String,
 }
 
@@ -90,16 +107,18 @@ pub(super) fn scrub(text: &str, secrets: &[String]) -> String {
     out
 }
 
-/// The notifier's end of a sink: never blocks.
+/// The producers' end of a sink (the notifier's, and the Telegram
+/// receiver's): never blocks.
+#[derive(Clone)]
 pub(super) struct SinkQueue {
     name: &'static str,
     target: Target,
-    tx: Sender<Arc<Notice>>,
+    tx: Sender<Outgoing>,
     /// A second receiver on the same channel, used only to drop the oldest
-    /// notice when the queue is full.
-    oldest: Receiver<Arc<Notice>>,
+    /// item when the queue is full.
+    oldest: Receiver<Outgoing>,
     /// Set from the first drop until the queue is half empty again.
-    overflowing: Cell<bool>,
+    overflowing: Arc<AtomicBool>,
     metrics: Metrics,
 }
 
@@ -108,13 +127,17 @@ impl SinkQueue {
         self.target.wants(kind)
     }
 
-    pub(super) fn push(&self, notice: Arc<Notice>) {
-        let mut notice = notice;
+    pub(super) fn is_telegram(&self) -> bool {
+        matches!(self.target, Target::Telegram { .. })
+    }
+
+    pub(super) fn push(&self, item: Outgoing) {
+        let mut item = item;
         loop {
-            match self.tx.try_send(notice) {
+            match self.tx.try_send(item) {
                 Ok(()) => {
                     if self.tx.len() < self.tx.capacity().unwrap_or(usize::MAX) / 2 {
-                        self.overflowing.set(false);
+                        self.overflowing.store(false, Ordering::Relaxed);
                     }
                     return;
                 }
@@ -124,11 +147,11 @@ impl SinkQueue {
                     if self.oldest.try_recv().is_ok() {
                         self.metrics.inc("claude_failover_notify_dropped_total", &[("sink", self.name)]);
                         // One line per overflow spell, not one per notice.
-                        if !self.overflowing.replace(true) {
+                        if !self.overflowing.swap(true, Ordering::Relaxed) {
                             log::warn!("notify sink {}: queue full, dropping the oldest notices", self.name);
                         }
                     }
-                    notice = back;
+                    item = back;
                 }
                 Err(TrySendError::Disconnected(_)) => return,
             }
@@ -144,6 +167,7 @@ pub(super) fn start(
     tuning: &Tuning,
     metrics: Metrics,
     stop: Receiver<()>,
+    routed: Receiver<()>,
     done: Sender<()>,
 ) -> std::io::Result<(SinkQueue, JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::bounded(tuning.queue_capacity.max(1));
@@ -158,10 +182,12 @@ pub(super) fn start(
         backoff: tuning.backoff.clone(),
         metrics: metrics.clone(),
         stop,
+        quiet_until: std::cell::Cell::new(None),
     };
-    let queue = SinkQueue { name, target, tx, oldest: rx.clone(), overflowing: Cell::new(false), metrics };
+    let queue =
+        SinkQueue { name, target, tx, oldest: rx.clone(), overflowing: Arc::new(AtomicBool::new(false)), metrics };
     let thread = std::thread::Builder::new().name(format!("notify-{name}")).spawn(move || {
-        worker.run(rx);
+        worker.run(rx, routed);
         drop(done);
     })?;
     Ok((queue, thread))
@@ -174,39 +200,132 @@ struct Worker {
     backoff: Vec<Duration>,
     metrics: Metrics,
     stop: Receiver<()>,
+    /// No request before this (Telegram's `retry_after`), whatever it is for.
+    quiet_until: std::cell::Cell<Option<Instant>>,
+}
+
+/// One HTTP request a queued item turns into.
+struct Request {
+    url: String,
+    body: Value,
+    /// What the log calls it when it is given up.
+    what: String,
 }
 
 impl Worker {
-    fn run(self, rx: Receiver<Arc<Notice>>) {
-        for notice in rx.iter() {
-            self.deliver(&notice);
+    /// Delivers until every producer is gone, or until the notifier has
+    /// routed its last notice (`routed` disconnects) and the queue is empty.
+    fn run(self, rx: Receiver<Outgoing>, routed: Receiver<()>) {
+        loop {
+            crossbeam_channel::select! {
+                recv(rx) -> item => match item {
+                    Ok(item) => self.carry(&item),
+                    Err(_) => return,
+                },
+                recv(routed) -> _ => {
+                    for item in rx.try_iter() {
+                        self.carry(&item);
+                    }
+                    return;
+                },
+            }
         }
     }
 
-    /// One notice: the first attempt, then one more after each backoff step.
-    fn deliver(&self, notice: &Notice) {
+    fn carry(&self, item: &Outgoing) {
+        for request in self.requests(item) {
+            self.deliver(&request);
+        }
+    }
+
+    /// The requests an item makes: one per part of a text over Telegram's
+    /// length limit; none for a call the target does not take.
+    fn requests(&self, item: &Outgoing) -> Vec<Request> {
+        match (&self.target, item) {
+            (Target::Webhook { url }, Outgoing::Notice(notice)) => vec![Request {
+                url: url.clone(),
+                body: serde_json::to_value(notice.as_ref()).unwrap_or(Value::Null),
+                what: format!("{} {}", notice.kind.as_str(), notice.subject),
+            }],
+            (Target::Webhook { .. }, Outgoing::Call { .. }) => Vec::new(),
+            (Target::Telegram { base, chat_id, .. }, Outgoing::Notice(notice)) => {
+                let what = format!("{} {}", notice.kind.as_str(), notice.subject);
+                let url = format!("{}/sendMessage", base.expose());
+                if let Some((text, keyboard)) = text::question_message(notice) {
+                    let body = json!({"chat_id": chat_id, "text": text, "disable_web_page_preview": true,
+                                      "reply_markup": {"inline_keyboard": keyboard}});
+                    return vec![Request { url, body, what }];
+                }
+                split_message(&telegram_text(notice), text::MAX_TELEGRAM_TEXT)
+                    .into_iter()
+                    .map(|part| Request {
+                        url: url.clone(),
+                        body: json!({"chat_id": chat_id, "text": part, "disable_web_page_preview": true}),
+                        what: what.clone(),
+                    })
+                    .collect()
+            }
+            (Target::Telegram { base, .. }, Outgoing::Call { method, body }) => {
+                let url = format!("{}/{method}", base.expose());
+                let what = (*method).to_string();
+                let text = body.get("text").and_then(Value::as_str).unwrap_or_default();
+                // A plain text too long for one message goes as several; a
+                // formatted one (its markup cannot be cut anywhere) is the
+                // caller's to cut.
+                let plain = body.get("parse_mode").is_none() && body.get("reply_markup").is_none();
+                if *method == "sendMessage" && plain && text::utf16_len(text) > text::MAX_TELEGRAM_TEXT {
+                    return split_message(text, text::MAX_TELEGRAM_TEXT)
+                        .into_iter()
+                        .map(|part| {
+                            let mut body = body.clone();
+                            body["text"] = Value::String(part);
+                            Request { url: url.clone(), body, what: what.clone() }
+                        })
+                        .collect();
+                }
+                vec![Request { url, body: body.clone(), what }]
+            }
+        }
+    }
+
+    /// One request: the first attempt, then one more after each backoff
+    /// step (or after the `retry_after` a 429 asked for).
+    fn deliver(&self, request: &Request) {
         let sink = self.target.name();
         let mut attempt = 0;
         loop {
-            let err = match self.send(notice) {
+            if let Some(until) = self.quiet_until.get() {
+                let wait = until.saturating_duration_since(Instant::now());
+                if !wait.is_zero() && self.stop_within(wait) {
+                    log::warn!(
+                        "notify sink {sink}: shutting down during a retry_after pause; {} not sent",
+                        request.what
+                    );
+                    self.metrics.inc("claude_failover_notify_failed_total", &[("sink", sink)]);
+                    return;
+                }
+                self.quiet_until.set(None);
+            }
+            let err = match self.send(request) {
                 Ok(()) => {
                     self.metrics.inc("claude_failover_notify_sent_total", &[("sink", sink)]);
                     return;
                 }
                 Err(e) => e,
             };
+            if let Some(wait) = err.retry_after {
+                self.quiet_until.set(Some(Instant::now() + wait));
+                self.metrics.inc("claude_failover_notify_retry_after_total", &[("sink", sink)]);
+            }
             let give_up = !err.retryable
                 || match self.backoff.get(attempt) {
+                    // After a retry_after the quiet pause is the wait.
+                    Some(_) if err.retry_after.is_some() => false,
                     Some(pause) => self.stop_within(*pause),
                     None => true,
                 };
             if give_up {
-                log::warn!(
-                    "{err}; gave up on {} {} after {} attempt(s)",
-                    notice.kind.as_str(),
-                    notice.subject,
-                    attempt + 1
-                );
+                log::warn!("{err}; gave up on {} after {} attempt(s)", request.what, attempt + 1);
                 self.metrics.inc("claude_failover_notify_failed_total", &[("sink", sink)]);
                 return;
             }
@@ -223,28 +342,21 @@ impl Worker {
         }
     }
 
-    fn send(&self, notice: &Notice) -> Result<(), DeliveryError> {
-        let (url, body) = match &self.target {
-            Target::Webhook { url } => (url.as_str(), serde_json::to_value(notice).unwrap_or(serde_json::Value::Null)),
-            Target::Telegram { url, chat_id, .. } => (
-                url.expose(),
-                serde_json::json!({
-                    "chat_id": chat_id,
-                    "text": telegram_text(notice),
-                    "disable_web_page_preview": true,
-                }),
-            ),
-        };
-        let fail = |retryable: bool, detail: String| DeliveryError {
+    fn send(&self, request: &Request) -> Result<(), DeliveryError> {
+        // The whole URL first: an error that quotes it loses it in one piece.
+        let mut secrets = self.secrets.clone();
+        secrets.push(request.url.clone());
+        let fail = |retryable: bool, retry_after: Option<Duration>, detail: String| DeliveryError {
             sink: self.target.name(),
             retryable,
-            detail: scrub(&detail, &self.secrets),
+            retry_after,
+            detail: scrub(&detail, &secrets),
         };
-        let mut response = match self.agent.post(url).send_json(&body) {
+        let mut response = match self.agent.post(&request.url).send_json(&request.body) {
             Ok(r) => r,
             Err(e) => {
                 let retryable = !matches!(e, ureq::Error::BadUri(_) | ureq::Error::Http(_));
-                return Err(fail(retryable, e.to_string()));
+                return Err(fail(retryable, None, e.to_string()));
             }
         };
         let status = response.status().as_u16();
@@ -252,11 +364,21 @@ impl Worker {
             return Ok(());
         }
         let text = response.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
+        // Telegram: {"ok":false,"error_code":429,"parameters":{"retry_after":5}}
+        let retry_after = (status == 429)
+            .then(|| serde_json::from_str::<Value>(&text).ok())
+            .flatten()
+            .and_then(|v| v.pointer("/parameters/retry_after").and_then(Value::as_u64))
+            .map(|secs| Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS)));
         let text: String = text.trim().chars().take(MAX_ERROR_BODY).collect();
         let retryable = status == 429 || status >= 500;
-        Err(fail(retryable, format!("HTTP {status}: {text}")))
+        Err(fail(retryable, retry_after, format!("HTTP {status}: {text}")))
     }
 }
+
+/// A `retry_after` longer than this is taken as this: a bot told to wait
+/// for hours still tries again within the hour.
+const MAX_RETRY_AFTER_SECS: u64 = 3600;
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@ pub mod seen;
 pub mod spool;
 pub mod watch;
 
+use crate::claude::question::{Choice, Question};
 use crate::config::Config;
 use model::Seen;
 use std::sync::Arc;
@@ -31,6 +32,9 @@ pub enum Command {
     /// to do?"): leave it to the daemon (Escape, or "Stop and wait"), so the
     /// daemon alone decides when, and on which account, the task goes on.
     TakeOverLimit { session: String },
+    /// Type a person's answer to the question on the session's screen, if
+    /// that question is still there.
+    Answer { session: String, question: Question, choice: Choice },
     /// A swap moved the session (the switcher launched it): watch it again,
     /// now under this account.
     Track { session: String, account: String, claude_session_id: String },

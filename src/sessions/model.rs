@@ -3,6 +3,7 @@
 //! relaunched (backoff 1 s doubling to 5 min), when deaths make a crash loop.
 //! No I/O here: the sessions role observes and executes.
 
+use crate::claude::question::Question;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,13 @@ pub const TRUST_DIALOG: &str = "trust dialog";
 /// A trust dialog still open this long after it was last raised is raised
 /// again (answered again, or a person reminded when auto_trust is off).
 pub const TRUST_ASK_AGAIN: Duration = Duration::from_secs(60);
+/// A question still on screen this long after a person answered it is asked
+/// again (a new episode): the answer did not land.
+pub const QUESTION_ASK_AGAIN: Duration = Duration::from_secs(10);
+/// A dialog whose question could not be read is reported once it has been
+/// there this long: a question is often seen half drawn first, and then it
+/// is reported as the question it is, not twice.
+pub const DIALOG_SETTLE: Duration = Duration::from_secs(2);
 
 /// The session states of docs/http.md#get-status, as the coordinator tracks them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +68,12 @@ pub enum Seen {
     TrustDialog,
     /// Any other dialog or question; never answered blindly.
     Dialog(String),
+    /// A dialog whose question and options could be read off the screen:
+    /// one a person may answer from afar. `what` as for `Dialog`.
+    Asking {
+        what: String,
+        question: Box<Question>,
+    },
     /// A quota limit is on screen or in the transcript.
     RateLimited,
     /// The account's login is dead (401).
@@ -180,6 +194,12 @@ pub enum Step {
     },
     /// A dialog holds it: report once.
     NowWaiting(String),
+    /// A question a person must answer holds it, new since the last
+    /// observation (or still there well after an answer): a new episode.
+    NowAsking {
+        what: String,
+        question: Question,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +212,16 @@ pub struct Session {
     pub claude_session_id: Option<String>,
     pub activity: Activity,
     pub waiting_for: Option<String>,
+    /// The question on its screen, while it waits on one.
+    pub question: Option<Question>,
+    /// The question's open episode (the coordinator numbers them): answers
+    /// carry it, and one that does not match is refused.
+    pub episode: Option<u64>,
+    /// When the open question was answered (its episode then closed).
+    pub answered_at: Option<Instant>,
+    /// A dialog without a readable question, seen since then and not yet
+    /// reported (see [`DIALOG_SETTLE`]).
+    dialog_seen_at: Option<Instant>,
     /// The task it works on (a lease in active/).
     pub work: Option<Work>,
     /// Offered to the dispatcher and not answered yet: no second offer.
@@ -223,6 +253,10 @@ impl Session {
             claude_session_id: None,
             activity: Activity::Stopped,
             waiting_for: None,
+            question: None,
+            episode: None,
+            answered_at: None,
+            dialog_seen_at: None,
             work: None,
             offered: false,
             moving: false,
@@ -246,6 +280,7 @@ impl Session {
         self.launching = false;
         self.relaunch_at = None;
         self.waiting_for = None;
+        self.forget_question();
     }
 
     /// Folds one observation in; says what the coordinator should do.
@@ -259,7 +294,7 @@ impl Session {
             Seen::Starting => Activity::Starting,
             Seen::Idle => Activity::Idle,
             Seen::Busy => Activity::Busy,
-            Seen::TrustDialog | Seen::Dialog(_) | Seen::LoginNeeded => Activity::Waiting,
+            Seen::TrustDialog | Seen::Dialog(_) | Seen::Asking { .. } | Seen::LoginNeeded => Activity::Waiting,
             Seen::RateLimited => Activity::RateLimited,
         };
         if let Some(launched) = self.launched_at {
@@ -292,6 +327,7 @@ impl Session {
             // `session_waiting` event, which must not repeat each second while
             // a person has not answered.
             Seen::TrustDialog => {
+                self.forget_question();
                 let recent = self.trust_raised_at.is_some_and(|t| now.saturating_duration_since(t) < TRUST_ASK_AGAIN);
                 if self.waiting_for.as_deref() == Some(TRUST_DIALOG) && recent {
                     return Step::Nothing;
@@ -300,10 +336,24 @@ impl Session {
                 self.trust_raised_at = Some(now);
                 Step::AnswerTrust
             }
-            Seen::Dialog(what) => self.waiting(what),
-            Seen::LoginNeeded => self.waiting("login: the account needs /login".into()),
+            // A question read a moment ago and not this time (a screen caught
+            // mid-redraw) is still the same dialog.
+            Seen::Dialog(_) if self.question.is_some() => Step::Nothing,
+            Seen::Dialog(what) => {
+                if self.waiting_for.as_deref() != Some(what.as_str()) {
+                    self.waiting_for = Some(what);
+                    self.dialog_seen_at = Some(now);
+                }
+                Step::Nothing
+            }
+            Seen::Asking { what, question } => self.asking(what, *question, now),
+            Seen::LoginNeeded => {
+                self.forget_question();
+                self.waiting("login: the account needs /login".into())
+            }
             _ => {
                 self.waiting_for = None;
+                self.forget_question();
                 if from == to {
                     Step::Nothing
                 } else {
@@ -311,6 +361,50 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// A dialog without a readable question, there for [`DIALOG_SETTLE`]:
+    /// what it waits on, to be reported once (the coordinator asks each tick).
+    pub fn dialog_due(&mut self, now: Instant) -> Option<String> {
+        let since = self.dialog_seen_at?;
+        if self.activity != Activity::Waiting || self.question.is_some() {
+            self.dialog_seen_at = None;
+            return None;
+        }
+        if now.saturating_duration_since(since) < DIALOG_SETTLE {
+            return None;
+        }
+        self.dialog_seen_at = None;
+        self.waiting_for.clone()
+    }
+
+    fn asking(&mut self, what: String, question: Question, now: Instant) -> Step {
+        if self.question.as_ref().is_some_and(|open| open.same_as(&question)) {
+            let ask_again = self.answered_at.is_some_and(|t| now.saturating_duration_since(t) >= QUESTION_ASK_AGAIN);
+            if !ask_again {
+                return Step::Nothing;
+            }
+        }
+        self.waiting_for = Some(what.clone());
+        self.dialog_seen_at = None;
+        self.question = Some(question.clone());
+        self.episode = None;
+        self.answered_at = None;
+        Step::NowAsking { what, question }
+    }
+
+    /// The question's episode was answered at `now`: it is closed, and the
+    /// same question still on screen later is asked again.
+    pub fn answered(&mut self, now: Instant) {
+        self.episode = None;
+        self.answered_at = Some(now);
+    }
+
+    fn forget_question(&mut self) {
+        self.dialog_seen_at = None;
+        self.question = None;
+        self.episode = None;
+        self.answered_at = None;
     }
 
     fn waiting(&mut self, what: String) -> Step {
@@ -327,6 +421,7 @@ impl Session {
         }
         self.activity = Activity::Dead;
         self.waiting_for = None;
+        self.forget_question();
         if let Some(w) = &mut self.work {
             // Its turn died with it: not finished, to be continued.
             w.resume_prompt = true;
@@ -417,7 +512,7 @@ mod tests {
             ),
             (Seen::TrustDialog, Step::AnswerTrust, Activity::Waiting),
             (Seen::TrustDialog, Step::Nothing, Activity::Waiting),
-            (Seen::Dialog("permission".into()), Step::NowWaiting("permission".into()), Activity::Waiting),
+            (Seen::Dialog("permission".into()), Step::Nothing, Activity::Waiting),
             (Seen::Dialog("permission".into()), Step::Nothing, Activity::Waiting),
             (Seen::Idle, Step::Changed { from: Activity::Waiting, to: Activity::Idle }, Activity::Idle),
         ];

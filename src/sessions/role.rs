@@ -15,6 +15,7 @@ use super::seen::combine;
 use super::watch::{Changed, FileWatch};
 use super::{Command, Report};
 use crate::claude::pane::{self, PaneState};
+use crate::claude::question::{self, Choice, Question};
 use crate::claude::session_file::{self, SessionFile, SessionStatus};
 use crate::claude::transcript::{RecordKind, TranscriptReader};
 use crate::config::Config;
@@ -388,6 +389,7 @@ impl Role {
             }
             Command::AnswerTrust { session } => self.answer_trust(&session, beat),
             Command::TakeOverLimit { session } => self.take_over_limit(&session),
+            Command::Answer { session, question, choice } => self.answer(&session, &question, &choice, beat),
             Command::Track { session, account, claude_session_id } => {
                 let Some(m) = Managed::new(&self.config, &session, &account, &claude_session_id) else { return };
                 self.managed.insert(session.clone(), m);
@@ -566,6 +568,66 @@ impl Role {
         }
     }
 
+    /// Types a person's answer to `question`, only if that same question is
+    /// still on screen: an option is chosen with the arrow keys from where
+    /// the cursor stands; text cancels the dialog (Esc) and, once the input
+    /// box is back, goes in as the next prompt.
+    fn answer(&self, session: &str, question: &Question, choice: &Choice, beat: &Beat) {
+        let screen = match self.tmux.capture_pane(session) {
+            Ok(s) => s,
+            Err(e) => return log::warn!("{session}: cannot read the question to answer it: {e}"),
+        };
+        let Some(now) = question::parse(&screen).filter(|q| q.same_as(question)) else {
+            return log::warn!("{session}: the question changed before its answer could be typed; nothing typed");
+        };
+        match choice {
+            Choice::Option(index) => {
+                let Some(keys) = now.keys_for(*index) else {
+                    return log::warn!("{session}: the question has no option {}; nothing typed", index + 1);
+                };
+                if let Err(e) = self.tmux.send_keys(session, &keys) {
+                    log::warn!("{session}: typing the answer failed: {e}");
+                }
+            }
+            Choice::Text(text) => self.answer_with_text(session, text, beat),
+        }
+    }
+
+    fn answer_with_text(&self, session: &str, text: &str, beat: &Beat) {
+        if let Err(e) = self.tmux.send_keys(session, &["Escape"]) {
+            return log::warn!("{session}: cancelling the question failed: {e}");
+        }
+        let deadline = Instant::now() + TRUST_ANSWER_WITHIN;
+        loop {
+            beat.beat();
+            let screen = self.tmux.capture_pane(session).unwrap_or_default();
+            if pane::input_text(&screen).is_some_and(|t| t.is_empty()) && question::parse(&screen).is_none() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return log::warn!("{session}: no empty input box after cancelling the question; text not sent");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if let Err(e) = self.tmux.paste(session, text) {
+            return log::warn!("{session}: pasting the answer failed: {e}");
+        }
+        // As for a task: Enter on its own once the input box shows the
+        // paste, or it is taken as part of the paste (docs/claude-code.md).
+        let shown_by = Instant::now() + Duration::from_millis(800);
+        while Instant::now() < shown_by {
+            let screen = self.tmux.capture_pane(session).unwrap_or_default();
+            if pane::input_text(&screen).is_some_and(|t| !t.is_empty()) {
+                std::thread::sleep(Duration::from_millis(40));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Err(e) = self.tmux.send_keys(session, &["Enter"]) {
+            log::warn!("{session}: sending the answer failed: {e}");
+        }
+    }
+
     /// Asks claude to exit (Escape, `/exit`), waits up to `stop_timeout_secs`,
     /// then kills the tmux session.
     fn stop(&mut self, session: &str, beat: &Beat) {
@@ -678,25 +740,33 @@ impl Role {
         if look {
             managed.screen_read = Some(Instant::now());
         }
-        let mut takeover = false;
-        let screen = if look {
+        let text = if look {
             match self.tmux.capture_pane(&pane.pane_id) {
-                Ok(text) => {
-                    takeover = pane::limit_takeover_keys(&text).is_some();
-                    pane::classify(&text)
-                }
+                Ok(text) => Some(text),
                 Err(TmuxError::NoSession { .. }) | Err(TmuxError::NoServer { .. }) => return Seen::Missing,
                 Err(e) => {
                     log::warn!("{name}: capture failed: {e}");
-                    PaneState::Unknown
+                    None
                 }
             }
         } else {
-            PaneState::Unknown
+            None
         };
-        let seen = combine(file.as_ref(), &screen);
+        let screen = text.as_deref().map_or(PaneState::Unknown, pane::classify);
+        let seen = match combine(file.as_ref(), &screen) {
+            // A question a person must answer (not the trust or limit dialogs,
+            // which `combine` names apart): its options come off the screen.
+            Seen::Dialog(what) if matches!(screen, PaneState::PermissionPrompt | PaneState::OtherDialog) => {
+                match text.as_deref().and_then(question::parse) {
+                    Some(question) => Seen::Asking { what, question: Box::new(question) },
+                    None => Seen::Dialog(what),
+                }
+            }
+            seen => seen,
+        };
         managed.last = Some(seen.clone());
         if matches!(screen, PaneState::RateLimited { .. }) {
+            let takeover = text.as_deref().and_then(pane::limit_takeover_keys).is_some();
             self.report(Report::ScreenLimit { session: name.into(), takeover });
         }
         seen

@@ -18,3 +18,4 @@ mod mcp_clients;
 mod recovery;
 mod security;
 mod sessions_e2e;
+mod telegram_e2e;

@@ -148,6 +148,7 @@ fn coordinator(rx: Receiver<ControlRequest>, swap_running: Arc<AtomicBool>, aske
                     Err(ControlError::NotFound(format!("no session {name:?}")))
                 }
                 Control::RestartSession(_) => Ok(Value::Null),
+                Control::Answer(_) => Err(ControlError::Conflict("HTTP sends no answers".into())),
             };
             let _ = req.reply.send(reply);
         }

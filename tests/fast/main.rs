@@ -19,6 +19,7 @@ mod packaging;
 mod queue;
 mod quota;
 mod quota_persist;
+mod telegram;
 mod tmux;
 
 /// The one logger of this binary. `log` takes one logger per process, and

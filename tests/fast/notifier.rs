@@ -127,6 +127,9 @@ fn config(telegram_base: Option<&str>, webhook_base: Option<&str>, min_interval:
         telegram: telegram_base.map(|base| TelegramConfig {
             bot_token_file: "/etc/claude-failover/telegram-token".into(),
             chat_id: "-100123".into(),
+            chat_ids: Vec::new(),
+            user_ids: Vec::new(),
+            kinds: None,
             api_base: base.to_string(),
             bot_token: Some(Secret::new(format!("{TOKEN}\n"))),
         }),
@@ -328,4 +331,73 @@ fn the_notifier_ends_when_every_emitter_is_gone() {
     let started = Instant::now();
     handle.join();
     assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+fn telegram_config(base: &str, kinds: Option<&[&str]>, webhook: Option<&str>) -> NotifyConfig {
+    let mut c = config(Some(base), webhook, 0);
+    if let Some(t) = &mut c.telegram {
+        t.kinds = kinds.map(|k| k.iter().map(|s| s.to_string()).collect());
+    }
+    c
+}
+
+#[test]
+fn a_429_with_retry_after_holds_telegram_s_next_send_and_nothing_else() {
+    let telegram = kit::fake_telegram::FakeTelegram::start();
+    let webhook = FakeSink::start(Answer::Ok);
+    telegram.fail_next(
+        "sendMessage",
+        429,
+        r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 2","parameters":{"retry_after":2}}"#,
+    );
+    let (events, metrics, handle) = start(&telegram_config(&telegram.url(), None, Some(&webhook.base)), quick());
+    events.emit(Kind::TaskFailed, "a.md", "failed", json!({}));
+    events.emit(Kind::TaskFailed, "b.md", "failed", json!({}));
+    let sent = wait_until(WAIT, "both messages sent", || {
+        let sent = telegram.calls_of("sendMessage");
+        (sent.len() == 2).then_some(sent)
+    });
+    let refused =
+        telegram.calls().into_iter().find(|c| c.method.starts_with("sendMessage (failed 429")).expect("the 429");
+    assert!(sent[0].body["text"].as_str().unwrap().contains("a.md"), "a.md was retried first");
+    assert!(
+        sent[0].at.duration_since(refused.at) >= Duration::from_secs(2),
+        "the retry came {:?} after the 429",
+        sent[0].at.duration_since(refused.at)
+    );
+    // The webhook, a sink of its own, got its posts all the same.
+    let hooks = webhook.wait_count(2, "both webhook posts");
+    assert_eq!(hooks.len(), 2);
+    handle.join();
+    assert_eq!(metrics.counter("claude_failover_notify_retry_after_total", &[("sink", "telegram")]), 1);
+    assert_eq!(metrics.counter("claude_failover_notify_sent_total", &[("sink", "telegram")]), 2);
+    assert_eq!(metrics.counter("claude_failover_notify_failed_total", &[("sink", "telegram")]), 0);
+}
+
+#[test]
+fn telegram_kinds_choose_what_is_sent() {
+    let telegram = kit::fake_telegram::FakeTelegram::start();
+    let (events, _metrics, handle) =
+        start(&telegram_config(&telegram.url(), Some(&["task_done", "session_died"]), None), quick());
+    events.emit(Kind::TaskFailed, "failed.md", "not wanted here", json!({}));
+    events.emit(Kind::TaskDone, "done.md", "", json!({}));
+    events.emit(Kind::SessionDied, "s1", "x".repeat(900), json!({}));
+    // A question carries its own buttons; it is not among the kinds, so not sent.
+    events.emit(
+        Kind::SessionWaiting,
+        "s1",
+        "",
+        json!({"episode": 5, "question": {"prompt": "Go?", "options": ["a", "b"]}}),
+    );
+    events.emit(Kind::TaskDone, "last.md", "", json!({}));
+    let texts = wait_until(WAIT, "three messages", || {
+        let texts: Vec<String> =
+            telegram.calls_of("sendMessage").iter().map(|c| c.body["text"].as_str().unwrap().to_string()).collect();
+        (texts.len() == 3).then_some(texts)
+    });
+    handle.join();
+    assert_eq!(texts[0], "✅ Task done.md done");
+    assert!(texts[1].starts_with("💀 Session s1 died"));
+    assert_eq!(texts[2], "✅ Task last.md done");
+    assert_eq!(telegram.calls_of("sendMessage").len(), 3, "task_failed and session_waiting were not sent");
 }

@@ -368,9 +368,8 @@ fn last_user_text(req: &Value) -> Option<String> {
     let text = match last.get("content")? {
         Value::String(s) => s.clone(),
         Value::Array(blocks) => {
-            if blocks.iter().any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result")) {
-                return None;
-            }
+            // Tool results alone are not a user turn; 2.1.332 puts the next
+            // prompt in the same message as the last turn's tool results.
             let texts: Vec<&str> = blocks
                 .iter()
                 .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))

@@ -3,6 +3,7 @@
 //!
 //! - [`fake_api`]: the fake Anthropic API (Messages, OAuth usage, per-token
 //!   failure modes), also run as a program by `examples/fake_api.rs`;
+//! - [`fake_telegram`]: the fake Telegram Bot API (updates in, sends recorded);
 //! - [`daemon::Daemon`]: one `claude-failover run` process, its log and HTTP;
 //! - [`rig::Rig`]: a whole daemon rig (temp folder, fake API, private tmux
 //!   server, accounts, projects, sessions, config) for runs with real Claude Code;
@@ -38,6 +39,7 @@ pub mod accounts;
 pub mod config;
 pub mod daemon;
 pub mod fake_api;
+pub mod fake_telegram;
 pub mod http;
 pub mod mcp;
 pub mod port;
