@@ -183,3 +183,60 @@ fn turns_ending_in_api_errors_never_finish_their_task() {
     assert_eq!(rig.tasks_in("done"), ["busy.md"]);
     assert!(rig.count_events("turn_failed") >= 5, "every failed turn said: {}", rig.count_events("turn_failed"));
 }
+
+#[test]
+fn twenty_sessions_resume_after_a_wait_spread_over_the_window() {
+    // Stand-ins for Claude Code (`dispatch_bench --stand-in` asking the fake
+    // API): twenty real ones would not fit this machine at once. What is
+    // measured is when their continuations reach the API.
+    const SESSIONS: usize = 20;
+    const SPREAD: u64 = 10;
+    let stand_in = kit::example_binary("dispatch_bench");
+    let options = Options {
+        accounts: vec!["alpha".into()],
+        sessions: SESSIONS,
+        more: vec![
+            ("claude", "binary", stand_in.display().to_string().into()),
+            ("claude", "args", vec!["--stand-in"].into()),
+            ("claude.env", "STAND_IN_API", "1".into()),
+            ("quota", "resume_spread_secs", (SPREAD as i64).into()),
+        ],
+        ..Options::default()
+    };
+    let mut rig = Rig::new(options);
+    rig.start_daemon();
+    rig.wait_all_idle_on("alpha", LONG);
+    // Every session takes a turn that is still out when alpha's limit comes.
+    rig.api.set_delay(Duration::from_secs(25));
+    for i in 1..=SESSIONS {
+        rig.drop_task(&format!("t{i:02}.md"), &format!("+++\nsession = \"s{i}\"\n+++\nWrite report {i:02}\n"));
+    }
+    wait_until(LONG, "every task handed out", || (rig.count_events("task_dispatched") == SESSIONS).then_some(()));
+    let reset = unix_now() + 35;
+    rig.api.set_mode(&token("alpha"), Mode::HardLimit { claim: "five_hour".into(), reset_unix: reset });
+    wait_until(LONG, "all_accounts_exhausted", || (rig.count_events("all_accounts_exhausted") == 1).then_some(()));
+    rig.api.set_delay(Duration::ZERO);
+    wait_until(LONG, "every limited turn answered", || {
+        let limited = rig.events().iter().filter(|e| e["kind"] == "task_done").count();
+        (limited == 0 && rig.tasks_in("active").len() == SESSIONS).then_some(())
+    });
+
+    // After the reset every task goes on, once, and is done.
+    let all: Vec<String> = (1..=SESSIONS).map(|i| format!("t{i:02}.md")).collect();
+    wait_until(LONG, "every task done", || (rig.tasks_in("done") == all).then_some(()));
+    let mut continued: Vec<std::time::SystemTime> =
+        rig.api.requests().iter().filter(|r| r.text.contains("Continue that task")).map(|r| r.at).collect();
+    assert_eq!(continued.len(), SESSIONS, "one continuation per task");
+    continued.sort();
+    let secs = |d: Duration| d.as_secs_f64();
+    let span = secs(continued[SESSIONS - 1].duration_since(continued[0]).unwrap());
+    assert!(span >= 0.6 * SPREAD as f64, "continuations spread over {span:.1} s, not the {SPREAD} s window");
+    let busiest = continued
+        .iter()
+        .map(|t| continued.iter().filter(|u| **u >= *t && secs(u.duration_since(*t).unwrap()) < 1.0).count())
+        .max()
+        .unwrap_or(0);
+    assert!(busiest <= 5, "{busiest} continuations within one second");
+    let first = continued[0].duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(first >= reset, "none before the announced reset");
+}

@@ -60,6 +60,8 @@ pub struct RecordedRequest {
     pub token: String,
     pub session_id: Option<String>,
     pub text: String,
+    /// When it arrived (before any [`FakeApi::set_delay`] wait).
+    pub at: std::time::SystemTime,
 }
 
 /// A `tool_result` block Claude Code sent back for a scripted tool call.
@@ -201,7 +203,8 @@ impl FakeApi {
         self.lock().reply = text.map(str::to_string);
     }
 
-    /// Every Messages answer waits this long first (to watch a busy screen).
+    /// Every Messages answer waits this long first (to watch a busy screen);
+    /// the token's mode is read after the wait.
     pub fn set_delay(&self, delay: Duration) {
         self.lock().delay = delay;
     }
@@ -441,8 +444,15 @@ fn messages(state: &Mutex<State>, token: &str, session_header: Option<String>, b
     let user_text = last_user_text(&req);
     let turn = user_text.is_some() && is_conversation(&req);
     let results = last_tool_results(&req);
+    let arrived = std::time::SystemTime::now();
+    // The wait comes first, so the answer follows the token's mode as it is
+    // when the answer goes out (a limit set meanwhile meets requests in flight).
+    let delay = lock(state).delay;
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
+    }
 
-    let (mode, reply, delay, tool_use) = {
+    let (mode, reply, tool_use) = {
         let mut st = lock(state);
         let mut mode = current_mode(&mut st, token);
         if turn && mode == Mode::Ok {
@@ -465,6 +475,7 @@ fn messages(state: &Mutex<State>, token: &str, session_header: Option<String>, b
                 token: token.to_string(),
                 session_id,
                 text: user_text.clone().unwrap_or_default(),
+                at: arrived,
             });
         }
         for (id, is_error, text) in &results {
@@ -493,11 +504,8 @@ fn messages(state: &Mutex<State>, token: &str, session_header: Option<String>, b
             }
             None => None,
         };
-        (mode, st.reply.clone(), st.delay, tool_use)
+        (mode, st.reply.clone(), tool_use)
     };
-    if !delay.is_zero() {
-        std::thread::sleep(delay);
-    }
 
     match mode {
         Mode::Ok => {}

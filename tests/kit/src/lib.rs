@@ -53,6 +53,16 @@ pub use port::free_port;
 pub use rig::Rig;
 pub use throttle::claude_turn;
 
+/// An example program cargo built beside the daemon
+/// (`target/<profile>/examples/NAME`), e.g. `dispatch_bench`, whose
+/// `--stand-in` mode stands in for Claude Code where twenty real ones would
+/// be too many.
+pub fn example_binary(name: &str) -> PathBuf {
+    let path = daemon_binary().parent().expect("target/<profile>").join("examples").join(name);
+    assert!(path.exists(), "{} is not built: cargo build --example {name} (cargo test builds it)", path.display());
+    path
+}
+
 /// The repository's root (the kit lives in `tests/kit`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the repository root")
