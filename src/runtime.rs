@@ -206,6 +206,9 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
     let inputs = Inputs { signals: signal_rx, control: control_rx, reports: event_rx, quota: quota_rx };
     let hands = Hands { shared: shared.clone(), supervisor, outputs };
     let exit = crate::coordinator::run(coordinator, hands, inputs, coordinator_beat);
+    // A swap waiting for a prompt gives up now (its journal stays for the
+    // next start) rather than hold the stop up for a startup timeout.
+    heartbeats.stop_all();
     http.shutdown();
     if let Some(telegram) = telegram {
         telegram.shutdown();
