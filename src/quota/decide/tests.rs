@@ -902,3 +902,12 @@ fn spend_is_priced_counted_once_per_message_and_capped_until_the_next_utc_day() 
     assert!(q.spend.as_mut().unwrap().count("msg_c", 0.2, midnight + Duration::from_secs(1)));
     assert!((q.spend.as_ref().unwrap().today(midnight + Duration::from_secs(2)) - 0.2).abs() < 1e-12);
 }
+
+#[test]
+fn from_a_capped_key_a_returning_subscription_is_still_a_way_back() {
+    let accounts = vec![polled("a", 10.0, 10.0), paid("p", 1.0, 2.0)];
+    assert_eq!(
+        should_swap("p", &accounts, &cfg(), None, at(10_000)),
+        swap("a", SwapReason::BackToSubscription)
+    );
+}

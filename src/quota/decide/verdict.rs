@@ -219,24 +219,22 @@ pub fn should_swap(
     let dwelt = last_swap_at.is_none_or(|t| now >= t + config.min_dwell());
     let subscriptions = || accounts.iter().filter(|a| !a.is_paid());
     let reason = if current.is_paid() {
+        let back: Vec<&AccountQuota> = subscriptions()
+            .filter(|a| match eligible(a, config, now) {
+                Ok(()) => !projected_over(a, config, now),
+                Err(why) => why == Ineligible::TokenExpired,
+            })
+            .collect();
+        let ready: Vec<&AccountQuota> = back.iter().copied().filter(|a| eligible(a, config, now).is_ok()).collect();
+        if let Some(to) = best(&ready, config, now).or_else(|| back.first().copied()) {
+            return Verdict::Swap(SwapDecision { to: to.name.clone(), reason: SwapReason::BackToSubscription });
+        }
         if current.exhausted(now) {
             SwapReason::HardLimit
         } else if current.capped(now) {
             SwapReason::SpendCap
         } else {
-            let back: Vec<&AccountQuota> = subscriptions()
-                .filter(|a| match eligible(a, config, now) {
-                    Ok(()) => !projected_over(a, config, now),
-                    Err(why) => why == Ineligible::TokenExpired,
-                })
-                .collect();
-            let ready: Vec<&AccountQuota> =
-                back.iter().copied().filter(|a| eligible(a, config, now).is_ok()).collect();
-            let to = best(&ready, config, now).or_else(|| back.first().copied());
-            return match to {
-                Some(to) => Verdict::Swap(SwapDecision { to: to.name.clone(), reason: SwapReason::BackToSubscription }),
-                None => Verdict::Stay,
-            };
+            return Verdict::Stay;
         }
     } else if current.revoked() {
         SwapReason::LoginRevoked
