@@ -169,8 +169,11 @@ fn gauges(out: &mut String, status: &Status) {
         ),
         ("claude_failover_spend_cap_usd", "The daily spend cap of each api_key account, in USD.", |s| s.cap_usd),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}
-# TYPE {name} gauge");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}
+# TYPE {name} gauge"
+        );
         for a in &status.accounts {
             if let Some(spend) = &a.spend {
                 let _ = writeln!(out, "{name}{{account=\"{}\"}} {}", escape(&a.name), value(spend));

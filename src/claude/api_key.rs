@@ -23,7 +23,8 @@ pub fn key_tail(key: &str) -> String {
 /// Reads the key from its file: one word, trimmed. Errors name the file,
 /// never the content.
 pub fn read_key(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
     let key = text.trim();
     if key.is_empty() {
         return Err(format!("the key file {} is empty", path.display()));

@@ -239,7 +239,10 @@ impl Config {
                         check.add(&key("api_key_file"), "only an account with kind = \"api_key\" takes a key file");
                     }
                     if a.max_spend_usd_per_day.is_some() {
-                        check.add(&key("max_spend_usd_per_day"), "only an account with kind = \"api_key\" has a spend cap");
+                        check.add(
+                            &key("max_spend_usd_per_day"),
+                            "only an account with kind = \"api_key\" has a spend cap",
+                        );
                     }
                     continue;
                 }
@@ -262,10 +265,9 @@ impl Config {
                     "missing: an api_key account needs a daily spend cap in USD (e.g. 20.0); \
                      without one a night of failover could spend without bound",
                 ),
-                Some(cap) if !cap.is_finite() || cap <= 0.0 => check.add(
-                    &key("max_spend_usd_per_day"),
-                    format!("must be a positive amount of USD, found {cap}"),
-                ),
+                Some(cap) if !cap.is_finite() || cap <= 0.0 => {
+                    check.add(&key("max_spend_usd_per_day"), format!("must be a positive amount of USD, found {cap}"))
+                }
                 Some(_) => {}
             }
         }
@@ -297,7 +299,10 @@ impl Config {
                 ("cache_read", price.cache_read),
             ] {
                 if !value.is_finite() || value < 0.0 {
-                    check.add(&format!("{key}.{field}"), format!("must be a price of 0 or more (USD per million tokens), found {value}"));
+                    check.add(
+                        &format!("{key}.{field}"),
+                        format!("must be a price of 0 or more (USD per million tokens), found {value}"),
+                    );
                 }
             }
         }

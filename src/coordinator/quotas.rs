@@ -157,7 +157,15 @@ impl Coordinator {
     /// counts it: priced by `[quota.prices]`, once per message id. Reaching
     /// the day's cap takes the account out until the next UTC day; the
     /// decision to move waits for the turn in flight (it already spent).
-    pub(super) fn usage(&mut self, account: &str, message_id: &str, model: &str, usage: Usage, now: Now, fx: &mut Effects) {
+    pub(super) fn usage(
+        &mut self,
+        account: &str,
+        message_id: &str,
+        model: &str,
+        usage: Usage,
+        now: Now,
+        fx: &mut Effects,
+    ) {
         let prices = &self.config.quota.prices;
         let Some(q) = self.quotas.get_mut(account) else { return };
         let Some(spend) = q.spend.as_mut() else { return };
@@ -173,9 +181,12 @@ impl Coordinator {
                 "{account}: model {model:?} has no [quota.prices] entry; priced at the dearest listed price of each kind"
             );
         }
-        for (kind, n) in
-            [("input", usage.input), ("output", usage.output), ("cache_write", usage.cache_write), ("cache_read", usage.cache_read)]
-        {
+        for (kind, n) in [
+            ("input", usage.input),
+            ("output", usage.output),
+            ("cache_write", usage.cache_write),
+            ("cache_read", usage.cache_read),
+        ] {
             if n > 0 {
                 fx.add("claude_failover_api_key_tokens_total", &[("account", account), ("kind", kind)], n);
             }

@@ -201,7 +201,9 @@ impl Coordinator {
                 let others = || self.quotas.accounts.iter().filter(|q| q.name != active);
                 let best = others()
                     .find(|q| !q.is_paid() && eligible(q, quota, now.wall).is_ok())
-                    .or_else(|| others().find(|q| !q.is_paid() && eligible(q, quota, now.wall).is_err_and(|w| w.is_soft())))
+                    .or_else(|| {
+                        others().find(|q| !q.is_paid() && eligible(q, quota, now.wall).is_err_and(|w| w.is_soft()))
+                    })
                     .or_else(|| others().find(|q| q.is_paid() && eligible(q, quota, now.wall).is_ok()));
                 match best {
                     Some(q) => q.name.clone(),
@@ -218,7 +220,11 @@ impl Coordinator {
     /// A subscription account that may take the sessions now, if any.
     fn eligible_subscription(&self, now: Now) -> Option<String> {
         let quota = &self.config.quota;
-        self.quotas.accounts.iter().find(|q| !q.is_paid() && eligible(q, quota, now.wall).is_ok()).map(|q| q.name.clone())
+        self.quotas
+            .accounts
+            .iter()
+            .find(|q| !q.is_paid() && eligible(q, quota, now.wall).is_ok())
+            .map(|q| q.name.clone())
     }
 
     /// Plans a swap of every session to `to` and hands it to the switcher.

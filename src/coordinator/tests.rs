@@ -1121,8 +1121,11 @@ fn the_paid_key_is_used_only_when_every_subscription_is_out_capped_per_utc_day_a
     assert!(offers(&fx).is_empty(), "no new task on a capped key");
 
     // A restart keeps the day's spend.
-    let again =
-        Rig::in_dir(dir.path(), &paid_extra(dir.path()), Restored { spend: saved_after(&mut rig), ..Restored::default() });
+    let again = Rig::in_dir(
+        dir.path(),
+        &paid_extra(dir.path()),
+        Restored { spend: saved_after(&mut rig), ..Restored::default() },
+    );
     let kept = again.c.status(rig.now.wall).accounts.into_iter().find(|a| a.name == "paid").unwrap();
     assert!(!kept.eligible && kept.spend.is_some_and(|s| (s.spent_usd - 1.05).abs() < 1e-9));
 

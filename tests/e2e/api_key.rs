@@ -83,7 +83,8 @@ fn the_key_works_only_while_both_subscriptions_are_out_is_capped_and_gives_way_t
     let result = wait_until(LONG, "paid2.md in done/", || rig.result("paid2.md"));
     assert_eq!(result["account"], "paid", "the turn that crossed the cap finished");
     wait_until(LONG, "spend_cap_reached", || (rig.count_events("spend_cap_reached") == 1).then_some(()));
-    let paid = wait_until(LONG, "the key exhausted", || rig.account_status("paid").filter(|a| a["state"] == "exhausted"));
+    let paid =
+        wait_until(LONG, "the key exhausted", || rig.account_status("paid").filter(|a| a["state"] == "exhausted"));
     assert_eq!(paid["eligible"], false);
     assert!(paid["spend"]["spent_usd"].as_f64().unwrap() >= 0.15, "{paid}");
     let tomorrow = paid["exhausted_until"].as_str().unwrap_or_default().to_string();
@@ -106,6 +107,9 @@ fn the_key_works_only_while_both_subscriptions_are_out_is_capped_and_gives_way_t
     assert_eq!(status["swap"]["last"]["reason"], "back_to_subscription");
     let morning: Vec<String> =
         rig.api.requests().iter().filter(|r| r.text.contains("morning report")).map(|r| r.token.clone()).collect();
-    assert!(!morning.is_empty() && morning.iter().all(|t| *t == token("alpha")), "never sent with the key: {morning:?}");
+    assert!(
+        !morning.is_empty() && morning.iter().all(|t| *t == token("alpha")),
+        "never sent with the key: {morning:?}"
+    );
     rig.stop_daemon();
 }

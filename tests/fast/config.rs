@@ -681,7 +681,8 @@ fn a_secret_pasted_into_the_config_is_not_echoed_by_syntax_errors() {
 
 // ---- api_key accounts and the price table ----
 
-const PRICES: &str = "[quota.prices.\"claude-opus-5-5\"]\ninput = 15.0\noutput = 75.0\ncache_write = 18.75\ncache_read = 1.5\n";
+const PRICES: &str =
+    "[quota.prices.\"claude-opus-5-5\"]\ninput = 15.0\noutput = 75.0\ncache_write = 18.75\ncache_read = 1.5\n";
 
 fn paid_account(lines: &str) -> String {
     format!("{BASE}\n[[accounts]]\nname = \"paid\"\nconfig_dir = \"accounts/paid\"\nkind = \"api_key\"\n{lines}")
@@ -726,8 +727,9 @@ fn api_key_accounts_are_checked_key_by_key() {
 
 #[test]
 fn kinds_and_the_keys_only_a_paid_account_takes() {
-    let err = load(&BASE.replacen("config_dir = \"accounts/alpha\"", "config_dir = \"accounts/alpha\"\nkind = \"paid\"", 1))
-        .err();
+    let err =
+        load(&BASE.replacen("config_dir = \"accounts/alpha\"", "config_dir = \"accounts/alpha\"\nkind = \"paid\"", 1))
+            .err();
     only(&err, "accounts[0].kind", "\"subscription\" or \"api_key\"");
     let err = load(&BASE.replacen(
         "config_dir = \"accounts/alpha\"",
@@ -748,8 +750,9 @@ fn the_price_table_is_needed_by_a_paid_account_and_names_real_models() {
 
     let err = with("[quota.prices.opus]\ninput = 15.0\noutput = 75.0\ncache_write = 18.75\ncache_read = 1.5\n").err();
     only(&err, "quota.prices.opus", "not a Claude model id");
-    let err = with("[quota.prices.\"claude-opus-5-5\"]\ninput = -1\noutput = 75.0\ncache_write = 18.75\ncache_read = 1.5\n")
-        .err();
+    let err =
+        with("[quota.prices.\"claude-opus-5-5\"]\ninput = -1\noutput = 75.0\ncache_write = 18.75\ncache_read = 1.5\n")
+            .err();
     only(&err, "quota.prices.claude-opus-5-5.input", "0 or more");
     let err = with("[quota.prices.\"claude-opus-5-5\"]\ninput = 15.0\noutput = 75.0\ncache_write = 18.75\n").err();
     only(&err, "quota.prices.claude-opus-5-5.cache_read", "missing");

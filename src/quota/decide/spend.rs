@@ -58,14 +58,13 @@ pub fn price_of(prices: &BTreeMap<String, Price>, model: &str) -> (Price, bool) 
     if let Some((_, p)) = family {
         return (*p, true);
     }
-    let dearest = prices.values().fold(Price { input: 0.0, output: 0.0, cache_write: 0.0, cache_read: 0.0 }, |a, p| {
-        Price {
+    let dearest =
+        prices.values().fold(Price { input: 0.0, output: 0.0, cache_write: 0.0, cache_read: 0.0 }, |a, p| Price {
             input: a.input.max(p.input),
             output: a.output.max(p.output),
             cache_write: a.cache_write.max(p.cache_write),
             cache_read: a.cache_read.max(p.cache_read),
-        }
-    });
+        });
     (dearest, false)
 }
 

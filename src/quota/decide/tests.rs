@@ -744,7 +744,11 @@ fn a_paid_account_takes_over_only_when_every_subscription_is_out_and_leaves_when
         (
             "even one that cannot be polled (expired token) goes before paying",
             "a",
-            vec![held(polled("a", 50.0, 10.0)), with(polled("b", 0.0, 0.0), |q| q.token = TokenState::Expired), paid("p", 10.0, 0.0)],
+            vec![
+                held(polled("a", 50.0, 10.0)),
+                with(polled("b", 0.0, 0.0), |q| q.token = TokenState::Expired),
+                paid("p", 10.0, 0.0),
+            ],
             None,
             swap("b", HardLimit),
         ),
@@ -806,20 +810,17 @@ fn a_paid_account_takes_over_only_when_every_subscription_is_out_and_leaves_when
         (
             "a subscription whose windows reset but whose token expired on standby: back too",
             "p",
-            vec![with(polled("a", 95.0, 10.0), |q| {
-                q.token = TokenState::Expired;
-                q.windows.five_hour = Some(win(95.0, Some(9_000)));
-            }), paid("p", 10.0, 3.0)],
+            vec![
+                with(polled("a", 95.0, 10.0), |q| {
+                    q.token = TokenState::Expired;
+                    q.windows.five_hour = Some(win(95.0, Some(9_000)));
+                }),
+                paid("p", 10.0, 3.0),
+            ],
             None,
             swap("a", BackToSubscription),
         ),
-        (
-            "never polled is not back",
-            "p",
-            vec![AccountQuota::new("a"), paid("p", 10.0, 3.0)],
-            None,
-            Verdict::Stay,
-        ),
+        ("never polled is not back", "p", vec![AccountQuota::new("a"), paid("p", 10.0, 3.0)], None, Verdict::Stay),
         (
             "the cap reached with a second key: on to it",
             "p",
@@ -906,8 +907,5 @@ fn spend_is_priced_counted_once_per_message_and_capped_until_the_next_utc_day() 
 #[test]
 fn from_a_capped_key_a_returning_subscription_is_still_a_way_back() {
     let accounts = vec![polled("a", 10.0, 10.0), paid("p", 1.0, 2.0)];
-    assert_eq!(
-        should_swap("p", &accounts, &cfg(), None, at(10_000)),
-        swap("a", SwapReason::BackToSubscription)
-    );
+    assert_eq!(should_swap("p", &accounts, &cfg(), None, at(10_000)), swap("a", SwapReason::BackToSubscription));
 }

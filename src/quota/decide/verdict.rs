@@ -354,9 +354,11 @@ impl AccountQuota {
                 )),
                 _ => self.last_error.as_ref().map(|e| e.to_string()),
             },
-            exhausted_until: self.exhausted_until.filter(|u| *u > now).map(crate::time::rfc3339).or_else(|| {
-                self.capped(now).then(|| crate::time::rfc3339(super::next_utc_midnight(now)))
-            }),
+            exhausted_until: self
+                .exhausted_until
+                .filter(|u| *u > now)
+                .map(crate::time::rfc3339)
+                .or_else(|| self.capped(now).then(|| crate::time::rfc3339(super::next_utc_midnight(now)))),
             kind: if self.is_paid() { "api_key" } else { "subscription" }.into(),
             spend: self.spend.as_ref().map(|s| crate::status::SpendStatus {
                 day: super::utc_date(now),
