@@ -256,6 +256,9 @@ pub fn render_status_table(status: &Status) -> String {
         if let Some(e) = &a.last_error {
             note.push(e.clone());
         }
+        if let Some(s) = &a.spend {
+            note.push(format!("api key: spent {:.2} of {:.2} USD on {}", s.spent_usd, s.cap_usd, s.day));
+        }
         for (name, w) in &a.other_windows {
             note.push(format!("{name} {}", percent(Some(w))));
         }
@@ -364,6 +367,8 @@ mod tests {
                 last_poll_at: None,
                 last_error: None,
                 exhausted_until: None,
+                kind: "subscription".into(),
+                spend: None,
             }],
             sessions: vec![SessionStatus {
                 name: "ccl-auto-11".into(),

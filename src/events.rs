@@ -39,6 +39,8 @@ pub enum Kind {
     McpCall,
     QuestionAnswered,
     TelegramCommand,
+    /// An `api_key` account spent its day's cap: out until the next UTC day.
+    SpendCapReached,
 }
 
 impl Kind {
@@ -67,11 +69,12 @@ impl Kind {
             Kind::McpCall => "mcp_call",
             Kind::QuestionAnswered => "question_answered",
             Kind::TelegramCommand => "telegram_command",
+            Kind::SpendCapReached => "spend_cap_reached",
         }
     }
 
     /// Every kind, for parsing a kind's name (config) and listing them.
-    pub const ALL: [Kind; 23] = [
+    pub const ALL: [Kind; 24] = [
         Kind::FailoverStarted,
         Kind::FailoverFinished,
         Kind::FailoverFailed,
@@ -95,6 +98,7 @@ impl Kind {
         Kind::McpCall,
         Kind::QuestionAnswered,
         Kind::TelegramCommand,
+        Kind::SpendCapReached,
     ];
 
     /// The kind named `name` (as in events and `notify.telegram.kinds`).

@@ -192,6 +192,7 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
         active: crate::switcher::read_active(&config.state_dir),
         journal: crate::switcher::read_journal(&config.state_dir),
         quota: crate::quota::persist::load_or_log(&config.state_dir),
+        spend: crate::quota::spend_file::load_or_log(&config.state_dir),
     };
     if let Some(j) = &restored.journal {
         log::warn!("found an unfinished swap {} → {} ({}); it will be finished", j.from, j.to, j.reason);

@@ -9,6 +9,11 @@ pub fn quota_file(state_dir: &Path) -> PathBuf {
     state_dir.join("quota.json")
 }
 
+/// What each `api_key` account spent on its UTC day (`quota::spend_file`).
+pub fn spend_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("spend.json")
+}
+
 /// The account the sessions run on and the last swap (the switcher).
 pub fn active_file(state_dir: &Path) -> PathBuf {
     state_dir.join("active.json")

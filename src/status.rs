@@ -52,6 +52,10 @@ pub enum SwapCause {
     Manual,
     /// After a restart, sessions found on another account were moved back.
     Consolidate,
+    /// The active `api_key` account spent its day's cap.
+    SpendCap,
+    /// Off an `api_key` account: a subscription can work again.
+    BackToSubscription,
 }
 
 impl SwapCause {
@@ -64,6 +68,8 @@ impl SwapCause {
             SwapCause::LoginRevoked => "login_revoked",
             SwapCause::Manual => "manual",
             SwapCause::Consolidate => "consolidate",
+            SwapCause::SpendCap => "spend_cap",
+            SwapCause::BackToSubscription => "back_to_subscription",
         }
     }
 }
@@ -92,6 +98,25 @@ pub struct AccountStatus {
     pub last_poll_at: Option<String>,
     pub last_error: Option<String>,
     pub exhausted_until: Option<String>,
+    /// `subscription` or `api_key`.
+    #[serde(default = "subscription")]
+    pub kind: String,
+    /// `api_key` accounts: today's spend and the cap.
+    #[serde(default)]
+    pub spend: Option<SpendStatus>,
+}
+
+fn subscription() -> String {
+    "subscription".into()
+}
+
+/// What an `api_key` account spent on the current UTC day.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SpendStatus {
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    pub spent_usd: f64,
+    pub cap_usd: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -127,6 +127,21 @@ pub struct QuotaConfig {
     /// After a wait, sessions stopped by a limit are continued spread over
     /// this many seconds, so they do not hit the API in the same instant.
     pub resume_spread_secs: u64,
+    /// `[quota.prices."<model>"]`: what `api_key` accounts pay per million
+    /// tokens of each model, by the model id the API answers with.
+    pub prices: BTreeMap<String, Price>,
+}
+
+/// The price of one model, in USD per million tokens of each kind.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+    /// Tokens written to the prompt cache (`cache_creation_input_tokens`).
+    pub cache_write: f64,
+    /// Tokens read from the prompt cache (`cache_read_input_tokens`).
+    pub cache_read: f64,
 }
 
 impl QuotaConfig {
@@ -156,6 +171,7 @@ impl Default for QuotaConfig {
             min_dwell_secs: 600,
             prefer: PREFER_PRIORITY.into(),
             resume_spread_secs: 10,
+            prices: BTreeMap::new(),
         }
     }
 }
@@ -353,6 +369,35 @@ pub struct WebhookConfig {
 pub struct AccountConfig {
     pub name: String,
     pub config_dir: PathBuf,
+    /// `subscription` (a Claude login, the default) or `api_key` (a paid
+    /// key, used only while no subscription can work).
+    #[serde(default = "subscription")]
+    pub kind: String,
+    /// `api_key` accounts: the file holding the key, read at each launch.
+    #[serde(default)]
+    pub api_key_file: String,
+    /// `api_key` accounts: the most they may spend per UTC day.
+    #[serde(default)]
+    pub max_spend_usd_per_day: Option<f64>,
+}
+
+pub const KIND_SUBSCRIPTION: &str = "subscription";
+pub const KIND_API_KEY: &str = "api_key";
+
+fn subscription() -> String {
+    KIND_SUBSCRIPTION.into()
+}
+
+impl AccountConfig {
+    /// A paid API key rather than a subscription login.
+    pub fn is_api_key(&self) -> bool {
+        self.kind == KIND_API_KEY
+    }
+
+    /// The day's cap of an `api_key` account (validation makes it present).
+    pub fn daily_cap(&self) -> Option<f64> {
+        self.max_spend_usd_per_day.filter(|_| self.is_api_key())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -39,6 +39,8 @@ pub struct Emit {
 pub struct Metric {
     pub name: &'static str,
     pub labels: Vec<(&'static str, String)>,
+    /// How much the counter grows.
+    pub by: u64,
 }
 
 /// A file under state_dir to write.
@@ -46,6 +48,8 @@ pub struct Metric {
 pub enum StateWrite {
     /// `quota.json`; a failed write is logged and retried on the next change.
     Quota { state_dir: PathBuf, file: QuotaFile, at: SystemTime },
+    /// `spend.json`; a failed write is logged and retried on the next change.
+    Spend { state_dir: PathBuf, file: crate::quota::spend_file::SpendFile },
 }
 
 /// What the service manager is told (sd_notify).
@@ -89,7 +93,11 @@ impl Effects {
     }
 
     pub fn count(&mut self, name: &'static str, labels: &[(&'static str, &str)]) {
-        self.metrics.push(Metric { name, labels: labels.iter().map(|(k, v)| (*k, v.to_string())).collect() });
+        self.add(name, labels, 1);
+    }
+
+    pub fn add(&mut self, name: &'static str, labels: &[(&'static str, &str)], by: u64) {
+        self.metrics.push(Metric { name, labels: labels.iter().map(|(k, v)| (*k, v.to_string())).collect(), by });
     }
 
     pub fn sessions(&mut self, command: sessions::Command) {

@@ -123,6 +123,8 @@ pub struct Restored {
     pub journal: Option<crate::switcher::Plan>,
     /// Hard limits and windows the last run knew (`quota.json`).
     pub quota: crate::quota::persist::QuotaFile,
+    /// What `api_key` accounts spent (`spend.json`).
+    pub spend: crate::quota::spend_file::SpendFile,
 }
 
 pub struct Coordinator {
@@ -146,8 +148,8 @@ impl Coordinator {
         let known = |a: &Option<String>| a.as_ref().filter(|a| config.account(a).is_some()).cloned();
         let active_account = known(&restored.journal.as_ref().map(|j| j.to.clone()))
             .or_else(|| known(&restored.active.as_ref().map(|a| a.account.clone())))
-            .or_else(|| config.accounts.first().map(|a| a.name.clone()));
-        let quotas = quotas::Quotas::restore(&config, &restored.quota, now);
+            .or_else(|| config.first_account().map(|a| a.name.clone()));
+        let quotas = quotas::Quotas::restore(&config, &restored.quota, &restored.spend, now);
         let last_swap = restored.active.and_then(|a| a.last_swap);
         Coordinator {
             pool: pool::Pool::new(&config, crate::time::unix_secs(now.wall).max(0) as u64),
@@ -280,13 +282,13 @@ impl Coordinator {
                     log::warn!("reload: {} take effect only after a restart", restart_needed.join(", "));
                 }
                 if self.active_account.as_deref().is_none_or(|a| new.account(a).is_none()) {
-                    self.active_account = new.accounts.first().map(|a| a.name.clone());
+                    self.active_account = new.first_account().map(|a| a.name.clone());
                 }
                 self.config = Arc::new(new);
                 self.reload_problem = None;
                 self.apply_session_changes(now, fx);
                 fx.dispatcher(dispatcher::Command::Configure(Arc::clone(&self.config)));
-                self.apply_account_changes(fx);
+                self.apply_account_changes(now, fx);
                 fx.reconfigured = Some(Arc::clone(&self.config));
                 let path = self.config.source.display().to_string();
                 fx.emit(Kind::ConfigReloaded, &path, "configuration reloaded", json!({}));

@@ -132,6 +132,9 @@ impl Coordinator {
             }
             Report::TurnStarted { session } => self.turn_started(&session),
             Report::TurnEnded { session, end } => self.turn_ended(&session, end, now, fx),
+            Report::Usage { account, message_id, model, tokens, .. } => {
+                self.usage(&account, &message_id, &model, tokens, now, fx)
+            }
         }
     }
 

@@ -38,11 +38,16 @@ impl<S: Supervisor> Hands<S> {
                         log::error!("{e}");
                     }
                 }
+                StateWrite::Spend { state_dir, file } => {
+                    if let Err(e) = crate::quota::spend_file::save(&state_dir, &file) {
+                        log::error!("{e}");
+                    }
+                }
             }
         }
         for m in &fx.metrics {
             let labels: Vec<(&str, &str)> = m.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            self.shared.metrics.inc(m.name, &labels);
+            self.shared.metrics.add(m.name, &labels, m.by);
         }
         for e in fx.events {
             self.shared.events.emit(e.kind, &e.subject, e.message, e.details);

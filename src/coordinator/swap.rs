@@ -35,6 +35,8 @@ impl From<SwapReason> for SwapCause {
             SwapReason::Projected => SwapCause::Projected,
             SwapReason::Failback => SwapCause::Failback,
             SwapReason::LoginRevoked => SwapCause::LoginRevoked,
+            SwapReason::SpendCap => SwapCause::SpendCap,
+            SwapReason::BackToSubscription => SwapCause::BackToSubscription,
         }
     }
 }
@@ -61,7 +63,7 @@ impl Coordinator {
         self.swap.running.is_none()
             && self.swap.pending.is_none()
             && !self.swap.exhausted
-            && !self.quotas.accounts.iter().any(|q| &q.name == active && q.exhausted(now.wall))
+            && !self.quotas.accounts.iter().any(|q| &q.name == active && q.out(now.wall))
     }
 
     /// Swaps when the quota says so; latches "all exhausted" once.
@@ -110,7 +112,7 @@ impl Coordinator {
         let last_swap_at = self.swap.last_at.map(|t| now.wall_of(t));
         match should_swap(&active, &self.quotas.accounts, &self.config.quota, last_swap_at, now.wall) {
             Verdict::Stay => {
-                let active_ok = self.quotas.accounts.iter().any(|q| q.name == active && !q.exhausted(now.wall));
+                let active_ok = self.quotas.accounts.iter().any(|q| q.name == active && !q.out(now.wall));
                 if self.swap.exhausted && active_ok {
                     self.swap.exhausted = false;
                     fx.emit(
@@ -187,13 +189,22 @@ impl Coordinator {
                         return Err(ControlError::BadRequest(format!("{to} is not eligible: {why}")));
                     }
                 }
+                // The decision would move the sessions straight back.
+                if let Some(sub) = q.is_paid().then(|| self.eligible_subscription(now)).flatten() {
+                    return Err(ControlError::BadRequest(format!(
+                        "{to} is an api_key account, used only while no subscription can work, and {sub} can"
+                    )));
+                }
                 to
             }
             None => {
                 let others = || self.quotas.accounts.iter().filter(|q| q.name != active);
                 let best = others()
-                    .find(|q| eligible(q, quota, now.wall).is_ok())
-                    .or_else(|| others().find(|q| eligible(q, quota, now.wall).is_err_and(|w| w.is_soft())));
+                    .find(|q| !q.is_paid() && eligible(q, quota, now.wall).is_ok())
+                    .or_else(|| {
+                        others().find(|q| !q.is_paid() && eligible(q, quota, now.wall).is_err_and(|w| w.is_soft()))
+                    })
+                    .or_else(|| others().find(|q| q.is_paid() && eligible(q, quota, now.wall).is_ok()));
                 match best {
                     Some(q) => q.name.clone(),
                     None => return Err(ControlError::BadRequest("no other account is eligible".into())),
@@ -204,6 +215,16 @@ impl Coordinator {
         self.swap.pending = Some(PendingSwap { to: target.clone(), reason: SwapCause::Manual, decided: now.at });
         self.consider_swap(now, fx);
         Ok(json!({"accepted": true, "from": active, "to": target}))
+    }
+
+    /// A subscription account that may take the sessions now, if any.
+    fn eligible_subscription(&self, now: Now) -> Option<String> {
+        let quota = &self.config.quota;
+        self.quotas
+            .accounts
+            .iter()
+            .find(|q| !q.is_paid() && eligible(q, quota, now.wall).is_ok())
+            .map(|q| q.name.clone())
     }
 
     /// Plans a swap of every session to `to` and hands it to the switcher.

@@ -66,6 +66,10 @@ pub fn telegram_text(notice: &Notice) -> String {
             _ => format!("✔ Session {subject}'s question answered"),
         },
         Kind::TelegramCommand => format!("⌨ {subject} on Telegram"),
+        Kind::SpendCapReached => match d.str("until") {
+            Some(until) => format!("💸 Account {subject} reached its daily spend cap; usable again {until}"),
+            None => format!("💸 Account {subject} reached its daily spend cap"),
+        },
     };
     if message.is_empty() {
         head

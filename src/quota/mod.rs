@@ -11,11 +11,13 @@
 //! [`poller::QuotaReport`]s, statusline samples and hard-limit sightings, and
 //! builds `/status` and its swap decisions from those. `persist` keeps the
 //! part a restart must not forget (hard limits, last windows) in
-//! `<state_dir>/quota.json`.
+//! `<state_dir>/quota.json`; `spend_file` what `api_key` accounts spent
+//! today, in `<state_dir>/spend.json`.
 
 pub mod decide;
 pub mod persist;
 pub mod poller;
+pub mod spend_file;
 
 pub use decide::{
     confirm_hard_limit, eligible, eligible_again_at, should_swap, state_name, AccountQuota, HardLimitSignal,

@@ -177,7 +177,8 @@ impl Poller {
     fn configure(&mut self, config: Arc<Config>, now: SystemTime) {
         self.agent = agent(&config);
         let mut old = std::mem::take(&mut self.accounts);
-        for ac in &config.accounts {
+        // An api_key account has no subscription usage to ask about.
+        for ac in config.accounts.iter().filter(|a| !a.is_api_key()) {
             let kept =
                 old.iter().position(|a| a.name == ac.name && a.config_dir == ac.config_dir).map(|i| old.swap_remove(i));
             self.accounts.push(kept.unwrap_or_else(|| AccountPoll {

@@ -134,6 +134,8 @@ mod tests {
                 last_poll_at: None,
                 last_error: None,
                 exhausted_until: None,
+                kind: "subscription".into(),
+                spend: None,
             }],
             sessions: vec![SessionStatus {
                 name: "s1".into(),

@@ -8,6 +8,7 @@
 //! takes a turn (`kit::claude_turn`), so at most `kit::throttle::limit()` of
 //! them (1, or `CF_CLAUDE_TESTS`) run at once, across test binaries too.
 
+mod api_key;
 mod claude_live;
 mod crash;
 mod demo;

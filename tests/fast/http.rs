@@ -59,6 +59,8 @@ fn status() -> Status {
             last_poll_at: None,
             last_error: None,
             exhausted_until: None,
+            kind: "subscription".into(),
+            spend: None,
         }],
         ..Default::default()
     }
