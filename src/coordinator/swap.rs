@@ -146,6 +146,7 @@ impl Coordinator {
             Verdict::AllExhausted(reason) => {
                 if !self.swap.exhausted {
                     self.swap.exhausted = true;
+                    self.take_over_limits(fx);
                     // When the first account may work again: work resumes then
                     // (or earlier, if a fresh reading says so).
                     let quota = &self.config.quota;
@@ -297,6 +298,7 @@ impl Coordinator {
                         w.unlimit();
                         w.failure = None;
                         w.limit_taken_over = false;
+                        w.takeover_offered = false;
                         w.idle_since = None;
                         w.turn_seen = *continued;
                     }

@@ -286,7 +286,8 @@ fn usage_endpoint_errors_are_reported_and_back_off() {
         ("broken", "error", "500"),
         ("garbled", "error", "not understood"),
         ("slow", "error", "did not answer in time"),
-        ("expired", "token_expired", "401"),
+        // A 401 for a token whose expiresAt is ahead: a revoked login.
+        ("expired", "token_expired", "revoked"),
     ];
     wait_until(LONG, "every account's first poll", || {
         want.iter().all(|(a, _, _)| rig.account_status(a).is_some_and(|s| !s["last_error"].is_null())).then_some(())
@@ -314,7 +315,8 @@ fn usage_endpoint_errors_are_reported_and_back_off() {
     let (_, metrics) = rig.http("GET", "/metrics", None).unwrap();
     assert!(metrics.contains("claude_failover_usage_poll_errors_total"), "{metrics}");
     assert_eq!(rig.count_events("failover_started"), 0);
-    assert_eq!(rig.count_events("token_expired"), 1);
+    assert_eq!(rig.count_events("login_revoked"), 1);
+    assert_eq!(rig.count_events("token_expired"), 0, "not a routine expiry");
 }
 
 #[test]
