@@ -13,6 +13,7 @@ mod crash;
 mod demo;
 mod dispatch_e2e;
 mod failover_e2e;
+mod fleet_e2e;
 mod faults;
 mod mcp_clients;
 mod recovery;
