@@ -242,6 +242,7 @@ fn placeholder(kind: Kind) -> toml::Value {
             }
             toml::Value::Table(t)
         }
+        Kind::StrList | Kind::IntList => toml::Value::Array(Vec::new()),
         _ => toml::Value::String(String::new()),
     }
 }

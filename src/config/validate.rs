@@ -217,7 +217,10 @@ impl Config {
         }
         let prefix = f.prefix.as_str();
         if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 2 {
-            check.add("fleet.prefix", format!("must start and end with '/' and name something, e.g. \"/claude-failover/\"; found {prefix:?}"));
+            check.add(
+                "fleet.prefix",
+                format!("must start and end with '/' and name something, e.g. \"/claude-failover/\"; found {prefix:?}"),
+            );
         } else if prefix.chars().any(|c| c.is_control() || c.is_whitespace()) {
             check.add("fleet.prefix", format!("must not contain spaces or control characters, found {prefix:?}"));
         }
@@ -229,7 +232,10 @@ impl Config {
         if f.lease_ttl_secs < 2 || f.lease_ttl_secs > 3600 {
             check.add(
                 "fleet.lease_ttl_secs",
-                format!("must be from 2 to 3600 seconds (etcd's shortest lease is about 2 s), found {}", f.lease_ttl_secs),
+                format!(
+                    "must be from 2 to 3600 seconds (etcd's shortest lease is about 2 s), found {}",
+                    f.lease_ttl_secs
+                ),
             );
         }
         if super::types::FleetPolicy::parse(&f.policy).is_none() {

@@ -300,7 +300,10 @@ impl Coordinator {
                         None => log::warn!("fleet: no free account; this host's sessions stay where they are"),
                     }
                 } else {
-                    log::info!("fleet: {to} is held by {}; not moving there", holder.as_deref().unwrap_or("another host"));
+                    log::info!(
+                        "fleet: {to} is held by {}; not moving there",
+                        holder.as_deref().unwrap_or("another host")
+                    );
                 }
             }
         }
@@ -361,7 +364,9 @@ impl Coordinator {
         let base = active.as_ref().map_or(0, |a| a.revision);
         let offer = match &active {
             None => true,
-            Some(a) => fleet.swapped_alone && a.revision <= fleet.applied.max(0) && Some(&a.record.account) != mine.as_ref(),
+            Some(a) => {
+                fleet.swapped_alone && a.revision <= fleet.applied.max(0) && Some(&a.record.account) != mine.as_ref()
+            }
         };
         if let (true, Some(account)) = (offer, mine) {
             fleet.active = active;
@@ -466,7 +471,11 @@ impl Coordinator {
             fx.emit(
                 Kind::FleetNews,
                 &account,
-                format!("{} saw a hard limit on {account}; held until {}", news.host, until.clone().unwrap_or_default()),
+                format!(
+                    "{} saw a hard limit on {account}; held until {}",
+                    news.host,
+                    until.clone().unwrap_or_default()
+                ),
                 json!({"host": news.host, "account": account, "until": until}),
             );
         }
@@ -490,7 +499,12 @@ impl Coordinator {
         let want = match fleet.link {
             Link::Joining => Some(BTreeSet::new()),
             Link::Connected => Some(
-                fleet.pollers.iter().filter(|(_, h)| **h == fleet.host).map(|(a, _)| a.clone()).collect::<BTreeSet<_>>(),
+                fleet
+                    .pollers
+                    .iter()
+                    .filter(|(_, h)| **h == fleet.host)
+                    .map(|(a, _)| a.clone())
+                    .collect::<BTreeSet<_>>(),
             ),
             Link::Unreachable { .. } => None,
         };
@@ -535,7 +549,10 @@ impl Coordinator {
         let fleet = self.fleet.as_ref()?;
         let quota = &self.config.quota;
         let free = || self.quotas.accounts.iter().filter(|q| !fleet.holds.contains_key(&q.name));
-        free().find(|q| crate::quota::eligible(q, quota, now.wall).is_ok()).or_else(|| free().next()).map(|q| q.name.clone())
+        free()
+            .find(|q| crate::quota::eligible(q, quota, now.wall).is_ok())
+            .or_else(|| free().next())
+            .map(|q| q.name.clone())
     }
 
     /// `exclusive`: an account another host holds is not this host's to

@@ -235,8 +235,8 @@ pub fn watch(
         // The timeout (or a member going away) ends the stream: the caller
         // takes up again from `next`, nothing missed.
         let Ok(line) = line else { break };
-        let value: Value = serde_json::from_str(&line)
-            .map_err(|e| EtcdError::Garbage(format!("{url}: {e}: {}", shorten(&line))))?;
+        let value: Value =
+            serde_json::from_str(&line).map_err(|e| EtcdError::Garbage(format!("{url}: {e}: {}", shorten(&line))))?;
         let Some(result) = value.get("result") else {
             return Err(EtcdError::Refused(format!("{url}: {}", message(&value))));
         };

@@ -47,17 +47,29 @@ pub enum Command {
 pub enum Report {
     /// etcd answered (at start or after an outage): everything under the
     /// prefix as of `revision`; changes follow as [`Report::Changed`].
-    Joined { revision: i64, state: Vec<Change> },
+    Joined {
+        revision: i64,
+        state: Vec<Change>,
+    },
     /// etcd stopped answering; the role tries again every second.
-    Unreachable { error: String },
+    Unreachable {
+        error: String,
+    },
     Changed(Change),
     /// A value under the prefix that is not the fleet's; ignored.
     Garbage(Garbage),
     /// The outcome of a [`Command::Propose`]: `active` is the fleet's
     /// active account after it (this host's if `won`).
-    Proposed { won: bool, active: Option<Active> },
+    Proposed {
+        won: bool,
+        active: Option<Active>,
+    },
     /// The outcome of a [`Command::Claim`]: `holder` is who holds `to` now.
-    Claimed { to: String, won: bool, holder: Option<String> },
+    Claimed {
+        to: String,
+        won: bool,
+        holder: Option<String>,
+    },
 }
 
 pub struct FleetHandle {
@@ -319,7 +331,8 @@ impl Role {
         let done = match command {
             Command::Host(record) => {
                 let changed = self.host.as_ref().is_none_or(|h| {
-                    (&h.account, h.sessions, h.busy, h.queued) != (&record.account, record.sessions, record.busy, record.queued)
+                    (&h.account, h.sessions, h.busy, h.queued)
+                        != (&record.account, record.sessions, record.busy, record.queued)
                 });
                 self.host = Some(record);
                 if changed {
@@ -344,14 +357,14 @@ impl Role {
         let key = self.key(Key::Active);
         let value = serde_json::to_vec(&record).unwrap_or_default();
         let compare = if base == 0 { Compare::Absent(&key) } else { Compare::ModRevision(&key, base) };
-        let outcome = match self.etcd.txn(&[compare], &[Op::Put { key: &key, value: &value, lease: None }], &[Op::Get(&key)])
-        {
-            Ok(o) => o,
-            Err(e) => {
-                self.out.send(Report::Proposed { won: false, active: None });
-                return Err(e);
-            }
-        };
+        let outcome =
+            match self.etcd.txn(&[compare], &[Op::Put { key: &key, value: &value, lease: None }], &[Op::Get(&key)]) {
+                Ok(o) => o,
+                Err(e) => {
+                    self.out.send(Report::Proposed { won: false, active: None });
+                    return Err(e);
+                }
+            };
         let active = if outcome.succeeded {
             Some(Active { record, revision: outcome.revision })
         } else {

@@ -212,7 +212,13 @@ mod tests {
         }
         let bad = read(p, "/cf/holds/alpha", b"{not json", 3, false).unwrap_err();
         assert!(bad.error.contains("not a fleet record"), "{bad:?}");
-        let wrong = read(p, "/cf/accounts/alpha", br#"{"account":"beta","host":"h","reading":null,"hold":null,"revoked_since_ms":null}"#, 3, false);
+        let wrong = read(
+            p,
+            "/cf/accounts/alpha",
+            br#"{"account":"beta","host":"h","reading":null,"hold":null,"revoked_since_ms":null}"#,
+            3,
+            false,
+        );
         assert!(wrong.unwrap_err().error.contains("another account"));
         assert_eq!(
             read(p, "/cf/holds/alpha", &claim_value("h2"), 3, false),

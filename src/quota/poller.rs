@@ -130,7 +130,14 @@ struct Poller {
 
 impl Poller {
     fn new(config: Arc<Config>, out: Sender<QuotaReport>, jitter: Jitter, now: SystemTime) -> Poller {
-        let mut p = Poller { agent: agent(&config), config: Arc::clone(&config), accounts: Vec::new(), jitter, out, only: None };
+        let mut p = Poller {
+            agent: agent(&config),
+            config: Arc::clone(&config),
+            accounts: Vec::new(),
+            jitter,
+            out,
+            only: None,
+        };
         // In a fleet, nothing is polled until the fleet says whose polls
         // are this host's (or that etcd is away): a start must not poll
         // what another host polls already.

@@ -48,6 +48,15 @@ fn usage_is_polled_once_per_account_per_interval_across_the_fleet() {
         took >= Duration::from_secs(2 * (n - 1)) - Duration::from_millis(500),
         "{n} polls of alpha in {took:?}: more than one poller per interval"
     );
+    // `status --fleet` from either host shows both.
+    let out = std::process::Command::new(kit::daemon_binary())
+        .args(["status", "--fleet", "--config"])
+        .arg(rig.hosts[1].dir.join("config.toml"))
+        .output()
+        .expect("status --fleet");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("policy shared, etcd connected"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("h1 ")) && text.lines().any(|l| l.starts_with("h2 ")), "{text}");
     // Both hosts know alpha's reading, though only one asked.
     for h in &rig.hosts {
         wait_until(LONG, "alpha's reading on every host", || {
@@ -127,9 +136,7 @@ fn exclusive_hosts_never_share_an_account_and_a_dead_hosts_account_is_freed() {
     // h2's account is taken: asking h1 to go there changes nothing.
     let (code, _) = rig.hosts[0].post("/failover", r#"{"to":"beta"}"#);
     assert_eq!(code, 202);
-    wait_until(LONG, "h1 told beta is held", || {
-        rig.hosts[0].log_text().contains("beta is held by h2").then_some(())
-    });
+    wait_until(LONG, "h1 told beta is held", || rig.hosts[0].log_text().contains("beta is held by h2").then_some(()));
     distinct(&rig);
     assert_eq!(rig.hosts[0].active().as_deref(), Some("gamma"));
 

@@ -111,10 +111,11 @@ impl EtcdCluster {
     /// Every running member answers `/health` with a leader.
     pub fn wait_healthy(&self) {
         wait_until(Duration::from_secs(60), "every etcd member healthy", || {
-            self.members.iter().filter(|m| m.child.is_some()).all(|m| {
-                super::http::get_json(m.client_port, "/health").is_some_and(|v| v["health"] == "true")
-            })
-            .then_some(())
+            self.members
+                .iter()
+                .filter(|m| m.child.is_some())
+                .all(|m| super::http::get_json(m.client_port, "/health").is_some_and(|v| v["health"] == "true"))
+                .then_some(())
         });
     }
 

@@ -234,8 +234,12 @@ impl Drop for FleetRig {
         if std::thread::panicking() {
             for h in &self.hosts {
                 let log = h.log_text();
-                let tail: Vec<&str> =
-                    log.lines().filter(|l| !l.contains(" ureq") && !l.contains("usage polled")).rev().take(80).collect();
+                let tail: Vec<&str> = log
+                    .lines()
+                    .filter(|l| !l.contains(" ureq") && !l.contains("usage polled"))
+                    .rev()
+                    .take(80)
+                    .collect();
                 eprintln!("--- {} daemon log (last lines) ---", h.name);
                 for line in tail.iter().rev() {
                     eprintln!("{line}");
