@@ -41,6 +41,14 @@ pub enum Kind {
     TelegramCommand,
     /// An `api_key` account spent its day's cap: out until the next UTC day.
     SpendCapReached,
+    /// The fleet's etcd answered (at start or after an outage): this host joined.
+    FleetJoined,
+    /// The fleet's etcd stopped answering: this host works on alone.
+    FleetUnreachable,
+    /// Another host learnt of a hard limit (or a dead login) of an account.
+    FleetNews,
+    /// A value under the fleet's prefix that is not the fleet's; ignored.
+    FleetGarbage,
 }
 
 impl Kind {
@@ -70,11 +78,15 @@ impl Kind {
             Kind::QuestionAnswered => "question_answered",
             Kind::TelegramCommand => "telegram_command",
             Kind::SpendCapReached => "spend_cap_reached",
+            Kind::FleetJoined => "fleet_joined",
+            Kind::FleetUnreachable => "fleet_unreachable",
+            Kind::FleetNews => "fleet_news",
+            Kind::FleetGarbage => "fleet_garbage",
         }
     }
 
     /// Every kind, for parsing a kind's name (config) and listing them.
-    pub const ALL: [Kind; 24] = [
+    pub const ALL: [Kind; 28] = [
         Kind::FailoverStarted,
         Kind::FailoverFinished,
         Kind::FailoverFailed,
@@ -99,6 +111,10 @@ impl Kind {
         Kind::QuestionAnswered,
         Kind::TelegramCommand,
         Kind::SpendCapReached,
+        Kind::FleetJoined,
+        Kind::FleetUnreachable,
+        Kind::FleetNews,
+        Kind::FleetGarbage,
     ];
 
     /// The kind named `name` (as in events and `notify.telegram.kinds`).
@@ -120,6 +136,8 @@ impl Kind {
                 | Kind::SessionCrashLoop
                 | Kind::TaskFailed
                 | Kind::ConfigRejected
+                | Kind::FleetUnreachable
+                | Kind::FleetGarbage
         )
     }
 }

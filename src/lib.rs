@@ -12,6 +12,7 @@ pub mod control;
 pub mod coordinator;
 pub mod dispatcher;
 pub mod events;
+pub mod fleet;
 pub mod heartbeat;
 pub mod hook;
 pub mod http;

@@ -27,6 +27,7 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "Telegram updates ignored, by reason (chat, user, stale, other).",
     ),
     ("claude_failover_janitor_actions_total", "counter", "Janitor actions, by action."),
+    ("claude_failover_fleet_unreachable_total", "counter", "Times the fleet's etcd stopped answering this host."),
     (
         "claude_failover_api_key_tokens_total",
         "counter",

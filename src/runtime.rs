@@ -166,12 +166,27 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
         crate::switcher::run(switcher_config, until_stopped(switcher_rx, stopped), switcher_events, beat)
     })
     .map_err(failed("switcher"))?;
+    let fleet_events = event_tx.clone();
     drop(event_tx);
     let (checkpoint_config, checkpoint_shared) = (Arc::clone(&config), shared.clone());
     let checkpoint = RoleHandle::spawn("checkpoint", heartbeats.register("checkpoint"), move |stopped, beat| {
         crate::checkpoint::run(checkpoint_config, checkpoint_shared, stopped, beat)
     })
     .map_err(failed("checkpoint"))?;
+    let fleet = match &config.fleet {
+        Some(_) => Some(
+            crate::fleet::spawn(
+                &config,
+                Reporter::into_channel(fleet_events, RoleReport::Fleet),
+                heartbeats.register("fleet"),
+            )
+            .map_err(failed("fleet"))?,
+        ),
+        None => {
+            drop(fleet_events);
+            None
+        }
+    };
     let (quota_tx, quota_rx) = crossbeam_channel::unbounded();
     let quota =
         crate::quota::spawn(Arc::clone(&config), quota_tx, heartbeats.register("quota")).map_err(failed("quota"))?;
@@ -183,6 +198,7 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
         dispatcher: dispatcher_tx,
         quota: quota.sender(),
         switcher: switcher_tx,
+        fleet: fleet.as_ref().map(|f| f.sender()),
         on_reload: vec![
             Box::new(move |c: &Arc<Config>| janitor_for_reload.reconfigure(Arc::clone(c))),
             Box::new(http_for_reload),
@@ -220,6 +236,9 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
     switcher.shutdown();
     checkpoint.shutdown();
     quota.shutdown();
+    if let Some(fleet) = fleet {
+        fleet.shutdown();
+    }
     if let Ok(janitor) = Arc::try_unwrap(janitor) {
         janitor.join();
     }

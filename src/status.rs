@@ -15,6 +15,49 @@ pub struct Status {
     pub accounts: Vec<AccountStatus>,
     pub sessions: Vec<SessionStatus>,
     pub queues: Vec<QueueStatus>,
+    /// `[fleet]` only: the fleet as this host sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
+}
+
+/// The `fleet` section of `/status` (docs/fleet.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FleetStatus {
+    /// This host's name.
+    pub host: String,
+    pub policy: String,
+    /// `joining`, `connected` or `unreachable`.
+    pub state: String,
+    /// Since when `state` holds (RFC 3339).
+    pub since: Option<String>,
+    /// Why etcd is unreachable.
+    pub error: Option<String>,
+    /// `shared`: the fleet's active account and the etcd revision that chose it.
+    pub active: Option<FleetActive>,
+    /// `exclusive`: account → the host holding it.
+    pub holds: BTreeMap<String, String>,
+    /// Account → the host polling its usage for the fleet.
+    pub pollers: BTreeMap<String, String>,
+    pub hosts: Vec<FleetHost>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FleetActive {
+    pub account: String,
+    pub revision: i64,
+    pub by: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FleetHost {
+    pub host: String,
+    pub account: Option<String>,
+    pub sessions: usize,
+    pub busy: usize,
+    pub queued: usize,
+    /// The host's last renewal (RFC 3339, by its own clock).
+    pub last_seen: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

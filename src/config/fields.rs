@@ -46,6 +46,7 @@ const ROOT: &[Field] = &[
     opt("http", Kind::Table(HTTP)),
     opt("notify", Kind::Table(NOTIFY)),
     opt("mcp", Kind::Table(MCP)),
+    opt("fleet", Kind::Table(FLEET)),
     opt("accounts", Kind::TableList(ACCOUNT)),
     opt("projects", Kind::TableList(PROJECT)),
     opt("sessions", Kind::TableList(SESSION)),
@@ -93,6 +94,13 @@ const JANITOR: &[Field] =
     &[opt("interval_secs", SECS), opt("archive_done_after_secs", SECS), opt("prune_checkpoints_after_secs", SECS)];
 const HTTP: &[Field] = &[opt("listen", Kind::Str), opt("token_file", Kind::Str)];
 const MCP: &[Field] = &[opt("allow", Kind::StrList), opt("token_file", Kind::Str), opt("register", Kind::Bool)];
+const FLEET: &[Field] = &[
+    req("endpoints", Kind::StrList),
+    opt("prefix", Kind::Str),
+    opt("host", Kind::Str),
+    opt("lease_ttl_secs", SECS),
+    opt("policy", Kind::Str),
+];
 const NOTIFY: &[Field] =
     &[opt("min_interval_secs", SECS), opt("telegram", Kind::Table(TELEGRAM)), opt("webhook", Kind::Table(WEBHOOK))];
 const TELEGRAM: &[Field] = &[
@@ -267,6 +275,7 @@ fn placeholder(kind: Kind) -> toml::Value {
         Kind::Float => toml::Value::Float(0.0),
         Kind::Uint(_) => toml::Value::Integer(0),
         Kind::Bool => toml::Value::Boolean(false),
+        Kind::StrList | Kind::IntList => toml::Value::Array(Vec::new()),
         _ => toml::Value::String(String::new()),
     }
 }

@@ -60,6 +60,10 @@ pub struct Config {
     pub notify: NotifyConfig,
     #[serde(default)]
     pub mcp: McpConfig,
+    /// `[fleet]`: several hosts sharing the accounts through etcd; absent:
+    /// this daemon alone (docs/fleet.md).
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
     #[serde(default)]
     pub accounts: Vec<AccountConfig>,
     #[serde(default)]
@@ -362,6 +366,83 @@ fn default_telegram_api() -> String {
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,
+}
+
+/// `[fleet]`: the etcd cluster the hosts of a fleet agree through.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// etcd client URLs (`http://host:2379`), tried in order.
+    pub endpoints: Vec<String>,
+    /// Every key the fleet writes starts with this.
+    #[serde(default = "default_fleet_prefix")]
+    pub prefix: String,
+    /// This daemon's name in the fleet; empty: the machine's hostname
+    /// (filled in at load time).
+    #[serde(default)]
+    pub host: String,
+    /// How long etcd keeps this host's keys (host record, held account,
+    /// poll claims) after it stops renewing them.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_secs: u64,
+    /// `shared` or `exclusive` (see [`FleetPolicy`]).
+    #[serde(default = "default_fleet_policy")]
+    pub policy: String,
+}
+
+/// What a fleet guarantees about accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetPolicy {
+    /// Every host follows one fleet-wide active account.
+    Shared,
+    /// Each account is used by at most one host at a time.
+    Exclusive,
+}
+
+impl FleetPolicy {
+    pub fn parse(s: &str) -> Option<FleetPolicy> {
+        match s {
+            "shared" => Some(FleetPolicy::Shared),
+            "exclusive" => Some(FleetPolicy::Exclusive),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FleetPolicy::Shared => "shared",
+            FleetPolicy::Exclusive => "exclusive",
+        }
+    }
+}
+
+impl FleetConfig {
+    /// The policy; validation holds `policy` to the known names.
+    pub fn policy(&self) -> FleetPolicy {
+        FleetPolicy::parse(&self.policy).unwrap_or(FleetPolicy::Shared)
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl_secs)
+    }
+}
+
+fn default_fleet_prefix() -> String {
+    "/claude-failover/".into()
+}
+fn default_lease_ttl() -> u64 {
+    10
+}
+fn default_fleet_policy() -> String {
+    "shared".into()
+}
+
+/// The machine's hostname, for `fleet.host`'s default.
+pub fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Deserialize)]

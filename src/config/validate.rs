@@ -15,6 +15,11 @@ impl Config {
         if !self.mcp.token_file.is_empty() {
             self.mcp.token = read_secret(Path::new(&self.mcp.token_file), "mcp.token_file", check);
         }
+        if let Some(f) = &mut self.fleet {
+            if f.host.is_empty() {
+                f.host = super::types::hostname();
+            }
+        }
         if let Some(t) = &mut self.notify.telegram {
             t.bot_token = read_secret(&t.bot_token_file, "notify.telegram.bot_token_file", check);
         }
@@ -40,6 +45,7 @@ impl Config {
         check_url(check, "quota.usage_url", &self.quota.usage_url);
         self.validate_http(check);
         self.validate_mcp(check);
+        self.validate_fleet(check);
         if let Some(t) = &self.notify.telegram {
             if t.chat_id.trim().is_empty() {
                 check.add("notify.telegram.chat_id", "must not be empty");
@@ -206,6 +212,42 @@ impl Config {
                     );
                 }
             }
+        }
+    }
+
+    fn validate_fleet(&self, check: &mut Check) {
+        let Some(f) = &self.fleet else { return };
+        if f.endpoints.is_empty() {
+            check.add("fleet.endpoints", "must name at least one etcd client URL, e.g. \"http://10.0.0.1:2379\"");
+        }
+        for (i, url) in f.endpoints.iter().enumerate() {
+            check_url(check, &format!("fleet.endpoints[{i}]"), url);
+        }
+        let prefix = f.prefix.as_str();
+        if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 2 {
+            check.add(
+                "fleet.prefix",
+                format!("must start and end with '/' and name something, e.g. \"/claude-failover/\"; found {prefix:?}"),
+            );
+        } else if prefix.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            check.add("fleet.prefix", format!("must not contain spaces or control characters, found {prefix:?}"));
+        }
+        if f.host.is_empty() {
+            check.add("fleet.host", "is empty and the machine's hostname could not be read: name this host");
+        } else if let Some(bad) = bad_name(&f.host) {
+            check.add("fleet.host", bad);
+        }
+        if f.lease_ttl_secs < 2 || f.lease_ttl_secs > 3600 {
+            check.add(
+                "fleet.lease_ttl_secs",
+                format!(
+                    "must be from 2 to 3600 seconds (etcd's shortest lease is about 2 s), found {}",
+                    f.lease_ttl_secs
+                ),
+            );
+        }
+        if super::types::FleetPolicy::parse(&f.policy).is_none() {
+            check.add("fleet.policy", format!("must be \"shared\" or \"exclusive\", found {:?}", f.policy));
         }
     }
 

@@ -23,6 +23,7 @@ pub enum Order {
     Dispatcher(dispatcher::Command),
     Quota(QuotaCommand),
     Switcher(Plan),
+    Fleet(crate::fleet::Command),
 }
 
 /// An event for the ring, `/events` and the notifier.
@@ -110,6 +111,10 @@ impl Effects {
 
     pub fn quota(&mut self, command: QuotaCommand) {
         self.orders.push(Order::Quota(command));
+    }
+
+    pub fn fleet(&mut self, command: crate::fleet::Command) {
+        self.orders.push(Order::Fleet(command));
     }
 
     /// The kinds of the events, in order.

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 mod dispatch;
 mod effects;
+mod fleet;
 mod pool;
 mod quotas;
 mod run;
@@ -59,6 +60,7 @@ pub enum RoleReport {
     Session(sessions::Report),
     Dispatch(dispatcher::Report),
     Swap(crate::switcher::Finished),
+    Fleet(crate::fleet::Report),
 }
 
 /// Called with a reloaded config.
@@ -133,6 +135,8 @@ pub struct Coordinator {
     dispatch: dispatch::Dispatch,
     quotas: quotas::Quotas,
     swap: swap::Swap,
+    /// `[fleet]` only: the other hosts and what they agreed on.
+    fleet: Option<fleet::Fleet>,
     started_at: SystemTime,
     active_account: Option<String>,
     /// How often systemd wants a watchdog ping, if at all.
@@ -161,6 +165,7 @@ impl Coordinator {
                 journal: restored.journal,
                 ..swap::Swap::default()
             },
+            fleet: config.fleet.as_ref().map(|f| fleet::Fleet::new(f, now.wall)),
             started_at: now.wall,
             active_account,
             watchdog_interval,
@@ -201,6 +206,7 @@ impl Coordinator {
                     RoleReport::Session(report) => self.on_session_report(report, now, &mut fx),
                     RoleReport::Dispatch(report) => self.on_dispatch_report(report, now, &mut fx),
                     RoleReport::Swap(finished) => self.on_swap_finished(finished, now, &mut fx),
+                    RoleReport::Fleet(report) => self.on_fleet_report(report, now, &mut fx),
                 }
                 self.consider_swap(now, &mut fx);
                 self.offer_work(now, &mut fx);
@@ -312,6 +318,7 @@ impl Coordinator {
     /// Builds the `/status` document from the state for readers; tells
     /// systemd when the one-line summary changed.
     fn publish(&mut self, now: Now, fx: &mut Effects) {
+        self.publish_host(fx, false);
         let status = self.status(now.wall);
         let mut line = status.summary();
         if let Some(problem) = &self.reload_problem {
@@ -373,6 +380,7 @@ impl Coordinator {
             accounts,
             sessions,
             queues,
+            fleet: self.fleet_status(),
         }
     }
 }
@@ -391,6 +399,9 @@ fn restart_only_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut keys = Vec::new();
     if old.state_dir != new.state_dir {
         keys.push("state_dir");
+    }
+    if old.fleet != new.fleet {
+        keys.push("fleet");
     }
     if old.http.listen != new.http.listen {
         keys.push("http.listen");

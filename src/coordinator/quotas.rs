@@ -103,6 +103,12 @@ impl Coordinator {
             log::info!("{account}: a fresh usage reading shows every window below 100 %; its hold ends");
         }
         self.save_quota(now, false, fx);
+        if outcome.is_ok() || revoked != was_revoked {
+            self.fleet_polled(&account, asked_at, at, fx);
+            if outcome.is_err() {
+                self.fleet_news(&account, None, fx);
+            }
+        }
         self.consider_swap(now, fx);
         self.offer_work(now, fx);
     }
@@ -129,6 +135,7 @@ impl Coordinator {
             log::warn!("{account}: a turn ended in authentication_failed; the login is revoked");
             self.login_revoked_event(account, "a turn ended in authentication_failed", fx);
             self.save_quota(now, false, fx);
+            self.fleet_news(account, None, fx);
         }
     }
 
@@ -231,6 +238,7 @@ impl Coordinator {
         if q.sighting(signal, last_launch, now.wall) {
             log::warn!("{account}: hard limit confirmed (seen in {session} by {source:?})");
             self.save_quota(now, false, fx);
+            self.fleet_news(&account, None, fx);
             self.consider_swap(now, fx);
         }
     }

@@ -71,6 +71,9 @@ impl Coordinator {
         if self.swap.running.is_some() || !self.dispatch.recovered || self.swap.journal.is_some() {
             return;
         }
+        if self.fleet.as_ref().is_some_and(|f| f.asking.is_some()) {
+            return;
+        }
         if self.swap.pending.is_none() {
             self.decide_swap(now, fx);
         }
@@ -86,7 +89,11 @@ impl Coordinator {
             return;
         }
         if let Some(p) = self.swap.pending.take() {
-            self.start_swap(&p.to, p.reason, now, fx);
+            // With a fleet, the move is the fleet's decision first; one
+            // refused (exclusive without etcd) is dropped and decided again.
+            if self.fleet_allows(&p, now, fx) {
+                self.start_swap(&p.to, p.reason, now, fx);
+            }
         }
     }
 
@@ -110,7 +117,8 @@ impl Coordinator {
         // decision as a wall time relative to `now`: a wall-clock jump can
         // neither shorten nor stretch it.
         let last_swap_at = self.swap.last_at.map(|t| now.wall_of(t));
-        match should_swap(&active, &self.quotas.accounts, &self.config.quota, last_swap_at, now.wall) {
+        let candidates = self.swap_candidates();
+        match should_swap(&active, &candidates, &self.config.quota, last_swap_at, now.wall) {
             Verdict::Stay => {
                 let active_ok = self.quotas.accounts.iter().any(|q| q.name == active && !q.out(now.wall));
                 if self.swap.exhausted && active_ok {
@@ -229,7 +237,7 @@ impl Coordinator {
     }
 
     /// Plans a swap of every session to `to` and hands it to the switcher.
-    fn start_swap(&mut self, to: &str, reason: SwapCause, now: Now, fx: &mut Effects) {
+    pub(super) fn start_swap(&mut self, to: &str, reason: SwapCause, now: Now, fx: &mut Effects) {
         let plan = Plan {
             from: self.active_account.clone().unwrap_or_default(),
             to: to.into(),

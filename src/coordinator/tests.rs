@@ -547,6 +547,7 @@ fn hands() -> Hands<Quiet> {
             dispatcher: crossbeam_channel::unbounded().0,
             quota: crossbeam_channel::unbounded().0,
             switcher: crossbeam_channel::unbounded().0,
+            fleet: None,
             on_reload: Vec::new(),
         },
     }

@@ -328,6 +328,10 @@ mod tests {
             (Kind::QuestionAnswered, false),
             (Kind::TelegramCommand, false),
             (Kind::SpendCapReached, true),
+            (Kind::FleetJoined, false),
+            (Kind::FleetUnreachable, false),
+            (Kind::FleetNews, false),
+            (Kind::FleetGarbage, false),
         ];
         assert_eq!(table.len(), Kind::ALL.len(), "every kind has a row");
         let defaults = telegram_kinds(&telegram(None));

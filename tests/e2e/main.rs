@@ -15,6 +15,7 @@ mod demo;
 mod dispatch_e2e;
 mod failover_e2e;
 mod faults;
+mod fleet_e2e;
 mod mcp_clients;
 mod recovery;
 mod security;

@@ -763,3 +763,31 @@ fn the_price_table_is_needed_by_a_paid_account_and_names_real_models() {
     let c = with(PRICES).ok();
     assert!(c.notes().iter().any(|n| n.key == "quota.prices" && n.message.contains("not used")));
 }
+
+#[test]
+fn fleet_is_off_unless_configured_and_its_defaults_fill_in() {
+    assert!(with("").ok().fleet.is_none(), "no [fleet]: a single host, as before");
+    let c = with("[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\nhost = \"web1\"").ok();
+    let f = c.fleet.expect("[fleet]");
+    assert_eq!(
+        (f.prefix.as_str(), f.host.as_str(), f.lease_ttl_secs, f.policy.as_str()),
+        ("/claude-failover/", "web1", 10, "shared")
+    );
+    let named = with("[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]").ok();
+    assert!(!named.fleet.expect("[fleet]").host.is_empty(), "host defaults to the hostname");
+}
+
+#[test]
+fn fleet_problems_name_their_keys() {
+    let err = with(
+        "[fleet]\nendpoints = [\"127.0.0.1:2379\"]\nprefix = \"cf\"\nhost = \"a b\"\nlease_ttl_secs = 1\npolicy = \"mine\"",
+    )
+    .err();
+    has(&err, "fleet.endpoints[0]", "must start with http://");
+    has(&err, "fleet.prefix", "must start and end with '/'");
+    has(&err, "fleet.host", "");
+    has(&err, "fleet.lease_ttl_secs", "from 2 to 3600");
+    has(&err, "fleet.policy", "\"shared\" or \"exclusive\"");
+    only(&with("[fleet]\nendpoints = []").err(), "fleet.endpoints", "at least one etcd client URL");
+    only(&with("[fleet]\nprefix = \"/x/\"").err(), "fleet.endpoints", "");
+}

@@ -13,7 +13,8 @@
 //! - [`port::free_port`]: a loopback port to listen on, without a bind-then-drop race;
 //! - [`tmux::TmuxServer`]: a private tmux server per test;
 //! - [`wait_until`] / [`poll_until`]: waiting for a condition with a deadline;
-//! - [`throttle`]: the turns tests starting real Claude Code take.
+//! - [`throttle`]: the turns tests starting real Claude Code take;
+//! - [`etcd::EtcdCluster`] / [`fleet::FleetRig`]: a real etcd cluster and a fleet of daemons on it.
 //!
 //! # The Claude Code throttle
 //!
@@ -38,8 +39,10 @@ use std::time::{Duration, Instant};
 pub mod accounts;
 pub mod config;
 pub mod daemon;
+pub mod etcd;
 pub mod fake_api;
 pub mod fake_telegram;
+pub mod fleet;
 pub mod http;
 pub mod mcp;
 pub mod port;
