@@ -252,7 +252,10 @@ impl Coordinator {
             }
             Report::Claimed { to, won, holder } => {
                 let Some(fleet) = self.fleet.as_mut() else { return };
-                let asked = fleet.asking.take();
+                let asked = match &fleet.asking {
+                    Some(p) if p.to == to => fleet.asking.take(),
+                    _ => None,
+                };
                 match &holder {
                     Some(h) => {
                         fleet.holds.insert(to.clone(), h.clone());
@@ -267,8 +270,11 @@ impl Coordinator {
                         fleet.holds.remove(&old);
                     }
                     let deferred = std::mem::take(&mut fleet.deferred);
+                    // A claim made on joining or while waiting (no account
+                    // yet) moves nothing: the account simply becomes this
+                    // host's to work on.
                     match asked {
-                        Some(p) if self.active_account.as_deref() != Some(to.as_str()) => {
+                        Some(p) if self.active_account.as_deref().is_some_and(|a| a != to) => {
                             self.start_swap(&p.to, p.reason, now, fx)
                         }
                         _ => {
@@ -294,10 +300,15 @@ impl Coordinator {
                         }
                         Some(free) => {
                             self.active_account = None;
-                            fx.fleet(fleet::Command::Claim { from: None, to: free });
+                            self.fleet_claim(free, now, fx);
                         }
                         None if !running => self.active_account = None,
                         None => log::warn!("fleet: no free account; this host's sessions stay where they are"),
+                    }
+                } else if self.active_account.is_none() {
+                    // Waiting for an account: another one nobody holds, if any.
+                    if let Some(free) = self.free_account(now) {
+                        self.fleet_claim(free, now, fx);
                     }
                 } else {
                     log::info!(
@@ -346,9 +357,10 @@ impl Coordinator {
                 // Hold what this host works on (again); if another host
                 // took it meanwhile, the claim fails and the swap decision
                 // moves this host to a free account.
+                fleet.asking = None;
                 let to = self.active_account.clone().or_else(|| self.free_account(now));
                 if let Some(to) = to {
-                    fx.fleet(fleet::Command::Claim { from: None, to });
+                    self.fleet_claim(to, now, fx);
                 }
             }
         }
@@ -402,9 +414,9 @@ impl Coordinator {
                     Some(h) => fleet.holds.insert(account.clone(), h),
                     None => fleet.holds.remove(&account),
                 };
-                if freed && live && self.active_account.is_none() {
+                if freed && live && self.active_account.is_none() && fleet.asking.is_none() {
                     // A host waiting for a free account tries this one.
-                    fx.fleet(fleet::Command::Claim { from: None, to: account });
+                    self.fleet_claim(account, now, fx);
                 }
             }
             Change::Poller { account, host } => {
@@ -420,6 +432,12 @@ impl Coordinator {
             }
             Change::Active(active) => {
                 let Some(active) = active else { return };
+                // An answer read before a change the watch already brought
+                // says nothing new; kept, it would be the base of the next
+                // proposal, which would then lose for nothing.
+                if fleet.active.as_ref().is_some_and(|a| a.revision > active.revision) {
+                    return;
+                }
                 if fleet.policy != FleetPolicy::Shared {
                     fleet.active = Some(active);
                     return;
@@ -455,7 +473,11 @@ impl Coordinator {
         if let Some(r) = &news.reading {
             let at = fleet::from_millis(r.at_ms);
             if q.windows_at.is_none_or(|t| t < at) {
+                // The reading is the account's; the login that got it is
+                // the other host's, so this host's own login state stays.
+                let (token, last_error) = (q.token, q.last_error.clone());
                 q.apply_poll(fleet::from_millis(r.asked_at_ms), at, &Ok(windows_of(r)));
+                (q.token, q.last_error) = (token, last_error);
             }
         }
         if let Some(h) = &news.hold {
@@ -532,6 +554,15 @@ impl Coordinator {
             }
             fx.fleet(fleet::Command::Host(record));
         }
+    }
+
+    /// `exclusive`: claims `to` without moving (on joining, or while this
+    /// host waits for an account). The claim counts as out: no swap is
+    /// decided until it answers, so this host never holds two accounts.
+    fn fleet_claim(&mut self, to: String, now: Now, fx: &mut Effects) {
+        let Some(fleet) = self.fleet.as_mut() else { return };
+        fleet.asking = Some(PendingSwap { to: to.clone(), reason: SwapCause::Consolidate, decided: now.at });
+        fx.fleet(fleet::Command::Claim { from: None, to });
     }
 
     /// `exclusive`: the accounts a swap may go to (none another host holds).

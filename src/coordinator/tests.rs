@@ -1151,3 +1151,439 @@ fn the_paid_key_is_used_only_when_every_subscription_is_out_capped_per_utc_day_a
 fn saved_after(rig: &mut Rig) -> crate::quota::spend_file::SpendFile {
     crate::quota::spend_file::SpendFile::snapshot(&rig.c.quotas.accounts)
 }
+
+/// `[fleet]`: the coordinator's fleet decisions, fed the fleet role's
+/// reports (`RoleReport::Fleet`) as etcd would make it send them.
+mod fleet_decisions {
+    use super::*;
+    use crate::fleet::{AccountNews, Active, ActiveRecord, Change, Command as Fleet, Hold, Reading, Report};
+    use std::collections::BTreeSet;
+
+    fn fleet_config(host: &str, policy: &str) -> String {
+        format!("{TWO_SESSIONS}\n[fleet]\nendpoints = [\"http://127.0.0.1:9\"]\nhost = {host:?}\npolicy = {policy:?}\n")
+    }
+
+    fn report(rig: &mut Rig, report: Report) -> Effects {
+        rig.feed(Input::Role(RoleReport::Fleet(report)))
+    }
+
+    fn changed(rig: &mut Rig, change: Change) -> Effects {
+        report(rig, Report::Changed(change))
+    }
+
+    fn active(account: &str, by: &str, reason: &str, revision: i64) -> Active {
+        let record =
+            ActiveRecord { account: account.into(), from: String::new(), reason: reason.into(), by: by.into(), at: 0 };
+        Active { record, revision }
+    }
+
+    fn joined(revision: i64, state: Vec<Change>) -> Report {
+        Report::Joined { revision, state }
+    }
+
+    fn fleet_orders(fx: &Effects) -> Vec<Fleet> {
+        fx.orders
+            .iter()
+            .filter_map(|o| match o {
+                Order::Fleet(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The proposals (`shared`): (account, reason, base revision).
+    fn proposals(fx: &Effects) -> Vec<(String, String, i64)> {
+        fleet_orders(fx)
+            .into_iter()
+            .filter_map(|c| match c {
+                Fleet::Propose { record, base } => Some((record.account, record.reason, base)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The claims (`exclusive`): "from → to".
+    fn claims(fx: &Effects) -> Vec<String> {
+        fleet_orders(fx)
+            .into_iter()
+            .filter_map(|c| match c {
+                Fleet::Claim { from, to } => Some(format!("{} → {to}", from.unwrap_or_default())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn polls_told(fx: &Effects) -> Vec<Option<BTreeSet<String>>> {
+        fx.orders
+            .iter()
+            .filter_map(|o| match o {
+                Order::Quota(crate::quota::QuotaCommand::PollOnly(only)) => Some(only.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn set(names: &[&str]) -> Option<BTreeSet<String>> {
+        Some(names.iter().map(|n| n.to_string()).collect())
+    }
+
+    /// Where the swap this turn started goes, and why.
+    fn swap_to(fx: &Effects) -> Option<(String, SwapCause)> {
+        plan_of(fx).map(|p| (p.to.clone(), p.reason))
+    }
+
+    /// The swap now running ends with every session moved.
+    fn finish(rig: &mut Rig) -> Effects {
+        let plan = rig.c.swap.running.clone().expect("a swap is running");
+        let at = rig.now.wall;
+        rig.feed(Input::Role(RoleReport::Swap(moved(&plan, at))))
+    }
+
+    fn account_state(rig: &Rig, account: &str) -> (String, bool) {
+        let status = rig.c.status(rig.now.wall);
+        let a = status.accounts.into_iter().find(|a| a.name == account).unwrap();
+        (a.state, a.eligible)
+    }
+
+    fn news(account: &str, host: &str) -> AccountNews {
+        AccountNews { account: account.into(), host: host.into(), reading: None, hold: None, revoked_since_ms: None }
+    }
+
+    fn hold_until(since: SystemTime, until: SystemTime) -> Hold {
+        Hold { until_ms: crate::fleet::millis(until), precise: true, since_ms: crate::fleet::millis(since) }
+    }
+
+    fn reading_at(at: SystemTime, five_hour: f64) -> Reading {
+        let ms = crate::fleet::millis(at);
+        let windows = [("five_hour".to_string(), (five_hour, None)), ("seven_day".to_string(), (10.0, None))];
+        Reading { asked_at_ms: ms, at_ms: ms, windows: windows.into_iter().collect() }
+    }
+
+    /// A rig of `host` on alpha, joined to a fleet whose state is `state`.
+    fn joined_on_alpha(host: &str, policy: &str, state: Vec<Change>) -> Rig {
+        let mut rig = Rig::running_on(&fleet_config(host, policy), "alpha");
+        let fx = report(&mut rig, joined(7, state));
+        assert_eq!(fx.kinds(), [Kind::FleetJoined]);
+        assert_eq!(fx.events[0].details["rejoin"], false);
+        assert!(plan_of(&fx).is_none());
+        rig
+    }
+
+    #[test]
+    fn shared_a_swap_is_proposed_runs_once_per_revision_and_the_loser_follows_the_winner() {
+        let fleet_on_alpha = || vec![Change::Active(Some(active("alpha", "h2", "consolidate", 5)))];
+        let mut rig = joined_on_alpha("h1", "shared", fleet_on_alpha());
+        let fx = rig.poll("alpha", 95.0);
+        assert!(plan_of(&fx).is_none(), "nothing moves before the fleet agreed");
+        assert_eq!(proposals(&fx), [("beta".into(), "threshold".into(), 5)], "on the revision last seen");
+        let fx = rig.tick();
+        assert!(proposals(&fx).is_empty() && plan_of(&fx).is_none(), "one proposal out at a time");
+
+        // The proposal won at revision 8: the swap runs, once, even when the
+        // watch then brings the same revision (and a stale older one).
+        let fx = report(&mut rig, Report::Proposed { won: true, active: Some(active("beta", "h1", "threshold", 8)) });
+        assert_eq!(swap_to(&fx), Some(("beta".into(), SwapCause::Threshold)));
+        for stale in [8, 6] {
+            let fx = changed(&mut rig, Change::Active(Some(active("beta", "h1", "threshold", stale))));
+            assert!(plan_of(&fx).is_none() && proposals(&fx).is_empty(), "revision {stale} applied twice");
+        }
+        finish(&mut rig);
+        for _ in 0..3 {
+            rig.wait(Duration::from_secs(30));
+            let fx = rig.tick();
+            assert!(plan_of(&fx).is_none() && proposals(&fx).is_empty());
+        }
+        assert_eq!(rig.c.status(rig.now.wall).fleet.unwrap().active.unwrap().revision, 8);
+
+        // Another host decided first: the loser follows the winner's
+        // account (gamma), not its own choice, once.
+        let mut rig = joined_on_alpha("h1", "shared", fleet_on_alpha());
+        let fx = rig.poll("alpha", 95.0);
+        assert_eq!(proposals(&fx), [("beta".into(), "threshold".into(), 5)]);
+        let fx = report(&mut rig, Report::Proposed { won: false, active: Some(active("gamma", "h3", "threshold", 8)) });
+        assert_eq!(swap_to(&fx), Some(("gamma".into(), SwapCause::Threshold)), "follows the winner");
+        assert!(proposals(&fx).is_empty(), "following needs no proposal");
+        let fx = changed(&mut rig, Change::Active(Some(active("gamma", "h3", "threshold", 8))));
+        assert!(plan_of(&fx).is_none(), "the same decision is not applied twice");
+        finish(&mut rig);
+        assert_eq!(rig.active(), Some("gamma"));
+
+        // A later decision of another host is followed too, dwell or not.
+        let fx = changed(&mut rig, Change::Active(Some(active("alpha", "h3", "manual", 9))));
+        assert_eq!(swap_to(&fx), Some(("alpha".into(), SwapCause::Manual)));
+    }
+
+    #[test]
+    fn shared_a_decision_that_comes_during_a_swap_is_followed_after_it() {
+        let mut rig = joined_on_alpha("h1", "shared", vec![Change::Active(Some(active("alpha", "h1", "manual", 5)))]);
+        rig.poll("alpha", 95.0);
+        let fx = report(&mut rig, Report::Proposed { won: true, active: Some(active("beta", "h1", "threshold", 8)) });
+        assert_eq!(swap_to(&fx).map(|s| s.0), Some("beta".into()));
+        let fx = changed(&mut rig, Change::Active(Some(active("gamma", "h2", "hard_limit", 9))));
+        assert!(plan_of(&fx).is_none(), "one swap at a time");
+        let fx = finish(&mut rig);
+        assert_eq!(swap_to(&fx), Some(("gamma".into(), SwapCause::HardLimit)), "then the fleet's newer decision");
+        let fx = finish(&mut rig);
+        assert!(plan_of(&fx).is_none() && proposals(&fx).is_empty());
+    }
+
+    #[test]
+    fn exclusive_never_moves_onto_an_account_another_host_holds_nor_while_etcd_is_away() {
+        let mut rig = Rig::running_on(&fleet_config("h1", "exclusive"), "alpha");
+        let fx = report(&mut rig, joined(3, vec![Change::Hold { account: "beta".into(), host: Some("h2".into()) }]));
+        assert_eq!(claims(&fx), [" → alpha"], "it holds what it works on");
+        let fx = report(&mut rig, Report::Claimed { to: "alpha".into(), won: true, holder: Some("h1".into()) });
+        assert!(plan_of(&fx).is_none());
+
+        // alpha crosses the threshold: beta is h2's, so gamma is asked for.
+        let fx = rig.poll("alpha", 95.0);
+        assert!(plan_of(&fx).is_none(), "nothing moves before the claim is won");
+        assert_eq!(claims(&fx), ["alpha → gamma"]);
+        // h3 took gamma first: no move, and no claim on beta either.
+        let fx = report(&mut rig, Report::Claimed { to: "gamma".into(), won: false, holder: Some("h3".into()) });
+        assert!(plan_of(&fx).is_none() && claims(&fx).is_empty(), "{:?}", claims(&fx));
+        for _ in 0..3 {
+            rig.wait(Duration::from_secs(30));
+            let fx = rig.tick();
+            assert!(plan_of(&fx).is_none() && claims(&fx).is_empty(), "{:?}", claims(&fx));
+        }
+        assert_eq!(rig.active(), Some("alpha"));
+
+        // h2 lets beta go: it is claimed, and only then moved to.
+        let fx = changed(&mut rig, Change::Hold { account: "beta".into(), host: None });
+        assert!(plan_of(&fx).is_none());
+        assert_eq!(claims(&fx), ["alpha → beta"]);
+        let fx = report(&mut rig, Report::Claimed { to: "beta".into(), won: true, holder: Some("h1".into()) });
+        assert_eq!(swap_to(&fx).map(|s| s.0), Some("beta".into()));
+        finish(&mut rig);
+        let fleet = rig.c.status(rig.now.wall).fleet.unwrap();
+        assert_eq!(fleet.holds.get("beta").map(String::as_str), Some("h1"));
+        assert_eq!(fleet.holds.get("alpha"), None, "the claim let alpha go");
+
+        // etcd goes away; beta meets a hard limit and alpha is free and
+        // fresh: still no move, no claim, however long it lasts.
+        let fx = report(&mut rig, Report::Unreachable { error: "connection refused".into() });
+        assert_eq!(fx.kinds(), [Kind::FleetUnreachable]);
+        rig.poll("alpha", 10.0);
+        let fx = rig.poll("beta", 100.0);
+        assert!(plan_of(&fx).is_none() && claims(&fx).is_empty());
+        for _ in 0..4 {
+            rig.wait(Duration::from_secs(300));
+            let fx = rig.tick();
+            assert!(plan_of(&fx).is_none() && claims(&fx).is_empty(), "moved while etcd was away");
+        }
+        let fx = rig.feed(Input::Control(Control::Failover { to: Some("alpha".into()) }));
+        assert!(plan_of(&fx).is_none() && claims(&fx).is_empty(), "not even by request");
+        assert_eq!(rig.active(), Some("beta"));
+        assert_eq!(rig.c.status(rig.now.wall).fleet.unwrap().state, "unreachable");
+
+        // etcd answers again: beta (still this host's) is claimed again,
+        // then the move off the limit goes through a claim of alpha.
+        let fx = report(&mut rig, joined(20, vec![Change::Hold { account: "beta".into(), host: Some("h1".into()) }]));
+        assert_eq!(fx.events[0].details["rejoin"], true);
+        assert_eq!(claims(&fx), [" → beta"]);
+        assert!(plan_of(&fx).is_none());
+        let fx = report(&mut rig, Report::Claimed { to: "beta".into(), won: true, holder: Some("h1".into()) });
+        assert_eq!(claims(&fx), ["beta → alpha"]);
+        let fx = report(&mut rig, Report::Claimed { to: "alpha".into(), won: true, holder: Some("h1".into()) });
+        assert_eq!(swap_to(&fx).map(|s| s.0), Some("alpha".into()));
+    }
+
+    #[test]
+    fn exclusive_a_host_whose_account_was_taken_while_it_was_away_moves_to_a_free_one() {
+        let mut rig = Rig::running_on(&fleet_config("h1", "exclusive"), "alpha");
+        report(&mut rig, joined(3, Vec::new()));
+        report(&mut rig, Report::Claimed { to: "alpha".into(), won: true, holder: Some("h1".into()) });
+        report(&mut rig, Report::Unreachable { error: "timed out".into() });
+        // Its lease expired meanwhile and h2 took alpha; beta is h3's.
+        let state = vec![
+            Change::Hold { account: "alpha".into(), host: Some("h2".into()) },
+            Change::Hold { account: "beta".into(), host: Some("h3".into()) },
+        ];
+        let fx = report(&mut rig, joined(40, state));
+        assert_eq!(claims(&fx), [" → alpha"]);
+        let fx = report(&mut rig, Report::Claimed { to: "alpha".into(), won: false, holder: Some("h2".into()) });
+        assert_eq!(claims(&fx), ["alpha → gamma"], "the one account nobody holds");
+        let fx = report(&mut rig, Report::Claimed { to: "gamma".into(), won: true, holder: Some("h1".into()) });
+        assert_eq!(swap_to(&fx).map(|s| s.0), Some("gamma".into()));
+    }
+
+    #[test]
+    fn exclusive_a_host_without_a_free_account_waits_then_takes_one_and_only_one() {
+        let mut rig = Rig::new(&fleet_config("h1", "exclusive"), Restored::default());
+        rig.feed(Input::Start);
+        for s in ["s1", "s2"] {
+            let fx = rig.session(sessions::Report::Absent { session: s.into() });
+            assert!(session_orders(&fx).is_empty(), "no launch before this host holds an account");
+        }
+        rig.dispatch(dispatcher::Report::Recovered);
+        let taken = |a: &str, h: &str| Change::Hold { account: a.into(), host: Some(h.into()) };
+        let fx = report(&mut rig, joined(3, vec![taken("alpha", "h2"), taken("beta", "h2"), taken("gamma", "h3")]));
+        assert_eq!(claims(&fx), [" → alpha"]);
+        let fx = report(&mut rig, Report::Claimed { to: "alpha".into(), won: false, holder: Some("h2".into()) });
+        assert!(claims(&fx).is_empty() && session_orders(&fx).is_empty(), "every account is held: it waits");
+        assert_eq!(rig.active(), None);
+
+        // Two accounts let go at once: one claim, so one account held.
+        let fx = changed(&mut rig, Change::Hold { account: "beta".into(), host: None });
+        assert_eq!(claims(&fx), [" → beta"]);
+        let fx = changed(&mut rig, Change::Hold { account: "gamma".into(), host: None });
+        assert!(claims(&fx).is_empty(), "a claim is out already: {:?}", claims(&fx));
+        // beta went to h3 first: the other free one is tried.
+        let fx = report(&mut rig, Report::Claimed { to: "beta".into(), won: false, holder: Some("h3".into()) });
+        assert_eq!(claims(&fx), [" → gamma"]);
+        let fx = report(&mut rig, Report::Claimed { to: "gamma".into(), won: true, holder: Some("h1".into()) });
+        assert_eq!(rig.active(), Some("gamma"));
+        assert!(plan_of(&fx).is_none(), "nothing to move");
+        assert_eq!(session_orders(&fx), ["launch s1 on gamma", "launch s2 on gamma"]);
+    }
+
+    #[test]
+    fn news_from_another_host_is_folded_into_this_hosts_quota_state() {
+        let mut rig = joined_on_alpha("h1", "shared", vec![Change::Active(Some(active("alpha", "h1", "manual", 5)))]);
+        let now = rig.now.wall;
+        let later = now + Duration::from_secs(3 * 3600);
+
+        // A hard limit h2 confirmed on beta: held here too, said once.
+        let limited = AccountNews { hold: Some(hold_until(now, later)), ..news("beta", "h2") };
+        let fx = changed(&mut rig, Change::News(limited.clone()));
+        assert_eq!(fx.kinds(), [Kind::FleetNews]);
+        assert_eq!(fx.events[0].details["host"], "h2");
+        assert_eq!(account_state(&rig, "beta"), ("exhausted".into(), false));
+        assert!(plan_of(&fx).is_none() && proposals(&fx).is_empty(), "beta is not this host's account");
+        assert!(changed(&mut rig, Change::News(limited)).events.is_empty(), "said once");
+
+        // One on alpha, the account this host works on: it moves before
+        // its own sessions meet the limit (past beta, held).
+        let fx =
+            changed(&mut rig, Change::News(AccountNews { hold: Some(hold_until(now, later)), ..news("alpha", "h2") }));
+        assert_eq!(fx.kinds(), [Kind::FleetNews]);
+        assert_eq!(proposals(&fx), [("gamma".into(), "hard_limit".into(), 5)]);
+
+        // A login refused on h2 is news, not a reason to move: each host
+        // has its own login.
+        let revoked = AccountNews { revoked_since_ms: Some(crate::fleet::millis(now)), ..news("gamma", "h2") };
+        let fx = changed(&mut rig, Change::News(revoked));
+        assert_eq!(fx.kinds(), [Kind::FleetNews]);
+        assert_eq!(fx.events[0].details["login_revoked"], true);
+        assert!(account_state(&rig, "gamma").1, "gamma's login here is not h2's");
+
+        // A fresh reading h2 polled after the limit ends beta's hold here;
+        // an older one does not.
+        rig.wait(Duration::from_secs(60));
+        let old = AccountNews { reading: Some(reading_at(now - Duration::from_secs(60), 10.0)), ..news("beta", "h2") };
+        changed(&mut rig, Change::News(old));
+        assert_eq!(account_state(&rig, "beta").0, "exhausted", "a reading from before the limit");
+        let fresh = AccountNews { reading: Some(reading_at(rig.now.wall, 10.0)), ..news("beta", "h2") };
+        changed(&mut rig, Change::News(fresh));
+        assert_eq!(account_state(&rig, "beta"), ("standby".into(), true), "recovered");
+
+        // This host's own news coming back through the watch is no news.
+        let own = AccountNews { hold: Some(hold_until(rig.now.wall, later)), ..news("beta", "h1") };
+        assert!(changed(&mut rig, Change::News(own)).events.is_empty());
+        assert_eq!(account_state(&rig, "beta").0, "standby");
+    }
+
+    #[test]
+    fn another_hosts_reading_does_not_bring_back_a_login_refused_here() {
+        let mut rig = joined_on_alpha("h1", "shared", vec![Change::Active(Some(active("alpha", "h1", "manual", 5)))]);
+        rig.wait(Duration::from_secs(1));
+        let fx = rig.poll_failed("gamma", PollError::Unauthorized);
+        assert_eq!(fx.kinds(), [Kind::LoginRevoked]);
+        let published: Vec<_> = fleet_orders(&fx)
+            .into_iter()
+            .filter_map(|c| match c {
+                Fleet::News(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        assert!(published.iter().any(|n| n.account == "gamma" && n.revoked_since_ms.is_some()), "{published:?}");
+        rig.wait(Duration::from_secs(60));
+        let fresh = AccountNews { reading: Some(reading_at(rig.now.wall, 10.0)), ..news("gamma", "h2") };
+        changed(&mut rig, Change::News(fresh));
+        assert_eq!(account_state(&rig, "gamma"), ("token_expired".into(), false), "h2's login works, not ours");
+    }
+
+    #[test]
+    fn only_the_accounts_whose_poll_this_host_claimed_are_polled_and_all_while_etcd_is_away() {
+        let mut rig = Rig::running_on(&fleet_config("h1", "shared"), "alpha");
+        let pollers = |alpha: &str, beta: &str| {
+            vec![
+                Change::Poller { account: "alpha".into(), host: Some(alpha.into()) },
+                Change::Poller { account: "beta".into(), host: Some(beta.into()) },
+            ]
+        };
+        let fx = report(&mut rig, joined(3, pollers("h1", "h2")));
+        assert_eq!(polls_told(&fx), [set(&["alpha"])]);
+        let fx = changed(&mut rig, Change::Poller { account: "gamma".into(), host: Some("h1".into()) });
+        assert_eq!(polls_told(&fx), [set(&["alpha", "gamma"])]);
+        let fx = changed(&mut rig, Change::Poller { account: "gamma".into(), host: Some("h1".into()) });
+        assert!(polls_told(&fx).is_empty(), "told only when it changes");
+
+        // A reading this host polled is published for the others.
+        let fx = rig.poll("alpha", 20.0);
+        let published = fleet_orders(&fx)
+            .into_iter()
+            .any(|c| matches!(c, Fleet::News(n) if n.account == "alpha" && n.host == "h1" && n.reading.is_some()));
+        assert!(published);
+
+        let fx = report(&mut rig, Report::Unreachable { error: "no quorum".into() });
+        assert_eq!(polls_told(&fx), [None], "every account, itself");
+        assert_eq!(fx.metrics[0].name, "claude_failover_fleet_unreachable_total");
+        let fx = report(&mut rig, joined(9, pollers("h2", "h2")));
+        assert_eq!(polls_told(&fx), [set(&[])], "h2 took every claim meanwhile");
+        let fx = changed(&mut rig, Change::Poller { account: "beta".into(), host: None });
+        assert!(polls_told(&fx).is_empty(), "a claim let go is not this host's until it takes it");
+    }
+
+    #[test]
+    fn shared_after_an_outage_the_hosts_rejoin_on_one_account_without_a_second_swap() {
+        let fleet_on_alpha = || vec![Change::Active(Some(active("alpha", "h2", "consolidate", 5)))];
+        // h1 meets a hard limit on alpha while etcd is away: it moves alone.
+        let mut h1 = joined_on_alpha("h1", "shared", fleet_on_alpha());
+        report(&mut h1, Report::Unreachable { error: "connection refused".into() });
+        let fx = h1.poll("alpha", 100.0);
+        assert_eq!(swap_to(&fx), Some(("beta".into(), SwapCause::HardLimit)), "alone, without etcd");
+        assert!(proposals(&fx).is_empty());
+        finish(&mut h1);
+        // etcd is back: h1 offers its account on the revision it last saw.
+        let fx = report(&mut h1, joined(30, fleet_on_alpha()));
+        assert_eq!(fx.events[0].details["rejoin"], true);
+        assert!(plan_of(&fx).is_none());
+        assert_eq!(proposals(&fx), [("beta".into(), "consolidate".into(), 5)]);
+        let fx = report(&mut h1, Report::Proposed { won: true, active: Some(active("beta", "h1", "consolidate", 31)) });
+        assert!(plan_of(&fx).is_none(), "already there");
+        let fx = changed(&mut h1, Change::Active(Some(active("beta", "h1", "consolidate", 31))));
+        assert!(plan_of(&fx).is_none() && proposals(&fx).is_empty());
+
+        // h2 moved alone to beta too and rejoins after h1: nothing to do.
+        let mut h2 = joined_on_alpha("h2", "shared", fleet_on_alpha());
+        report(&mut h2, Report::Unreachable { error: "connection refused".into() });
+        h2.poll("alpha", 100.0);
+        finish(&mut h2);
+        let fx = report(&mut h2, joined(32, vec![Change::Active(Some(active("beta", "h1", "consolidate", 31)))]));
+        assert!(plan_of(&fx).is_none() && proposals(&fx).is_empty());
+
+        // h3 moved alone to gamma (by request) and offers it, but h1 was
+        // first: it follows beta, once, and stays.
+        let mut h3 = joined_on_alpha("h3", "shared", fleet_on_alpha());
+        report(&mut h3, Report::Unreachable { error: "connection refused".into() });
+        let fx = h3.feed(Input::Control(Control::Failover { to: Some("gamma".into()) }));
+        assert_eq!(swap_to(&fx), Some(("gamma".into(), SwapCause::Manual)));
+        finish(&mut h3);
+        let fx = report(&mut h3, joined(30, fleet_on_alpha()));
+        assert_eq!(proposals(&fx), [("gamma".into(), "consolidate".into(), 5)]);
+        let lost = Report::Proposed { won: false, active: Some(active("beta", "h1", "consolidate", 31)) };
+        let fx = report(&mut h3, lost);
+        assert_eq!(swap_to(&fx).map(|s| s.0), Some("beta".into()));
+        finish(&mut h3);
+        let fx = changed(&mut h3, Change::Active(Some(active("beta", "h1", "consolidate", 31))));
+        assert!(plan_of(&fx).is_none() && proposals(&fx).is_empty());
+        for _ in 0..3 {
+            h3.wait(Duration::from_secs(60));
+            let fx = h3.tick();
+            assert!(plan_of(&fx).is_none() && proposals(&fx).is_empty(), "no flapping");
+        }
+        assert_eq!(h3.active(), Some("beta"));
+    }
+}
