@@ -470,20 +470,23 @@ impl Coordinator {
     fn fleet_apply_news(&mut self, news: AccountNews, live: bool, now: Now, fx: &mut Effects) {
         let Some(q) = self.quotas.get_mut(&news.account) else { return };
         let was_held = q.exhausted(now.wall);
+        // Times another host stamped come from its clock: one running ahead
+        // must not make its news newer than any that follows.
+        let theirs = |ms: i64| fleet::from_millis(ms).min(now.wall);
         if let Some(r) = &news.reading {
-            let at = fleet::from_millis(r.at_ms);
+            let at = theirs(r.at_ms);
             if q.windows_at.is_none_or(|t| t < at) {
                 // The reading is the account's; the login that got it is
                 // the other host's, so this host's own login state stays.
                 let (token, last_error) = (q.token, q.last_error.clone());
-                q.apply_poll(fleet::from_millis(r.asked_at_ms), at, &Ok(windows_of(r)));
+                q.apply_poll(theirs(r.asked_at_ms).min(at), at, &Ok(windows_of(r)));
                 (q.token, q.last_error) = (token, last_error);
             }
         }
         if let Some(h) = &news.hold {
             let until = fleet::from_millis(h.until_ms);
             if until > now.wall && q.exhausted_until.is_none_or(|u| u < until) {
-                q.hold(until, h.precise, fleet::from_millis(h.since_ms));
+                q.hold(until, h.precise, theirs(h.since_ms));
             }
         }
         let held = q.exhausted(now.wall);
@@ -554,6 +557,13 @@ impl Coordinator {
             }
             fx.fleet(fleet::Command::Host(record));
         }
+    }
+
+    /// A swap this host decided waits for the fleet's answer (a proposal,
+    /// or a claim of another account than the one it works on).
+    pub(super) fn swap_asked(&self) -> bool {
+        let asked = self.fleet.as_ref().and_then(|f| f.asking.as_ref());
+        asked.is_some_and(|p| self.active_account.as_ref().is_some_and(|a| *a != p.to))
     }
 
     /// `exclusive`: claims `to` without moving (on joining, or while this

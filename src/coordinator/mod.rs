@@ -374,7 +374,7 @@ impl Coordinator {
             active_account: self.active_account.clone(),
             dispatch_paused: self.dispatch.paused,
             swap: SwapStatus {
-                in_progress: self.swap.running.is_some() || self.swap.pending.is_some(),
+                in_progress: self.swap.running.is_some() || self.swap.pending.is_some() || self.swap_asked(),
                 last: self.swap.last.clone(),
             },
             accounts,

@@ -62,6 +62,7 @@ impl Coordinator {
         let Some(active) = &self.active_account else { return false };
         self.swap.running.is_none()
             && self.swap.pending.is_none()
+            && !self.swap_asked()
             && !self.swap.exhausted
             && !self.quotas.accounts.iter().any(|q| &q.name == active && q.out(now.wall))
     }

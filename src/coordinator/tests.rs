@@ -1276,6 +1276,7 @@ mod fleet_decisions {
         let fx = rig.poll("alpha", 95.0);
         assert!(plan_of(&fx).is_none(), "nothing moves before the fleet agreed");
         assert_eq!(proposals(&fx), [("beta".into(), "threshold".into(), 5)], "on the revision last seen");
+        assert!(fx.status.is_some_and(|s| s.swap.in_progress), "/status shows the swap being proposed");
         let fx = rig.tick();
         assert!(proposals(&fx).is_empty() && plan_of(&fx).is_none(), "one proposal out at a time");
 
@@ -1482,6 +1483,20 @@ mod fleet_decisions {
         let own = AccountNews { hold: Some(hold_until(rig.now.wall, later)), ..news("beta", "h1") };
         assert!(changed(&mut rig, Change::News(own)).events.is_empty());
         assert_eq!(account_state(&rig, "beta").0, "standby");
+    }
+
+    #[test]
+    fn a_host_whose_clock_runs_ahead_does_not_hide_the_news_that_follows() {
+        let mut rig = joined_on_alpha("h1", "shared", vec![Change::Active(Some(active("alpha", "h1", "manual", 5)))]);
+        // h2's clock is an hour ahead: its reading of beta says so.
+        let ahead = rig.now.wall + Duration::from_secs(3600);
+        changed(&mut rig, Change::News(AccountNews { reading: Some(reading_at(ahead, 30.0)), ..news("beta", "h2") }));
+        assert_eq!(account_state(&rig, "beta"), ("standby".into(), true));
+        // A minute later h3 (on time) reads beta full: that is the news.
+        rig.wait(Duration::from_secs(60));
+        let full = AccountNews { reading: Some(reading_at(rig.now.wall, 100.0)), ..news("beta", "h3") };
+        changed(&mut rig, Change::News(full));
+        assert_eq!(account_state(&rig, "beta"), ("exhausted".into(), false), "h2's clock hid h3's reading");
     }
 
     #[test]

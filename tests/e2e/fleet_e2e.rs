@@ -153,6 +153,66 @@ fn exclusive_hosts_never_share_an_account_and_a_dead_hosts_account_is_freed() {
 }
 
 #[test]
+fn the_etcd_leader_killed_in_the_middle_of_a_swap_the_swap_completes_once_on_every_host() {
+    let _lock = kit::claude_turn();
+    let mut rig = FleetRig::new(FleetOptions::default());
+    rig.start_all();
+    joined(&rig);
+    for h in &rig.hosts {
+        h.wait_all_idle_on("alpha", LONG);
+    }
+    // Twice: the leader killed just after h1 decided (the proposal out or
+    // the sessions moving), then just before (the proposal meets an
+    // election).
+    let mut revision = serde_json::Value::Null;
+    for (to, kill_first) in [("beta", false), ("alpha", true)] {
+        let leader = wait_until(LONG, "an etcd leader", || rig.etcd.leader());
+        if kill_first {
+            rig.etcd.stop_member(leader);
+        }
+        let (code, body) = rig.hosts[0].post("/failover", &format!(r#"{{"to":"{to}"}}"#));
+        assert_eq!(code, 202, "{body}");
+        if !kill_first {
+            rig.etcd.stop_member(leader);
+        }
+        let h1 = rig.hosts[0].status().unwrap();
+        assert_eq!(h1["swap"]["in_progress"], true, "the swap had not ended: {}", h1["swap"]);
+
+        // The members left elect a leader; the swap ends on both hosts,
+        // which agree on one newer revision of the fleet's account.
+        for h in &rig.hosts {
+            h.wait_all_idle_on(to, LONG);
+            h.wait_fleet_state("connected", LONG);
+        }
+        let before = revision.as_i64().unwrap_or(0);
+        revision = wait_until(LONG, &format!("one revision of {to} on both hosts"), || {
+            let (a, b) = (rig.hosts[0].fleet()?, rig.hosts[1].fleet()?);
+            (a["active"]["account"] == to && a["active"] == b["active"]).then(|| a["active"]["revision"].clone())
+        });
+        assert!(revision.as_i64().unwrap_or(0) > before, "{revision}");
+        rig.etcd.start_member(leader);
+        rig.etcd.wait_healthy();
+    }
+    // Nothing moves again, a few polls later: each host swapped once each way.
+    let polls = rig.usage_calls("alpha");
+    wait_until(LONG, "3 more polls of alpha", || (rig.usage_calls("alpha") >= polls + 3).then_some(()));
+    for h in &rig.hosts {
+        let started: Vec<String> = h
+            .events()
+            .iter()
+            .filter(|e| e["kind"] == "failover_started")
+            .map(|e| e["to"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(started, ["beta", "alpha"], "{}: each swap once", h.name);
+        assert_eq!(h.count_events("failover_finished"), 2, "{}: each finished", h.name);
+        assert_eq!(h.active().as_deref(), Some("alpha"), "{}", h.name);
+        assert_eq!(h.fleet().unwrap()["active"]["revision"], revision, "{}: no later decision", h.name);
+    }
+    let active = rig.etcd.get_prefix(&format!("{PREFIX}active"));
+    assert!(active.len() == 1 && active[0].1.contains(r#""account":"alpha""#), "{active:?}");
+}
+
+#[test]
 fn etcd_gone_hosts_work_on_and_swap_alone_then_converge_without_a_storm() {
     let _lock = kit::claude_turn();
     let mut rig = FleetRig::new(FleetOptions::default());
@@ -188,9 +248,9 @@ fn etcd_gone_hosts_work_on_and_swap_alone_then_converge_without_a_storm() {
 }
 
 #[test]
-fn bad_input_unreachable_endpoints_and_garbage_under_the_prefix_are_named() {
+fn bad_input_unreachable_endpoints_garbage_under_the_prefix_and_a_wrong_prefix() {
     let _lock = kit::claude_turn();
-    let mut rig = FleetRig::new(FleetOptions { hosts: vec!["h1".into()], sessions: 0, ..FleetOptions::default() });
+    let mut rig = FleetRig::new(FleetOptions { sessions: 0, ..FleetOptions::default() });
     // Garbage where the fleet reads: ignored, named once, the rest works.
     rig.etcd.put(&format!("{PREFIX}accounts/alpha"), b"{not json");
     rig.etcd.put(&format!("{PREFIX}holds/beta"), b"\xff\xfe");
@@ -206,6 +266,27 @@ fn bad_input_unreachable_endpoints_and_garbage_under_the_prefix_are_named() {
         assert!(keys.iter().any(|k| k.ends_with(key)), "{key} named: {keys:?}");
     }
     assert_eq!(rig.hosts[0].active().as_deref(), Some("alpha"));
+
+    // h2 with a mistyped prefix is a fleet of its own: /status shows it
+    // alone, it polls every account itself, and it touches nothing of h1's.
+    let wrong = "/cf-tset/";
+    rig.hosts[1].config = rig.hosts[1].config.replace(PREFIX, wrong);
+    rig.hosts[1].start();
+    let alone = rig.hosts[1].wait_fleet_state("connected", LONG);
+    let hosts = |f: &serde_json::Value| -> Vec<String> {
+        f["hosts"].as_array().into_iter().flatten().filter_map(|h| h["host"].as_str().map(str::to_string)).collect()
+    };
+    wait_until(LONG, "h2 sees itself", || (hosts(&rig.hosts[1].fleet()?) == ["h2"]).then_some(()));
+    let pollers = wait_until(LONG, "h2 polls every account", || {
+        let p = rig.hosts[1].fleet()?["pollers"].clone();
+        (p["alpha"] == "h2" && p["beta"] == "h2").then_some(p)
+    });
+    assert_eq!(alone["policy"], "shared", "{pollers}");
+    assert_eq!(hosts(&rig.hosts[0].fleet().unwrap()), ["h1"], "h1 does not see h2");
+    let theirs = rig.etcd.get_prefix(PREFIX);
+    assert!(theirs.iter().all(|(_, v)| !v.contains(r#""host":"h2""#)), "h2 wrote under h1's prefix: {theirs:?}");
+    assert_eq!(rig.hosts[0].count_events("fleet_garbage"), 3, "h2's keys are not h1's garbage");
+    rig.hosts[1].kill();
 
     // A config whose endpoints do not answer: the daemon runs, and says so.
     let dead = format!("http://127.0.0.1:{}", kit::free_port());
