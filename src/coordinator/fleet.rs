@@ -55,6 +55,8 @@ pub(super) struct Fleet {
     pub(super) last_record: Option<HostRecord>,
     /// `exclusive`: sessions to launch once this host holds an account.
     pub(super) deferred: BTreeSet<String>,
+    /// `exclusive`: sessions to restart (startup timeout) once it does.
+    pub(super) deferred_restarts: BTreeSet<String>,
     /// Keys already reported as garbage (once each).
     pub(super) garbage: BTreeSet<String>,
 }
@@ -76,6 +78,7 @@ impl Fleet {
             polling: None,
             last_record: None,
             deferred: BTreeSet::new(),
+            deferred_restarts: BTreeSet::new(),
             garbage: BTreeSet::new(),
         }
     }
@@ -270,6 +273,7 @@ impl Coordinator {
                         fleet.holds.remove(&old);
                     }
                     let deferred = std::mem::take(&mut fleet.deferred);
+                    let restarts = std::mem::take(&mut fleet.deferred_restarts);
                     // A claim made on joining or while waiting (no account
                     // yet) moves nothing: the account simply becomes this
                     // host's to work on.
@@ -285,6 +289,11 @@ impl Coordinator {
                     }
                     for name in deferred {
                         self.launch(&name, now, fx);
+                    }
+                    for name in restarts {
+                        if let Some(account) = self.active_account.clone() {
+                            self.restart(&name, &account, now, fx);
+                        }
                     }
                 } else if self.active_account.as_deref() == Some(to.as_str()) && holder.is_some() {
                     // Another host took the account this host meant to work
@@ -414,8 +423,11 @@ impl Coordinator {
                     Some(h) => fleet.holds.insert(account.clone(), h),
                     None => fleet.holds.remove(&account),
                 };
-                if freed && live && self.active_account.is_none() && fleet.asking.is_none() {
-                    // A host waiting for a free account tries this one.
+                let ours = self.active_account.as_ref().is_none_or(|a| *a == account);
+                if freed && live && ours && fleet.asking.is_none() {
+                    // A host waiting for a free account tries this one; one
+                    // whose account another host took (while it was cut
+                    // off) takes it back.
                     self.fleet_claim(account, now, fx);
                 }
             }
@@ -604,6 +616,25 @@ impl Coordinator {
             return true;
         }
         fleet.deferred.insert(session.into());
+        false
+    }
+
+    /// `exclusive`: another host holds `account` (a person's restart there
+    /// is refused rather than left waiting).
+    pub(super) fn fleet_holds_elsewhere(&self, account: &str) -> bool {
+        self.fleet.as_ref().is_some_and(|f| f.policy == FleetPolicy::Exclusive && f.held_elsewhere(account))
+    }
+
+    /// `exclusive`: a restart onto an account this host does not hold
+    /// waits for its claim, as a launch does.
+    pub(super) fn may_restart_on(&mut self, session: &str, account: &str) -> bool {
+        let Some(fleet) = self.fleet.as_mut() else { return true };
+        if fleet.policy != FleetPolicy::Exclusive || fleet.holds(account) {
+            return true;
+        }
+        if fleet.deferred_restarts.insert(session.into()) {
+            log::info!("{session}: its restart waits until this host holds {account} in the fleet");
+        }
         false
     }
 

@@ -272,6 +272,11 @@ impl Coordinator {
                 let Some(account) = self.active_account.clone() else {
                     return Err(ControlError::Conflict("no account is active to launch it on".into()));
                 };
+                if self.fleet_holds_elsewhere(&account) {
+                    return Err(ControlError::Conflict(format!(
+                        "another host holds {account} in the fleet; this host launches nothing there until it is free"
+                    )));
+                }
                 self.restart(&name, &account, now, fx);
                 Ok(json!({"accepted": true, "session": name, "account": account}))
             }

@@ -209,6 +209,9 @@ impl Coordinator {
 
     /// Stops a session and launches it again on `account`, same conversation.
     pub(super) fn restart(&mut self, name: &str, account: &str, now: Now, fx: &mut Effects) {
+        if !self.may_restart_on(name, account) {
+            return;
+        }
         let Some(s) = self.pool.sessions.get_mut(name) else { return };
         s.restarts += 1;
         s.activity = Activity::Starting;
@@ -238,8 +241,9 @@ impl Coordinator {
             .map(|s| s.name.clone())
             .collect();
         for name in overdue {
-            log::warn!("{name}: not at its prompt within {} s; restarting it", startup.as_secs());
-            if let Some(account) = self.active_account.clone() {
+            let Some(account) = self.active_account.clone() else { continue };
+            if self.may_restart_on(&name, &account) {
+                log::warn!("{name}: not at its prompt within {} s; restarting it", startup.as_secs());
                 self.restart(&name, &account, now, fx);
             }
         }

@@ -1440,6 +1440,49 @@ mod fleet_decisions {
     }
 
     #[test]
+    fn exclusive_a_startup_restart_waits_until_this_host_holds_the_account_again() {
+        let mut rig = Rig::running_on(&fleet_config("h1", "exclusive"), "alpha");
+        report(&mut rig, joined(3, Vec::new()));
+        report(&mut rig, Report::Claimed { to: "alpha".into(), won: true, holder: Some("h1".into()) });
+        // s1 dies and is launched again on alpha, which this host holds.
+        let fx = rig.session(seen("s1", Seen::Missing));
+        let wait = fx.events[0].details["relaunch_in_secs"].as_u64().expect("a backoff");
+        rig.wait(Duration::from_secs(wait + 1));
+        assert_eq!(session_orders(&rig.tick()), ["launch s1 on alpha"]);
+        rig.session(sessions::Report::Launched {
+            session: "s1".into(),
+            account: "alpha".into(),
+            claude_session_id: "id-s1".into(),
+        });
+        // Cut off meanwhile, this host's lease expired and h2 took alpha;
+        // no account is free, so its sessions stay where they are.
+        report(&mut rig, Report::Unreachable { error: "timed out".into() });
+        let taken = |a: &str, h: &str| Change::Hold { account: a.into(), host: Some(h.into()) };
+        report(&mut rig, joined(30, vec![taken("alpha", "h2"), taken("beta", "h2"), taken("gamma", "h3")]));
+        let fx = report(&mut rig, Report::Claimed { to: "alpha".into(), won: false, holder: Some("h2".into()) });
+        assert!(claims(&fx).is_empty() && plan_of(&fx).is_none());
+
+        // s1 is not at its prompt in time: no restart onto h2's account,
+        // however often the tick comes, and none by request either.
+        rig.wait(Duration::from_secs(61));
+        for _ in 0..3 {
+            let fx = rig.tick();
+            assert!(session_orders(&fx).is_empty(), "{:?}", session_orders(&fx));
+            rig.wait(Duration::from_secs(1));
+        }
+        let fx = rig.feed(Input::Control(Control::RestartSession("s1".into())));
+        let refused = fx.reply.expect("answered").expect_err("refused");
+        assert!(matches!(&refused, ControlError::Conflict(m) if m.contains("another host holds alpha")), "{refused:?}");
+
+        // h2 lets alpha go: this host takes it back, then restarts s1.
+        let fx = changed(&mut rig, Change::Hold { account: "alpha".into(), host: None });
+        assert_eq!(claims(&fx), [" → alpha"]);
+        let fx = report(&mut rig, Report::Claimed { to: "alpha".into(), won: true, holder: Some("h1".into()) });
+        assert_eq!(session_orders(&fx), ["restart s1 on alpha"]);
+        assert!(plan_of(&fx).is_none());
+    }
+
+    #[test]
     fn news_from_another_host_is_folded_into_this_hosts_quota_state() {
         let mut rig = joined_on_alpha("h1", "shared", vec![Change::Active(Some(active("alpha", "h1", "manual", 5)))]);
         let now = rig.now.wall;
