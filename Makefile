@@ -125,7 +125,7 @@ demo-stop:
 # the bench programs; the static binary's size comes from `make musl`.
 bench: claude-code musl
 	cargo build --locked --release --bin claude-failover --example dispatch_bench --example footprint_bench \
-	    --example bench_failover
+	    --example bench_failover --example fleet_bench
 	@echo "== dispatch latency (inotify vs a 5 s polling loop)"
 	target/release/examples/dispatch_bench 50
 	@echo "== footprint and scale"
@@ -133,6 +133,8 @@ bench: claude-code musl
 	$(MAKE) --no-print-directory bench-idle
 	@echo "== failover of N real Claude Code sessions vs their cold start"
 	target/release/examples/bench_failover --daemon target/release/claude-failover
+	@echo "== a fleet of 2 hosts on a 3-member etcd beside the same hosts as single daemons"
+	target/release/examples/fleet_bench --trials 20
 
 # The idle footprint with ten real Claude Code sessions, this tree beside
 # BASELINE_REV (built once into target/baseline/) measured in the same run.
