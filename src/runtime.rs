@@ -103,6 +103,11 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
         events: Events::new(Some(notice_tx)),
         metrics: Metrics::new(),
         heartbeats: heartbeats.clone(),
+        history: crate::quota::history::History::new(crate::quota::history::load_or_log(
+            &config.state_dir,
+            config.quota.poll_interval(),
+            crate::time::unix_now(),
+        )),
     };
     let coordinator_beat = heartbeats.register("coordinator");
     let (signal_tx, signal_rx) = crossbeam_channel::unbounded();

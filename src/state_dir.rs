@@ -9,6 +9,11 @@ pub fn quota_file(state_dir: &Path) -> PathBuf {
     state_dir.join("quota.json")
 }
 
+/// The usage readings behind the dashboard's charts (`quota::history`).
+pub fn history_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("history.json")
+}
+
 /// The account the sessions run on and the last swap (the switcher).
 pub fn active_file(state_dir: &Path) -> PathBuf {
     state_dir.join("active.json")

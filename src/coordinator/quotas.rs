@@ -5,7 +5,9 @@
 use super::{Coordinator, Effects, Now, StateWrite};
 use crate::config::Config;
 use crate::events::Kind;
-use crate::quota::{persist, AccountQuota, HardLimitSignal, LimitSource, PollError, QuotaCommand, QuotaReport};
+use crate::quota::{
+    history, persist, AccountQuota, HardLimitSignal, LimitSource, PollError, QuotaCommand, QuotaReport,
+};
 use serde_json::json;
 use std::time::{Instant, SystemTime};
 
@@ -16,6 +18,9 @@ pub(super) struct Quotas {
     /// and when it was last written.
     pub(super) saved: persist::QuotaFile,
     pub(super) saved_at: Instant,
+    /// Readings recorded since `history.json` was last written, and when.
+    pub(super) history_unsaved: bool,
+    pub(super) history_saved_at: Instant,
 }
 
 impl Quotas {
@@ -32,7 +37,7 @@ impl Quotas {
             );
         }
         let saved = persist::QuotaFile::snapshot(&accounts, now.wall);
-        Quotas { accounts, saved, saved_at: now.at }
+        Quotas { accounts, saved, saved_at: now.at, history_unsaved: false, history_saved_at: now.at }
     }
 
     pub(super) fn get_mut(&mut self, account: &str) -> Option<&mut AccountQuota> {
@@ -68,6 +73,10 @@ impl Coordinator {
         }
         q.apply_poll(asked_at, at, &outcome);
         q.next_poll_at = Some(next_poll_at);
+        if outcome.is_ok() {
+            self.record_reading(&account, at, now, fx);
+        }
+        let Some(q) = self.quotas.get_mut(&account) else { return };
         let expired = matches!(q.last_error, Some(PollError::TokenExpired));
         let (revoked, held) = (q.revoked(), q.exhausted(now.wall));
         if expired && !was_expired && !revoked {
@@ -137,6 +146,34 @@ impl Coordinator {
         self.quotas.saved_at = now.at;
     }
 
+    /// The account's windows as they are now, into the usage history, which
+    /// is saved at most every [`SAVE_EVERY`](history::SAVE_EVERY).
+    fn record_reading(&mut self, account: &str, at: SystemTime, now: Now, fx: &mut Effects) {
+        let Some(q) = self.quotas.accounts.iter().find(|q| q.name == account) else { return };
+        let unix = |t: SystemTime| crate::time::unix_secs(t);
+        let reading = history::Reading {
+            t: unix(at),
+            five_hour: q.windows.five_hour.map(|w| w.utilization),
+            seven_day: q.windows.seven_day.map(|w| w.utilization),
+            five_hour_resets_at: q.windows.five_hour.and_then(|w| w.resets_at).map(unix),
+        };
+        fx.readings.push(history::Recorded { account: account.to_string(), reading });
+        self.quotas.history_unsaved = true;
+        self.save_history(now, false, fx);
+    }
+
+    /// Writes `history.json` when readings arrived since the last write and
+    /// [`SAVE_EVERY`](history::SAVE_EVERY) has passed, or on `stopping`.
+    pub(super) fn save_history(&mut self, now: Now, stopping: bool, fx: &mut Effects) {
+        let due = now.at.saturating_duration_since(self.quotas.history_saved_at) >= history::SAVE_EVERY;
+        if !self.quotas.history_unsaved || !(stopping || due) {
+            return;
+        }
+        fx.files.push(StateWrite::History { state_dir: self.config.state_dir.clone() });
+        self.quotas.history_unsaved = false;
+        self.quotas.history_saved_at = now.at;
+    }
+
     /// A hard limit seen in a session (pane, transcript or hook); it counts
     /// only when `quota::confirm_hard_limit` says it is real.
     pub(super) fn limit_sighting(&mut self, session: &str, seen: Sighting, now: Now, fx: &mut Effects) {
@@ -173,6 +210,7 @@ impl Coordinator {
         let Some(account) = self.pool.sessions.get(session).and_then(|s| s.account.clone()) else { return };
         let Some(q) = self.quotas.get_mut(&account) else { return };
         q.apply_sample(now.wall, &crate::quota::Windows::from(limits));
+        self.record_reading(&account, now.wall, now, fx);
         fx.quota(QuotaCommand::Sampled { account, at: now.wall });
         self.save_quota(now, false, fx);
         self.consider_swap(now, fx);

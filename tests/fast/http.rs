@@ -59,6 +59,7 @@ fn status() -> Status {
             last_poll_at: None,
             last_error: None,
             exhausted_until: None,
+            burn_rate_per_hour: None,
         }],
         ..Default::default()
     }
@@ -114,6 +115,7 @@ fn start(listen: &str, token: Option<&str>, limits: Limits) -> Fixture {
         events: events.clone(),
         metrics: Metrics::new(),
         heartbeats: heartbeats.clone(),
+        history: Default::default(),
     };
     let (tx, rx) = crossbeam_channel::unbounded();
     let swap_running = Arc::new(AtomicBool::new(false));
@@ -400,6 +402,7 @@ fn an_absent_or_silent_coordinator_is_a_503() {
         events: Events::new(None),
         metrics: Metrics::new(),
         heartbeats: heartbeats.clone(),
+        history: Default::default(),
     };
     // A coordinator that takes requests and never answers.
     let (tx, rx) = crossbeam_channel::unbounded::<ControlRequest>();
@@ -447,6 +450,7 @@ fn listens_on_a_unix_socket_and_removes_it_on_shutdown() {
             events: Events::new(None),
             metrics: Metrics::new(),
             heartbeats: Heartbeats::new(None),
+            history: Default::default(),
         },
         crossbeam_channel::unbounded().0,
         Heartbeats::new(None).register("http"),
@@ -471,6 +475,7 @@ fn listens_on_a_unix_socket_and_removes_it_on_shutdown() {
         events: Events::new(None),
         metrics: Metrics::new(),
         heartbeats: Heartbeats::new(None),
+        history: Default::default(),
     };
     let beat = shared.heartbeats.register("http");
     assert!(http::spawn(&third, dir.path(), shared, crossbeam_channel::unbounded().0, beat).is_err());

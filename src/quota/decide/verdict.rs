@@ -288,6 +288,7 @@ impl AccountQuota {
                 _ => self.last_error.as_ref().map(|e| e.to_string()),
             },
             exhausted_until: self.exhausted_until.filter(|u| *u > now).map(crate::time::rfc3339),
+            burn_rate_per_hour: self.burn_rate(now).map(|per_sec| per_sec * 3600.0),
         }
     }
 }
