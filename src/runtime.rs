@@ -78,6 +78,7 @@ pub fn run(config_path: &Path, supervisor: impl Supervisor) -> i32 {
             return EXIT_CONFIG;
         }
     };
+    crate::logging::use_config_format(&config.log.format);
     if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
         log::error!("cannot create state_dir {}: {e}", config.state_dir.display());
         return 1;

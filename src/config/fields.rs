@@ -44,6 +44,7 @@ const ROOT: &[Field] = &[
     opt("http", Kind::Table(HTTP)),
     opt("notify", Kind::Table(NOTIFY)),
     opt("mcp", Kind::Table(MCP)),
+    opt("log", Kind::Table(LOG)),
     opt("accounts", Kind::TableList(ACCOUNT)),
     opt("projects", Kind::TableList(PROJECT)),
     opt("sessions", Kind::TableList(SESSION)),
@@ -82,7 +83,8 @@ const DISPATCH: &[Field] = &[
 ];
 const JANITOR: &[Field] =
     &[opt("interval_secs", SECS), opt("archive_done_after_secs", SECS), opt("prune_checkpoints_after_secs", SECS)];
-const HTTP: &[Field] = &[opt("listen", Kind::Str), opt("token_file", Kind::Str)];
+const HTTP: &[Field] = &[opt("listen", Kind::Str), opt("token_file", Kind::Str), opt("allowed_hosts", Kind::StrList)];
+const LOG: &[Field] = &[opt("format", Kind::Str)];
 const MCP: &[Field] = &[opt("allow", Kind::StrList), opt("token_file", Kind::Str), opt("register", Kind::Bool)];
 const NOTIFY: &[Field] =
     &[opt("min_interval_secs", SECS), opt("telegram", Kind::Table(TELEGRAM)), opt("webhook", Kind::Table(WEBHOOK))];
