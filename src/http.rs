@@ -1079,8 +1079,11 @@ fn too_large(cap: usize) -> Answer {
 /// cross-site form could send.
 fn guard(request: &Request, ctx: &Ctx) -> Result<(), Answer> {
     let header = |name: &'static str| request.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str());
-    let host = header("Host").unwrap_or("").trim();
-    if !ctx.hosts.allows(host) {
+    // A request without a Host is no browser's (browsers always send one),
+    // so no rebinding page's: it is not refused for that.
+    let host = header("Host").map(str::trim);
+    if host.is_some_and(|host| !ctx.hosts.allows(host)) {
+        let host = host.unwrap_or_default();
         let shown = printable(host, 100);
         return Err(Answer::error(
             403,
@@ -1091,7 +1094,7 @@ fn guard(request: &Request, ctx: &Ctx) -> Result<(), Answer> {
         ));
     }
     if let Some(origin) = header("Origin") {
-        if !same_origin(origin.trim(), host) {
+        if !same_origin(origin.trim(), host.unwrap_or_default()) {
             let shown = printable(origin, 100);
             return Err(Answer::error(
                 403,

@@ -10,6 +10,7 @@
 
 mod claude_live;
 mod crash;
+mod dashboard_e2e;
 mod demo;
 mod dispatch_e2e;
 mod failover_e2e;
