@@ -104,11 +104,13 @@ async function main() {
     seen.after = await read();
     seen.reloads = loads.length;
 
+    // A phone's viewport reloads the page (puppeteer does, for isMobile); the
+    // token kept for the tab opens it again.
     await page.setViewport({ width: 390, height: 844, isMobile: true, hasTouch: true });
-    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.waitForSelector("#dash:not([hidden]) [data-session]", WAIT);
+    await page.waitForFunction(() => document.querySelector("#events li") && document.fonts.status === "loaded", WAIT);
     await page.screenshot({ path: args.out + "/dashboard-phone.png", fullPage: false });
-    await page.setViewport({ width: 1280, height: 900 });
-    await page.screenshot({ path: args.out + "/dashboard-desktop-after.png", fullPage: true });
+    await page.screenshot({ path: args.out + "/dashboard-phone-full.png", fullPage: true });
     seen.token_in_page = (await page.content()).includes(args.token);
   } finally {
     await browser.close();
