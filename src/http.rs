@@ -11,6 +11,13 @@
 //! role. A request claiming an absurd `Content-Length` is leaked on purpose:
 //! dropping it would make tiny_http allocate a buffer of that size at once.
 //!
+//! Before any token is looked at, `guard` refuses what a web page in a
+//! browser could send (docs/http.md#browsers): a `Host` that is not the
+//! daemon's (DNS rebinding), another site's `Origin`, a POST of a type a
+//! plain cross-site form can send. The dashboard's files (`crate::dashboard`)
+//! are the one thing besides `/healthz` served without a token: they hold no
+//! data.
+//!
 //! Tokens carry tiers (docs/mcp.md#tiers): the `http.token_file` token has
 //! every tier, the `mcp.token_file` token those of `mcp.allow`. Each route
 //! needs one tier, checked here, so a token cannot do more over raw HTTP than

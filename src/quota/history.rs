@@ -163,8 +163,11 @@ impl History {
 #[derive(Debug, Serialize, Deserialize)]
 struct HistoryFile {
     version: u32,
-    accounts: BTreeMap<String, Vec<(i64, Option<f64>, Option<f64>, Option<i64>)>>,
+    accounts: BTreeMap<String, Vec<SavedReading>>,
 }
+
+/// One reading in the file: `[t, five_hour, seven_day, five_hour_resets_at]`.
+type SavedReading = (i64, Option<f64>, Option<f64>, Option<i64>);
 
 #[derive(Debug)]
 pub enum HistoryError {

@@ -57,7 +57,7 @@ fn browsers_pages_are_refused(d: &Daemon, token: Option<&str>) {
         format!("POST /dispatch/pause HTTP/1.1\r\nHost: evil.example:{port}\r\nOrigin: http://evil.example:{port}\r\n{auth}Content-Type: application/json\r\n"),
         format!("GET /status HTTP/1.1\r\nHost: evil.example:{port}\r\n{auth}"),
         format!("GET / HTTP/1.1\r\nHost: evil.example:{port}\r\n"),
-        format!("GET /healthz HTTP/1.1\r\nHost: evil.example\r\n"),
+        "GET /healthz HTTP/1.1\r\nHost: evil.example\r\n".to_string(),
     ] {
         let (code, _, body) = raw(port, &head, "{}");
         assert_eq!(code, 403, "{head}: {body}");
@@ -203,4 +203,27 @@ fn history_survives_a_restart_and_json_log_lines_parse_without_secrets() {
     }
     let tail: String = d.log_text().lines().last().unwrap_or("").to_string();
     assert!(serde_json::from_str::<Value>(&tail).is_err(), "the env var's text format won: {tail}");
+}
+
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_the_daemon_exports() {
+    let root = kit::repo_root();
+    let text = std::fs::read_to_string(root.join("packaging/grafana-dashboard.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).expect("the Grafana dashboard is JSON");
+    let documented = std::fs::read_to_string(root.join("docs/events.md")).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 8);
+    let mut names = Vec::new();
+    for expr in panels.iter().flat_map(|p| p["targets"].as_array().unwrap()).map(|t| t["expr"].as_str().unwrap()) {
+        let mut rest = expr;
+        while let Some(at) = rest.find("claude_failover_") {
+            let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            rest = &rest[at + name.len()..];
+            names.push(name.trim_end_matches("_bucket").to_string());
+        }
+    }
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        assert!(documented.contains(&format!("`{name}`")), "{name} is not a metric of docs/events.md");
+    }
 }
