@@ -7,7 +7,12 @@
 //! idle screen the pane classifier accepts, turns bracketed paste on, stamps
 //! the arrival of each paste in a log, and on the Enter after a paste appends
 //! the user turn (and an answer) to `<config_dir>/projects/<key>/<id>.jsonl`,
-//! which is what the dispatcher's delivery confirmation reads. The latency is
+//! which is what the dispatcher's delivery confirmation reads. With
+//! `STAND_IN_API=1` in its environment it asks the Messages API at
+//! `ANTHROPIC_BASE_URL` instead, with its account's token, and writes what
+//! Claude Code would of the answer: the text and a normal end, a quota
+//! limit's record (`quotaLimits` rejected), or an API error's (the recovery
+//! tests run twenty of these against the test suite's fake API). The latency is
 //! timed from outside the daemon: the file's close (wall clock, taken before
 //! `close(2)`) to the paste's first bytes reaching the pane program, so it
 //! leaves out the deliberate pause between paste and Enter.
@@ -71,8 +76,12 @@ fn stand_in(args: &[String]) {
     // spares the daemon reading this pane's screen every second.
     let sessions = config_dir.join("sessions");
     let _ = std::fs::create_dir_all(&sessions);
-    let session_file = serde_json::json!({"pid": std::process::id(), "sessionId": id, "cwd": cwd, "status": "idle"});
-    let _ = std::fs::write(sessions.join(format!("{}.json", std::process::id())), session_file.to_string());
+    let status = |status: &str| {
+        let file = serde_json::json!({"pid": std::process::id(), "sessionId": id, "cwd": cwd, "status": status});
+        let _ = std::fs::write(sessions.join(format!("{}.json", std::process::id())), file.to_string());
+    };
+    status("idle");
+    let api = std::env::var_os("STAND_IN_API").is_some().then(|| Api::new(&config_dir, &id));
     // Raw input: bytes as they come, no echo, Enter as a lone CR.
     let _ = Command::new("stty").args(["raw", "-echo"]).stdin(Stdio::inherit()).status();
     let mut out = std::io::stdout();
@@ -117,18 +126,14 @@ fn stand_in(args: &[String]) {
                 }
             } else if let Some(i) = find(&pending, START) {
                 if pending[..i].contains(&b'\r') {
-                    submit(&mut pasted, &transcript, paste_log.as_deref(), &id);
-                    let _ = write!(out, "{}", screen(""));
-                    let _ = out.flush();
+                    turn(&mut pasted, &transcript, paste_log.as_deref(), &id, api.as_ref(), &status, &mut out);
                 }
                 pending.drain(..i + START.len());
                 in_paste = true;
                 paste_at = Some(now);
             } else {
                 if pending.contains(&b'\r') {
-                    submit(&mut pasted, &transcript, paste_log.as_deref(), &id);
-                    let _ = write!(out, "{}", screen(""));
-                    let _ = out.flush();
+                    turn(&mut pasted, &transcript, paste_log.as_deref(), &id, api.as_ref(), &status, &mut out);
                 }
                 let keep = pending.len().saturating_sub(START.len() - 1);
                 pending.drain(..keep);
@@ -140,6 +145,115 @@ fn stand_in(args: &[String]) {
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Enter after a paste: the turn (with the API when there is one), then the
+/// idle screen again.
+fn turn(
+    pasted: &mut Option<(String, SystemTime)>,
+    transcript: &Path,
+    log: Option<&Path>,
+    id: &str,
+    api: Option<&Api>,
+    status: &dyn Fn(&str),
+    out: &mut std::io::Stdout,
+) {
+    let shown = match (api, pasted.take()) {
+        (Some(api), Some((text, _))) => {
+            status("busy");
+            let _ = write!(out, "{}", screen("").replace("? for shortcuts", "esc to interrupt"));
+            let _ = out.flush();
+            let stamp = claude_failover::time::rfc3339(SystemTime::now());
+            let user = serde_json::json!({"type": "user", "sessionId": id, "timestamp": stamp,
+                "message": {"role": "user", "content": text}});
+            append(transcript, &format!("{user}\n"));
+            append(transcript, &format!("{}\n", api.ask(&text)));
+            status("idle");
+            "\u{25cf} answered"
+        }
+        (None, taken) => {
+            *pasted = taken;
+            submit(pasted, transcript, log, id);
+            ""
+        }
+        (Some(_), None) => "",
+    };
+    let _ = write!(out, "{}", screen("").replacen("\r\n\r\n", &format!("\r\n{shown}\r\n"), 1));
+    let _ = out.flush();
+}
+
+/// The Messages API a stand-in asks (`STAND_IN_API`): the fake API's URL,
+/// this account's token, this conversation's id.
+struct Api {
+    agent: ureq::Agent,
+    url: String,
+    token: String,
+    id: String,
+}
+
+impl Api {
+    fn new(config_dir: &Path, id: &str) -> Api {
+        let creds = std::fs::read_to_string(config_dir.join(".credentials.json")).unwrap_or_default();
+        let creds: serde_json::Value = serde_json::from_str(&creds).unwrap_or_default();
+        let base = std::env::var("ANTHROPIC_BASE_URL").unwrap_or_default();
+        Api {
+            agent: ureq::Agent::config_builder().http_status_as_error(false).build().into(),
+            url: format!("{}/v1/messages", base.trim_end_matches('/')),
+            token: creds["claudeAiOauth"]["accessToken"].as_str().unwrap_or_default().to_string(),
+            id: id.to_string(),
+        }
+    }
+
+    /// One turn's answer: the transcript record Claude Code would write of it.
+    fn ask(&self, text: &str) -> serde_json::Value {
+        let body = serde_json::json!({"model": "claude-stand-in", "max_tokens": 64, "stream": false,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}],
+            "tools": [{"name": "Bash", "description": "run a command", "input_schema": {"type": "object"}}]});
+        let answer = self
+            .agent
+            .post(&self.url)
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("x-claude-code-session-id", &self.id)
+            .send_json(&body);
+        let stamp = claude_failover::time::rfc3339(SystemTime::now());
+        let assistant = |extra: serde_json::Value, text: &str| {
+            let mut v = serde_json::json!({"type": "assistant", "sessionId": self.id, "timestamp": stamp,
+                "message": {"role": "assistant", "model": "<synthetic>", "content": [{"type": "text", "text": text}]}});
+            if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
+                v.extend(extra.clone());
+            }
+            v
+        };
+        match answer {
+            Err(e) => assistant(
+                serde_json::json!({"error": "unknown", "isApiErrorMessage": true}),
+                &format!("API Error: {e}"),
+            ),
+            Ok(mut r) => {
+                let status = r.status().as_u16();
+                let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+                let rejected = header("anthropic-ratelimit-unified-status").as_deref() == Some("rejected");
+                let reset = header("anthropic-ratelimit-unified-reset").and_then(|v| v.parse::<u64>().ok());
+                let claim = header("anthropic-ratelimit-unified-representative-claim");
+                let body: serde_json::Value = r.body_mut().read_json().unwrap_or_default();
+                match status {
+                    200 => serde_json::json!({"type": "assistant", "sessionId": self.id, "timestamp": stamp,
+                        "message": {"role": "assistant", "model": body["model"], "content": body["content"],
+                                    "stop_reason": body["stop_reason"]}}),
+                    429 if rejected => assistant(
+                        serde_json::json!({"error": "rate_limit", "isApiErrorMessage": true, "apiErrorStatus": 429,
+                            "quotaLimits": {"status": "rejected", "resetsAt": reset, "rateLimitType": claim}}),
+                        "You've hit your limit",
+                    ),
+                    _ => assistant(
+                        serde_json::json!({"error": if status == 429 { "rate_limit" } else { "server_error" },
+                            "isApiErrorMessage": true, "apiErrorStatus": status}),
+                        &format!("API Error: {status}"),
+                    ),
+                }
+            }
+        }
+    }
 }
 
 /// Enter after a paste: the user turn and an answer into the transcript, the

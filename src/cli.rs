@@ -18,7 +18,8 @@ USAGE:
 COMMANDS:
     run                  the daemon, in the foreground (what systemd runs)
     check-config         load and validate the config, print every problem
-    status [--json]      ask the running daemon for its status
+    status [--json] [--fleet]
+                         ask the running daemon for its status (--fleet: every host of its fleet)
     failover [--to NAME] ask the daemon to swap accounts now
     pause | resume       stop / restart handing out tasks
     enqueue PROJECT FILE|- [--name NAME]
@@ -39,13 +40,26 @@ Logs go to stderr; RUST_LOG sets the level (default info).
 pub enum Command {
     Run,
     CheckConfig,
-    Status { json: bool },
-    Failover { to: Option<String> },
+    /// `--fleet`: the `fleet` section (`[fleet]`), not this host's table.
+    Status {
+        json: bool,
+        fleet: bool,
+    },
+    Failover {
+        to: Option<String>,
+    },
     Pause,
     Resume,
     Setup,
-    Enqueue { project: String, file: String, name: Option<String> },
-    Task { project: String, name: String },
+    Enqueue {
+        project: String,
+        file: String,
+        name: Option<String>,
+    },
+    Task {
+        project: String,
+        name: String,
+    },
     Mcp,
     Hook(Vec<String>),
     Version,
@@ -69,6 +83,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
     }
     let mut config = None;
     let mut json = false;
+    let mut fleet = false;
     let mut to = None;
     let mut task_name = None;
     let mut command = None;
@@ -78,6 +93,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
         match arg.as_str() {
             "--config" => config = Some(PathBuf::from(it.next().ok_or("--config needs a path")?)),
             "--json" => json = true,
+            "--fleet" => fleet = true,
             "--to" => to = Some(it.next().ok_or("--to needs an account name")?.clone()),
             "--name" => task_name = Some(it.next().ok_or("--name needs a task file name")?.clone()),
             "-" if command.is_some() => operands.push(arg.clone()),
@@ -108,7 +124,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
     let command = match name.as_str() {
         "run" => Command::Run,
         "check-config" => Command::CheckConfig,
-        "status" => Command::Status { json },
+        "status" => Command::Status { json, fleet },
         "failover" => Command::Failover { to: to.take() },
         "pause" => Command::Pause,
         "resume" => Command::Resume,
@@ -120,6 +136,9 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
     };
     if task_name.is_some() {
         return Err("--name goes with enqueue".into());
+    }
+    if fleet && !matches!(command, Command::Status { .. }) {
+        return Err("--fleet goes with status".into());
     }
     if json && !matches!(command, Command::Status { .. }) {
         return Err("--json goes with status".into());
@@ -155,7 +174,7 @@ pub fn main(args: Vec<String>) -> i32 {
             crate::runtime::run(&config_path(), crate::systemd::supervisor_from_env())
         }
         Command::Setup => setup(&config_path()),
-        Command::Status { json } => status(&config_path(), json),
+        Command::Status { json, fleet } => status(&config_path(), json, fleet),
         Command::Failover { to } => {
             let body = match to {
                 Some(to) => serde_json::json!({ "to": to }).to_string(),
@@ -220,17 +239,31 @@ fn setup(path: &std::path::Path) -> i32 {
     }
 }
 
-fn status(path: &std::path::Path, json: bool) -> i32 {
+fn status(path: &std::path::Path, json: bool, fleet: bool) -> i32 {
     let config = match load_or_exit(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
     match crate::client::request(&config, "GET", "/status", None) {
-        Ok((200, body)) if json => {
+        Ok((200, body)) if json && !fleet => {
             println!("{body}");
             0
         }
         Ok((200, body)) => match serde_json::from_str::<crate::status::Status>(&body) {
+            Ok(status) if fleet => match &status.fleet {
+                None => {
+                    eprintln!("claude-failover: this daemon runs without [fleet]");
+                    1
+                }
+                Some(f) if json => {
+                    println!("{}", serde_json::to_string_pretty(f).unwrap_or_default());
+                    0
+                }
+                Some(f) => {
+                    print!("{}", crate::client::render_fleet_table(f));
+                    0
+                }
+            },
             Ok(status) => {
                 print!("{}", crate::client::render_status_table(&status));
                 0
@@ -369,7 +402,7 @@ mod tests {
         assert_eq!(ok("run").command, Command::Run);
         assert_eq!(ok("run --config /x.toml").config, Some(PathBuf::from("/x.toml")));
         assert_eq!(ok("--config /x.toml check-config").command, Command::CheckConfig);
-        assert_eq!(ok("status --json").command, Command::Status { json: true });
+        assert_eq!(ok("status --json").command, Command::Status { json: true, fleet: false });
         assert_eq!(ok("failover --to beta").command, Command::Failover { to: Some("beta".into()) });
         assert_eq!(ok("hook --spool /s").command, Command::Hook(args("--spool /s")));
         assert_eq!(ok("--version").command, Command::Version);

@@ -212,6 +212,42 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// The readable form of `/status` for `claude-failover status`.
+/// `claude-failover status --fleet`: the fleet as this host sees it.
+pub fn render_fleet_table(f: &crate::status::FleetStatus) -> String {
+    let mut out = format!(
+        "fleet: host {}, policy {}, etcd {}{}\n",
+        f.host,
+        f.policy,
+        f.state,
+        f.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+    );
+    if let Some(a) = &f.active {
+        out.push_str(&format!("active: {} (revision {}, by {}, {})\n", a.account, a.revision, a.by, a.reason));
+    }
+    out.push_str(&format!(
+        "{:<20} {:<14} {:>8} {:>5} {:>7}  {}\n",
+        "HOST", "ACCOUNT", "SESSIONS", "BUSY", "QUEUED", "LAST SEEN"
+    ));
+    for h in &f.hosts {
+        out.push_str(&format!(
+            "{:<20} {:<14} {:>8} {:>5} {:>7}  {}\n",
+            h.host,
+            h.account.as_deref().unwrap_or("-"),
+            h.sessions,
+            h.busy,
+            h.queued,
+            h.last_seen
+        ));
+    }
+    for (account, host) in &f.holds {
+        out.push_str(&format!("hold: {account} by {host}\n"));
+    }
+    for (account, host) in &f.pollers {
+        out.push_str(&format!("poll: {account} by {host}\n"));
+    }
+    out
+}
+
 pub fn render_status_table(status: &Status) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -255,6 +291,9 @@ pub fn render_status_table(status: &Status) -> String {
         }
         if let Some(e) = &a.last_error {
             note.push(e.clone());
+        }
+        if let Some(s) = &a.spend {
+            note.push(format!("api key: spent {:.2} of {:.2} USD on {}", s.spent_usd, s.cap_usd, s.day));
         }
         for (name, w) in &a.other_windows {
             note.push(format!("{name} {}", percent(Some(w))));
@@ -365,6 +404,8 @@ mod tests {
                 last_error: None,
                 exhausted_until: None,
                 burn_rate_per_hour: None,
+                kind: "subscription".into(),
+                spend: None,
             }],
             sessions: vec![SessionStatus {
                 name: "ccl-auto-11".into(),

@@ -39,6 +39,16 @@ pub enum Kind {
     McpCall,
     QuestionAnswered,
     TelegramCommand,
+    /// An `api_key` account spent its day's cap: out until the next UTC day.
+    SpendCapReached,
+    /// The fleet's etcd answered (at start or after an outage): this host joined.
+    FleetJoined,
+    /// The fleet's etcd stopped answering: this host works on alone.
+    FleetUnreachable,
+    /// Another host learnt of a hard limit (or a dead login) of an account.
+    FleetNews,
+    /// A value under the fleet's prefix that is not the fleet's; ignored.
+    FleetGarbage,
 }
 
 impl Kind {
@@ -67,11 +77,16 @@ impl Kind {
             Kind::McpCall => "mcp_call",
             Kind::QuestionAnswered => "question_answered",
             Kind::TelegramCommand => "telegram_command",
+            Kind::SpendCapReached => "spend_cap_reached",
+            Kind::FleetJoined => "fleet_joined",
+            Kind::FleetUnreachable => "fleet_unreachable",
+            Kind::FleetNews => "fleet_news",
+            Kind::FleetGarbage => "fleet_garbage",
         }
     }
 
     /// Every kind, for parsing a kind's name (config) and listing them.
-    pub const ALL: [Kind; 23] = [
+    pub const ALL: [Kind; 28] = [
         Kind::FailoverStarted,
         Kind::FailoverFinished,
         Kind::FailoverFailed,
@@ -95,6 +110,11 @@ impl Kind {
         Kind::McpCall,
         Kind::QuestionAnswered,
         Kind::TelegramCommand,
+        Kind::SpendCapReached,
+        Kind::FleetJoined,
+        Kind::FleetUnreachable,
+        Kind::FleetNews,
+        Kind::FleetGarbage,
     ];
 
     /// The kind named `name` (as in events and `notify.telegram.kinds`).
@@ -116,6 +136,8 @@ impl Kind {
                 | Kind::SessionCrashLoop
                 | Kind::TaskFailed
                 | Kind::ConfigRejected
+                | Kind::FleetUnreachable
+                | Kind::FleetGarbage
         )
     }
 }

@@ -37,6 +37,8 @@ struct Inner {
     roles: Mutex<Roles>,
     fault_dir: Option<PathBuf>,
     stale_after: Duration,
+    /// The daemon is on its way out: long waits give up.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -72,7 +74,15 @@ impl Heartbeats {
 
     pub fn with_stale_after(fault_dir: Option<PathBuf>, stale_after: Duration) -> Heartbeats {
         let roles = Mutex::new(Roles::default());
-        Heartbeats { inner: Arc::new(Inner { roles, fault_dir, stale_after }) }
+        let stopping = std::sync::atomic::AtomicBool::new(false);
+        Heartbeats { inner: Arc::new(Inner { roles, fault_dir, stale_after, stopping }) }
+    }
+
+    /// The daemon stops: every role's [`Beat::stopping`] says so from now on,
+    /// so a role in a long wait (a swap waiting for a prompt) gives up rather
+    /// than hold the stop up.
+    pub fn stop_all(&self) {
+        self.inner.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Reads the test fault switch from the environment. With the switch on, `CLAUDE_FAILOVER_TEST_STALE_SECS` may also shorten
@@ -213,6 +223,11 @@ impl Beat {
 
     pub fn role(&self) -> &'static str {
         self.role
+    }
+
+    /// True once the daemon is stopping ([`Heartbeats::stop_all`]).
+    pub fn stopping(&self) -> bool {
+        self.hb.inner.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

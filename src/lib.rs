@@ -13,6 +13,7 @@ pub mod coordinator;
 pub mod dashboard;
 pub mod dispatcher;
 pub mod events;
+pub mod fleet;
 pub mod heartbeat;
 pub mod hook;
 pub mod http;

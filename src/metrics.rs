@@ -27,6 +27,12 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "Telegram updates ignored, by reason (chat, user, stale, other).",
     ),
     ("claude_failover_janitor_actions_total", "counter", "Janitor actions, by action."),
+    ("claude_failover_fleet_unreachable_total", "counter", "Times the fleet's etcd stopped answering this host."),
+    (
+        "claude_failover_api_key_tokens_total",
+        "counter",
+        "Tokens used on api_key accounts, by account and kind (input, output, cache_write, cache_read).",
+    ),
     (
         "claude_failover_dispatch_latency_seconds",
         "histogram",
@@ -155,6 +161,25 @@ fn gauges(out: &mut String, status: &Status) {
     for a in &status.accounts {
         let active = u8::from(status.active_account.as_deref() == Some(a.name.as_str()));
         let _ = writeln!(out, "{name}{{account=\"{}\"}} {active}", escape(&a.name));
+    }
+    for (name, help, value) in [
+        (
+            "claude_failover_spend_usd",
+            "What each api_key account spent on the current UTC day, in USD.",
+            (|s: &crate::status::SpendStatus| s.spent_usd) as fn(&crate::status::SpendStatus) -> f64,
+        ),
+        ("claude_failover_spend_cap_usd", "The daily spend cap of each api_key account, in USD.", |s| s.cap_usd),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}
+# TYPE {name} gauge"
+        );
+        for a in &status.accounts {
+            if let Some(spend) = &a.spend {
+                let _ = writeln!(out, "{name}{{account=\"{}\"}} {}", escape(&a.name), value(spend));
+            }
+        }
     }
     let name = "claude_failover_tasks";
     let _ = writeln!(out, "# HELP {name} Tasks in each queue folder.\n# TYPE {name} gauge");

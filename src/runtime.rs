@@ -172,12 +172,27 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
         crate::switcher::run(switcher_config, until_stopped(switcher_rx, stopped), switcher_events, beat)
     })
     .map_err(failed("switcher"))?;
+    let fleet_events = event_tx.clone();
     drop(event_tx);
     let (checkpoint_config, checkpoint_shared) = (Arc::clone(&config), shared.clone());
     let checkpoint = RoleHandle::spawn("checkpoint", heartbeats.register("checkpoint"), move |stopped, beat| {
         crate::checkpoint::run(checkpoint_config, checkpoint_shared, stopped, beat)
     })
     .map_err(failed("checkpoint"))?;
+    let fleet = match &config.fleet {
+        Some(_) => Some(
+            crate::fleet::spawn(
+                &config,
+                Reporter::into_channel(fleet_events, RoleReport::Fleet),
+                heartbeats.register("fleet"),
+            )
+            .map_err(failed("fleet"))?,
+        ),
+        None => {
+            drop(fleet_events);
+            None
+        }
+    };
     let (quota_tx, quota_rx) = crossbeam_channel::unbounded();
     let quota =
         crate::quota::spawn(Arc::clone(&config), quota_tx, heartbeats.register("quota")).map_err(failed("quota"))?;
@@ -189,6 +204,7 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
         dispatcher: dispatcher_tx,
         quota: quota.sender(),
         switcher: switcher_tx,
+        fleet: fleet.as_ref().map(|f| f.sender()),
         on_reload: vec![
             Box::new(move |c: &Arc<Config>| janitor_for_reload.reconfigure(Arc::clone(c))),
             Box::new(http_for_reload),
@@ -198,6 +214,7 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
         active: crate::switcher::read_active(&config.state_dir),
         journal: crate::switcher::read_journal(&config.state_dir),
         quota: crate::quota::persist::load_or_log(&config.state_dir),
+        spend: crate::quota::spend_file::load_or_log(&config.state_dir),
     };
     if let Some(j) = &restored.journal {
         log::warn!("found an unfinished swap {} → {} ({}); it will be finished", j.from, j.to, j.reason);
@@ -212,6 +229,9 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
     let inputs = Inputs { signals: signal_rx, control: control_rx, reports: event_rx, quota: quota_rx };
     let hands = Hands { shared: shared.clone(), supervisor, outputs };
     let exit = crate::coordinator::run(coordinator, hands, inputs, coordinator_beat);
+    // A swap waiting for a prompt gives up now (its journal stays for the
+    // next start) rather than hold the stop up for a startup timeout.
+    heartbeats.stop_all();
     http.shutdown();
     if let Some(telegram) = telegram {
         telegram.shutdown();
@@ -222,6 +242,9 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
     switcher.shutdown();
     checkpoint.shutdown();
     quota.shutdown();
+    if let Some(fleet) = fleet {
+        fleet.shutdown();
+    }
     if let Ok(janitor) = Arc::try_unwrap(janitor) {
         janitor.join();
     }

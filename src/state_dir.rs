@@ -14,6 +14,11 @@ pub fn history_file(state_dir: &Path) -> PathBuf {
     state_dir.join("history.json")
 }
 
+/// What each `api_key` account spent on its UTC day (`quota::spend_file`).
+pub fn spend_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("spend.json")
+}
+
 /// The account the sessions run on and the last swap (the switcher).
 pub fn active_file(state_dir: &Path) -> PathBuf {
     state_dir.join("active.json")

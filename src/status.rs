@@ -15,6 +15,49 @@ pub struct Status {
     pub accounts: Vec<AccountStatus>,
     pub sessions: Vec<SessionStatus>,
     pub queues: Vec<QueueStatus>,
+    /// `[fleet]` only: the fleet as this host sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
+}
+
+/// The `fleet` section of `/status` (docs/fleet.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FleetStatus {
+    /// This host's name.
+    pub host: String,
+    pub policy: String,
+    /// `joining`, `connected` or `unreachable`.
+    pub state: String,
+    /// Since when `state` holds (RFC 3339).
+    pub since: Option<String>,
+    /// Why etcd is unreachable.
+    pub error: Option<String>,
+    /// `shared`: the fleet's active account and the etcd revision that chose it.
+    pub active: Option<FleetActive>,
+    /// `exclusive`: account → the host holding it.
+    pub holds: BTreeMap<String, String>,
+    /// Account → the host polling its usage for the fleet.
+    pub pollers: BTreeMap<String, String>,
+    pub hosts: Vec<FleetHost>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FleetActive {
+    pub account: String,
+    pub revision: i64,
+    pub by: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FleetHost {
+    pub host: String,
+    pub account: Option<String>,
+    pub sessions: usize,
+    pub busy: usize,
+    pub queued: usize,
+    /// The host's last renewal (RFC 3339, by its own clock).
+    pub last_seen: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -59,6 +102,10 @@ pub enum SwapCause {
     Manual,
     /// After a restart, sessions found on another account were moved back.
     Consolidate,
+    /// The active `api_key` account spent its day's cap.
+    SpendCap,
+    /// Off an `api_key` account: a subscription can work again.
+    BackToSubscription,
 }
 
 impl SwapCause {
@@ -71,6 +118,8 @@ impl SwapCause {
             SwapCause::LoginRevoked => "login_revoked",
             SwapCause::Manual => "manual",
             SwapCause::Consolidate => "consolidate",
+            SwapCause::SpendCap => "spend_cap",
+            SwapCause::BackToSubscription => "back_to_subscription",
         }
     }
 }
@@ -102,6 +151,25 @@ pub struct AccountStatus {
     /// The five-hour window's recent burn rate, percent per hour, while it rises.
     #[serde(default)]
     pub burn_rate_per_hour: Option<f64>,
+    /// `subscription` or `api_key`.
+    #[serde(default = "subscription")]
+    pub kind: String,
+    /// `api_key` accounts: today's spend and the cap.
+    #[serde(default)]
+    pub spend: Option<SpendStatus>,
+}
+
+fn subscription() -> String {
+    "subscription".into()
+}
+
+/// What an `api_key` account spent on the current UTC day.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SpendStatus {
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    pub spent_usd: f64,
+    pub cap_usd: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -80,6 +80,8 @@ pub enum MoveError {
     Continuation { task: String, error: crate::dispatcher::delivery::DeliveryError },
     /// The thread that moves it could not start, or panicked.
     Thread { why: String },
+    /// The daemon stopped in the middle: the next start finishes the move.
+    Stopping,
 }
 
 impl std::fmt::Display for MoveError {
@@ -94,6 +96,7 @@ impl std::fmt::Display for MoveError {
             }
             MoveError::NoTranscript { .. } => f.write_str("no transcript path"),
             MoveError::Continuation { task, error } => write!(f, "continuation prompt for {task}: {error}"),
+            MoveError::Stopping => f.write_str("the daemon stopped in the middle of the move"),
             MoveError::Thread { why } => write!(f, "mover thread: {why}"),
         }
     }
@@ -249,6 +252,16 @@ fn swap(config: &Config, tmux: &Tmux, plan: Plan, beat: &Beat) -> Finished {
             .collect()
     });
     let finished = Finished { plan, outcomes, finished_at: SystemTime::now() };
+    if beat.stopping() {
+        // Cut short by a stop: the journal stays, and the next start moves
+        // every session it names again.
+        log::warn!(
+            "swap {} → {} cut short by the daemon stopping; the next start finishes it",
+            finished.plan.from,
+            finished.plan.to
+        );
+        return finished;
+    }
     // The whole record before the journal goes: a kill in between then
     // finishes the swap again rather than leave it unfinished in active.json.
     let active = Active { account: finished.plan.to.clone(), last_swap: Some(finished.record()) };
@@ -480,6 +493,9 @@ fn wait_idle(
     let mut next_look = Instant::now();
     while Instant::now() < deadline {
         beat.beat();
+        if beat.stopping() {
+            return Err(MoveError::Stopping);
+        }
         std::thread::sleep(Duration::from_millis(50));
         // The session file is a cheap read; a capture spawns tmux, so the
         // screen is looked at when the file says idle (to rule out a dialog

@@ -5,6 +5,7 @@
 //! Claude Code changes often, so every parser is tolerant and says what and where
 //! when it gives up; none panics on outside input.
 
+pub mod api_key;
 pub mod credentials;
 pub mod hook;
 pub mod mcp_servers;

@@ -59,6 +59,45 @@ pub enum RecordKind {
         status: Option<u16>,
         text: String,
     },
+    /// The tokens an API answer used (`message.usage`), with the model that
+    /// answered (`message.model`). Every line of one answer (one per content
+    /// block) carries the same id and the whole usage: count it once per id.
+    Usage {
+        message_id: String,
+        model: String,
+        tokens: TokenUsage,
+    },
+}
+
+/// The four token counters of `message.usage`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    pub input: u64,
+    pub output: u64,
+    /// `cache_creation_input_tokens`.
+    pub cache_write: u64,
+    /// `cache_read_input_tokens`.
+    pub cache_read: u64,
+}
+
+/// `message.usage` of a real answer (not Claude Code's `<synthetic>` error
+/// records), with its id and model.
+fn usage(message: Option<&Value>) -> Option<RecordKind> {
+    let m = message?;
+    let model = m.get("model").and_then(Value::as_str).filter(|m| *m != "<synthetic>")?;
+    let message_id = m.get("id").and_then(Value::as_str)?;
+    let u = m.get("usage")?;
+    let n = |key: &str| u.get(key).and_then(Value::as_u64).unwrap_or(0);
+    Some(RecordKind::Usage {
+        message_id: message_id.to_string(),
+        model: model.to_string(),
+        tokens: TokenUsage {
+            input: n("input_tokens"),
+            output: n("output_tokens"),
+            cache_write: n("cache_creation_input_tokens"),
+            cache_read: n("cache_read_input_tokens"),
+        },
+    })
 }
 
 /// Classifies one transcript line. None for records the daemon does not care about
@@ -87,7 +126,7 @@ pub fn classify_line(line: &str) -> Vec<Record> {
             if let Some(kind) = api_error(&v, &text) {
                 return vec![record(kind)];
             }
-            let mut out = Vec::new();
+            let mut out: Vec<Record> = usage(message).map(record).into_iter().collect();
             for block in content.and_then(Value::as_array).into_iter().flatten() {
                 match block.get("type").and_then(Value::as_str) {
                     Some("text") => {
@@ -353,6 +392,27 @@ mod tests {
             ),
             [RecordKind::AssistantText { text: "hi".into() }, RecordKind::ToolUse { name: "Bash".into() }]
         );
+    }
+
+    #[test]
+    fn usage_comes_with_its_message_id_and_model_and_errors_have_none() {
+        // 2.1.332's assistant line (tests/fixtures would hold it whole; the
+        // fields that matter are kept verbatim).
+        let line = r#"{"parentUuid":"5390c802","isSidechain":false,"message":{"id":"msg_fake_1796180437496","type":"message","role":"assistant","model":"claude-opus-5-5","content":[{"type":"text","text":"Hello from the fake API."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":123,"cache_creation_input_tokens":456,"cache_read_input_tokens":789,"output_tokens":42,"output_tokens_details":{"thinking_tokens":0},"service_tier":"standard"}},"requestId":"req_fake_1796180437496","type":"assistant","timestamp":"2026-12-02T03:00:37.515Z","sessionId":"0e23e320"}"#;
+        assert_eq!(
+            kinds(line),
+            [
+                RecordKind::Usage {
+                    message_id: "msg_fake_1796180437496".into(),
+                    model: "claude-opus-5-5".into(),
+                    tokens: TokenUsage { input: 123, output: 42, cache_write: 456, cache_read: 789 },
+                },
+                RecordKind::AssistantText { text: "Hello from the fake API.".into() },
+                RecordKind::TurnEnded,
+            ]
+        );
+        let synthetic = r#"{"type":"assistant","message":{"id":"04c56f86","model":"<synthetic>","content":[{"type":"text","text":"Please run /login"}],"usage":{"input_tokens":0,"output_tokens":0}},"error":"authentication_failed","isApiErrorMessage":true,"apiErrorStatus":401}"#;
+        assert!(matches!(&kinds(synthetic)[..], [RecordKind::AuthFailure { .. }]));
     }
 
     #[test]

@@ -16,6 +16,8 @@ enum Kind {
     StrMap,
     Table(&'static [Field]),
     TableList(&'static [Field]),
+    /// A table whose keys are free (model names), each a table of these fields.
+    TableMap(&'static [Field]),
 }
 
 struct Field {
@@ -45,6 +47,7 @@ const ROOT: &[Field] = &[
     opt("notify", Kind::Table(NOTIFY)),
     opt("mcp", Kind::Table(MCP)),
     opt("log", Kind::Table(LOG)),
+    opt("fleet", Kind::Table(FLEET)),
     opt("accounts", Kind::TableList(ACCOUNT)),
     opt("projects", Kind::TableList(PROJECT)),
     opt("sessions", Kind::TableList(SESSION)),
@@ -73,6 +76,13 @@ const QUOTA: &[Field] = &[
     opt("min_dwell_secs", SECS),
     opt("prefer", Kind::Str),
     opt("resume_spread_secs", SECS),
+    opt("prices", Kind::TableMap(PRICE)),
+];
+const PRICE: &[Field] = &[
+    req("input", Kind::Float),
+    req("output", Kind::Float),
+    req("cache_write", Kind::Float),
+    req("cache_read", Kind::Float),
 ];
 const DISPATCH: &[Field] = &[
     opt("enabled", Kind::Bool),
@@ -86,6 +96,13 @@ const JANITOR: &[Field] =
 const HTTP: &[Field] = &[opt("listen", Kind::Str), opt("token_file", Kind::Str), opt("allowed_hosts", Kind::StrList)];
 const LOG: &[Field] = &[opt("format", Kind::Str)];
 const MCP: &[Field] = &[opt("allow", Kind::StrList), opt("token_file", Kind::Str), opt("register", Kind::Bool)];
+const FLEET: &[Field] = &[
+    req("endpoints", Kind::StrList),
+    opt("prefix", Kind::Str),
+    opt("host", Kind::Str),
+    opt("lease_ttl_secs", SECS),
+    opt("policy", Kind::Str),
+];
 const NOTIFY: &[Field] =
     &[opt("min_interval_secs", SECS), opt("telegram", Kind::Table(TELEGRAM)), opt("webhook", Kind::Table(WEBHOOK))];
 const TELEGRAM: &[Field] = &[
@@ -97,7 +114,13 @@ const TELEGRAM: &[Field] = &[
     opt("api_base", Kind::Str),
 ];
 const WEBHOOK: &[Field] = &[req("url", Kind::Str)];
-const ACCOUNT: &[Field] = &[req("name", Kind::Str), req("config_dir", Kind::Str)];
+const ACCOUNT: &[Field] = &[
+    req("name", Kind::Str),
+    req("config_dir", Kind::Str),
+    opt("kind", Kind::Str),
+    opt("api_key_file", Kind::Str),
+    opt("max_spend_usd_per_day", Kind::Float),
+];
 const PROJECT: &[Field] = &[req("name", Kind::Str), req("path", Kind::Str), opt("queue_dir", Kind::Str)];
 const SESSION: &[Field] = &[req("name", Kind::Str), req("project", Kind::Str), opt("dispatch", Kind::Bool)];
 
@@ -206,6 +229,19 @@ fn check_value(value: &mut toml::Value, kind: Kind, path: &str, out: &mut Vec<(S
             }
             true
         }
+        (Kind::TableMap(fields), V::Table(map)) => {
+            for (key, item) in map.iter_mut() {
+                let at = join_key(path, key);
+                match item {
+                    V::Table(t) => check_table(t, fields, &at, out),
+                    other => {
+                        out.push((at, format!("expected a table, found {}", describe(other))));
+                        *other = placeholder(Kind::Table(fields));
+                    }
+                }
+            }
+            true
+        }
         (Kind::TableList(_), V::Table(_)) => {
             let name = path.rsplit('.').next().unwrap_or(path);
             wrong(&format!("an array of tables (write [[{name}]], not [{name}])"), value)
@@ -221,6 +257,7 @@ fn check_value(value: &mut toml::Value, kind: Kind, path: &str, out: &mut Vec<(S
                 Kind::StrMap => "a table of strings",
                 Kind::Table(_) => "a table",
                 Kind::TableList(_) => "an array of tables",
+                Kind::TableMap(_) => "a table of tables",
             };
             wrong(expected, value)
         }
@@ -236,6 +273,11 @@ fn placeholder(kind: Kind) -> toml::Value {
             }
             toml::Value::Table(t)
         }
+        Kind::TableMap(_) => toml::Value::Table(toml::Table::new()),
+        Kind::Float => toml::Value::Float(0.0),
+        Kind::Uint(_) => toml::Value::Integer(0),
+        Kind::Bool => toml::Value::Boolean(false),
+        Kind::StrList | Kind::IntList => toml::Value::Array(Vec::new()),
         _ => toml::Value::String(String::new()),
     }
 }
@@ -285,6 +327,9 @@ fn sections_with(key: &str, fields: &[Field], at: &str, out: &mut Vec<String>) {
             }
             Kind::TableList(sub) if sub.iter().any(|s| s.key == key) => {
                 out.push(format!("[[{path}]]"));
+            }
+            Kind::TableMap(sub) if sub.iter().any(|s| s.key == key) => {
+                out.push(format!("[{path}.\"<name>\"]"));
             }
             _ => {}
         }
@@ -446,9 +491,18 @@ mod tests {
 
     use toml::Value as V;
 
+    /// How a step's table sits under its key.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Shape {
+        Table,
+        List,
+        /// Under a free key of a table of tables.
+        Map,
+    }
+
     /// One step from the document's root down to a table: the table holding
-    /// the key, the key, and whether it is an array of tables.
-    type Step = (&'static [Field], &'static str, bool);
+    /// the key, the key, and how the table sits there.
+    type Step = (&'static [Field], &'static str, Shape);
 
     fn sample(kind: Kind) -> V {
         match kind {
@@ -461,15 +515,20 @@ mod tests {
             Kind::StrMap => V::Table(toml::Table::from_iter([("A".to_string(), V::String("x".into()))])),
             Kind::Table(fields) => V::Table(required(fields)),
             Kind::TableList(fields) => V::Array(vec![V::Table(required(fields))]),
+            Kind::TableMap(fields) => V::Table(toml::Table::from_iter([("x".to_string(), V::Table(required(fields)))])),
         }
     }
 
     /// A value of another kind than `kind`, which serde must refuse.
     fn wrong(kind: Kind) -> V {
         match kind {
-            Kind::Str | Kind::StrList | Kind::IntList | Kind::StrMap | Kind::Table(_) | Kind::TableList(_) => {
-                V::Integer(1)
-            }
+            Kind::Str
+            | Kind::StrList
+            | Kind::IntList
+            | Kind::StrMap
+            | Kind::Table(_)
+            | Kind::TableList(_)
+            | Kind::TableMap(_) => V::Integer(1),
             Kind::Bool | Kind::Uint(_) | Kind::Float => V::String("1".into()),
         }
     }
@@ -482,7 +541,11 @@ mod tests {
     fn document(steps: &[Step], inner: toml::Table) -> toml::Table {
         steps.iter().rev().fold(inner, |inner, (parent, key, list)| {
             let mut table = required(parent);
-            let value = if *list { V::Array(vec![V::Table(inner)]) } else { V::Table(inner) };
+            let value = match list {
+                Shape::List => V::Array(vec![V::Table(inner)]),
+                Shape::Table => V::Table(inner),
+                Shape::Map => V::Table(toml::Table::from_iter([("x".to_string(), V::Table(inner))])),
+            };
             table.insert(key.to_string(), value);
             table
         })
@@ -531,8 +594,13 @@ mod tests {
             without.remove(f.key);
             let missing = serde(document(steps, without));
             assert_eq!(missing.is_err(), f.required, "{key}: required in one schema and not in the other");
-            if let Kind::Table(sub) | Kind::TableList(sub) = f.kind {
-                steps.push((fields, f.key, matches!(f.kind, Kind::TableList(_))));
+            if let Kind::Table(sub) | Kind::TableList(sub) | Kind::TableMap(sub) = f.kind {
+                let shape = match f.kind {
+                    Kind::TableList(_) => Shape::List,
+                    Kind::TableMap(_) => Shape::Map,
+                    _ => Shape::Table,
+                };
+                steps.push((fields, f.key, shape));
                 check_schema(steps, sub);
                 steps.pop();
             }

@@ -170,11 +170,23 @@ impl Config {
             )),
             _ => {}
         }
+        if !self.quota.prices.is_empty() && !self.accounts.iter().any(|a| a.is_api_key()) {
+            notes.push(note(
+                "quota.prices",
+                "not used: no account has kind = \"api_key\", and only their spend is priced".into(),
+            ));
+        }
         notes
     }
 
     pub fn account(&self, name: &str) -> Option<&AccountConfig> {
         self.accounts.iter().find(|a| a.name == name)
+    }
+
+    /// The account the sessions start on: the first subscription (a paid
+    /// key is only for when none can work), else the first account.
+    pub fn first_account(&self) -> Option<&AccountConfig> {
+        self.accounts.iter().find(|a| !a.is_api_key()).or(self.accounts.first())
     }
 
     pub fn project(&self, name: &str) -> Option<&ProjectConfig> {

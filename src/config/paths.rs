@@ -24,6 +24,9 @@ impl Config {
         }
         for a in &mut self.accounts {
             a.config_dir = resolve(base, &a.config_dir);
+            if !a.api_key_file.is_empty() {
+                a.api_key_file = resolve(base, Path::new(&a.api_key_file)).to_string_lossy().into_owned();
+            }
         }
         for p in &mut self.projects {
             p.path = resolve(base, &p.path);

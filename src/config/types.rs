@@ -60,6 +60,10 @@ pub struct Config {
     pub notify: NotifyConfig,
     #[serde(default)]
     pub mcp: McpConfig,
+    /// `[fleet]`: several hosts sharing the accounts through etcd; absent:
+    /// this daemon alone (docs/fleet.md).
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
@@ -129,6 +133,21 @@ pub struct QuotaConfig {
     /// After a wait, sessions stopped by a limit are continued spread over
     /// this many seconds, so they do not hit the API in the same instant.
     pub resume_spread_secs: u64,
+    /// `[quota.prices."<model>"]`: what `api_key` accounts pay per million
+    /// tokens of each model, by the model id the API answers with.
+    pub prices: BTreeMap<String, Price>,
+}
+
+/// The price of one model, in USD per million tokens of each kind.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+    /// Tokens written to the prompt cache (`cache_creation_input_tokens`).
+    pub cache_write: f64,
+    /// Tokens read from the prompt cache (`cache_read_input_tokens`).
+    pub cache_read: f64,
 }
 
 impl QuotaConfig {
@@ -158,6 +177,7 @@ impl Default for QuotaConfig {
             min_dwell_secs: 600,
             prefer: PREFER_PRIORITY.into(),
             resume_spread_secs: 10,
+            prices: BTreeMap::new(),
         }
     }
 }
@@ -372,11 +392,117 @@ pub struct WebhookConfig {
     pub url: String,
 }
 
+/// `[fleet]`: the etcd cluster the hosts of a fleet agree through.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// etcd client URLs (`http://host:2379`), tried in order.
+    pub endpoints: Vec<String>,
+    /// Every key the fleet writes starts with this.
+    #[serde(default = "default_fleet_prefix")]
+    pub prefix: String,
+    /// This daemon's name in the fleet; empty: the machine's hostname
+    /// (filled in at load time).
+    #[serde(default)]
+    pub host: String,
+    /// How long etcd keeps this host's keys (host record, held account,
+    /// poll claims) after it stops renewing them.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_secs: u64,
+    /// `shared` or `exclusive` (see [`FleetPolicy`]).
+    #[serde(default = "default_fleet_policy")]
+    pub policy: String,
+}
+
+/// What a fleet guarantees about accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetPolicy {
+    /// Every host follows one fleet-wide active account.
+    Shared,
+    /// Each account is used by at most one host at a time.
+    Exclusive,
+}
+
+impl FleetPolicy {
+    pub fn parse(s: &str) -> Option<FleetPolicy> {
+        match s {
+            "shared" => Some(FleetPolicy::Shared),
+            "exclusive" => Some(FleetPolicy::Exclusive),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FleetPolicy::Shared => "shared",
+            FleetPolicy::Exclusive => "exclusive",
+        }
+    }
+}
+
+impl FleetConfig {
+    /// The policy; validation holds `policy` to the known names.
+    pub fn policy(&self) -> FleetPolicy {
+        FleetPolicy::parse(&self.policy).unwrap_or(FleetPolicy::Shared)
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl_secs)
+    }
+}
+
+fn default_fleet_prefix() -> String {
+    "/claude-failover/".into()
+}
+fn default_lease_ttl() -> u64 {
+    10
+}
+fn default_fleet_policy() -> String {
+    "shared".into()
+}
+
+/// The machine's hostname, for `fleet.host`'s default.
+pub fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountConfig {
     pub name: String,
     pub config_dir: PathBuf,
+    /// `subscription` (a Claude login, the default) or `api_key` (a paid
+    /// key, used only while no subscription can work).
+    #[serde(default = "subscription")]
+    pub kind: String,
+    /// `api_key` accounts: the file holding the key, read at each launch.
+    #[serde(default)]
+    pub api_key_file: String,
+    /// `api_key` accounts: the most they may spend per UTC day.
+    #[serde(default)]
+    pub max_spend_usd_per_day: Option<f64>,
+}
+
+pub const KIND_SUBSCRIPTION: &str = "subscription";
+pub const KIND_API_KEY: &str = "api_key";
+
+fn subscription() -> String {
+    KIND_SUBSCRIPTION.into()
+}
+
+impl AccountConfig {
+    /// A paid API key rather than a subscription login.
+    pub fn is_api_key(&self) -> bool {
+        self.kind == KIND_API_KEY
+    }
+
+    /// The day's cap of an `api_key` account (validation makes it present).
+    pub fn daily_cap(&self) -> Option<f64> {
+        self.max_spend_usd_per_day.filter(|_| self.is_api_key())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

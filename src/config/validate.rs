@@ -4,7 +4,7 @@
 
 use super::fields::quote_key;
 use super::paths::{normalize, same_path};
-use super::{Config, Listen, Secret, Tier};
+use super::{Config, Listen, Secret, Tier, KIND_API_KEY, KIND_SUBSCRIPTION};
 use std::path::{Component, Path, PathBuf};
 
 impl Config {
@@ -15,8 +15,20 @@ impl Config {
         if !self.mcp.token_file.is_empty() {
             self.mcp.token = read_secret(Path::new(&self.mcp.token_file), "mcp.token_file", check);
         }
+        if let Some(f) = &mut self.fleet {
+            if f.host.is_empty() {
+                f.host = super::types::hostname();
+            }
+        }
         if let Some(t) = &mut self.notify.telegram {
             t.bot_token = read_secret(&t.bot_token_file, "notify.telegram.bot_token_file", check);
+        }
+        // Only checked here: the key is read again at each launch, so a
+        // rotated key is used without a reload, and the config never holds it.
+        for (i, a) in self.accounts.iter().enumerate() {
+            if a.is_api_key() && !a.api_key_file.is_empty() {
+                read_secret(Path::new(&a.api_key_file), &format!("accounts[{i}].api_key_file"), check);
+            }
         }
     }
 
@@ -36,6 +48,7 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             check.add("log.format", format!("{:?}: expected \"text\" or \"json\"", self.log.format));
         }
+        self.validate_fleet(check);
         if let Some(t) = &self.notify.telegram {
             if t.chat_id.trim().is_empty() {
                 check.add("notify.telegram.chat_id", "must not be empty");
@@ -100,6 +113,7 @@ impl Config {
                 );
             }
         }
+        self.validate_api_keys(check);
         self.validate_projects(check);
         for (i, s) in self.sessions.iter().enumerate() {
             if self.project(&s.project).is_none() {
@@ -217,6 +231,42 @@ impl Config {
         }
     }
 
+    fn validate_fleet(&self, check: &mut Check) {
+        let Some(f) = &self.fleet else { return };
+        if f.endpoints.is_empty() {
+            check.add("fleet.endpoints", "must name at least one etcd client URL, e.g. \"http://10.0.0.1:2379\"");
+        }
+        for (i, url) in f.endpoints.iter().enumerate() {
+            check_url(check, &format!("fleet.endpoints[{i}]"), url);
+        }
+        let prefix = f.prefix.as_str();
+        if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 2 {
+            check.add(
+                "fleet.prefix",
+                format!("must start and end with '/' and name something, e.g. \"/claude-failover/\"; found {prefix:?}"),
+            );
+        } else if prefix.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            check.add("fleet.prefix", format!("must not contain spaces or control characters, found {prefix:?}"));
+        }
+        if f.host.is_empty() {
+            check.add("fleet.host", "is empty and the machine's hostname could not be read: name this host");
+        } else if let Some(bad) = bad_name(&f.host) {
+            check.add("fleet.host", bad);
+        }
+        if f.lease_ttl_secs < 2 || f.lease_ttl_secs > 3600 {
+            check.add(
+                "fleet.lease_ttl_secs",
+                format!(
+                    "must be from 2 to 3600 seconds (etcd's shortest lease is about 2 s), found {}",
+                    f.lease_ttl_secs
+                ),
+            );
+        }
+        if super::types::FleetPolicy::parse(&f.policy).is_none() {
+            check.add("fleet.policy", format!("must be \"shared\" or \"exclusive\", found {:?}", f.policy));
+        }
+    }
+
     fn validate_mcp(&self, check: &mut Check) {
         for (i, name) in self.mcp.allow.iter().enumerate() {
             if Tier::parse(name).is_none() {
@@ -231,6 +281,87 @@ impl Config {
                     "holds the same token as http.token_file: the MCP server would have every tier; \
                      give it a token of its own",
                 );
+            }
+        }
+    }
+
+    /// `kind`, the keys only `api_key` accounts take, and the price table
+    /// their spend is counted with.
+    fn validate_api_keys(&self, check: &mut Check) {
+        let mut paid = None;
+        for (i, a) in self.accounts.iter().enumerate() {
+            let key = |k: &str| format!("accounts[{i}].{k}");
+            match a.kind.as_str() {
+                KIND_SUBSCRIPTION => {
+                    if !a.api_key_file.is_empty() {
+                        check.add(&key("api_key_file"), "only an account with kind = \"api_key\" takes a key file");
+                    }
+                    if a.max_spend_usd_per_day.is_some() {
+                        check.add(
+                            &key("max_spend_usd_per_day"),
+                            "only an account with kind = \"api_key\" has a spend cap",
+                        );
+                    }
+                    continue;
+                }
+                KIND_API_KEY => {}
+                other => {
+                    check.add(&key("kind"), format!("must be \"subscription\" or \"api_key\", found {other:?}"));
+                    continue;
+                }
+            }
+            paid.get_or_insert((i, a.name.clone()));
+            if a.api_key_file.is_empty() {
+                check.add(
+                    &key("api_key_file"),
+                    "missing: an api_key account needs the file holding its key (one line, e.g. sk-ant-api03-...)",
+                );
+            }
+            match a.max_spend_usd_per_day {
+                None => check.add(
+                    &key("max_spend_usd_per_day"),
+                    "missing: an api_key account needs a daily spend cap in USD (e.g. 20.0); \
+                     without one a night of failover could spend without bound",
+                ),
+                Some(cap) if !cap.is_finite() || cap <= 0.0 => {
+                    check.add(&key("max_spend_usd_per_day"), format!("must be a positive amount of USD, found {cap}"))
+                }
+                Some(_) => {}
+            }
+        }
+        if let (Some((i, name)), true) = (&paid, self.quota.prices.is_empty()) {
+            check.add(
+                "quota.prices",
+                format!(
+                    "accounts[{i}] ({name:?}) is an api_key account, whose spend is priced per model, and no \
+                     [quota.prices.\"<model>\"] table is configured; add one for each model its sessions use \
+                     (input, output, cache_write, cache_read in USD per million tokens)"
+                ),
+            );
+        }
+        for (model, price) in &self.quota.prices {
+            let key = format!("quota.prices.{}", quote_key(model));
+            if !is_model_id(model) {
+                check.add(
+                    &key,
+                    format!(
+                        "{model:?} is not a Claude model id: the table is looked up by the model the API \
+                         answers with, e.g. \"claude-opus-4-1\" or \"claude-sonnet-4-5\""
+                    ),
+                );
+            }
+            for (field, value) in [
+                ("input", price.input),
+                ("output", price.output),
+                ("cache_write", price.cache_write),
+                ("cache_read", price.cache_read),
+            ] {
+                if !value.is_finite() || value < 0.0 {
+                    check.add(
+                        &format!("{key}.{field}"),
+                        format!("must be a price of 0 or more (USD per million tokens), found {value}"),
+                    );
+                }
             }
         }
     }
@@ -370,6 +501,14 @@ fn check_url(check: &mut Check, key: &str, url: &str) {
     if let Some(why) = why {
         check.add(key, why);
     }
+}
+
+/// A model id as the API names it in `message.model`: `claude-` and then
+/// lowercase letters, digits, '-', '.' or '_'.
+fn is_model_id(model: &str) -> bool {
+    model.strip_prefix("claude-").is_some_and(|rest| {
+        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-._".contains(c))
+    })
 }
 
 fn is_env_name(name: &str) -> bool {

@@ -24,6 +24,7 @@ pub enum Order {
     Dispatcher(dispatcher::Command),
     Quota(QuotaCommand),
     Switcher(Plan),
+    Fleet(crate::fleet::Command),
 }
 
 /// An event for the ring, `/events` and the notifier.
@@ -40,6 +41,8 @@ pub struct Emit {
 pub struct Metric {
     pub name: &'static str,
     pub labels: Vec<(&'static str, String)>,
+    /// How much the counter grows.
+    pub by: u64,
 }
 
 /// A file under state_dir to write.
@@ -49,6 +52,8 @@ pub enum StateWrite {
     Quota { state_dir: PathBuf, file: QuotaFile, at: SystemTime },
     /// `history.json`, from the shared history the readings went into.
     History { state_dir: PathBuf },
+    /// `spend.json`; a failed write is logged and retried on the next change.
+    Spend { state_dir: PathBuf, file: crate::quota::spend_file::SpendFile },
 }
 
 /// What the service manager is told (sd_notify).
@@ -94,7 +99,11 @@ impl Effects {
     }
 
     pub fn count(&mut self, name: &'static str, labels: &[(&'static str, &str)]) {
-        self.metrics.push(Metric { name, labels: labels.iter().map(|(k, v)| (*k, v.to_string())).collect() });
+        self.add(name, labels, 1);
+    }
+
+    pub fn add(&mut self, name: &'static str, labels: &[(&'static str, &str)], by: u64) {
+        self.metrics.push(Metric { name, labels: labels.iter().map(|(k, v)| (*k, v.to_string())).collect(), by });
     }
 
     pub fn sessions(&mut self, command: sessions::Command) {
@@ -107,6 +116,10 @@ impl Effects {
 
     pub fn quota(&mut self, command: QuotaCommand) {
         self.orders.push(Order::Quota(command));
+    }
+
+    pub fn fleet(&mut self, command: crate::fleet::Command) {
+        self.orders.push(Order::Fleet(command));
     }
 
     /// The kinds of the events, in order.

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 mod dispatch;
 mod effects;
+mod fleet;
 mod pool;
 mod quotas;
 mod run;
@@ -60,6 +61,7 @@ pub enum RoleReport {
     Session(sessions::Report),
     Dispatch(dispatcher::Report),
     Swap(crate::switcher::Finished),
+    Fleet(crate::fleet::Report),
 }
 
 /// Called with a reloaded config.
@@ -124,6 +126,8 @@ pub struct Restored {
     pub journal: Option<crate::switcher::Plan>,
     /// Hard limits and windows the last run knew (`quota.json`).
     pub quota: crate::quota::persist::QuotaFile,
+    /// What `api_key` accounts spent (`spend.json`).
+    pub spend: crate::quota::spend_file::SpendFile,
 }
 
 pub struct Coordinator {
@@ -132,6 +136,8 @@ pub struct Coordinator {
     dispatch: dispatch::Dispatch,
     quotas: quotas::Quotas,
     swap: swap::Swap,
+    /// `[fleet]` only: the other hosts and what they agreed on.
+    fleet: Option<fleet::Fleet>,
     started_at: SystemTime,
     active_account: Option<String>,
     /// How often systemd wants a watchdog ping, if at all.
@@ -151,8 +157,8 @@ impl Coordinator {
         let known = |a: &Option<String>| a.as_ref().filter(|a| config.account(a).is_some()).cloned();
         let active_account = known(&restored.journal.as_ref().map(|j| j.to.clone()))
             .or_else(|| known(&restored.active.as_ref().map(|a| a.account.clone())))
-            .or_else(|| config.accounts.first().map(|a| a.name.clone()));
-        let quotas = quotas::Quotas::restore(&config, &restored.quota, now);
+            .or_else(|| config.first_account().map(|a| a.name.clone()));
+        let quotas = quotas::Quotas::restore(&config, &restored.quota, &restored.spend, now);
         let last_swap = restored.active.and_then(|a| a.last_swap);
         let recent_swaps = last_swap.iter().cloned().collect();
         Coordinator {
@@ -165,6 +171,7 @@ impl Coordinator {
                 journal: restored.journal,
                 ..swap::Swap::default()
             },
+            fleet: config.fleet.as_ref().map(|f| fleet::Fleet::new(f, now.wall)),
             started_at: now.wall,
             active_account,
             watchdog_interval,
@@ -207,6 +214,7 @@ impl Coordinator {
                     RoleReport::Session(report) => self.on_session_report(report, now, &mut fx),
                     RoleReport::Dispatch(report) => self.on_dispatch_report(report, now, &mut fx),
                     RoleReport::Swap(finished) => self.on_swap_finished(finished, now, &mut fx),
+                    RoleReport::Fleet(report) => self.on_fleet_report(report, now, &mut fx),
                 }
                 self.consider_swap(now, &mut fx);
                 self.offer_work(now, &mut fx);
@@ -290,13 +298,13 @@ impl Coordinator {
                     log::warn!("reload: {} take effect only after a restart", restart_needed.join(", "));
                 }
                 if self.active_account.as_deref().is_none_or(|a| new.account(a).is_none()) {
-                    self.active_account = new.accounts.first().map(|a| a.name.clone());
+                    self.active_account = new.first_account().map(|a| a.name.clone());
                 }
                 self.config = Arc::new(new);
                 self.reload_problem = None;
                 self.apply_session_changes(now, fx);
                 fx.dispatcher(dispatcher::Command::Configure(Arc::clone(&self.config)));
-                self.apply_account_changes(fx);
+                self.apply_account_changes(now, fx);
                 fx.reconfigured = Some(Arc::clone(&self.config));
                 let path = self.config.source.display().to_string();
                 fx.emit(Kind::ConfigReloaded, &path, "configuration reloaded", json!({}));
@@ -330,6 +338,7 @@ impl Coordinator {
                 }
             }
         }
+        self.publish_host(fx, false);
         let status = self.status(now.wall);
         let mut line = status.summary();
         if let Some(problem) = &self.reload_problem {
@@ -415,6 +424,7 @@ impl Coordinator {
             accounts,
             sessions,
             queues,
+            fleet: self.fleet_status(),
         }
     }
 }
@@ -433,6 +443,9 @@ fn restart_only_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut keys = Vec::new();
     if old.state_dir != new.state_dir {
         keys.push("state_dir");
+    }
+    if old.fleet != new.fleet {
+        keys.push("fleet");
     }
     if old.http.listen != new.http.listen {
         keys.push("http.listen");

@@ -132,6 +132,9 @@ impl Coordinator {
             }
             Report::TurnStarted { session } => self.turn_started(&session),
             Report::TurnEnded { session, end } => self.turn_ended(&session, end, now, fx),
+            Report::Usage { account, message_id, model, tokens, .. } => {
+                self.usage(&account, &message_id, &model, tokens, now, fx)
+            }
         }
     }
 
@@ -185,8 +188,15 @@ impl Coordinator {
     pub(super) fn launch(&mut self, name: &str, now: Now, fx: &mut Effects) {
         let Some(account) = self.active_account.clone() else {
             log::warn!("{name}: no active account to launch it on");
+            if let Some(f) = self.fleet.as_mut() {
+                f.deferred.insert(name.into());
+            }
             return;
         };
+        if !self.may_launch_on(name, &account) {
+            log::info!("{name}: waits until this host holds {account} in the fleet");
+            return;
+        }
         let Some(s) = self.pool.sessions.get_mut(name) else {
             return;
         };

@@ -5,6 +5,8 @@
 use super::{Coordinator, Effects, Now, StateWrite};
 use crate::config::Config;
 use crate::events::Kind;
+use crate::quota::decide::{cost, next_utc_midnight, price_of, Usage};
+use crate::quota::spend_file::SpendFile;
 use crate::quota::{
     history, persist, AccountQuota, HardLimitSignal, LimitSource, PollError, QuotaCommand, QuotaReport,
 };
@@ -21,12 +23,25 @@ pub(super) struct Quotas {
     /// Readings recorded since `history.json` was last written, and when.
     pub(super) history_unsaved: bool,
     pub(super) history_saved_at: Instant,
+    /// Models seen on a paid account that the price table does not list
+    /// (said once each).
+    pub(super) unpriced: std::collections::BTreeSet<String>,
+}
+
+/// A fresh quota state for a configured account: a paid one's spend starts
+/// at nothing on today's UTC day.
+fn account_quota(a: &crate::config::AccountConfig, now: SystemTime) -> AccountQuota {
+    match a.daily_cap() {
+        Some(cap) => AccountQuota::paid(&a.name, cap, now),
+        None => AccountQuota::new(&a.name),
+    }
 }
 
 impl Quotas {
     /// The accounts of `config`, with what `quota.json` kept of them.
-    pub(super) fn restore(config: &Config, file: &persist::QuotaFile, now: Now) -> Quotas {
-        let mut accounts: Vec<AccountQuota> = config.accounts.iter().map(|a| AccountQuota::new(&a.name)).collect();
+    pub(super) fn restore(config: &Config, file: &persist::QuotaFile, spent: &SpendFile, now: Now) -> Quotas {
+        let mut accounts: Vec<AccountQuota> = config.accounts.iter().map(|a| account_quota(a, now.wall)).collect();
+        spent.restore(&mut accounts);
         // Windows no older than a poll may wait after a sample still count.
         let fresh_for = config.quota.poll_interval() * crate::quota::decide::MAX_DEFER_INTERVALS;
         for name in file.restore(&mut accounts, fresh_for, now.wall) {
@@ -37,7 +52,14 @@ impl Quotas {
             );
         }
         let saved = persist::QuotaFile::snapshot(&accounts, now.wall);
-        Quotas { accounts, saved, saved_at: now.at, history_unsaved: false, history_saved_at: now.at }
+        Quotas {
+            accounts,
+            saved,
+            saved_at: now.at,
+            history_unsaved: false,
+            history_saved_at: now.at,
+            unpriced: Default::default(),
+        }
     }
 
     pub(super) fn get_mut(&mut self, account: &str) -> Option<&mut AccountQuota> {
@@ -97,6 +119,12 @@ impl Coordinator {
             log::info!("{account}: a fresh usage reading shows every window below 100 %; its hold ends");
         }
         self.save_quota(now, false, fx);
+        if outcome.is_ok() || revoked != was_revoked {
+            self.fleet_polled(&account, asked_at, at, fx);
+            if outcome.is_err() {
+                self.fleet_news(&account, None, fx);
+            }
+        }
         self.consider_swap(now, fx);
         self.offer_work(now, fx);
     }
@@ -123,6 +151,7 @@ impl Coordinator {
             log::warn!("{account}: a turn ended in authentication_failed; the login is revoked");
             self.login_revoked_event(account, "a turn ended in authentication_failed", fx);
             self.save_quota(now, false, fx);
+            self.fleet_news(account, None, fx);
         }
     }
 
@@ -174,6 +203,65 @@ impl Coordinator {
         self.quotas.history_saved_at = now.at;
     }
 
+    /// An API message's token usage read from a session's transcript,
+    /// written while the session ran on `account`. Only a paid account
+    /// counts it: priced by `[quota.prices]`, once per message id. Reaching
+    /// the day's cap takes the account out until the next UTC day; the
+    /// decision to move waits for the turn in flight (it already spent).
+    pub(super) fn usage(
+        &mut self,
+        account: &str,
+        message_id: &str,
+        model: &str,
+        usage: Usage,
+        now: Now,
+        fx: &mut Effects,
+    ) {
+        let prices = &self.config.quota.prices;
+        let Some(q) = self.quotas.get_mut(account) else { return };
+        let Some(spend) = q.spend.as_mut() else { return };
+        let (price, known) = price_of(prices, model);
+        let usd = cost(&usage, &price);
+        let was_capped = spend.capped(now.wall);
+        if !spend.count(message_id, usd, now.wall) {
+            return;
+        }
+        let (spent, cap, capped) = (spend.today(now.wall), spend.cap_usd, spend.capped(now.wall));
+        if !known && self.quotas.unpriced.insert(model.to_string()) {
+            log::warn!(
+                "{account}: model {model:?} has no [quota.prices] entry; priced at the dearest listed price of each kind"
+            );
+        }
+        for (kind, n) in [
+            ("input", usage.input),
+            ("output", usage.output),
+            ("cache_write", usage.cache_write),
+            ("cache_read", usage.cache_read),
+        ] {
+            if n > 0 {
+                fx.add("claude_failover_api_key_tokens_total", &[("account", account), ("kind", kind)], n);
+            }
+        }
+        log::debug!("{account}: {message_id} ({model}) cost {usd:.6} USD; {spent:.4} of {cap:.2} USD today");
+        fx.files.push(StateWrite::Spend {
+            state_dir: self.config.state_dir.clone(),
+            file: SpendFile::snapshot(&self.quotas.accounts),
+        });
+        if capped && !was_capped {
+            let until = crate::time::rfc3339(next_utc_midnight(now.wall));
+            fx.emit(
+                Kind::SpendCapReached,
+                account,
+                format!(
+                    "{account} spent {spent:.2} USD today, its cap is {cap:.2} USD: no more work there until {until} \
+                     (the turn in flight may finish)"
+                ),
+                json!({"account": account, "spent_usd": spent, "cap_usd": cap, "until": until}),
+            );
+            self.consider_swap(now, fx);
+        }
+    }
+
     /// A hard limit seen in a session (pane, transcript or hook); it counts
     /// only when `quota::confirm_hard_limit` says it is real.
     pub(super) fn limit_sighting(&mut self, session: &str, seen: Sighting, now: Now, fx: &mut Effects) {
@@ -194,6 +282,7 @@ impl Coordinator {
         if q.sighting(signal, last_launch, now.wall) {
             log::warn!("{account}: hard limit confirmed (seen in {session} by {source:?})");
             self.save_quota(now, false, fx);
+            self.fleet_news(&account, None, fx);
             self.consider_swap(now, fx);
         }
     }
@@ -218,15 +307,21 @@ impl Coordinator {
 
     /// After a reload: quota state follows the account list (kept for
     /// accounts that stay, in the new priority order), and the poller too.
-    pub(super) fn apply_account_changes(&mut self, fx: &mut Effects) {
+    pub(super) fn apply_account_changes(&mut self, now: Now, fx: &mut Effects) {
         let mut old = std::mem::take(&mut self.quotas.accounts);
         self.quotas.accounts = self
             .config
             .accounts
             .iter()
-            .map(|a| match old.iter().position(|q| q.name == a.name) {
-                Some(i) => old.swap_remove(i),
-                None => AccountQuota::new(&a.name),
+            .map(|a| match old.iter().position(|q| q.name == a.name && q.is_paid() == a.is_api_key()) {
+                Some(i) => {
+                    let mut q = old.swap_remove(i);
+                    if let (Some(spend), Some(cap)) = (&mut q.spend, a.daily_cap()) {
+                        spend.cap_usd = cap;
+                    }
+                    q
+                }
+                None => account_quota(a, now.wall),
             })
             .collect();
         fx.quota(QuotaCommand::Configure(std::sync::Arc::clone(&self.config)));

@@ -18,6 +18,8 @@ pub struct Outputs {
     pub dispatcher: Sender<dispatcher::Command>,
     pub quota: Sender<QuotaCommand>,
     pub switcher: Sender<Plan>,
+    /// The fleet role, with `[fleet]`.
+    pub fleet: Option<Sender<crate::fleet::Command>>,
     /// Roles outside the coordinator's orders that take a reloaded config.
     pub on_reload: Vec<ReloadHook>,
 }
@@ -48,11 +50,16 @@ impl<S: Supervisor> Hands<S> {
                         log::error!("{e}");
                     }
                 }
+                StateWrite::Spend { state_dir, file } => {
+                    if let Err(e) = crate::quota::spend_file::save(&state_dir, &file) {
+                        log::error!("{e}");
+                    }
+                }
             }
         }
         for m in &fx.metrics {
             let labels: Vec<(&str, &str)> = m.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            self.shared.metrics.inc(m.name, &labels);
+            self.shared.metrics.add(m.name, &labels, m.by);
         }
         for e in fx.events {
             self.shared.events.emit(e.kind, &e.subject, e.message, e.details);
@@ -89,6 +96,10 @@ impl<S: Supervisor> Hands<S> {
                 self.outputs.dispatcher.send(c).is_err().then_some("the dispatcher role is gone; cannot order it")
             }
             Order::Quota(c) => self.outputs.quota.send(c).is_err().then_some("the quota role is gone"),
+            Order::Fleet(c) => match &self.outputs.fleet {
+                Some(fleet) => fleet.send(c).is_err().then_some("the fleet role is gone"),
+                None => None,
+            },
             Order::Switcher(p) => {
                 self.outputs.switcher.send(p).is_err().then_some("the switcher role is gone; the swap cannot run")
             }

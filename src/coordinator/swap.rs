@@ -35,6 +35,8 @@ impl From<SwapReason> for SwapCause {
             SwapReason::Projected => SwapCause::Projected,
             SwapReason::Failback => SwapCause::Failback,
             SwapReason::LoginRevoked => SwapCause::LoginRevoked,
+            SwapReason::SpendCap => SwapCause::SpendCap,
+            SwapReason::BackToSubscription => SwapCause::BackToSubscription,
         }
     }
 }
@@ -61,12 +63,15 @@ impl Coordinator {
         self.swap.running.is_none()
             && self.swap.pending.is_none()
             && !self.swap.exhausted
-            && !self.quotas.accounts.iter().any(|q| &q.name == active && q.exhausted(now.wall))
+            && !self.quotas.accounts.iter().any(|q| &q.name == active && q.out(now.wall))
     }
 
     /// Swaps when the quota says so; latches "all exhausted" once.
     pub(super) fn consider_swap(&mut self, now: Now, fx: &mut Effects) {
         if self.swap.running.is_some() || !self.dispatch.recovered || self.swap.journal.is_some() {
+            return;
+        }
+        if self.fleet.as_ref().is_some_and(|f| f.asking.is_some()) {
             return;
         }
         if self.swap.pending.is_none() {
@@ -84,7 +89,11 @@ impl Coordinator {
             return;
         }
         if let Some(p) = self.swap.pending.take() {
-            self.start_swap(&p.to, p.reason, now, fx);
+            // With a fleet, the move is the fleet's decision first; one
+            // refused (exclusive without etcd) is dropped and decided again.
+            if self.fleet_allows(&p, now, fx) {
+                self.start_swap(&p.to, p.reason, now, fx);
+            }
         }
     }
 
@@ -108,9 +117,10 @@ impl Coordinator {
         // decision as a wall time relative to `now`: a wall-clock jump can
         // neither shorten nor stretch it.
         let last_swap_at = self.swap.last_at.map(|t| now.wall_of(t));
-        match should_swap(&active, &self.quotas.accounts, &self.config.quota, last_swap_at, now.wall) {
+        let candidates = self.swap_candidates();
+        match should_swap(&active, &candidates, &self.config.quota, last_swap_at, now.wall) {
             Verdict::Stay => {
-                let active_ok = self.quotas.accounts.iter().any(|q| q.name == active && !q.exhausted(now.wall));
+                let active_ok = self.quotas.accounts.iter().any(|q| q.name == active && !q.out(now.wall));
                 if self.swap.exhausted && active_ok {
                     self.swap.exhausted = false;
                     fx.emit(
@@ -144,6 +154,7 @@ impl Coordinator {
             Verdict::AllExhausted(reason) => {
                 if !self.swap.exhausted {
                     self.swap.exhausted = true;
+                    self.take_over_limits(fx);
                     // When the first account may work again: work resumes then
                     // (or earlier, if a fresh reading says so).
                     let quota = &self.config.quota;
@@ -187,13 +198,22 @@ impl Coordinator {
                         return Err(ControlError::BadRequest(format!("{to} is not eligible: {why}")));
                     }
                 }
+                // The decision would move the sessions straight back.
+                if let Some(sub) = q.is_paid().then(|| self.eligible_subscription(now)).flatten() {
+                    return Err(ControlError::BadRequest(format!(
+                        "{to} is an api_key account, used only while no subscription can work, and {sub} can"
+                    )));
+                }
                 to
             }
             None => {
                 let others = || self.quotas.accounts.iter().filter(|q| q.name != active);
                 let best = others()
-                    .find(|q| eligible(q, quota, now.wall).is_ok())
-                    .or_else(|| others().find(|q| eligible(q, quota, now.wall).is_err_and(|w| w.is_soft())));
+                    .find(|q| !q.is_paid() && eligible(q, quota, now.wall).is_ok())
+                    .or_else(|| {
+                        others().find(|q| !q.is_paid() && eligible(q, quota, now.wall).is_err_and(|w| w.is_soft()))
+                    })
+                    .or_else(|| others().find(|q| q.is_paid() && eligible(q, quota, now.wall).is_ok()));
                 match best {
                     Some(q) => q.name.clone(),
                     None => return Err(ControlError::BadRequest("no other account is eligible".into())),
@@ -206,8 +226,18 @@ impl Coordinator {
         Ok(json!({"accepted": true, "from": active, "to": target}))
     }
 
+    /// A subscription account that may take the sessions now, if any.
+    fn eligible_subscription(&self, now: Now) -> Option<String> {
+        let quota = &self.config.quota;
+        self.quotas
+            .accounts
+            .iter()
+            .find(|q| !q.is_paid() && eligible(q, quota, now.wall).is_ok())
+            .map(|q| q.name.clone())
+    }
+
     /// Plans a swap of every session to `to` and hands it to the switcher.
-    fn start_swap(&mut self, to: &str, reason: SwapCause, now: Now, fx: &mut Effects) {
+    pub(super) fn start_swap(&mut self, to: &str, reason: SwapCause, now: Now, fx: &mut Effects) {
         let plan = Plan {
             from: self.active_account.clone().unwrap_or_default(),
             to: to.into(),
@@ -276,6 +306,7 @@ impl Coordinator {
                         w.unlimit();
                         w.failure = None;
                         w.limit_taken_over = false;
+                        w.takeover_offered = false;
                         w.idle_since = None;
                         w.turn_seen = *continued;
                     }

@@ -548,6 +548,7 @@ fn hands() -> Hands<Quiet> {
             dispatcher: crossbeam_channel::unbounded().0,
             quota: crossbeam_channel::unbounded().0,
             switcher: crossbeam_channel::unbounded().0,
+            fleet: None,
             on_reload: Vec::new(),
         },
     }
@@ -990,4 +991,164 @@ fn a_dialog_without_a_readable_question_is_said_once_it_stays() {
     rig.wait(crate::sessions::model::DIALOG_SETTLE);
     assert_eq!(rig.tick().kinds(), [Kind::SessionWaiting]);
     assert!(rig.tick().events.is_empty());
+}
+
+// ---- the paid fallback: an api_key account ----
+
+/// Three subscriptions (ACCOUNTS), two sessions, and an `api_key` account
+/// "paid" capped at 1 USD a day, opus priced at 15/75/18.75/1.5 USD per
+/// million tokens.
+fn paid_extra(dir: &Path) -> String {
+    let key = dir.join("key");
+    std::fs::write(&key, "sk-ant-api03-TESTunitkey0000000000-KEYUNI-AA\n").unwrap();
+    format!(
+        "{TWO_SESSIONS}\n[[accounts]]\nname = \"paid\"\nkind = \"api_key\"\nconfig_dir = \"/tmp/cf-unit/paid\"\n\
+         api_key_file = {:?}\nmax_spend_usd_per_day = 1.0\n\
+         [quota.prices.\"claude-opus-5-5\"]\ninput = 15.0\noutput = 75.0\ncache_write = 18.75\ncache_read = 1.5\n",
+        key.display().to_string()
+    )
+}
+
+fn paid_rig(dir: &Path) -> Rig {
+    let mut rig = Rig::in_dir(dir, &paid_extra(dir), Restored::default());
+    rig.feed(Input::Start);
+    for s in ["s1", "s2"] {
+        rig.session(adopted(s, "alpha"));
+    }
+    rig.dispatch(dispatcher::Report::Recovered);
+    for a in ["alpha", "beta", "gamma"] {
+        rig.poll(a, 10.0);
+    }
+    for s in ["s1", "s2"] {
+        rig.session(seen(s, Seen::Idle));
+    }
+    rig
+}
+
+/// A poll with the weekly window full, resetting in two days.
+fn poll_out(rig: &mut Rig, account: &str) -> Effects {
+    let at = rig.now.wall;
+    let windows = Windows::from_named([
+        ("five_hour", 40.0, Some(at + Duration::from_secs(3600))),
+        ("seven_day", 100.0, Some(at + Duration::from_secs(2 * 86_400))),
+    ]);
+    rig.feed(Input::Quota(QuotaReport::Polled {
+        asked_at: at,
+        account: account.into(),
+        at,
+        outcome: Ok(windows),
+        next_poll_at: at,
+    }))
+}
+
+fn usage(session: &str, id: &str, input: u64, output: u64) -> sessions::Report {
+    sessions::Report::Usage {
+        session: session.into(),
+        account: "paid".into(),
+        message_id: id.into(),
+        model: "claude-opus-5-5".into(),
+        tokens: crate::claude::transcript::TokenUsage { input, output, cache_write: 0, cache_read: 0 },
+    }
+}
+
+fn spend_of(fx: &Effects) -> Option<(f64, f64)> {
+    let status = fx.status.as_ref()?;
+    let s = status.accounts.iter().find(|a| a.name == "paid")?.spend.as_ref()?;
+    Some((s.spent_usd, s.cap_usd))
+}
+
+#[test]
+fn the_paid_key_is_used_only_when_every_subscription_is_out_capped_per_utc_day_and_left_for_a_subscription() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rig = paid_rig(dir.path());
+    assert_eq!(rig.active(), Some("alpha"));
+
+    // Two subscriptions out: the third takes over, not the key.
+    poll_out(&mut rig, "beta");
+    let fx = poll_out(&mut rig, "alpha");
+    let plan = plan_of(&fx).expect("a swap").clone();
+    assert_eq!((plan.to.as_str(), plan.reason), ("gamma", SwapCause::HardLimit));
+    rig.feed(Input::Role(RoleReport::Swap(moved(&plan, rig.now.wall))));
+
+    // The last one out: now the key.
+    rig.wait(Duration::from_secs(60));
+    let fx = poll_out(&mut rig, "gamma");
+    let plan = plan_of(&fx).expect("a swap to the key").clone();
+    assert_eq!((plan.from.as_str(), plan.to.as_str(), plan.reason), ("gamma", "paid", SwapCause::HardLimit));
+    assert!(!fx.kinds().contains(&Kind::AllAccountsExhausted));
+    let fx = rig.feed(Input::Role(RoleReport::Swap(moved(&plan, rig.now.wall))));
+    assert_eq!(session_orders(&fx), ["track s1 on paid", "track s2 on paid"]);
+    let status = fx.status.unwrap();
+    let paid = status.accounts.iter().find(|a| a.name == "paid").unwrap();
+    assert_eq!((paid.kind.as_str(), paid.state.as_str(), paid.eligible), ("api_key", "active", true));
+    assert_eq!(spend_of(&rig.tick()), Some((0.0, 1.0)));
+    for s in ["s1", "s2"] {
+        rig.session(seen(s, Seen::Idle));
+    }
+
+    // A turn there: 10k in, 10k out = 0.15 + 0.75 USD, counted once per message.
+    let fx = rig.session(usage("s1", "msg_1", 10_000, 10_000));
+    let (spent, cap) = spend_of(&fx).unwrap();
+    assert!((spent - 0.9).abs() < 1e-9 && cap == 1.0, "{spent}");
+    let saved = fx.files.iter().find_map(|f| match f {
+        StateWrite::Spend { file, .. } => Some(file.clone()),
+        _ => None,
+    });
+    let saved = saved.expect("spend.json is written");
+    assert!((saved.accounts["paid"].usd - 0.9).abs() < 1e-9);
+    let tokens: Vec<(String, u64)> = fx
+        .metrics
+        .iter()
+        .filter(|m| m.name == "claude_failover_api_key_tokens_total")
+        .map(|m| (m.labels[1].1.clone(), m.by))
+        .collect();
+    assert_eq!(tokens, [("input".to_string(), 10_000), ("output".to_string(), 10_000)]);
+    let fx = rig.session(usage("s1", "msg_1", 10_000, 10_000));
+    assert!(fx.files.is_empty() && fx.events.is_empty(), "the same message's next line is not counted again");
+    let fx = rig.session(usage("s1", "msg_2", 0, 1_000));
+    assert!(fx.events.is_empty(), "0.975 USD: under the cap");
+    assert!(spend_of(&fx).is_some_and(|(s, _)| (s - 0.975).abs() < 1e-9));
+
+    // The cap reached: out until the next UTC midnight; no way out, dispatch waits.
+    let fx = rig.session(usage("s2", "msg_3", 0, 1_000));
+    assert_eq!(fx.kinds(), [Kind::SpendCapReached, Kind::AllAccountsExhausted]);
+    let midnight = crate::quota::decide::next_utc_midnight(rig.now.wall);
+    assert_eq!(fx.events[0].details["until"], crate::time::rfc3339(midnight));
+    assert_eq!(fx.events[1].details["reason"], "spend_cap");
+    let status = fx.status.unwrap();
+    let paid = status.accounts.iter().find(|a| a.name == "paid").unwrap();
+    assert_eq!((paid.state.as_str(), paid.eligible), ("exhausted", false));
+    assert_eq!(paid.exhausted_until, Some(crate::time::rfc3339(midnight)));
+    let fx = rig.dispatch(dispatcher::Report::Waiting { project: "web".into(), tasks: 1 });
+    assert!(offers(&fx).is_empty(), "no new task on a capped key");
+
+    // A restart keeps the day's spend.
+    let again = Rig::in_dir(
+        dir.path(),
+        &paid_extra(dir.path()),
+        Restored { spend: saved_after(&mut rig), ..Restored::default() },
+    );
+    let kept = again.c.status(rig.now.wall).accounts.into_iter().find(|a| a.name == "paid").unwrap();
+    assert!(!kept.eligible && kept.spend.is_some_and(|s| (s.spent_usd - 1.05).abs() < 1e-9));
+
+    // The next UTC day: the key may spend again.
+    rig.now = Now { at: rig.now.at + midnight.duration_since(rig.now.wall).unwrap(), wall: midnight };
+    rig.wait(Duration::from_secs(1));
+    let fx = rig.tick();
+    assert_eq!(fx.kinds(), [Kind::AccountRecovered]);
+    assert_eq!(spend_of(&fx), Some((0.0, 1.0)));
+    assert_eq!(offers(&fx), ["s1", "s2"], "the waiting task is offered again");
+    rig.dispatch(dispatcher::Report::NoTask { session: "s1".into() });
+    rig.dispatch(dispatcher::Report::NoTask { session: "s2".into() });
+
+    // A subscription returns (a fresh reading): the sessions go back at once.
+    let fx = rig.poll("beta", 5.0);
+    let plan = plan_of(&fx).expect("back to the subscription").clone();
+    assert_eq!((plan.from.as_str(), plan.to.as_str(), plan.reason), ("paid", "beta", SwapCause::BackToSubscription));
+    assert_eq!(fx.events.last().unwrap().details["reason"], "back_to_subscription");
+}
+
+/// What `spend.json` would hold now.
+fn saved_after(rig: &mut Rig) -> crate::quota::spend_file::SpendFile {
+    crate::quota::spend_file::SpendFile::snapshot(&rig.c.quotas.accounts)
 }

@@ -27,6 +27,7 @@ impl Coordinator {
             w.unlimit();
             w.ended_normally = false;
             w.limit_taken_over = false;
+            w.takeover_offered = false;
             w.turn_seen = true;
         }
     }
@@ -81,18 +82,29 @@ impl Coordinator {
     }
 
     /// Claude Code shows it will continue a limited turn by itself at the
-    /// reset, or asks what to do: taken over, once per episode, for a task
-    /// of ours, so the daemon alone continues it (on this account once it can
-    /// work, spread with the others, or on another after a swap) and no task
-    /// is sent twice.
+    /// reset, or asks what to do. When the sessions wait (no account can take
+    /// them) the daemon takes that over, once per episode, for a task of
+    /// ours, so it alone continues the task (spread with the others, once
+    /// the account can work) and no task is sent twice; a swap stops the
+    /// session anyway, so then nothing is pressed.
     pub(super) fn limit_takeover(&mut self, session: &str, now: Now, fx: &mut Effects) {
         let Some(w) = self.pool.sessions.get_mut(session).filter(|s| !s.moving).and_then(|s| s.work.as_mut()) else {
             return;
         };
-        if !w.limit_taken_over {
+        w.limit(now.at);
+        w.takeover_offered = true;
+        if self.swap.exhausted {
+            self.take_over_limits(fx);
+        }
+    }
+
+    /// Every limit a screen offered to take over and not taken yet is taken
+    /// over now: the sessions are to wait where they are.
+    pub(super) fn take_over_limits(&mut self, fx: &mut Effects) {
+        for s in self.pool.sessions.values_mut().filter(|s| !s.moving) {
+            let Some(w) = s.work.as_mut().filter(|w| w.takeover_offered && !w.limit_taken_over) else { continue };
             w.limit_taken_over = true;
-            w.limit(now.at);
-            fx.sessions(crate::sessions::Command::TakeOverLimit { session: session.into() });
+            fx.sessions(crate::sessions::Command::TakeOverLimit { session: s.name.clone() });
         }
     }
 

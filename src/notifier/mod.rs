@@ -50,6 +50,7 @@ pub const DEFAULT_TELEGRAM_KINDS: &[Kind] = &[
     Kind::SessionCrashLoop,
     Kind::SessionWaiting,
     Kind::TaskFailed,
+    Kind::SpendCapReached,
 ];
 
 /// The kinds sent to Telegram under `config`: its `kinds`, or the default.
@@ -326,6 +327,11 @@ mod tests {
             (Kind::McpCall, false),
             (Kind::QuestionAnswered, false),
             (Kind::TelegramCommand, false),
+            (Kind::SpendCapReached, true),
+            (Kind::FleetJoined, false),
+            (Kind::FleetUnreachable, false),
+            (Kind::FleetNews, false),
+            (Kind::FleetGarbage, false),
         ];
         assert_eq!(table.len(), Kind::ALL.len(), "every kind has a row");
         let defaults = telegram_kinds(&telegram(None));

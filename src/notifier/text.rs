@@ -66,6 +66,14 @@ pub fn telegram_text(notice: &Notice) -> String {
             _ => format!("✔ Session {subject}'s question answered"),
         },
         Kind::TelegramCommand => format!("⌨ {subject} on Telegram"),
+        Kind::SpendCapReached => match d.str("until") {
+            Some(until) => format!("💸 Account {subject} reached its daily spend cap; usable again {until}"),
+            None => format!("💸 Account {subject} reached its daily spend cap"),
+        },
+        Kind::FleetJoined => format!("🔗 Host {subject} joined the fleet"),
+        Kind::FleetUnreachable => format!("⚠ Host {subject}: etcd unreachable, working on alone"),
+        Kind::FleetNews => format!("📣 Fleet news of {subject}"),
+        Kind::FleetGarbage => format!("⚠ Fleet: ignoring {subject}"),
     };
     if message.is_empty() {
         head

@@ -12,12 +12,14 @@
 //! builds `/status` and its swap decisions from those. `persist` keeps the
 //! part a restart must not forget (hard limits, last windows) in
 //! `<state_dir>/quota.json`; `history` the readings behind the dashboard's
-//! charts, in `<state_dir>/history.json`.
+//! charts, in `<state_dir>/history.json`; `spend_file` what `api_key`
+//! accounts spent today, in `<state_dir>/spend.json`.
 
 pub mod decide;
 pub mod history;
 pub mod persist;
 pub mod poller;
+pub mod spend_file;
 
 pub use decide::{
     confirm_hard_limit, eligible, eligible_again_at, should_swap, state_name, AccountQuota, HardLimitSignal,

@@ -46,6 +46,9 @@ pub enum QuotaCommand {
     /// A zero-cost sample (statusline/hook `rate_limits`) for this account
     /// arrived at `at`: its next poll may wait.
     Sampled { account: String, at: SystemTime },
+    /// `[fleet]`: poll only these accounts (their poll is this host's for
+    /// the whole fleet); None: every account (no fleet, or etcd away).
+    PollOnly(Option<std::collections::BTreeSet<String>>),
 }
 
 /// What the quota role tells the coordinator.
@@ -121,11 +124,26 @@ struct Poller {
     accounts: Vec<AccountPoll>,
     jitter: Jitter,
     out: Sender<QuotaReport>,
+    /// Only these accounts are polled (see [`QuotaCommand::PollOnly`]).
+    only: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Poller {
     fn new(config: Arc<Config>, out: Sender<QuotaReport>, jitter: Jitter, now: SystemTime) -> Poller {
-        let mut p = Poller { agent: agent(&config), config: Arc::clone(&config), accounts: Vec::new(), jitter, out };
+        let mut p = Poller {
+            agent: agent(&config),
+            config: Arc::clone(&config),
+            accounts: Vec::new(),
+            jitter,
+            out,
+            only: None,
+        };
+        // In a fleet, nothing is polled until the fleet says whose polls
+        // are this host's (or that etcd is away): a start must not poll
+        // what another host polls already.
+        if config.fleet.is_some() {
+            p.only = Some(Default::default());
+        }
         p.configure(config, now);
         p
     }
@@ -136,7 +154,7 @@ impl Poller {
             beat.beat();
             let now = SystemTime::now();
             for i in 0..self.accounts.len() {
-                if self.accounts[i].schedule.next_at <= now {
+                if self.accounts[i].schedule.next_at <= now && self.polled(i) {
                     if !self.poll(i, SystemTime::now()) {
                         return;
                     }
@@ -144,7 +162,10 @@ impl Poller {
                 }
             }
             let now = SystemTime::now();
-            let wait = self.accounts.iter().map(|a| a.schedule.next_at.duration_since(now).unwrap_or_default()).min();
+            let wait = (0..self.accounts.len())
+                .filter(|i| self.polled(*i))
+                .map(|i| self.accounts[i].schedule.next_at.duration_since(now).unwrap_or_default())
+                .min();
             let next_poll = wait.map_or_else(crossbeam_channel::never, crossbeam_channel::after);
             crossbeam_channel::select! {
                 recv(rx) -> command => match command {
@@ -157,8 +178,24 @@ impl Poller {
         }
     }
 
+    fn polled(&self, i: usize) -> bool {
+        self.only.as_ref().is_none_or(|only| only.contains(&self.accounts[i].name))
+    }
+
     fn command(&mut self, command: QuotaCommand, now: SystemTime) {
         match command {
+            QuotaCommand::PollOnly(only) => {
+                // An account that becomes this host's to poll is asked at
+                // once: the fleet's reading of it may be a poll old.
+                for a in &mut self.accounts {
+                    let newly = only.as_ref().is_none_or(|o| o.contains(&a.name))
+                        && self.only.as_ref().is_some_and(|o| !o.contains(&a.name));
+                    if newly {
+                        a.schedule.poll_now(now);
+                    }
+                }
+                self.only = only;
+            }
             QuotaCommand::Configure(config) => self.configure(config, now),
             QuotaCommand::PollNow { account } => {
                 if let Some(a) = self.accounts.iter_mut().find(|a| a.name == account) {
@@ -177,7 +214,8 @@ impl Poller {
     fn configure(&mut self, config: Arc<Config>, now: SystemTime) {
         self.agent = agent(&config);
         let mut old = std::mem::take(&mut self.accounts);
-        for ac in &config.accounts {
+        // An api_key account has no subscription usage to ask about.
+        for ac in config.accounts.iter().filter(|a| !a.is_api_key()) {
             let kept =
                 old.iter().position(|a| a.name == ac.name && a.config_dir == ac.config_dir).map(|i| old.swap_remove(i));
             self.accounts.push(kept.unwrap_or_else(|| AccountPoll {

@@ -7,6 +7,11 @@ use std::path::PathBuf;
 /// Variables that would override the account's credentials file.
 pub const CREDENTIAL_OVERRIDES: &[&str] = &["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"];
 
+/// For an `api_key` account: `sh -c KEY_FROM_FILE <key file> claude ...`
+/// reads the key (first line, trimmed) into `ANTHROPIC_API_KEY` and becomes
+/// claude (same pid).
+pub const KEY_FROM_FILE: &str = r#"read -r ANTHROPIC_API_KEY < "$0"; export ANTHROPIC_API_KEY; exec "$@""#;
+
 /// Whether the conversation continues a transcript or starts under a chosen id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Conversation {
@@ -61,6 +66,9 @@ pub enum StartError {
     Tmux { session: String, account: String, error: crate::tmux::TmuxError },
     /// No new conversation id could be made (the system's random source).
     ConversationId { session: String, account: String, error: std::io::Error },
+    /// An `api_key` account's key could not be read, or Claude Code could
+    /// not be told to use it (`why` never holds the key).
+    ApiKey { session: String, account: String, why: String },
 }
 
 impl StartError {
@@ -68,7 +76,8 @@ impl StartError {
         match self {
             StartError::Spec { session, .. }
             | StartError::Tmux { session, .. }
-            | StartError::ConversationId { session, .. } => session,
+            | StartError::ConversationId { session, .. }
+            | StartError::ApiKey { session, .. } => session,
         }
     }
 
@@ -76,7 +85,8 @@ impl StartError {
         match self {
             StartError::Spec { account, .. }
             | StartError::Tmux { account, .. }
-            | StartError::ConversationId { account, .. } => account,
+            | StartError::ConversationId { account, .. }
+            | StartError::ApiKey { account, .. } => account,
         }
     }
 }
@@ -88,6 +98,7 @@ impl std::fmt::Display for StartError {
             StartError::Spec { error, .. } => write!(f, "{error}"),
             StartError::Tmux { error, .. } => write!(f, "{error}"),
             StartError::ConversationId { error, .. } => write!(f, "cannot make a conversation id: {error}"),
+            StartError::ApiKey { why, .. } => write!(f, "api key: {why}"),
         }
     }
 }
@@ -98,6 +109,7 @@ impl std::error::Error for StartError {
             StartError::Spec { error, .. } => Some(error),
             StartError::Tmux { error, .. } => Some(error),
             StartError::ConversationId { error, .. } => Some(error),
+            StartError::ApiKey { .. } => None,
         }
     }
 }
@@ -116,7 +128,13 @@ pub fn spec(
         .ok_or_else(|| LaunchError::UnknownProject { session: session.into(), project: s.project.clone() })?;
     let mut env: Vec<(String, String)> = config.claude.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     env.push(("CLAUDE_CONFIG_DIR".into(), a.config_dir.display().to_string()));
-    let mut command = vec![config.claude.binary.clone()];
+    let mut command = Vec::new();
+    if a.is_api_key() {
+        // The key goes from its file into claude's environment inside the
+        // pane: never through tmux's arguments, its environment or a log.
+        command.extend(["sh".into(), "-c".into(), KEY_FROM_FILE.into(), a.api_key_file.clone()]);
+    }
+    command.push(config.claude.binary.clone());
     command.extend(config.claude.args.iter().cloned());
     command.push(
         match conversation {
@@ -232,6 +250,15 @@ pub fn start_in(
     id: &str,
     place: Place,
 ) -> Result<(Conversation, crate::tmux::Spawned), StartError> {
+    if let Some(a) = config.account(account).filter(|a| a.is_api_key()) {
+        // Read now (a rotated key is used from the next launch on) and
+        // approved in Claude Code's state, so it never asks about it.
+        let approved = crate::claude::api_key::read_key(std::path::Path::new(&a.api_key_file))
+            .and_then(|key| crate::claude::api_key::approve_in(&a.config_dir, &key));
+        if let Err(why) = approved {
+            return Err(StartError::ApiKey { session: session.into(), account: account.into(), why });
+        }
+    }
     let conversation = prepare_conversation(config, session, account, id);
     let spec = spec(config, session, account, id, conversation).map_err(|error| StartError::Spec {
         session: session.into(),

@@ -105,4 +105,14 @@ pub enum Report {
     RateLimitFailure {
         session: String,
     },
+    /// The transcript gained an API answer's token usage, written while the
+    /// session ran on `account` (what an `api_key` account's spend is
+    /// counted from).
+    Usage {
+        session: String,
+        account: String,
+        message_id: String,
+        model: String,
+        tokens: crate::claude::transcript::TokenUsage,
+    },
 }

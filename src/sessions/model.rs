@@ -131,6 +131,9 @@ pub struct Work {
     /// The limit on screen was taken over (Claude Code's own continue
     /// cancelled, its what-to-do dialog closed) this episode.
     pub limit_taken_over: bool,
+    /// The screen showed a limit the daemon may take over (Claude Code's
+    /// auto-continue footer, or its what-to-do dialog).
+    pub takeover_offered: bool,
     /// When `limited` was set: only news of the account newer than this (a
     /// reading, or its hold's reset passing) lets the task go on.
     pub limited_since: Option<Instant>,
@@ -167,6 +170,7 @@ impl Work {
             failure: None,
             ended_normally: false,
             limit_taken_over: false,
+            takeover_offered: false,
             limited_since: None,
             resume_at: None,
             finishing: false,

@@ -47,6 +47,8 @@ const TRUST_ANSWER_RETRY: Duration = Duration::from_millis(1500);
 /// One session this role watches.
 #[derive(Debug)]
 struct Managed {
+    /// The account it runs on, whose spend its answers are.
+    account: String,
     config_dir: PathBuf,
     claude_session_id: String,
     /// Follows the conversation from where it stood when we took the session
@@ -72,6 +74,7 @@ impl Managed {
             TranscriptReader::at(p, len)
         });
         Some(Managed {
+            account: account.into(),
             config_dir,
             claude_session_id: id.into(),
             transcript,
@@ -457,7 +460,7 @@ impl Role {
             .sessions
             .get(session)
             .and_then(|r| self.config.account(&r.account))
-            .or(self.config.accounts.first());
+            .or(self.config.first_account());
         match fallback {
             Some(a) => {
                 log::warn!("{session}: cannot tell its account from the process; assuming {}", a.name);
@@ -706,7 +709,9 @@ impl Role {
     /// Reports how turns began and ended (quota limits, API errors, normal
     /// ends) in the records the conversation gained since last time.
     fn read_transcript(&mut self, name: &str) {
-        let Some(reader) = self.managed.get_mut(name).and_then(|m| m.transcript.as_mut()) else { return };
+        let Some(managed) = self.managed.get_mut(name) else { return };
+        let account = managed.account.clone();
+        let Some(reader) = managed.transcript.as_mut() else { return };
         let records = match reader.read_new() {
             Ok(r) => r,
             Err(e) => return log::debug!("{name}: {e}"),
@@ -725,6 +730,9 @@ impl Role {
                 }
                 RecordKind::TurnEnded => Report::TurnEnded { session: session(), end: TurnEnd::Normal },
                 RecordKind::UserTurn { .. } => Report::TurnStarted { session: session() },
+                RecordKind::Usage { message_id, model, tokens } => {
+                    Report::Usage { session: session(), account: account.clone(), message_id, model, tokens }
+                }
                 RecordKind::AssistantText { .. } | RecordKind::ToolUse { .. } => continue,
             };
             self.report(report);

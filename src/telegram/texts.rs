@@ -135,6 +135,8 @@ mod tests {
                 last_error: None,
                 exhausted_until: None,
                 burn_rate_per_hour: None,
+                kind: "subscription".into(),
+                spend: None,
             }],
             sessions: vec![SessionStatus {
                 name: "s1".into(),

@@ -209,17 +209,32 @@ fn fake_api_answers_per_token_and_obeys_http_control() {
     assert_eq!(api.requests()[0].session_id.as_deref(), Some("sess-1"));
     assert_eq!(api.count_text("hello"), 1);
 
-    // A quota of one more turn, then the hard limit with its unified headers.
-    api.set_quota("B", 1, "seven_day", 1_795_627_867);
+    // A quota of one more turn, then the hard limit with its unified headers
+    // (announced to reset in a day: a limit whose reset passed is over).
+    let reset = kit::fake_api::unix_now() + 86_400;
+    api.set_quota("B", 1, "seven_day", reset);
     assert_eq!(call("POST", "/v1/messages", "B", &turn("one", false)).0, 200);
     let (status, headers, body) = call("POST", "/v1/messages", "B", &turn("two", false));
     assert_eq!(status, 429);
     assert!(body.contains("rate_limit_error"));
     let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
     assert_eq!(header("anthropic-ratelimit-unified-status").as_deref(), Some("rejected"));
-    assert_eq!(header("anthropic-ratelimit-unified-reset").as_deref(), Some("1795627867"));
+    assert_eq!(header("anthropic-ratelimit-unified-reset"), Some(reset.to_string()));
     assert_eq!(header("anthropic-ratelimit-unified-representative-claim").as_deref(), Some("seven_day"));
     assert!(matches!(api.mode("B"), Mode::HardLimit { .. }));
+    // The usage endpoint agrees: the claimed window is full until the reset.
+    let (_, _, body) = call("GET", "/api/oauth/usage", "B", "");
+    let usage = claude_failover::claude::usage::parse(&body).unwrap();
+    assert_eq!(usage.window("seven_day").unwrap().utilization, 100.0, "{body}");
+    // A limit whose announced reset has passed is over; a revoked token is
+    // refused by the usage endpoint too; an invalid request is a 400.
+    api.set_mode("C", Mode::HardLimit { claim: "five_hour".into(), reset_unix: kit::fake_api::unix_now() - 1 });
+    assert_eq!(call("POST", "/v1/messages", "C", &turn("after the reset", false)).0, 200);
+    assert_eq!(api.mode("C"), Mode::Ok);
+    api.set_mode("D", Mode::Unauthorized);
+    assert_eq!(call("GET", "/api/oauth/usage", "D", "").0, 401);
+    api.set_mode("D", Mode::InvalidRequest);
+    assert_eq!(call("POST", "/v1/messages", "D", &turn("bad", false)).0, 400);
     assert_eq!(call("POST", "/v1/messages", "A", &turn("A still works", false)).0, 200);
 
     // Control over HTTP, as make demo drives it.

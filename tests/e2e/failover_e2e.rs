@@ -224,6 +224,41 @@ fn a_daemon_killed_mid_swap_finishes_it_after_restart() {
     assert_eq!(active["last_swap"], status["swap"]["last"], "active.json keeps the finished swap for the next start");
 }
 
+/// A stop in the middle of a swap that waits for a prompt which does not
+/// come (beta's claude sits on the folder trust dialog, auto_trust off) must
+/// not wait out the startup timeout: the daemon ends, the journal stays, and
+/// the next start finishes the swap.
+#[test]
+fn a_daemon_stopped_mid_swap_ends_at_once_and_the_next_start_finishes_it() {
+    let _lock = kit::claude_turn();
+    let options = Options {
+        sessions: 1,
+        more: vec![("claude", "auto_trust", false.into()), ("claude", "startup_timeout_secs", 600.into())],
+        ..Options::default()
+    };
+    let mut rig = rig(options);
+    rig.start_daemon();
+    let before = rig.wait_all_idle_on("alpha", LONG);
+    wait_polled(&rig, &["alpha", "beta"]);
+    // beta trusts no folder: its claude stops on the trust dialog.
+    kit::accounts::write(&rig.account_dir("beta"), &token("beta"), &[]);
+    let journal = rig.state_dir().join("swap.json");
+    let (code, body) = rig.http("POST", "/failover", Some(r#"{"to":"beta"}"#)).unwrap();
+    assert_eq!(code, 202, "{body}");
+    wait_until(LONG, "beta's claude on the trust dialog", || {
+        (journal.exists() && rig.screen("s1").contains("trust")).then_some(())
+    });
+    // SIGTERM; the stop waits on nothing the swap holds (600 s of startup timeout).
+    assert_eq!(rig.stop_daemon(), Some(0), "a clean stop");
+    assert!(journal.exists(), "the journal stays for the next start");
+
+    kit::accounts::write(&rig.account_dir("beta"), &token("beta"), &[rig.project()]);
+    rig.start_daemon();
+    let after = rig.wait_all_idle_on("beta", LONG);
+    assert_eq!(after, before, "the same conversation, finished on beta");
+    wait_until(LONG, "the journal removed", || (!journal.exists()).then_some(()));
+}
+
 #[test]
 fn usage_endpoint_errors_are_reported_and_back_off() {
     // No Claude Code runs here: only the poller and the status.
@@ -251,7 +286,8 @@ fn usage_endpoint_errors_are_reported_and_back_off() {
         ("broken", "error", "500"),
         ("garbled", "error", "not understood"),
         ("slow", "error", "did not answer in time"),
-        ("expired", "token_expired", "401"),
+        // A 401 for a token whose expiresAt is ahead: a revoked login.
+        ("expired", "token_expired", "revoked"),
     ];
     wait_until(LONG, "every account's first poll", || {
         want.iter().all(|(a, _, _)| rig.account_status(a).is_some_and(|s| !s["last_error"].is_null())).then_some(())
@@ -279,7 +315,8 @@ fn usage_endpoint_errors_are_reported_and_back_off() {
     let (_, metrics) = rig.http("GET", "/metrics", None).unwrap();
     assert!(metrics.contains("claude_failover_usage_poll_errors_total"), "{metrics}");
     assert_eq!(rig.count_events("failover_started"), 0);
-    assert_eq!(rig.count_events("token_expired"), 1);
+    assert_eq!(rig.count_events("login_revoked"), 1);
+    assert_eq!(rig.count_events("token_expired"), 0, "not a routine expiry");
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! takes a turn (`kit::claude_turn`), so at most `kit::throttle::limit()` of
 //! them (1, or `CF_CLAUDE_TESTS`) run at once, across test binaries too.
 
+mod api_key;
 mod claude_live;
 mod crash;
 mod dashboard_e2e;
@@ -15,6 +16,7 @@ mod demo;
 mod dispatch_e2e;
 mod failover_e2e;
 mod faults;
+mod fleet_e2e;
 mod mcp_clients;
 mod recovery;
 mod security;

@@ -7,6 +7,7 @@
 
 use kit::accounts::{token, write_credentials};
 use kit::fake_api::{unix_now, Mode};
+use kit::fake_telegram::{FakeTelegram, TOKEN};
 use kit::rig::{stem, Failover as Rig, Options, PROJECT};
 use kit::wait_until;
 use std::time::Duration;
@@ -29,6 +30,20 @@ fn one_session() -> Options {
     Options { sessions: 1, ..Options::default() }
 }
 
+/// `options` with Telegram notices going to `telegram`; the bot token's file
+/// lives in `secrets`.
+fn with_telegram(mut options: Options, telegram: &FakeTelegram, secrets: &std::path::Path) -> Options {
+    let token_file = secrets.join("telegram-token");
+    kit::write(&token_file, TOKEN);
+    options.more.extend([
+        ("notify", "min_interval_secs", 0.into()),
+        ("notify.telegram", "bot_token_file", token_file.display().to_string().into()),
+        ("notify.telegram", "chat_id", "-100777".into()),
+        ("notify.telegram", "api_base", telegram.url().into()),
+    ]);
+    options
+}
+
 /// beta is out for a day (its weekly window full, as the usage endpoint says).
 fn beta_out_for_a_day(rig: &Rig) {
     let day = unix_now() + 86_400;
@@ -48,7 +63,8 @@ fn assert_only_done(rig: &Rig, done: &[&str]) {
 #[test]
 fn every_account_out_then_one_resets_as_announced_and_the_task_ends_once_there() {
     let _lock = kit::claude_turn();
-    let rig = started(one_session());
+    let (telegram, secrets) = (FakeTelegram::start(), kit::temp_dir());
+    let rig = started(with_telegram(one_session(), &telegram, secrets.path()));
     beta_out_for_a_day(&rig);
     // alpha's next turn meets its weekly limit, announced to reset in 40 s.
     let reset = unix_now() + 40;
@@ -58,6 +74,7 @@ fn every_account_out_then_one_resets_as_announced_and_the_task_ends_once_there()
     let exhausted = rig.events().into_iter().find(|e| e["kind"] == "all_accounts_exhausted").unwrap();
     let message = exhausted["message"].as_str().unwrap_or_default().to_string();
     assert!(message.contains("work is expected to resume around"), "{message}");
+    telegram.wait_sent("the exhausted message", LONG, |t| t.contains("All accounts exhausted; work resumes around"));
     rig.drop_task("morning.md", "Write the morning report");
 
     // The hold is the weekly window's, which ran out: it ends at the
@@ -115,7 +132,8 @@ fn a_window_reset_early_is_believed_at_the_next_fresh_reading() {
 #[test]
 fn a_login_revoked_mid_task_moves_the_work_and_asks_a_person_to_log_in() {
     let _lock = kit::claude_turn();
-    let rig = started(one_session());
+    let (telegram, secrets) = (FakeTelegram::start(), kit::temp_dir());
+    let rig = started(with_telegram(one_session(), &telegram, secrets.path()));
     rig.api.set_mode(&token("alpha"), Mode::Unauthorized);
     rig.drop_task("revoked.md", "Write the revoked report");
 
@@ -130,6 +148,13 @@ fn a_login_revoked_mid_task_moves_the_work_and_asks_a_person_to_log_in() {
     let event = rig.events().into_iter().find(|e| e["kind"] == "login_revoked").unwrap();
     let want = format!("CLAUDE_CONFIG_DIR={} claude", rig.account_dir("alpha").display());
     assert!(event["message"].as_str().is_some_and(|m| m.contains(&want) && m.contains("/login")), "{event}");
+    let asked = telegram.wait_sent("a login asked for on Telegram", LONG, |t| t.contains("login revoked"));
+    let text = asked["text"].as_str().unwrap_or_default();
+    assert!(text.contains("alpha") && text.contains(&want) && text.contains("/login"), "{text}");
+    assert_eq!(
+        telegram.sent().iter().filter(|m| m["text"].as_str().is_some_and(|t| t.contains("login revoked"))).count(),
+        1
+    );
     let status = rig.status().unwrap();
     assert_eq!(status["swap"]["last"]["reason"], "login_revoked");
     // The refused turn went out with alpha's token; the continuation with beta's.
@@ -182,4 +207,87 @@ fn turns_ending_in_api_errors_never_finish_their_task() {
     assert_eq!(result["attempts"], 2, "{result}");
     assert_eq!(rig.tasks_in("done"), ["busy.md"]);
     assert!(rig.count_events("turn_failed") >= 5, "every failed turn said: {}", rig.count_events("turn_failed"));
+}
+
+#[test]
+fn twenty_sessions_resume_after_a_wait_spread_over_the_window() {
+    // Stand-ins for Claude Code (`dispatch_bench --stand-in` asking the fake
+    // API): twenty real ones would not fit this machine at once. What is
+    // measured is when their continuations reach the API.
+    const SESSIONS: usize = 20;
+    const SPREAD: u64 = 10;
+    let stand_in = kit::example_binary("dispatch_bench");
+    let options = Options {
+        accounts: vec!["alpha".into()],
+        sessions: SESSIONS,
+        more: vec![
+            ("claude", "binary", stand_in.display().to_string().into()),
+            ("claude", "args", vec!["--stand-in"].into()),
+            ("claude.env", "STAND_IN_API", "1".into()),
+            ("quota", "resume_spread_secs", (SPREAD as i64).into()),
+        ],
+        ..Options::default()
+    };
+    let mut rig = Rig::new(options);
+    rig.start_daemon();
+    rig.wait_all_idle_on("alpha", LONG);
+    // Every session takes a turn that is still out when alpha's limit comes.
+    rig.api.set_delay(Duration::from_secs(25));
+    for i in 1..=SESSIONS {
+        rig.drop_task(&format!("t{i:02}.md"), &format!("+++\nsession = \"s{i}\"\n+++\nWrite report {i:02}\n"));
+    }
+    wait_until(LONG, "every task handed out", || (rig.count_events("task_dispatched") == SESSIONS).then_some(()));
+    let reset = unix_now() + 35;
+    rig.api.set_mode(&token("alpha"), Mode::HardLimit { claim: "five_hour".into(), reset_unix: reset });
+    wait_until(LONG, "all_accounts_exhausted", || (rig.count_events("all_accounts_exhausted") == 1).then_some(()));
+    rig.api.set_delay(Duration::ZERO);
+    wait_until(LONG, "every limited turn answered", || {
+        let limited = rig.events().iter().filter(|e| e["kind"] == "task_done").count();
+        (limited == 0 && rig.tasks_in("active").len() == SESSIONS).then_some(())
+    });
+
+    // After the reset every task goes on, once, and is done.
+    let all: Vec<String> = (1..=SESSIONS).map(|i| format!("t{i:02}.md")).collect();
+    wait_until(LONG, "every task done", || (rig.tasks_in("done") == all).then_some(()));
+    let mut continued: Vec<std::time::SystemTime> =
+        rig.api.requests().iter().filter(|r| r.text.contains("Continue that task")).map(|r| r.at).collect();
+    assert_eq!(continued.len(), SESSIONS, "one continuation per task");
+    continued.sort();
+    let secs = |d: Duration| d.as_secs_f64();
+    let span = secs(continued[SESSIONS - 1].duration_since(continued[0]).unwrap());
+    assert!(span >= 0.6 * SPREAD as f64, "continuations spread over {span:.1} s, not the {SPREAD} s window");
+    let busiest = continued
+        .iter()
+        .map(|t| continued.iter().filter(|u| **u >= *t && secs(u.duration_since(*t).unwrap()) < 1.0).count())
+        .max()
+        .unwrap_or(0);
+    eprintln!("continuations of {SESSIONS} sessions: spread over {span:.1} s, at most {busiest} within one second");
+    assert!(busiest <= 5, "{busiest} continuations within one second");
+    let first = continued[0].duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(first >= reset, "none before the announced reset");
+}
+
+#[test]
+fn resets_soonest_moves_to_the_account_whose_window_resets_first() {
+    let _lock = kit::claude_turn();
+    let options = Options {
+        accounts: vec!["alpha".into(), "beta".into(), "gamma".into()],
+        more: vec![("quota", "prefer", "resets_soonest".into())],
+        ..one_session()
+    };
+    let mut rig = Rig::new(options);
+    // beta: roomy, its fullest window the weekly one, resetting in four days;
+    // gamma: its fullest the five-hour one (40 %), resetting in twenty minutes.
+    rig.api.set_usage(&token("beta"), 5.0, 45.0, None);
+    rig.api.set_usage(&token("gamma"), 40.0, 10.0, None);
+    rig.api.set_usage_resets(&token("gamma"), Some(unix_now() + 1200), None);
+    rig.start_daemon();
+    rig.wait_all_idle_on("alpha", LONG);
+    for account in ["alpha", "beta", "gamma"] {
+        rig.wait_polls(account, 1, LONG);
+    }
+    rig.api.set_usage(&token("alpha"), 95.0, 20.0, None);
+    rig.wait_all_idle_on("gamma", LONG);
+    let last = rig.status().unwrap()["swap"]["last"].clone();
+    assert_eq!((last["to"].as_str(), last["reason"].as_str()), (Some("gamma"), Some("threshold")), "{last}");
 }

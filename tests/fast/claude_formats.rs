@@ -124,7 +124,14 @@ fn transcript_kinds(version: &str, name: &str) -> Vec<RecordKind> {
 #[test]
 fn normal_transcript_has_the_turn_the_answer_and_its_normal_end_only() {
     for version in VERSIONS {
-        let kinds = transcript_kinds(version, "transcript-normal.jsonl");
+        let (usage, kinds): (Vec<RecordKind>, Vec<RecordKind>) = transcript_kinds(version, "transcript-normal.jsonl")
+            .into_iter()
+            .partition(|k| matches!(k, RecordKind::Usage { .. }));
+        // The answer's tokens, counted by an api_key account's spend.
+        assert!(
+            matches!(&usage[..], [RecordKind::Usage { tokens, .. }] if tokens.input == 12 && tokens.output == 8),
+            "{version}: {usage:?}"
+        );
         assert_eq!(
             kinds,
             [

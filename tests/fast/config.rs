@@ -678,3 +678,116 @@ fn a_secret_pasted_into_the_config_is_not_echoed_by_syntax_errors() {
     has(&err, "(syntax)", "line 2");
     assert_no_secret("syntax error", &format!("{err} {err:?}"));
 }
+
+// ---- api_key accounts and the price table ----
+
+const PRICES: &str =
+    "[quota.prices.\"claude-opus-5-5\"]\ninput = 15.0\noutput = 75.0\ncache_write = 18.75\ncache_read = 1.5\n";
+
+fn paid_account(lines: &str) -> String {
+    format!("{BASE}\n[[accounts]]\nname = \"paid\"\nconfig_dir = \"accounts/paid\"\nkind = \"api_key\"\n{lines}")
+}
+
+#[test]
+fn an_api_key_account_loads_with_its_key_file_cap_and_prices() {
+    let dir = temp_dir();
+    write(&dir.path().join("secrets/key"), "sk-ant-api03-TESTconfigkey-0000000000-KEYCFG-AA\n");
+    let c = load_in(
+        dir,
+        &format!("{PRICES}{}", paid_account("api_key_file = \"secrets/key\"\nmax_spend_usd_per_day = 20")),
+    )
+    .ok();
+    let paid = c.account("paid").unwrap();
+    assert!(paid.is_api_key() && Path::new(&paid.api_key_file).is_absolute());
+    assert_eq!(paid.daily_cap(), Some(20.0));
+    assert!(!c.account("alpha").unwrap().is_api_key(), "subscription is the default kind");
+    assert_eq!(c.first_account().unwrap().name, "alpha");
+    assert_eq!(c.quota.prices["claude-opus-5-5"].output, 75.0);
+    assert!(!format!("{c:?}").contains("KEYCFG"), "the key is never held in the config");
+}
+
+#[test]
+fn api_key_accounts_are_checked_key_by_key() {
+    let cases: [(&str, &str, &str); 7] = [
+        ("max_spend_usd_per_day = 5.0", "accounts[2].api_key_file", "missing"),
+        ("api_key_file = \"no-such-key\"\nmax_spend_usd_per_day = 5.0", "accounts[2].api_key_file", "cannot read"),
+        ("api_key_file = \"/dev/null\"\nmax_spend_usd_per_day = 5.0", "accounts[2].api_key_file", "is empty"),
+        ("api_key_file = \"key\"", "accounts[2].max_spend_usd_per_day", "missing"),
+        ("api_key_file = \"key\"\nmax_spend_usd_per_day = -1", "accounts[2].max_spend_usd_per_day", "positive"),
+        ("api_key_file = \"key\"\nmax_spend_usd_per_day = 0", "accounts[2].max_spend_usd_per_day", "positive"),
+        ("api_key_file = \"key\"\nmax_spend_usd_per_day = \"5\"", "accounts[2].max_spend_usd_per_day", "a number"),
+    ];
+    for (lines, key, needle) in cases {
+        let dir = temp_dir();
+        write(&dir.path().join("key"), "sk-ant-api03-TESTconfigkey\n");
+        let err = load_in(dir, &format!("{PRICES}{}", paid_account(lines))).err();
+        only(&err, key, needle);
+    }
+}
+
+#[test]
+fn kinds_and_the_keys_only_a_paid_account_takes() {
+    let err =
+        load(&BASE.replacen("config_dir = \"accounts/alpha\"", "config_dir = \"accounts/alpha\"\nkind = \"paid\"", 1))
+            .err();
+    only(&err, "accounts[0].kind", "\"subscription\" or \"api_key\"");
+    let err = load(&BASE.replacen(
+        "config_dir = \"accounts/alpha\"",
+        "config_dir = \"accounts/alpha\"\napi_key_file = \"k\"\nmax_spend_usd_per_day = 3.0",
+        1,
+    ))
+    .err();
+    has(&err, "accounts[0].api_key_file", "kind = \"api_key\"");
+    has(&err, "accounts[0].max_spend_usd_per_day", "kind = \"api_key\"");
+}
+
+#[test]
+fn the_price_table_is_needed_by_a_paid_account_and_names_real_models() {
+    let dir = temp_dir();
+    write(&dir.path().join("key"), "sk-ant-api03-TESTconfigkey\n");
+    let err = load_in(dir, &paid_account("api_key_file = \"key\"\nmax_spend_usd_per_day = 5.0")).err();
+    only(&err, "quota.prices", "no [quota.prices.\"<model>\"] table");
+
+    let err = with("[quota.prices.opus]\ninput = 15.0\noutput = 75.0\ncache_write = 18.75\ncache_read = 1.5\n").err();
+    only(&err, "quota.prices.opus", "not a Claude model id");
+    let err =
+        with("[quota.prices.\"claude-opus-5-5\"]\ninput = -1\noutput = 75.0\ncache_write = 18.75\ncache_read = 1.5\n")
+            .err();
+    only(&err, "quota.prices.claude-opus-5-5.input", "0 or more");
+    let err = with("[quota.prices.\"claude-opus-5-5\"]\ninput = 15.0\noutput = 75.0\ncache_write = 18.75\n").err();
+    only(&err, "quota.prices.claude-opus-5-5.cache_read", "missing");
+    let err = with("[quota.prices.\"claude-opus-5-5\"]\ninput = 15.0\noutput = 75.0\ncache_write = 18.75\ncache_read = 1.5\ncache = 1\n").err();
+    only(&err, "quota.prices.claude-opus-5-5.cache", "did you mean");
+
+    // Prices without a paid account: valid, and said to be unused.
+    let c = with(PRICES).ok();
+    assert!(c.notes().iter().any(|n| n.key == "quota.prices" && n.message.contains("not used")));
+}
+
+#[test]
+fn fleet_is_off_unless_configured_and_its_defaults_fill_in() {
+    assert!(with("").ok().fleet.is_none(), "no [fleet]: a single host, as before");
+    let c = with("[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\nhost = \"web1\"").ok();
+    let f = c.fleet.expect("[fleet]");
+    assert_eq!(
+        (f.prefix.as_str(), f.host.as_str(), f.lease_ttl_secs, f.policy.as_str()),
+        ("/claude-failover/", "web1", 10, "shared")
+    );
+    let named = with("[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]").ok();
+    assert!(!named.fleet.expect("[fleet]").host.is_empty(), "host defaults to the hostname");
+}
+
+#[test]
+fn fleet_problems_name_their_keys() {
+    let err = with(
+        "[fleet]\nendpoints = [\"127.0.0.1:2379\"]\nprefix = \"cf\"\nhost = \"a b\"\nlease_ttl_secs = 1\npolicy = \"mine\"",
+    )
+    .err();
+    has(&err, "fleet.endpoints[0]", "must start with http://");
+    has(&err, "fleet.prefix", "must start and end with '/'");
+    has(&err, "fleet.host", "");
+    has(&err, "fleet.lease_ttl_secs", "from 2 to 3600");
+    has(&err, "fleet.policy", "\"shared\" or \"exclusive\"");
+    only(&with("[fleet]\nendpoints = []").err(), "fleet.endpoints", "at least one etcd client URL");
+    only(&with("[fleet]\nprefix = \"/x/\"").err(), "fleet.endpoints", "");
+}

@@ -60,6 +60,8 @@ fn status() -> Status {
             last_error: None,
             exhausted_until: None,
             burn_rate_per_hour: None,
+            kind: "subscription".into(),
+            spend: None,
         }],
         ..Default::default()
     }

@@ -21,16 +21,22 @@
 //! - The active account's own token state never causes a swap: the sessions
 //!   running there refresh it.
 //!
+//! - An `api_key` account (one with a `spend`) is paid for: it is chosen only
+//!   when no subscription can take the sessions, and left for one as soon as
+//!   one can (`BackToSubscription`). Its only limit is its daily spend cap.
+//!
 //! `model` is the per-account state and what feeds it (confirming a limit
 //! included); `verdict` the decisions over it (eligibility, whether and where
 //! to swap); `schedule` when the poller asks next.
 
 mod model;
 mod schedule;
+mod spend;
 mod verdict;
 
 pub use model::*;
 pub use schedule::*;
+pub use spend::*;
 pub use verdict::*;
 
 #[cfg(test)]

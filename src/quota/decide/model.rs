@@ -311,6 +311,9 @@ pub struct AccountQuota {
     pub sightings: Vec<HardLimitSignal>,
     /// When the poller plans to ask next (for information only).
     pub next_poll_at: Option<SystemTime>,
+    /// `api_key` accounts only: what they spent today and may spend. Such
+    /// an account is never polled; its spend is its quota.
+    pub spend: Option<super::Spend>,
 }
 
 impl AccountQuota {
@@ -328,7 +331,28 @@ impl AccountQuota {
             samples: VecDeque::new(),
             sightings: Vec::new(),
             next_poll_at: None,
+            spend: None,
         }
+    }
+
+    /// An `api_key` account with this daily cap, nothing spent yet.
+    pub fn paid(name: &str, cap_usd: f64, now: SystemTime) -> AccountQuota {
+        AccountQuota { spend: Some(super::Spend::new(cap_usd, now)), ..AccountQuota::new(name) }
+    }
+
+    /// An `api_key` account rather than a subscription.
+    pub fn is_paid(&self) -> bool {
+        self.spend.is_some()
+    }
+
+    /// An `api_key` account whose day's cap is reached.
+    pub fn capped(&self, now: SystemTime) -> bool {
+        self.spend.as_ref().is_some_and(|s| s.capped(now))
+    }
+
+    /// Out of work for now by a hard limit or, for a paid account, its cap.
+    pub fn out(&self, now: SystemTime) -> bool {
+        self.exhausted(now) || self.capped(now)
     }
 
     /// A poll report; `asked_at` is when its request went out, `at` when

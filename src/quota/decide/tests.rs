@@ -96,6 +96,7 @@ fn eligibility_reasons() {
             Ineligible::Weekly { .. } => "weekly",
             Ineligible::Unknown => "unknown",
             Ineligible::TokenExpired => "token_expired",
+            Ineligible::SpendCap { .. } => "spend_cap",
         });
         assert_eq!(got, want, "{what}");
     }
@@ -711,4 +712,200 @@ fn a_projected_swap_or_a_failback_never_lands_on_less_headroom() {
         should_swap("b", &accounts, &c, None, at(60)),
         Verdict::Swap(SwapDecision { to: "a".into(), reason: SwapReason::Failback })
     );
+}
+
+// ---- api_key accounts: paid, last in line, capped per UTC day ----
+
+/// A paid account with this cap that spent `usd` at t=0.
+fn paid(name: &str, cap: f64, usd: f64) -> AccountQuota {
+    let mut q = AccountQuota::paid(name, cap, at(0));
+    q.spend.as_mut().unwrap().count("msg_0", usd, at(0));
+    q
+}
+
+#[test]
+fn a_paid_account_takes_over_only_when_every_subscription_is_out_and_leaves_when_one_returns() {
+    use SwapReason::*;
+    let now = at(10_000);
+    let recent = Some(at(10_000 - 60));
+    let held = |mut q: AccountQuota| {
+        q.exhausted_until = Some(at(20_000));
+        q
+    };
+    type Case = (&'static str, &'static str, Vec<AccountQuota>, Option<SystemTime>, Verdict);
+    let cases: Vec<Case> = vec![
+        (
+            "a subscription with room goes first",
+            "a",
+            vec![held(polled("a", 50.0, 10.0)), paid("p", 10.0, 0.0), polled("b", 0.0, 0.0)],
+            None,
+            swap("b", HardLimit),
+        ),
+        (
+            "even one that cannot be polled (expired token) goes before paying",
+            "a",
+            vec![
+                held(polled("a", 50.0, 10.0)),
+                with(polled("b", 0.0, 0.0), |q| q.token = TokenState::Expired),
+                paid("p", 10.0, 0.0),
+            ],
+            None,
+            swap("b", HardLimit),
+        ),
+        (
+            "both subscriptions out: the key",
+            "a",
+            vec![held(polled("a", 50.0, 10.0)), held(polled("b", 10.0, 10.0)), paid("p", 10.0, 0.0)],
+            None,
+            swap("p", HardLimit),
+        ),
+        (
+            "a threshold with no subscription left: the key too",
+            "a",
+            vec![polled("a", 92.0, 10.0), polled("b", 0.0, 99.0), paid("p", 10.0, 0.0)],
+            None,
+            swap("p", Threshold),
+        ),
+        (
+            "never for a projection",
+            "a",
+            vec![
+                with(polled("a", 80.0, 10.0), |q| {
+                    q.samples = [(at(9_700), 80.0), (at(10_000), 88.0)].into_iter().collect();
+                }),
+                polled("b", 0.0, 99.0),
+                paid("p", 10.0, 0.0),
+            ],
+            None,
+            Verdict::Stay,
+        ),
+        (
+            "a capped key is no way out",
+            "a",
+            vec![held(polled("a", 50.0, 10.0)), held(polled("b", 10.0, 10.0)), paid("p", 10.0, 10.0)],
+            None,
+            Verdict::AllExhausted(HardLimit),
+        ),
+        (
+            "on the key while nothing returned: stay",
+            "p",
+            vec![held(polled("a", 50.0, 10.0)), held(polled("b", 10.0, 10.0)), paid("p", 10.0, 3.0)],
+            None,
+            Verdict::Stay,
+        ),
+        (
+            "a subscription eligible again: back at once, dwell or not",
+            "p",
+            vec![held(polled("a", 50.0, 10.0)), polled("b", 10.0, 10.0), paid("p", 10.0, 3.0)],
+            recent,
+            swap("b", BackToSubscription),
+        ),
+        (
+            "back to the best subscription",
+            "p",
+            vec![polled("a", 70.0, 10.0), polled("b", 10.0, 10.0), paid("p", 10.0, 3.0)],
+            None,
+            swap("b", BackToSubscription),
+        ),
+        (
+            "a subscription whose windows reset but whose token expired on standby: back too",
+            "p",
+            vec![
+                with(polled("a", 95.0, 10.0), |q| {
+                    q.token = TokenState::Expired;
+                    q.windows.five_hour = Some(win(95.0, Some(9_000)));
+                }),
+                paid("p", 10.0, 3.0),
+            ],
+            None,
+            swap("a", BackToSubscription),
+        ),
+        ("never polled is not back", "p", vec![AccountQuota::new("a"), paid("p", 10.0, 3.0)], None, Verdict::Stay),
+        (
+            "the cap reached with a second key: on to it",
+            "p",
+            vec![held(polled("a", 50.0, 10.0)), paid("p", 10.0, 10.5), paid("q", 5.0, 0.0)],
+            None,
+            swap("q", SpendCap),
+        ),
+        (
+            "the cap reached and nothing else: all out",
+            "p",
+            vec![held(polled("a", 50.0, 10.0)), paid("p", 10.0, 10.0)],
+            None,
+            Verdict::AllExhausted(SpendCap),
+        ),
+        (
+            "failback skips a paid account listed first",
+            "b",
+            vec![paid("p", 10.0, 0.0), polled("a", 10.0, 10.0), polled("b", 20.0, 10.0)],
+            None,
+            swap("a", Failback),
+        ),
+    ];
+    let c = cfg();
+    for (what, active, accounts, last, want) in cases {
+        assert_eq!(should_swap(active, &accounts, &c, last, now), want, "{what}");
+    }
+}
+
+#[test]
+fn spend_is_priced_counted_once_per_message_and_capped_until_the_next_utc_day() {
+    use crate::config::Price;
+    let prices: BTreeMap<String, Price> = [
+        ("claude-opus-5-5".to_string(), Price { input: 15.0, output: 75.0, cache_write: 18.75, cache_read: 1.5 }),
+        ("claude-haiku-5".to_string(), Price { input: 1.0, output: 5.0, cache_write: 1.25, cache_read: 0.1 }),
+    ]
+    .into_iter()
+    .collect();
+    let usage = Usage { input: 123, output: 42, cache_write: 456, cache_read: 789 };
+    let opus = (123.0 * 15.0 + 42.0 * 75.0 + 456.0 * 18.75 + 789.0 * 1.5) / 1e6;
+    let cases: [(&str, f64, bool); 4] = [
+        ("claude-opus-5-5", opus, true),
+        ("claude-opus-5-5-20261101", opus, true),
+        ("claude-haiku-5", (123.0 + 42.0 * 5.0 + 456.0 * 1.25 + 789.0 * 0.1) / 1e6, true),
+        ("claude-mystery-9", opus, false),
+    ];
+    for (model, want, known) in cases {
+        let (price, k) = price_of(&prices, model);
+        assert!((cost(&usage, &price) - want).abs() < 1e-12, "{model}");
+        assert_eq!(k, known, "{model}");
+    }
+
+    // T0 is 16:00 UTC; midnight is 8 hours on.
+    let midnight = at(8 * 3600);
+    assert_eq!(next_utc_midnight(at(0)), midnight);
+    let c = cfg();
+    let mut q = AccountQuota::paid("p", 1.0, at(0));
+    let s = q.spend.as_mut().unwrap();
+    assert!(s.count("msg_a", 0.6, at(10)));
+    assert!(!s.count("msg_a", 0.6, at(11)), "a second line of the same message");
+    assert_eq!(eligible(&q, &c, at(12)), Ok(()));
+    assert_eq!(state_name(&q, true, &c, at(12)), "active");
+    q.spend.as_mut().unwrap().count("msg_b", 0.5, at(20));
+    let capped = eligible(&q, &c, at(30));
+    assert_eq!(
+        capped,
+        Err(Ineligible::SpendCap { spent_usd: 1.1, cap_usd: 1.0, until: midnight }),
+        "one turn may go past the cap"
+    );
+    assert_eq!(state_name(&q, true, &c, at(30)), "exhausted");
+    assert_eq!(eligible_again_at(&q, &c, at(30)), Some(midnight));
+    let status = q.to_status(true, &c, at(30));
+    assert_eq!((status.kind.as_str(), status.eligible), ("api_key", false));
+    assert_eq!(status.exhausted_until.as_deref(), Some("2026-11-26T00:00:00Z"));
+    let spend = status.spend.unwrap();
+    assert_eq!((spend.day.as_str(), spend.cap_usd), ("2026-11-25", 1.0));
+    assert!((spend.spent_usd - 1.1).abs() < 1e-9);
+    // A new UTC day: nothing spent, eligible again.
+    assert_eq!(eligible(&q, &c, midnight), Ok(()));
+    assert_eq!(q.spend.as_ref().unwrap().today(midnight), 0.0);
+    assert!(q.spend.as_mut().unwrap().count("msg_c", 0.2, midnight + Duration::from_secs(1)));
+    assert!((q.spend.as_ref().unwrap().today(midnight + Duration::from_secs(2)) - 0.2).abs() < 1e-12);
+}
+
+#[test]
+fn from_a_capped_key_a_returning_subscription_is_still_a_way_back() {
+    let accounts = vec![polled("a", 10.0, 10.0), paid("p", 1.0, 2.0)];
+    assert_eq!(should_swap("p", &accounts, &cfg(), None, at(10_000)), swap("a", SwapReason::BackToSubscription));
 }

@@ -32,6 +32,13 @@ pub enum Ineligible {
     /// Soft: the token expired, so we cannot poll; Claude Code renews it on
     /// launch. The last known windows were fine.
     TokenExpired,
+    /// An `api_key` account spent its day's cap: out until `until` (the
+    /// next UTC midnight).
+    SpendCap {
+        spent_usd: f64,
+        cap_usd: f64,
+        until: SystemTime,
+    },
 }
 
 impl Ineligible {
@@ -57,6 +64,11 @@ impl fmt::Display for Ineligible {
             }
             Ineligible::Unknown => write!(f, "usage not known yet (never polled)"),
             Ineligible::TokenExpired => write!(f, "access token expired (usage cannot be checked)"),
+            Ineligible::SpendCap { spent_usd, cap_usd, until } => write!(
+                f,
+                "spent {spent_usd:.2} USD of its {cap_usd:.2} USD daily cap; out until {}",
+                crate::time::rfc3339(*until)
+            ),
         }
     }
 }
@@ -64,6 +76,20 @@ impl fmt::Display for Ineligible {
 /// May this account take the sessions now? Hard reasons are checked first,
 /// so a soft `Err` means nothing else is known against it.
 pub fn eligible(q: &AccountQuota, config: &QuotaConfig, now: SystemTime) -> Result<(), Ineligible> {
+    if let Some(spend) = &q.spend {
+        // Paid: never polled, no login; only a hold or the cap stop it.
+        if let Some(until) = q.exhausted_until.filter(|u| *u > now) {
+            return Err(Ineligible::Exhausted { until });
+        }
+        if spend.capped(now) {
+            return Err(Ineligible::SpendCap {
+                spent_usd: spend.today(now),
+                cap_usd: spend.cap_usd,
+                until: super::next_utc_midnight(now),
+            });
+        }
+        return Ok(());
+    }
     if q.token == TokenState::Missing {
         return Err(Ineligible::TokenMissing);
     }
@@ -96,6 +122,13 @@ pub fn eligible(q: &AccountQuota, config: &QuotaConfig, now: SystemTime) -> Resu
 /// then `exhausted` (a hard limit holds, or — for a standby — a threshold is
 /// crossed), then `active`, then `error` (the last poll failed), `standby`.
 pub fn state_name(q: &AccountQuota, active: bool, config: &QuotaConfig, now: SystemTime) -> &'static str {
+    if q.is_paid() {
+        return match (q.out(now), active) {
+            (true, _) => "exhausted",
+            (false, true) => "active",
+            (false, false) => "standby",
+        };
+    }
     if q.token != TokenState::Ok {
         return "token_expired";
     }
@@ -126,6 +159,11 @@ pub enum SwapReason {
     Failback,
     /// The active account's login was revoked: swap now.
     LoginRevoked,
+    /// The active `api_key` account spent its day's cap.
+    SpendCap,
+    /// The active account is an `api_key` one and a subscription can work
+    /// again: the sessions go back to it.
+    BackToSubscription,
 }
 
 impl SwapReason {
@@ -137,6 +175,8 @@ impl SwapReason {
             SwapReason::Projected => "projected",
             SwapReason::Failback => "failback",
             SwapReason::LoginRevoked => "login_revoked",
+            SwapReason::SpendCap => "spend_cap",
+            SwapReason::BackToSubscription => "back_to_subscription",
         }
     }
 }
@@ -160,6 +200,12 @@ pub enum Verdict {
 
 /// Should the sessions leave `active`, and for which account? `accounts` is
 /// in priority (config) order; `last_swap_at` is when the last swap started.
+///
+/// Subscriptions come first: an `api_key` account is chosen only when no
+/// subscription can take the sessions (not even a soft-ineligible one), and
+/// left as soon as a subscription is eligible, or merely has an expired
+/// token after its windows reset (Claude Code renews it at launch) — with
+/// no dwell, since it costs money.
 pub fn should_swap(
     active: &str,
     accounts: &[AccountQuota],
@@ -171,7 +217,26 @@ pub fn should_swap(
         return Verdict::Stay;
     };
     let dwelt = last_swap_at.is_none_or(|t| now >= t + config.min_dwell());
-    let reason = if current.revoked() {
+    let subscriptions = || accounts.iter().filter(|a| !a.is_paid());
+    let reason = if current.is_paid() {
+        let back: Vec<&AccountQuota> = subscriptions()
+            .filter(|a| match eligible(a, config, now) {
+                Ok(()) => !projected_over(a, config, now),
+                Err(why) => why == Ineligible::TokenExpired,
+            })
+            .collect();
+        let ready: Vec<&AccountQuota> = back.iter().copied().filter(|a| eligible(a, config, now).is_ok()).collect();
+        if let Some(to) = best(&ready, config, now).or_else(|| back.first().copied()) {
+            return Verdict::Swap(SwapDecision { to: to.name.clone(), reason: SwapReason::BackToSubscription });
+        }
+        if current.exhausted(now) {
+            SwapReason::HardLimit
+        } else if current.capped(now) {
+            SwapReason::SpendCap
+        } else {
+            return Verdict::Stay;
+        }
+    } else if current.revoked() {
         SwapReason::LoginRevoked
     } else if current.exhausted(now) {
         SwapReason::HardLimit
@@ -184,20 +249,19 @@ pub fn should_swap(
         .is_some_and(|u| u >= config.five_hour_threshold)
     {
         SwapReason::Projected
-    } else if config.failback
-        && accounts.first().is_some_and(|first| {
-            first.name != active
-                && eligible(first, config, now).is_ok()
-                && !projected_over(first, config, now)
-                && first.headroom(config, now) >= current.headroom(config, now)
-        })
-    {
-        return Verdict::Swap(SwapDecision { to: accounts[0].name.clone(), reason: SwapReason::Failback });
+    } else if let Some(first) = subscriptions().next().filter(|first| {
+        config.failback
+            && first.name != active
+            && eligible(first, config, now).is_ok()
+            && !projected_over(first, config, now)
+            && first.headroom(config, now) >= current.headroom(config, now)
+    }) {
+        return Verdict::Swap(SwapDecision { to: first.name.clone(), reason: SwapReason::Failback });
     } else {
         return Verdict::Stay;
     };
 
-    let others = || accounts.iter().filter(|a| a.name != active);
+    let others = || subscriptions().filter(|a| a.name != active);
     // Leaving an account that is not over a threshold yet (a projection)
     // must not land on one with less room.
     let projected = reason == SwapReason::Projected;
@@ -214,7 +278,9 @@ pub fn should_swap(
         return Verdict::Stay;
     }
     let soft = others().find(|a| eligible(a, config, now).is_err_and(|why| why.is_soft()));
-    match soft {
+    // Last, a paid key: the first one in priority order that may still spend.
+    let paid = || accounts.iter().find(|a| a.is_paid() && a.name != active && eligible(a, config, now).is_ok());
+    match soft.or_else(paid) {
         Some(to) => Verdict::Swap(SwapDecision { to: to.name.clone(), reason }),
         None => Verdict::AllExhausted(reason),
     }
@@ -256,6 +322,7 @@ fn far_future() -> SystemTime {
 pub fn eligible_again_at(q: &AccountQuota, config: &QuotaConfig, now: SystemTime) -> Option<SystemTime> {
     match eligible(q, config, now) {
         Ok(()) | Err(Ineligible::TokenMissing | Ineligible::LoginRevoked) => return None,
+        Err(Ineligible::SpendCap { until, .. }) => return Some(until),
         Err(_) => {}
     }
     let five = q.windows.five_hour.filter(|w| w.current(now) >= config.five_hour_threshold);
@@ -287,7 +354,17 @@ impl AccountQuota {
                 )),
                 _ => self.last_error.as_ref().map(|e| e.to_string()),
             },
-            exhausted_until: self.exhausted_until.filter(|u| *u > now).map(crate::time::rfc3339),
+            exhausted_until: self
+                .exhausted_until
+                .filter(|u| *u > now)
+                .map(crate::time::rfc3339)
+                .or_else(|| self.capped(now).then(|| crate::time::rfc3339(super::next_utc_midnight(now)))),
+            kind: if self.is_paid() { "api_key" } else { "subscription" }.into(),
+            spend: self.spend.as_ref().map(|s| crate::status::SpendStatus {
+                day: super::utc_date(now),
+                spent_usd: s.today(now),
+                cap_usd: s.cap_usd,
+            }),
             burn_rate_per_hour: self.burn_rate(now).map(|per_sec| per_sec * 3600.0),
         }
     }

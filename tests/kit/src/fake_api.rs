@@ -60,6 +60,34 @@ pub struct RecordedRequest {
     pub token: String,
     pub session_id: Option<String>,
     pub text: String,
+    /// When it arrived (before any [`FakeApi::set_delay`] wait).
+    pub at: std::time::SystemTime,
+    /// The token came in `x-api-key` with no `Authorization` header: an API
+    /// key, as Claude Code sends one.
+    pub api_key: bool,
+}
+
+/// What a token's successful answers say they used, and which model
+/// answered (the request's model when None): an API key's spend is counted
+/// from these, as Claude Code writes them into its transcript.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnswerUsage {
+    pub model: Option<String>,
+    pub input: u64,
+    pub output: u64,
+    pub cache_write: u64,
+    pub cache_read: u64,
+}
+
+/// One successful Messages answer with the token it went to and its id.
+#[derive(Clone, Debug)]
+pub struct Answered {
+    pub token: String,
+    pub id: String,
+    pub model: String,
+    /// A conversation request (it carried tools): Claude Code writes its
+    /// answer into the transcript; side requests (titles) are not.
+    pub conversation: bool,
 }
 
 /// A `tool_result` block Claude Code sent back for a scripted tool call.
@@ -136,6 +164,9 @@ struct State {
     log: Vec<(String, String, String)>,
     /// When each token was first answered a hard limit's 429.
     first_limit: HashMap<String, std::time::Instant>,
+    answer_usage: HashMap<String, AnswerUsage>,
+    answered: Vec<Answered>,
+    next_message: u64,
 }
 
 pub struct FakeApi {
@@ -201,7 +232,8 @@ impl FakeApi {
         self.lock().reply = text.map(str::to_string);
     }
 
-    /// Every Messages answer waits this long first (to watch a busy screen).
+    /// Every Messages answer waits this long first (to watch a busy screen);
+    /// the token's mode is read after the wait.
     pub fn set_delay(&self, delay: Duration) {
         self.lock().delay = delay;
     }
@@ -271,6 +303,16 @@ impl FakeApi {
         self.lock().usage.entry(token.to_string()).or_default().delay = delay;
     }
 
+    /// `token`'s successful answers report this usage and model from now on.
+    pub fn set_answer_usage(&self, token: &str, usage: AnswerUsage) {
+        self.lock().answer_usage.insert(token.to_string(), usage);
+    }
+
+    /// Every successful Messages answer so far, oldest first.
+    pub fn answered(&self) -> Vec<Answered> {
+        self.lock().answered.clone()
+    }
+
     pub fn usage_calls(&self, token: &str) -> u64 {
         self.lock().usage_calls.get(token).copied().unwrap_or(0)
     }
@@ -314,6 +356,7 @@ fn handle(mut request: tiny_http::Request, state: &Mutex<State>) {
             .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
             .map(|h| h.value.as_str().to_string())
     };
+    let api_key = header("authorization").is_none() && header("x-api-key").is_some();
     let token = header("authorization")
         .and_then(|v| v.strip_prefix("Bearer ").map(str::to_string))
         .or_else(|| header("x-api-key"))
@@ -325,7 +368,7 @@ fn handle(mut request: tiny_http::Request, state: &Mutex<State>) {
     }
 
     let (status, headers, text) = match (method.as_str(), path.as_str()) {
-        ("POST", "/v1/messages") => messages(state, &token, session_header, &body),
+        ("POST", "/v1/messages") => messages(state, &token, api_key, session_header, &body),
         ("POST", "/v1/messages/count_tokens") => json_answer(200, json!({"input_tokens": 12})),
         ("GET", "/api/oauth/usage") => usage(state, &token),
         ("POST", p) if p.starts_with("/_control/") => control(state, &p[10..], &body),
@@ -434,15 +477,22 @@ fn is_conversation(req: &Value) -> bool {
     req.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty())
 }
 
-fn messages(state: &Mutex<State>, token: &str, session_header: Option<String>, body: &str) -> Answer {
+fn messages(state: &Mutex<State>, token: &str, api_key: bool, session_header: Option<String>, body: &str) -> Answer {
     let req: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let model = req.get("model").and_then(Value::as_str).unwrap_or("claude-sonnet-4-5").to_string();
     let user_text = last_user_text(&req);
     let turn = user_text.is_some() && is_conversation(&req);
     let results = last_tool_results(&req);
+    let arrived = std::time::SystemTime::now();
+    // The wait comes first, so the answer follows the token's mode as it is
+    // when the answer goes out (a limit set meanwhile meets requests in flight).
+    let delay = lock(state).delay;
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
+    }
 
-    let (mode, reply, delay, tool_use) = {
+    let (mode, reply, tool_use, answer_usage) = {
         let mut st = lock(state);
         let mut mode = current_mode(&mut st, token);
         if turn && mode == Mode::Ok {
@@ -465,6 +515,8 @@ fn messages(state: &Mutex<State>, token: &str, session_header: Option<String>, b
                 token: token.to_string(),
                 session_id,
                 text: user_text.clone().unwrap_or_default(),
+                at: arrived,
+                api_key,
             });
         }
         for (id, is_error, text) in &results {
@@ -493,11 +545,8 @@ fn messages(state: &Mutex<State>, token: &str, session_header: Option<String>, b
             }
             None => None,
         };
-        (mode, st.reply.clone(), st.delay, tool_use)
+        (mode, st.reply.clone(), tool_use, st.answer_usage.get(token).cloned())
     };
-    if !delay.is_zero() {
-        std::thread::sleep(delay);
-    }
 
     match mode {
         Mode::Ok => {}
@@ -532,9 +581,18 @@ fn messages(state: &Mutex<State>, token: &str, session_header: Option<String>, b
         let prompt: String = user_text.unwrap_or_default().chars().take(40).collect();
         format!("Done: {prompt}")
     });
-    let id = format!("msg_fake_{}", std::process::id());
-    let usage =
-        json!({"input_tokens": 12, "output_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0});
+    let (id, model) = {
+        let mut st = lock(state);
+        st.next_message += 1;
+        let id = format!("msg_fake_{}_{}", std::process::id(), st.next_message);
+        let model = answer_usage.as_ref().and_then(|u| u.model.clone()).unwrap_or(model);
+        let conversation = is_conversation(&req);
+        st.answered.push(Answered { token: token.to_string(), id: id.clone(), model: model.clone(), conversation });
+        (id, model)
+    };
+    let u = answer_usage.unwrap_or(AnswerUsage { model: None, input: 12, output: 8, cache_write: 0, cache_read: 0 });
+    let usage = json!({"input_tokens": u.input, "output_tokens": u.output,
+                       "cache_creation_input_tokens": u.cache_write, "cache_read_input_tokens": u.cache_read});
     let (block, stop_reason) = match &tool_use {
         Some((id, name, input)) => (json!({"type": "tool_use", "id": id, "name": name, "input": input}), "tool_use"),
         None => (json!({"type": "text", "text": text}), "end_turn"),
@@ -568,7 +626,7 @@ fn messages(state: &Mutex<State>, token: &str, session_header: Option<String>, b
             "message_delta",
             json!({"type": "message_delta",
             "delta": {"stop_reason": stop_reason, "stop_sequence": null},
-            "usage": {"output_tokens": 8}}),
+            "usage": {"output_tokens": u.output}}),
         ),
         ("message_stop", json!({"type": "message_stop"})),
     ];

@@ -13,7 +13,8 @@
 //! - [`port::free_port`]: a loopback port to listen on, without a bind-then-drop race;
 //! - [`tmux::TmuxServer`]: a private tmux server per test;
 //! - [`wait_until`] / [`poll_until`]: waiting for a condition with a deadline;
-//! - [`throttle`]: the turns tests starting real Claude Code take.
+//! - [`throttle`]: the turns tests starting real Claude Code take;
+//! - [`etcd::EtcdCluster`] / [`fleet::FleetRig`]: a real etcd cluster and a fleet of daemons on it.
 //!
 //! # The Claude Code throttle
 //!
@@ -38,8 +39,10 @@ use std::time::{Duration, Instant};
 pub mod accounts;
 pub mod config;
 pub mod daemon;
+pub mod etcd;
 pub mod fake_api;
 pub mod fake_telegram;
+pub mod fleet;
 pub mod http;
 pub mod mcp;
 pub mod port;
@@ -52,6 +55,16 @@ pub use daemon::Daemon;
 pub use port::free_port;
 pub use rig::Rig;
 pub use throttle::claude_turn;
+
+/// An example program cargo built beside the daemon
+/// (`target/<profile>/examples/NAME`), e.g. `dispatch_bench`, whose
+/// `--stand-in` mode stands in for Claude Code where twenty real ones would
+/// be too many.
+pub fn example_binary(name: &str) -> PathBuf {
+    let path = daemon_binary().parent().expect("target/<profile>").join("examples").join(name);
+    assert!(path.exists(), "{} is not built: cargo build --example {name} (cargo test builds it)", path.display());
+    path
+}
 
 /// The repository's root (the kit lives in `tests/kit`).
 pub fn repo_root() -> PathBuf {

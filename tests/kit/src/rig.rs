@@ -34,6 +34,18 @@ pub struct Options {
     pub failback: bool,
     /// More `(table, key, value)` settings, set after the ones above.
     pub more: Vec<(&'static str, &'static str, toml::Value)>,
+    /// An `api_key` account after the subscriptions (see
+    /// [`RigBuilder::api_key_account`]).
+    pub api_key: Option<ApiKeyAccount>,
+}
+
+/// An `[[accounts]]` entry of kind `api_key`: its name, its key (written to
+/// `<root>/keys/<name>`) and its daily cap in USD.
+#[derive(Debug, Clone)]
+pub struct ApiKeyAccount {
+    pub name: String,
+    pub key: String,
+    pub max_spend_usd_per_day: f64,
 }
 
 impl Default for Options {
@@ -47,6 +59,7 @@ impl Default for Options {
             settle_secs: 1,
             failback: true,
             more: Vec::new(),
+            api_key: None,
         }
     }
 }
@@ -64,6 +77,7 @@ pub struct RigBuilder {
     settings: Vec<(String, String, toml::Value)>,
     extra: String,
     setup: bool,
+    api_keys: Vec<ApiKeyAccount>,
 }
 
 impl RigBuilder {
@@ -89,6 +103,13 @@ impl RigBuilder {
     /// A config key (see [`ConfigBuilder::set`]).
     pub fn set(mut self, table: &str, key: &str, value: impl Into<toml::Value>) -> RigBuilder {
         self.settings.push((table.into(), key.into(), value.into()));
+        self
+    }
+
+    /// An `api_key` account after the others: its folder has Claude Code's
+    /// onboarding done and the projects trusted, and no login.
+    pub fn api_key_account(mut self, account: ApiKeyAccount) -> RigBuilder {
+        self.api_keys.push(account);
         self
     }
 
@@ -136,6 +157,23 @@ impl RigBuilder {
         config = config.extra(&self.extra);
         for a in &accounts {
             config = config.account(&a.name, &a.dir);
+        }
+        for k in &self.api_keys {
+            let dir = root.join("accounts").join(&k.name);
+            accounts::write(&dir, "", &trusted);
+            let _ = std::fs::remove_file(dir.join(".credentials.json"));
+            let key_file = root.join("keys").join(&k.name);
+            super::write(&key_file, &format!("{}\n", k.key));
+            config = config.entry(
+                "accounts",
+                &[
+                    ("name", k.name.as_str().into()),
+                    ("config_dir", dir.display().to_string().into()),
+                    ("kind", "api_key".into()),
+                    ("api_key_file", key_file.display().to_string().into()),
+                    ("max_spend_usd_per_day", k.max_spend_usd_per_day.into()),
+                ],
+            );
         }
         for (name, path) in &projects {
             config = config.project(name, path);
@@ -191,6 +229,7 @@ impl Rig {
             settings: Vec::new(),
             extra: String::new(),
             setup: false,
+            api_keys: Vec::new(),
         }
     }
 
@@ -217,6 +256,9 @@ impl Rig {
             .setup();
         for (table, key, value) in &options.more {
             builder = builder.set(table, key, value.clone());
+        }
+        if let Some(k) = &options.api_key {
+            builder = builder.api_key_account(k.clone());
         }
         builder.build()
     }

@@ -1,0 +1,616 @@
+//! The coordinator's fleet (`[fleet]`): what this host knows of the other
+//! hosts through the fleet role, and the decisions that hang on it.
+//!
+//! - Quota news: a reading this host polled, a hard limit it confirmed or a
+//!   login refused here is published; news from other hosts is folded into
+//!   the same [`AccountQuota`](crate::quota::AccountQuota) as a local poll
+//!   or sighting, so the usual decisions see it within a watch's delay.
+//! - Polls: only the accounts whose poll claim this host holds are polled
+//!   while etcd answers; all of them while it does not.
+//! - Swaps under `shared`: a swap this host decides is first proposed as
+//!   the fleet's active account (an etcd transaction on the revision last
+//!   seen); it runs only if the proposal won. Every new revision of the
+//!   fleet's active account is applied once (`applied`), by every host.
+//! - Swaps under `exclusive`: a swap runs only once this host holds the
+//!   target account (a transaction that fails if another host holds it);
+//!   accounts other hosts hold are not candidates; without etcd, no move.
+
+use super::swap::PendingSwap;
+use super::{Coordinator, Effects, Now};
+use crate::config::FleetPolicy;
+use crate::events::Kind;
+use crate::fleet::{self, AccountNews, Active, ActiveRecord, Change, Hold, HostRecord, Reading, Report};
+use crate::quota::{AccountQuota, Windows};
+use crate::status::{FleetActive, FleetHost, FleetStatus, SwapCause};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Link {
+    Joining,
+    Connected,
+    Unreachable { error: String },
+}
+
+pub(super) struct Fleet {
+    pub(super) host: String,
+    pub(super) policy: FleetPolicy,
+    pub(super) link: Link,
+    pub(super) link_since: SystemTime,
+    /// `shared`: the fleet's active account as last seen.
+    pub(super) active: Option<Active>,
+    /// The newest revision of `active` this host applied.
+    pub(super) applied: i64,
+    /// A proposal or claim is out: no other swap until it answers.
+    pub(super) asking: Option<PendingSwap>,
+    /// This host swapped while etcd did not answer (`shared`).
+    pub(super) swapped_alone: bool,
+    /// `exclusive`: account → the host holding it.
+    pub(super) holds: BTreeMap<String, String>,
+    pub(super) pollers: BTreeMap<String, String>,
+    pub(super) hosts: BTreeMap<String, HostRecord>,
+    /// What the quota role was last told to poll (None: every account).
+    pub(super) polling: Option<Option<BTreeSet<String>>>,
+    pub(super) last_record: Option<HostRecord>,
+    /// `exclusive`: sessions to launch once this host holds an account.
+    pub(super) deferred: BTreeSet<String>,
+    /// Keys already reported as garbage (once each).
+    pub(super) garbage: BTreeSet<String>,
+}
+
+impl Fleet {
+    pub(super) fn new(config: &crate::config::FleetConfig, now: SystemTime) -> Fleet {
+        Fleet {
+            host: config.host.clone(),
+            policy: config.policy(),
+            link: Link::Joining,
+            link_since: now,
+            active: None,
+            applied: 0,
+            asking: None,
+            swapped_alone: false,
+            holds: BTreeMap::new(),
+            pollers: BTreeMap::new(),
+            hosts: BTreeMap::new(),
+            polling: None,
+            last_record: None,
+            deferred: BTreeSet::new(),
+            garbage: BTreeSet::new(),
+        }
+    }
+
+    pub(super) fn connected(&self) -> bool {
+        self.link == Link::Connected
+    }
+
+    /// `exclusive`: this host holds `account` in etcd.
+    pub(super) fn holds(&self, account: &str) -> bool {
+        self.holds.get(account) == Some(&self.host)
+    }
+
+    /// `exclusive`: another host holds `account`.
+    pub(super) fn held_elsewhere(&self, account: &str) -> bool {
+        self.holds.get(account).is_some_and(|h| *h != self.host)
+    }
+
+    pub(super) fn status(&self) -> FleetStatus {
+        let (state, error) = match &self.link {
+            Link::Joining => ("joining", None),
+            Link::Connected => ("connected", None),
+            Link::Unreachable { error } => ("unreachable", Some(error.clone())),
+        };
+        FleetStatus {
+            host: self.host.clone(),
+            policy: self.policy.as_str().into(),
+            state: state.into(),
+            since: Some(crate::time::rfc3339(self.link_since)),
+            error,
+            active: self.active.as_ref().map(|a| FleetActive {
+                account: a.record.account.clone(),
+                revision: a.revision,
+                by: a.record.by.clone(),
+                reason: a.record.reason.clone(),
+            }),
+            holds: self.holds.clone(),
+            pollers: self.pollers.clone(),
+            hosts: self
+                .hosts
+                .values()
+                .map(|h| FleetHost {
+                    host: h.host.clone(),
+                    account: h.account.clone(),
+                    sessions: h.sessions,
+                    busy: h.busy,
+                    queued: h.queued,
+                    last_seen: crate::time::rfc3339_from_unix(h.seen_at),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An account's reading as the fleet spells it.
+fn reading(asked_at: SystemTime, at: SystemTime, windows: &Windows) -> Reading {
+    let spell = |w: &crate::quota::Window| (w.utilization, w.resets_at.map(crate::time::unix_secs));
+    let mut all = BTreeMap::new();
+    if let Some(w) = &windows.five_hour {
+        all.insert("five_hour".to_string(), spell(w));
+    }
+    if let Some(w) = &windows.seven_day {
+        all.insert("seven_day".to_string(), spell(w));
+    }
+    for (name, w) in &windows.other {
+        all.insert(name.clone(), spell(w));
+    }
+    Reading { asked_at_ms: fleet::millis(asked_at), at_ms: fleet::millis(at), windows: all }
+}
+
+fn windows_of(reading: &Reading) -> Windows {
+    let at = |secs: i64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
+    Windows::from_named(reading.windows.iter().map(|(name, (u, r))| (name.as_str(), u.clamp(0.0, 100.0), r.map(at))))
+}
+
+fn cause(reason: &str) -> SwapCause {
+    serde_json::from_value(json!(reason)).unwrap_or(SwapCause::Consolidate)
+}
+
+impl Coordinator {
+    /// Publishes what this host knows of `account` (`polled`: the reading
+    /// it just got itself).
+    pub(super) fn fleet_news(&self, account: &str, polled: Option<Reading>, fx: &mut Effects) {
+        let Some(fleet) = &self.fleet else { return };
+        let Some(q) = self.quotas.accounts.iter().find(|q| q.name == account) else { return };
+        let hold = q.exhausted_until.map(|until| Hold {
+            until_ms: fleet::millis(until),
+            precise: q.hold_precise,
+            since_ms: q.held_since.map_or(0, fleet::millis),
+        });
+        let revoked_since_ms = match q.token {
+            crate::quota::TokenState::Revoked { since } => Some(fleet::millis(since)),
+            _ => None,
+        };
+        fx.fleet(fleet::Command::News(AccountNews {
+            account: account.into(),
+            host: fleet.host.clone(),
+            reading: polled,
+            hold,
+            revoked_since_ms,
+        }));
+    }
+
+    /// After a poll of this host: its reading goes to the fleet.
+    pub(super) fn fleet_polled(&self, account: &str, asked_at: SystemTime, at: SystemTime, fx: &mut Effects) {
+        let Some(q) = self.quotas.accounts.iter().find(|q| q.name == account) else { return };
+        if q.windows_at == Some(at) {
+            self.fleet_news(account, Some(reading(asked_at, at, &q.windows)), fx);
+        }
+    }
+
+    pub(super) fn on_fleet_report(&mut self, report: Report, now: Now, fx: &mut Effects) {
+        if self.fleet.is_none() {
+            return;
+        }
+        match report {
+            Report::Joined { revision, state } => self.fleet_joined(revision, state, now, fx),
+            Report::Unreachable { error } => {
+                let Some(fleet) = self.fleet.as_mut() else { return };
+                fleet.link = Link::Unreachable { error: error.clone() };
+                fleet.link_since = now.wall;
+                let host = fleet.host.clone();
+                if let Some(p) = fleet.asking.take() {
+                    // The answer will not come: shared decides alone now;
+                    // exclusive keeps what it holds.
+                    if fleet.policy == FleetPolicy::Shared {
+                        self.swap.pending = Some(p);
+                    }
+                }
+                fx.count("claude_failover_fleet_unreachable_total", &[]);
+                fx.emit(
+                    Kind::FleetUnreachable,
+                    &host,
+                    format!("{host}: etcd does not answer ({error}); working on with what this host knows"),
+                    json!({"host": host, "error": error}),
+                );
+            }
+            Report::Changed(change) => self.fleet_change(change, true, now, fx),
+            Report::Garbage(g) => {
+                let Some(fleet) = self.fleet.as_mut() else { return };
+                if fleet.garbage.insert(g.key.clone()) {
+                    let host = fleet.host.clone();
+                    log::warn!("fleet: ignoring {}: {}", g.key, g.error);
+                    fx.emit(
+                        Kind::FleetGarbage,
+                        &g.key,
+                        format!("ignoring {} under the fleet's prefix: {}", g.key, g.error),
+                        json!({"host": host, "key": g.key, "error": g.error}),
+                    );
+                }
+            }
+            Report::Proposed { won, active } => {
+                let Some(fleet) = self.fleet.as_mut() else { return };
+                let asked = fleet.asking.take();
+                match (won, active) {
+                    (true, Some(active)) => {
+                        fleet.applied = active.revision;
+                        fleet.active = Some(active.clone());
+                        fleet.swapped_alone = false;
+                        if let Some(p) = asked {
+                            if self.active_account.as_deref() != Some(p.to.as_str()) {
+                                self.start_swap(&p.to, p.reason, now, fx);
+                            }
+                        }
+                    }
+                    (false, Some(active)) => self.fleet_change(Change::Active(Some(active)), false, now, fx),
+                    // No answer: `Unreachable` follows and decides.
+                    (_, _) => {
+                        if let Some(p) = asked {
+                            self.swap.pending = Some(p);
+                        }
+                    }
+                }
+            }
+            Report::Claimed { to, won, holder } => {
+                let Some(fleet) = self.fleet.as_mut() else { return };
+                let asked = fleet.asking.take();
+                match &holder {
+                    Some(h) => {
+                        fleet.holds.insert(to.clone(), h.clone());
+                    }
+                    None => {
+                        fleet.holds.remove(&to);
+                    }
+                }
+                if won {
+                    let old = self.active_account.clone().filter(|a| *a != to);
+                    if let Some(old) = old {
+                        fleet.holds.remove(&old);
+                    }
+                    let deferred = std::mem::take(&mut fleet.deferred);
+                    match asked {
+                        Some(p) if self.active_account.as_deref() != Some(to.as_str()) => {
+                            self.start_swap(&p.to, p.reason, now, fx)
+                        }
+                        _ => {
+                            if self.active_account.is_none() {
+                                self.active_account = Some(to.clone());
+                            }
+                        }
+                    }
+                    for name in deferred {
+                        self.launch(&name, now, fx);
+                    }
+                } else if self.active_account.as_deref() == Some(to.as_str()) && holder.is_some() {
+                    // Another host took the account this host meant to work
+                    // on (at start, or while this host was cut off): move to
+                    // a free one, or wait for one.
+                    log::warn!("fleet: {to} is held by {}; looking for a free account", holder.unwrap_or_default());
+                    let free = self.free_account(now);
+                    let running = self.pool.sessions.values().any(|s| s.account.is_some());
+                    match free {
+                        Some(free) if running => {
+                            self.swap.pending =
+                                Some(PendingSwap { to: free, reason: SwapCause::Consolidate, decided: now.at })
+                        }
+                        Some(free) => {
+                            self.active_account = None;
+                            fx.fleet(fleet::Command::Claim { from: None, to: free });
+                        }
+                        None if !running => self.active_account = None,
+                        None => log::warn!("fleet: no free account; this host's sessions stay where they are"),
+                    }
+                } else {
+                    log::info!(
+                        "fleet: {to} is held by {}; not moving there",
+                        holder.as_deref().unwrap_or("another host")
+                    );
+                }
+            }
+        }
+        self.fleet_polls(fx);
+        self.consider_swap(now, fx);
+        self.offer_work(now, fx);
+    }
+
+    fn fleet_joined(&mut self, revision: i64, state: Vec<Change>, now: Now, fx: &mut Effects) {
+        let Some(fleet) = self.fleet.as_mut() else { return };
+        let was = std::mem::replace(&mut fleet.link, Link::Connected);
+        fleet.link_since = now.wall;
+        fleet.holds.clear();
+        fleet.pollers.clear();
+        fleet.hosts.clear();
+        fleet.active = None;
+        let host = fleet.host.clone();
+        let policy = fleet.policy;
+        let rejoin = matches!(was, Link::Unreachable { .. });
+        fx.emit(
+            Kind::FleetJoined,
+            &host,
+            format!("{host} joined the fleet ({}) at etcd revision {revision}", if rejoin { "again" } else { "first" }),
+            json!({"host": host, "revision": revision, "policy": policy.as_str(), "rejoin": rejoin}),
+        );
+        let mut active = None;
+        for change in state {
+            match change {
+                Change::Active(a) => active = a,
+                other => self.fleet_change(other, false, now, fx),
+            }
+        }
+        // A record of this host's own that survived a restart is ours again.
+        self.publish_host(fx, true);
+        match policy {
+            FleetPolicy::Shared => self.shared_joined(active, now, fx),
+            FleetPolicy::Exclusive => {
+                let Some(fleet) = self.fleet.as_mut() else { return };
+                fleet.active = active;
+                // Hold what this host works on (again); if another host
+                // took it meanwhile, the claim fails and the swap decision
+                // moves this host to a free account.
+                let to = self.active_account.clone().or_else(|| self.free_account(now));
+                if let Some(to) = to {
+                    fx.fleet(fleet::Command::Claim { from: None, to });
+                }
+            }
+        }
+    }
+
+    /// `shared`, on joining: a host that moved alone while etcd was away
+    /// offers its account to the fleet on the revision it last saw (the
+    /// first such host wins, the others follow it); any other host follows
+    /// the fleet's account.
+    fn shared_joined(&mut self, active: Option<Active>, now: Now, fx: &mut Effects) {
+        let Some(fleet) = self.fleet.as_mut() else { return };
+        let mine = self.active_account.clone();
+        let base = active.as_ref().map_or(0, |a| a.revision);
+        let offer = match &active {
+            None => true,
+            Some(a) => {
+                fleet.swapped_alone && a.revision <= fleet.applied.max(0) && Some(&a.record.account) != mine.as_ref()
+            }
+        };
+        if let (true, Some(account)) = (offer, mine) {
+            fleet.active = active;
+            let record = ActiveRecord {
+                account: account.clone(),
+                from: account.clone(),
+                reason: SwapCause::Consolidate.as_str().into(),
+                by: fleet.host.clone(),
+                at: crate::time::unix_secs(now.wall),
+            };
+            fleet.asking = Some(PendingSwap { to: account, reason: SwapCause::Consolidate, decided: now.at });
+            fx.fleet(fleet::Command::Propose { record, base });
+            return;
+        }
+        self.fleet_change(Change::Active(active), false, now, fx);
+    }
+
+    /// One change under the prefix; `live` when it came by the watch.
+    fn fleet_change(&mut self, change: Change, live: bool, now: Now, fx: &mut Effects) {
+        let Some(fleet) = self.fleet.as_mut() else { return };
+        match change {
+            Change::Host { host, record } => match record {
+                Some(r) => {
+                    fleet.hosts.insert(host, r);
+                }
+                None => {
+                    fleet.hosts.remove(&host);
+                }
+            },
+            Change::Hold { account, host } => {
+                let freed = host.is_none();
+                match host {
+                    Some(h) => fleet.holds.insert(account.clone(), h),
+                    None => fleet.holds.remove(&account),
+                };
+                if freed && live && self.active_account.is_none() {
+                    // A host waiting for a free account tries this one.
+                    fx.fleet(fleet::Command::Claim { from: None, to: account });
+                }
+            }
+            Change::Poller { account, host } => {
+                match host {
+                    Some(h) => fleet.pollers.insert(account, h),
+                    None => fleet.pollers.remove(&account),
+                };
+            }
+            Change::News(news) => {
+                if news.host != fleet.host {
+                    self.fleet_apply_news(news, live, now, fx);
+                }
+            }
+            Change::Active(active) => {
+                let Some(active) = active else { return };
+                if fleet.policy != FleetPolicy::Shared {
+                    fleet.active = Some(active);
+                    return;
+                }
+                let new = active.revision > fleet.applied;
+                fleet.active = Some(active.clone());
+                if !new {
+                    return;
+                }
+                fleet.applied = active.revision;
+                fleet.swapped_alone = false;
+                let to = active.record.account.clone();
+                if self.active_account.as_deref() == Some(to.as_str()) || self.config.account(&to).is_none() {
+                    return;
+                }
+                log::warn!(
+                    "fleet: {} moved the fleet to {to} ({}) at revision {}; following",
+                    active.record.by,
+                    active.record.reason,
+                    active.revision
+                );
+                // A running swap ends first; this one follows it.
+                self.swap.pending = Some(PendingSwap { to, reason: cause(&active.record.reason), decided: now.at });
+            }
+        }
+    }
+
+    /// Another host's news of an account, folded in like a local poll or
+    /// sighting.
+    fn fleet_apply_news(&mut self, news: AccountNews, live: bool, now: Now, fx: &mut Effects) {
+        let Some(q) = self.quotas.get_mut(&news.account) else { return };
+        let was_held = q.exhausted(now.wall);
+        if let Some(r) = &news.reading {
+            let at = fleet::from_millis(r.at_ms);
+            if q.windows_at.is_none_or(|t| t < at) {
+                q.apply_poll(fleet::from_millis(r.asked_at_ms), at, &Ok(windows_of(r)));
+            }
+        }
+        if let Some(h) = &news.hold {
+            let until = fleet::from_millis(h.until_ms);
+            if until > now.wall && q.exhausted_until.is_none_or(|u| u < until) {
+                q.hold(until, h.precise, fleet::from_millis(h.since_ms));
+            }
+        }
+        let held = q.exhausted(now.wall);
+        let account = news.account.clone();
+        if held && !was_held && live {
+            let until = q.exhausted_until.map(crate::time::rfc3339);
+            fx.emit(
+                Kind::FleetNews,
+                &account,
+                format!(
+                    "{} saw a hard limit on {account}; held until {}",
+                    news.host,
+                    until.clone().unwrap_or_default()
+                ),
+                json!({"host": news.host, "account": account, "until": until}),
+            );
+        }
+        if news.revoked_since_ms.is_some() && live {
+            fx.emit(
+                Kind::FleetNews,
+                &account,
+                format!("{}'s login of {account} was refused (each host has its own login)", news.host),
+                json!({"host": news.host, "account": account, "login_revoked": true}),
+            );
+        }
+        if held != was_held {
+            self.save_quota(now, false, fx);
+        }
+    }
+
+    /// The accounts this host polls: its claims while etcd answers, all
+    /// of them otherwise. The quota role is told when that changes.
+    pub(super) fn fleet_polls(&mut self, fx: &mut Effects) {
+        let Some(fleet) = self.fleet.as_mut() else { return };
+        let want = match fleet.link {
+            Link::Joining => Some(BTreeSet::new()),
+            Link::Connected => Some(
+                fleet
+                    .pollers
+                    .iter()
+                    .filter(|(_, h)| **h == fleet.host)
+                    .map(|(a, _)| a.clone())
+                    .collect::<BTreeSet<_>>(),
+            ),
+            Link::Unreachable { .. } => None,
+        };
+        if fleet.polling.as_ref() != Some(&want) {
+            fleet.polling = Some(want.clone());
+            fx.quota(crate::quota::QuotaCommand::PollOnly(want));
+        }
+    }
+
+    /// Renews this host's record in etcd when it changed (or `always`).
+    pub(super) fn publish_host(&mut self, fx: &mut Effects, always: bool) {
+        let Some(fleet) = &self.fleet else { return };
+        let record = HostRecord {
+            host: fleet.host.clone(),
+            policy: fleet.policy.as_str().into(),
+            account: self.active_account.clone(),
+            sessions: self.pool.sessions.len(),
+            busy: self.pool.sessions.values().filter(|s| s.activity.as_str() == "busy").count(),
+            queued: self.dispatch.counts.values().map(|c| c.inbox).sum(),
+            seen_at: 0,
+        };
+        if always || fleet.last_record.as_ref() != Some(&record) {
+            if let Some(fleet) = self.fleet.as_mut() {
+                fleet.last_record = Some(record.clone());
+            }
+            fx.fleet(fleet::Command::Host(record));
+        }
+    }
+
+    /// `exclusive`: the accounts a swap may go to (none another host holds).
+    pub(super) fn swap_candidates(&self) -> Vec<AccountQuota> {
+        match &self.fleet {
+            Some(f) if f.policy == FleetPolicy::Exclusive => {
+                self.quotas.accounts.iter().filter(|q| !f.held_elsewhere(&q.name)).cloned().collect()
+            }
+            _ => self.quotas.accounts.clone(),
+        }
+    }
+
+    /// `exclusive`: the first eligible account no host holds.
+    fn free_account(&self, now: Now) -> Option<String> {
+        let fleet = self.fleet.as_ref()?;
+        let quota = &self.config.quota;
+        let free = || self.quotas.accounts.iter().filter(|q| !fleet.holds.contains_key(&q.name));
+        free()
+            .find(|q| crate::quota::eligible(q, quota, now.wall).is_ok())
+            .or_else(|| free().next())
+            .map(|q| q.name.clone())
+    }
+
+    /// `exclusive`: an account another host holds is not this host's to
+    /// launch on; sessions wait for a claim of its own.
+    pub(super) fn may_launch_on(&mut self, session: &str, account: &str) -> bool {
+        let Some(fleet) = self.fleet.as_mut() else { return true };
+        if fleet.policy != FleetPolicy::Exclusive || fleet.holds(account) {
+            return true;
+        }
+        fleet.deferred.insert(session.into());
+        false
+    }
+
+    /// Where a decided swap goes next: straight to the switcher without a
+    /// fleet; through a proposal (`shared`) or a claim (`exclusive`) while
+    /// etcd answers; alone (`shared`) or not at all (`exclusive`) while it
+    /// does not. False: it waits (it stays pending).
+    pub(super) fn fleet_allows(&mut self, p: &PendingSwap, now: Now, fx: &mut Effects) -> bool {
+        let from = self.active_account.clone().unwrap_or_default();
+        let Some(fleet) = self.fleet.as_mut() else { return true };
+        if fleet.asking.is_some() {
+            return false;
+        }
+        match (fleet.policy, fleet.connected()) {
+            (FleetPolicy::Shared, true) => {
+                // Following the fleet's own decision needs no proposal.
+                if fleet.active.as_ref().is_some_and(|a| a.revision == fleet.applied && a.record.account == p.to) {
+                    return true;
+                }
+                let record = ActiveRecord {
+                    account: p.to.clone(),
+                    from,
+                    reason: p.reason.as_str().into(),
+                    by: fleet.host.clone(),
+                    at: crate::time::unix_secs(now.wall),
+                };
+                let base = fleet.active.as_ref().map_or(0, |a| a.revision);
+                fleet.asking = Some(p.clone());
+                fx.fleet(fleet::Command::Propose { record, base });
+                false
+            }
+            (FleetPolicy::Shared, false) => {
+                fleet.swapped_alone = true;
+                true
+            }
+            (FleetPolicy::Exclusive, true) => {
+                if fleet.holds(&p.to) {
+                    return true;
+                }
+                fleet.asking = Some(p.clone());
+                fx.fleet(fleet::Command::Claim { from: Some(from).filter(|f| !f.is_empty()), to: p.to.clone() });
+                false
+            }
+            (FleetPolicy::Exclusive, false) => false,
+        }
+    }
+
+    pub(super) fn fleet_status(&self) -> Option<FleetStatus> {
+        self.fleet.as_ref().map(Fleet::status)
+    }
+}

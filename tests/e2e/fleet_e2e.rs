@@ -1,0 +1,219 @@
+//! A fleet (`[fleet]`) end to end: two daemons, each with its own tmux
+//! server, state dir, project and logins, sharing the accounts of one fake
+//! API through a real three-member etcd cluster (Debian's `etcd-server`),
+//! with real Claude Code 2.1.332 sessions. Each test checks what an operator
+//! would: `/status` (and its `fleet` section), `/events`, the fake API's
+//! usage calls and what etcd holds.
+
+use kit::accounts::token;
+use kit::fake_api::Mode;
+use kit::fleet::{FleetOptions, FleetRig, PREFIX};
+use kit::wait_until;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const LONG: Duration = Duration::from_secs(120);
+
+fn in_hours(h: u64) -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + h * 3600
+}
+
+fn joined(rig: &FleetRig) {
+    for h in &rig.hosts {
+        h.wait_fleet_state("connected", LONG);
+    }
+}
+
+#[test]
+fn usage_is_polled_once_per_account_per_interval_across_the_fleet() {
+    let _lock = kit::claude_turn();
+    let mut rig = FleetRig::new(FleetOptions { sessions: 0, poll_interval_secs: 2, ..FleetOptions::default() });
+    rig.start_all();
+    joined(&rig);
+    // One poller per account, the same one on every host.
+    let pollers = wait_until(LONG, "every account has a poller", || {
+        let p = rig.hosts[0].fleet()?["pollers"].clone();
+        (p["alpha"].is_string() && p["beta"].is_string()).then_some(p)
+    });
+    wait_until(LONG, "both hosts see the same pollers", || (rig.hosts[1].fleet()?["pollers"] == pollers).then_some(()));
+
+    // N polls of alpha take at least N-1 intervals: two hosts polling on
+    // their own would make them in half the time. (A bound below only: a
+    // slow machine makes it longer, never shorter.)
+    let n = 5;
+    let start = rig.usage_calls("alpha");
+    let t0 = Instant::now();
+    wait_until(LONG, "5 more usage polls of alpha", || (rig.usage_calls("alpha") >= start + n).then_some(()));
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(2 * (n - 1)) - Duration::from_millis(500),
+        "{n} polls of alpha in {took:?}: more than one poller per interval"
+    );
+    // `status --fleet` from either host shows both.
+    let out = std::process::Command::new(kit::daemon_binary())
+        .args(["status", "--fleet", "--config"])
+        .arg(rig.hosts[1].dir.join("config.toml"))
+        .output()
+        .expect("status --fleet");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("policy shared, etcd connected"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("h1 ")) && text.lines().any(|l| l.starts_with("h2 ")), "{text}");
+    // Both hosts know alpha's reading, though only one asked.
+    for h in &rig.hosts {
+        wait_until(LONG, "alpha's reading on every host", || {
+            let s = h.status()?;
+            s["accounts"].as_array()?.iter().find(|a| a["name"] == "alpha" && !a["last_poll_at"].is_null()).cloned()
+        });
+    }
+}
+
+#[test]
+fn a_hard_limit_on_one_host_moves_the_other_without_meeting_it() {
+    let _lock = kit::claude_turn();
+    let mut rig = FleetRig::new(FleetOptions::default());
+    rig.start_all();
+    joined(&rig);
+    for h in &rig.hosts {
+        h.wait_all_idle_on("alpha", LONG);
+    }
+    let requests_before = rig.api.requests().len();
+    // alpha's next user turn is refused with a five-hour hard limit; only
+    // h1 gets work.
+    rig.api.set_mode(&token("alpha"), Mode::HardLimit { claim: "five_hour".into(), reset_unix: in_hours(3) });
+    rig.hosts[0].drop_task("hit.md", "Work until the limit");
+    let result = wait_until(LONG, "hit.md done on beta", || rig.hosts[0].result("hit.md"));
+    assert_eq!(result["account"], "beta", "{result}");
+    rig.hosts[1].wait_all_idle_on("beta", LONG);
+
+    let h2 = rig.hosts[1].status().unwrap();
+    assert_eq!(h2["swap"]["last"]["reason"], "hard_limit", "h2 followed h1's decision: {}", h2["swap"]);
+    // Whichever host learnt it first (h1's session, or the poll of alpha)
+    // decided for both: one revision of the fleet's active account.
+    let h1 = rig.hosts[0].status().unwrap();
+    assert_eq!(h2["fleet"]["active"]["account"], "beta");
+    assert_eq!(h1["fleet"]["active"]["revision"], h2["fleet"]["active"]["revision"], "one decision");
+    // h2's session sent nothing on alpha: every request after the limit was
+    // set came from h1's task or went out on beta.
+    let after = &rig.api.requests()[requests_before..];
+    assert!(
+        after.iter().filter(|r| r.token == token("alpha")).all(|r| r.text.contains("Work until the limit")),
+        "only h1's task met alpha's limit"
+    );
+    // No second swap anywhere, a few polls later.
+    let polls = rig.usage_calls("beta");
+    wait_until(LONG, "3 more polls of beta", || (rig.usage_calls("beta") >= polls + 3).then_some(()));
+    for h in &rig.hosts {
+        assert_eq!(h.count_events("failover_started"), 1, "{}: one swap", h.name);
+        assert_eq!(h.active().as_deref(), Some("beta"));
+    }
+}
+
+#[test]
+fn exclusive_hosts_never_share_an_account_and_a_dead_hosts_account_is_freed() {
+    let _lock = kit::claude_turn();
+    let mut rig = FleetRig::new(FleetOptions {
+        policy: "exclusive".into(),
+        accounts: vec!["alpha".into(), "beta".into(), "gamma".into()],
+        ..FleetOptions::default()
+    });
+    rig.hosts[0].start();
+    rig.hosts[0].wait_fleet_state("connected", LONG);
+    rig.hosts[0].wait_all_idle_on("alpha", LONG);
+    rig.hosts[1].start();
+    // alpha is h1's: h2 starts on a free account.
+    rig.hosts[1].wait_all_idle_on("beta", LONG);
+
+    let distinct = |rig: &FleetRig| {
+        let (a, b) = (rig.hosts[0].active(), rig.hosts[1].active());
+        assert!(a.is_some() && a != b, "h1 on {a:?}, h2 on {b:?}");
+    };
+    // Forced swaps back and forth: h1 may never land on h2's account.
+    for to in ["gamma", "alpha", "gamma"] {
+        let (code, body) = rig.hosts[0].post("/failover", &format!(r#"{{"to":"{to}"}}"#));
+        assert_eq!(code, 202, "{body}");
+        rig.hosts[0].wait_all_idle_on(to, LONG);
+        distinct(&rig);
+    }
+    // h2's account is taken: asking h1 to go there changes nothing.
+    let (code, _) = rig.hosts[0].post("/failover", r#"{"to":"beta"}"#);
+    assert_eq!(code, 202);
+    wait_until(LONG, "h1 told beta is held", || rig.hosts[0].log_text().contains("beta is held by h2").then_some(()));
+    distinct(&rig);
+    assert_eq!(rig.hosts[0].active().as_deref(), Some("gamma"));
+
+    // h2 dies: its lease expires and beta is free for h1.
+    rig.hosts[1].kill();
+    wait_until(LONG, "h2's hold on beta expired", || {
+        let holds = rig.hosts[0].fleet()?["holds"].clone();
+        (holds.get("beta").is_none()).then_some(())
+    });
+    assert!(rig.etcd.get_prefix(&format!("{PREFIX}hosts/h2")).is_empty(), "h2's host record expired too");
+    let (code, body) = rig.hosts[0].post("/failover", r#"{"to":"beta"}"#);
+    assert_eq!(code, 202, "{body}");
+    rig.hosts[0].wait_all_idle_on("beta", LONG);
+}
+
+#[test]
+fn etcd_gone_hosts_work_on_and_swap_alone_then_converge_without_a_storm() {
+    let _lock = kit::claude_turn();
+    let mut rig = FleetRig::new(FleetOptions::default());
+    rig.start_all();
+    joined(&rig);
+    for h in &rig.hosts {
+        h.wait_all_idle_on("alpha", LONG);
+    }
+    rig.etcd.stop_all();
+    for h in &rig.hosts {
+        let fleet = h.wait_fleet_state("unreachable", LONG);
+        assert!(fleet["error"].as_str().is_some_and(|e| e.contains("127.0.0.1")), "{fleet}");
+        wait_until(LONG, "fleet_unreachable event", || (h.count_events("fleet_unreachable") == 1).then_some(()));
+    }
+    let metrics = kit::http::request(rig.hosts[0].port, "GET", "/metrics", None, &[]).unwrap().1;
+    assert!(metrics.contains("claude_failover_fleet_unreachable_total"), "{metrics}");
+    // Work goes on without etcd, and h1 swaps alone on a hard limit.
+    rig.api.set_mode(&token("alpha"), Mode::HardLimit { claim: "five_hour".into(), reset_unix: in_hours(3) });
+    rig.hosts[0].drop_task("alone.md", "Work while etcd is away");
+    let result = wait_until(LONG, "alone.md done", || rig.hosts[0].result("alone.md"));
+    assert_eq!(result["account"], "beta");
+
+    rig.etcd.start_all();
+    joined(&rig);
+    // h1's move becomes the fleet's; h2 follows once; nothing else moves.
+    rig.hosts[1].wait_all_idle_on("beta", LONG);
+    let polls = rig.usage_calls("beta");
+    wait_until(LONG, "3 more polls of beta", || (rig.usage_calls("beta") >= polls + 3).then_some(()));
+    for h in &rig.hosts {
+        assert_eq!(h.count_events("failover_started"), 1, "{}: one swap each", h.name);
+        assert_eq!(h.fleet().unwrap()["active"]["account"], "beta", "{}", h.name);
+    }
+}
+
+#[test]
+fn bad_input_unreachable_endpoints_and_garbage_under_the_prefix_are_named() {
+    let _lock = kit::claude_turn();
+    let mut rig = FleetRig::new(FleetOptions { hosts: vec!["h1".into()], sessions: 0, ..FleetOptions::default() });
+    // Garbage where the fleet reads: ignored, named once, the rest works.
+    rig.etcd.put(&format!("{PREFIX}accounts/alpha"), b"{not json");
+    rig.etcd.put(&format!("{PREFIX}holds/beta"), b"\xff\xfe");
+    rig.etcd.put(&format!("{PREFIX}something/else"), b"x");
+    rig.hosts[0].start();
+    rig.hosts[0].wait_fleet_state("connected", LONG);
+    let garbage = wait_until(LONG, "three fleet_garbage events", || {
+        let e: Vec<_> = rig.hosts[0].events().into_iter().filter(|e| e["kind"] == "fleet_garbage").collect();
+        (e.len() == 3).then_some(e)
+    });
+    let keys: Vec<&str> = garbage.iter().filter_map(|e| e["subject"].as_str()).collect();
+    for key in ["accounts/alpha", "holds/beta", "something/else"] {
+        assert!(keys.iter().any(|k| k.ends_with(key)), "{key} named: {keys:?}");
+    }
+    assert_eq!(rig.hosts[0].active().as_deref(), Some("alpha"));
+
+    // A config whose endpoints do not answer: the daemon runs, and says so.
+    let dead = format!("http://127.0.0.1:{}", kit::free_port());
+    let config = rig.hosts[0].config.replace(&rig.etcd.endpoints()[0], &dead);
+    let config = rig.etcd.endpoints()[1..].iter().fold(config, |c, e| c.replace(e, &dead));
+    rig.hosts[0].kill();
+    rig.hosts[0].config = config;
+    rig.hosts[0].start();
+    let fleet = rig.hosts[0].wait_fleet_state("unreachable", LONG);
+    assert!(fleet["error"].as_str().unwrap_or_default().contains(&dead), "{fleet}");
+}
