@@ -1,9 +1,11 @@
 // Drives the dashboard in Debian's headless Chromium over the DevTools
 // protocol (puppeteer-core from `make browser`) for tests/e2e/dashboard_e2e.rs:
 // what the page shows without a token, with a wrong one, with the right one;
-// a failover clicked in the page; the live feed; screenshots at phone and
-// desktop widths. It prints one JSON line of what it saw; the Rust test
-// judges it against the daemon's own /status.
+// a failover clicked in the page; the live feed; a waiting session's
+// question; screenshots at phone and desktop widths. It prints one JSON line
+// of what it saw; the Rust test judges it against the daemon's own /status.
+// After the failover it prints `question?` and waits for a line on stdin: the
+// test has then stopped a session on a permission prompt.
 //
 // argv[2]: {"url", "token", "failover_to", "out", "profile", "chromium", "puppeteer"}
 "use strict";
@@ -12,6 +14,19 @@ const args = JSON.parse(process.argv[2]);
 const puppeteer = require(args.puppeteer);
 
 const WAIT = { timeout: 60000 };
+
+// The next line on stdin (the test's go-ahead).
+function nextLine() {
+  return new Promise((resolve) => {
+    let got = "";
+    const take = (chunk) => {
+      got += chunk;
+      if (got.includes("\n")) { process.stdin.off("data", take); process.stdin.destroy(); resolve(); }
+    };
+    process.stdin.setEncoding("utf8");
+    process.stdin.on("data", take);
+  });
+}
 
 async function main() {
   const browser = await puppeteer.launch({
@@ -65,11 +80,13 @@ async function main() {
           chart_points: (a.querySelector("polyline.use") || { getAttribute: () => "" }).getAttribute("points")
             .split(" ").filter(Boolean).length,
           threshold_line: !!a.querySelector("line.thr"),
+          projection_line: !!a.querySelector("line.proj"),
           projection: text(a, "[data-role=projection]"),
         })),
         sessions: [...document.querySelectorAll("[data-session]")].map((s) => ({
           name: s.dataset.session, state: text(s, "[data-role=state]"), account: text(s, "[data-role=account]"),
           task: text(s, "[data-role=task]"), question: text(s, "[data-role=question]"),
+          options: [...s.querySelectorAll("[data-role=question] li")].map((o) => o.textContent),
         })),
         queues: [...document.querySelectorAll("#queues tr[data-project]")].map((r) => ({
           project: r.dataset.project,
@@ -103,6 +120,12 @@ async function main() {
     await page.waitForSelector("#swaps tr[data-swap]", WAIT);
     seen.after = await read();
     seen.reloads = loads.length;
+
+    // A session stopped on a question: the page shows it without a reload.
+    process.stdout.write("question?\n");
+    await nextLine();
+    await page.waitForSelector("[data-session] [data-role=question] li", { timeout: 180000 });
+    seen.question = await read();
 
     // A phone's viewport reloads the page (puppeteer does, for isMobile); the
     // token kept for the tab opens it again.

@@ -5,15 +5,19 @@
 //! the prompt; a wrong token is refused; with the right one each account,
 //! session and queue shows the daemon's values (failed task reasons too); a
 //! failover clicked in the page (behind its confirmation) runs, and the live
-//! feed gains its events without a reload. Screenshots at desktop and phone
-//! widths land in `target/dashboard-screenshots/` (copies in docs/images/).
+//! feed gains its events without a reload. Readings rising over more than a
+//! minute draw the projected crossing on the chart. A session stopped on a
+//! permission prompt (manual permission mode, a scripted Bash `tool_use`)
+//! shows its question. Screenshots at desktop and phone widths land in
+//! `target/dashboard-screenshots/` (copies in docs/images/).
 
 use kit::accounts::token;
 use kit::rig::Rig;
 use kit::{repo_root, temp_dir, wait_until};
 use serde_json::Value;
-use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const TOKEN: &str = "tok-dashboard-e2e-5b1d";
 /// Claude Code sessions start in about 8 s alone; more on a loaded machine.
@@ -43,6 +47,7 @@ fn the_page_shows_the_pool_and_a_click_fails_over_with_the_feed_live() {
         .set("quota", "min_dwell_secs", 0)
         .set("quota", "failback", false)
         .set("claude", "stop_timeout_secs", 10)
+        .set("claude", "args", vec!["--permission-mode", "default"])
         .setup()
         .build();
     rig.api.set_usage(&token("alpha"), 42.0, 17.0, None);
@@ -64,13 +69,24 @@ fn the_page_shows_the_pool_and_a_click_fails_over_with_the_feed_live() {
         let (code, body) = kit::http::request(rig.port, "GET", "/status", None, &[("Authorization", &auth)]).ok()?;
         (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
     };
-    wait_until(START, "both sessions idle on alpha, both accounts polled, a task failed", || {
+    // Alpha's readings rise one point every 6 s until the daemon has a burn
+    // rate (readings over at least a minute), then stay.
+    let rising = Instant::now();
+    let alpha = |s: &Value| s["accounts"].as_array().and_then(|a| a.iter().find(|a| a["name"] == "alpha")).cloned();
+    let reached =
+        wait_until(START, "both sessions idle on alpha, both accounts polled, a task failed, a burn rate", || {
+            let reading = 40.0 + (rising.elapsed().as_secs() / 6) as f64;
+            rig.api.set_usage(&token("alpha"), reading, 17.0, None);
+            let s = status()?;
+            let idle = s["sessions"].as_array()?.iter().all(|x| x["state"] == "idle" && x["account"] == "alpha");
+            let polled = s["accounts"].as_array()?.iter().all(|a| !a["last_poll_at"].is_null());
+            let burning = alpha(&s)?["burn_rate_per_hour"].as_f64().is_some_and(|r| r > 0.0);
+            (idle && polled && burning && s["queues"][0]["failed"] == 1).then_some(reading)
+        });
+    let before = wait_until(START, "the last rising reading polled", || {
         let s = status()?;
-        let idle = s["sessions"].as_array()?.iter().all(|x| x["state"] == "idle" && x["account"] == "alpha");
-        let polled = s["accounts"].as_array()?.iter().all(|a| !a["last_poll_at"].is_null());
-        (idle && polled && s["queues"][0]["failed"] == 1).then_some(())
+        (alpha(&s)?["five_hour"]["utilization"].as_f64() == Some(reached)).then_some(s)
     });
-    let before = status().expect("status");
 
     let out = repo_root().join("target/dashboard-screenshots");
     std::fs::create_dir_all(&out).unwrap();
@@ -84,12 +100,41 @@ fn the_page_shows_the_pool_and_a_click_fails_over_with_the_feed_live() {
         "chromium": chromium(),
         "puppeteer": puppeteer(),
     });
-    let run = Command::new("node")
+    let mut node = Command::new("node")
         .arg(repo_root().join("tests/e2e/dashboard_browser.cjs"))
         .arg(args.to_string())
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run node");
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    // After the failover the script says `question?` and waits; a task then
+    // stops a session on a permission prompt, and the script is told to look.
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+    let mut stdout = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("the script's stdout");
+        if line == "question?" {
+            let marker = rig.project("proj").join("marker");
+            rig.api.push_tool_use(&format!("touch {} && echo made", marker.display()));
+            rig.drop_task("proj", "ask.md", "Create the marker");
+            wait_until(START, "a session waiting on the question", || {
+                let s = status()?;
+                s["sessions"]
+                    .as_array()?
+                    .iter()
+                    .any(|x| x["state"] == "waiting" && !x["question"].is_null())
+                    .then_some(())
+            });
+            // Closed after the line, or node's open stdin keeps it alive at the end.
+            let mut go = node.stdin.take().expect("the script's stdin");
+            writeln!(go, "look").expect("tell the script");
+        } else {
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+    }
+    let run = node.wait_with_output().expect("wait for node");
     assert!(run.status.success(), "the browser script failed:\n{}\n{stdout}", String::from_utf8_lossy(&run.stderr));
     let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("its JSON line");
 
@@ -117,6 +162,13 @@ fn the_page_shows_the_pool_and_a_click_fails_over_with_the_feed_live() {
         let state = if name == "alpha" { "active" } else { "standby" };
         assert_eq!(card["state"], state, "{name}");
         assert_eq!(card["threshold_line"], true);
+        if name == "alpha" {
+            assert_eq!(card["projection_line"], true, "{name}: rising readings, a projection: {card}");
+            let note = card["projection"].as_str().unwrap();
+            assert!(note.starts_with("crosses ") && note.contains("/h"), "{name}: {note}");
+        } else {
+            assert_eq!(card["projection_line"], false, "{name}: flat readings, no projection: {card}");
+        }
         // The kept readings and this run's.
         assert!(card["chart_points"].as_u64().unwrap() > 50, "{name}: a chart with readings: {card}");
     }
@@ -152,6 +204,22 @@ fn the_page_shows_the_pool_and_a_click_fails_over_with_the_feed_live() {
     let status = status().unwrap();
     assert_eq!(status["swap"]["last"]["reason"], "manual");
     assert_eq!(status["active_account"], "beta");
+
+    // The waiting session's question, as the daemon read it off the screen.
+    let waiting = status["sessions"].as_array().unwrap().iter().find(|s| s["state"] == "waiting").expect("waiting");
+    let name = waiting["name"].as_str().unwrap();
+    let card = seen["question"]["sessions"].as_array().unwrap().iter().find(|c| c["name"] == name).expect(name);
+    assert_eq!((&card["state"], &card["task"]), (&"waiting".into(), &"ask.md".into()), "{card}");
+    let q = &waiting["question"];
+    let shown = card["question"].as_str().unwrap();
+    assert!(shown.contains(q["prompt"].as_str().unwrap()) && shown.contains("Do you want to proceed?"), "{shown}");
+    assert!(shown.contains(&format!("touch {}", rig.project("proj").join("marker").display())), "{shown}");
+    let options: Vec<&str> = q["options"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(card["options"], serde_json::json!(options), "{card}");
+    assert!(options.first() == Some(&"Yes") && options.contains(&"No"), "{options:?}");
+    for other in seen["question"]["sessions"].as_array().unwrap().iter().filter(|c| c["name"] != name) {
+        assert!(other["question"].is_null(), "only the waiting session shows a question: {other}");
+    }
     for shot in ["dashboard-desktop.png", "dashboard-phone.png"] {
         assert!(std::fs::metadata(out.join(shot)).is_ok_and(|m| m.len() > 10_000), "{shot}");
     }
