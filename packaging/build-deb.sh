@@ -51,6 +51,9 @@ for unit in claude-failover.service claude-failover@.service claude-failover-tmu
     install -D -m 0644 "packaging/$unit" "$root/lib/systemd/system/$unit"
 done
 install -d -m 0755 "$doc" "$root/usr/share/man/man1" "$root/usr/share/lintian/overrides"
+# Not documentation (a file to import into Grafana), so beside the package's
+# other data rather than under /usr/share/doc, which may be excluded (dpkg path-exclude).
+install -D -m 0644 packaging/grafana-dashboard.json "$root/usr/share/claude-failover/grafana-dashboard.json"
 gzip -9n < packaging/claude-failover.1 > "$root/usr/share/man/man1/claude-failover.1.gz"
 install -m 0644 packaging/lintian-overrides "$root/usr/share/lintian/overrides/claude-failover"
 

@@ -67,9 +67,12 @@ done
 expect_entry '-rw-r--r-- root/root /usr/share/doc/claude-failover/copyright'
 expect_entry '-rw-r--r-- root/root /usr/share/doc/claude-failover/changelog.Debian.gz'
 expect_entry '-rw-r--r-- root/root /usr/share/man/man1/claude-failover.1.gz'
+expect_entry '-rw-r--r-- root/root /usr/share/claude-failover/grafana-dashboard.json'
 files=$(grep -c '^-' "$work/contents")
-[ "$files" -eq 9 ] || fail "the .deb holds $files files, expected 9: update this check or the layout"
+[ "$files" -eq 10 ] || fail "the .deb holds $files files, expected 10: update this check or the layout"
 cmp -s "$config" "$work/tree/etc/claude-failover/config.toml" || fail "config.toml is not $config"
+cmp -s packaging/grafana-dashboard.json "$work/tree/usr/share/claude-failover/grafana-dashboard.json" \
+    || fail "the installed Grafana dashboard is not packaging/grafana-dashboard.json"
 dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles > "$work/conffiles"
 [ "$(cat "$work/conffiles")" = /etc/claude-failover/config.toml ] \
     || fail "conffiles is '$(cat "$work/conffiles")'"
@@ -112,7 +115,8 @@ if dpkg-query -W -f '${Status}' claude-failover 2>/dev/null | grep -q 'installed
 fi
 dpkg -i "$deb" || fail "dpkg -i failed"
 dpkg-query -W -f '${Status}\n' claude-failover | grep -qx 'install ok installed' || fail "not installed after dpkg -i"
-for path in /usr/bin/claude-failover /etc/claude-failover/config.toml "${units[@]/#//lib/systemd/system/}"; do
+for path in /usr/bin/claude-failover /etc/claude-failover/config.toml \
+    /usr/share/claude-failover/grafana-dashboard.json "${units[@]/#//lib/systemd/system/}"; do
     [ -e "$path" ] || fail "$path missing after dpkg -i"
 done
 /usr/bin/claude-failover --version || fail "installed binary does not run"
@@ -124,6 +128,7 @@ else
 fi
 dpkg -r claude-failover || fail "dpkg -r failed"
 [ ! -e /usr/bin/claude-failover ] || fail "/usr/bin/claude-failover left after dpkg -r"
+[ ! -e /usr/share/claude-failover ] || fail "/usr/share/claude-failover left after dpkg -r"
 [ -e /etc/claude-failover/config.toml ] || fail "dpkg -r removed the conffile (only purge may)"
 dpkg-query -W -f '${Status}\n' claude-failover | grep -qx 'deinstall ok config-files' || fail "not in config-files state after dpkg -r"
 dpkg -P claude-failover || fail "dpkg -P failed"

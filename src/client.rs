@@ -403,6 +403,7 @@ mod tests {
                 last_poll_at: None,
                 last_error: None,
                 exhausted_until: None,
+                burn_rate_per_hour: None,
                 kind: "subscription".into(),
                 spend: None,
             }],
@@ -414,6 +415,9 @@ mod tests {
                 claude_session_id: None,
                 task: Some("fix-login.md".into()),
                 restarts: 2,
+                state_since: None,
+                waiting_for: None,
+                question: None,
             }],
             queues: vec![QueueStatus { project: "secumon".into(), inbox: 3, ..Default::default() }],
             ..Default::default()

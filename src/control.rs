@@ -74,4 +74,6 @@ pub struct Shared {
     pub events: Events,
     pub metrics: Metrics,
     pub heartbeats: Heartbeats,
+    /// Usage readings per account, behind `GET /history` and the dashboard.
+    pub history: crate::quota::history::History,
 }

@@ -180,11 +180,6 @@ impl Events {
             _ => serde_json::Map::new(),
         };
         let message = message.into();
-        if kind.is_trouble() {
-            log::warn!("{} {}: {}", kind.as_str(), subject, message);
-        } else {
-            log::info!("{} {}: {}", kind.as_str(), subject, message);
-        }
         let notice = {
             let mut ring = self.ring.lock();
             let notice = Notice {
@@ -203,6 +198,7 @@ impl Events {
             notice
         };
         let seq = notice.seq;
+        log_line(&notice);
         if let Some(sink) = &self.sink {
             // The notifier gone means we are shutting down; nothing to do.
             let _ = sink.send(notice);
@@ -218,6 +214,21 @@ impl Events {
     pub fn last_seq(&self) -> u64 {
         self.ring.lock().next_seq - 1
     }
+}
+
+/// The event's log line; a JSON log line carries the event itself too
+/// (`logging::EVENT_KEY`), without its message, which is the line's own.
+fn log_line(notice: &Notice) {
+    let level = if notice.kind.is_trouble() { log::Level::Warn } else { log::Level::Info };
+    if !log::log_enabled!(level) {
+        return;
+    }
+    let mut fields = serde_json::to_value(notice).unwrap_or_default();
+    if let Some(map) = fields.as_object_mut() {
+        map.remove("message");
+    }
+    let fields = fields.to_string();
+    log::log!(level, event = fields.as_str(); "{} {}: {}", notice.kind.as_str(), notice.subject, notice.message);
 }
 
 #[cfg(test)]

@@ -11,6 +11,13 @@
 //! role. A request claiming an absurd `Content-Length` is leaked on purpose:
 //! dropping it would make tiny_http allocate a buffer of that size at once.
 //!
+//! Before any token is looked at, `guard` refuses what a web page in a
+//! browser could send (docs/http.md#browsers): a `Host` that is not the
+//! daemon's (DNS rebinding), another site's `Origin`, a POST of a type a
+//! plain cross-site form can send. The dashboard's files (`crate::dashboard`)
+//! are the one thing besides `/healthz` served without a token: they hold no
+//! data.
+//!
 //! Tokens carry tiers (docs/mcp.md#tiers): the `http.token_file` token has
 //! every tier, the `mcp.token_file` token those of `mcp.allow`. Each route
 //! needs one tier, checked here, so a token cannot do more over raw HTTP than
@@ -237,7 +244,8 @@ pub fn spawn_with(
         _ => None,
     };
     let live = Live(Arc::new(parking_lot::RwLock::new(Arc::new(full.clone()))));
-    let ctx = Arc::new(Ctx { shared, control, token: config.token.clone(), mcp, live: live.clone(), limits });
+    let hosts = Hosts::new(&listen, &config.allowed_hosts);
+    let ctx = Arc::new(Ctx { shared, control, token: config.token.clone(), mcp, live: live.clone(), limits, hosts });
     let stop = Arc::new(AtomicBool::new(false));
     let thread_stop = stop.clone();
     let listening = Listening::default();
@@ -369,6 +377,8 @@ struct Ctx {
     mcp: Option<(Secret, Vec<Tier>)>,
     live: Live,
     limits: Limits,
+    /// Which `Host` headers are answered (docs/http.md#browsers).
+    hosts: Hosts,
 }
 
 impl Ctx {
@@ -476,11 +486,13 @@ struct Answer {
     body: String,
     content_type: &'static str,
     allow: Option<&'static str>,
+    /// Headers of the dashboard's files (its content security policy).
+    extra: &'static [(&'static str, &'static str)],
 }
 
 impl Answer {
     fn json(status: u16, value: serde_json::Value) -> Answer {
-        Answer { status, body: value.to_string(), content_type: "application/json", allow: None }
+        Answer { status, body: value.to_string(), content_type: "application/json", allow: None, extra: &[] }
     }
 
     fn error(status: u16, message: impl fmt::Display) -> Answer {
@@ -488,7 +500,7 @@ impl Answer {
     }
 
     fn text(status: u16, body: String, content_type: &'static str) -> Answer {
-        Answer { status, body, content_type, allow: None }
+        Answer { status, body, content_type, allow: None, extra: &[] }
     }
 }
 
@@ -505,9 +517,14 @@ fn respond(mut request: Request, ctx: &Ctx, beat: Option<&Beat>) {
         .with_status_code(StatusCode(answer.status))
         // Always a Content-Length: clients then need no chunked decoding.
         .with_chunked_threshold(usize::MAX)
-        .with_header(header("Content-Type", answer.content_type));
+        .with_header(header("Content-Type", answer.content_type))
+        .with_header(header("X-Content-Type-Options", "nosniff"))
+        .with_header(header("Cache-Control", "no-store"));
     if let Some(allow) = answer.allow {
         response.add_header(header("Allow", allow));
+    }
+    for (name, value) in answer.extra {
+        response.add_header(header(name, value));
     }
     let send = move || {
         if let Err(e) = request.respond(response) {
@@ -537,7 +554,13 @@ fn path_only(url: &str) -> &str {
 /// The routes of docs/http.md, and which methods each takes.
 #[derive(Debug, PartialEq)]
 enum Route {
+    /// The dashboard's page, script and style sheet: served without a token.
+    Page(&'static crate::dashboard::File),
     Healthz,
+    /// `GET /history`.
+    History,
+    /// `GET /projects/{project}/failed`.
+    Failed(String),
     Status,
     Metrics,
     Events,
@@ -555,8 +578,12 @@ enum Route {
 
 impl Route {
     fn parse(path: &str) -> Result<Option<Route>, String> {
+        if let Some(file) = crate::dashboard::file(path) {
+            return Ok(Some(Route::Page(file)));
+        }
         Ok(Some(match path {
             "/healthz" => Route::Healthz,
+            "/history" => Route::History,
             "/status" => Route::Status,
             "/metrics" => Route::Metrics,
             "/events" => Route::Events,
@@ -572,6 +599,7 @@ impl Route {
                     ["sessions", name, "restart"] => Route::Restart(percent_decode(name)?),
                     ["sessions", name, "output"] => Route::Output(percent_decode(name)?),
                     ["projects", project, "tasks"] => Route::Enqueue(percent_decode(project)?),
+                    ["projects", project, "failed"] => Route::Failed(percent_decode(project)?),
                     ["projects", project, "tasks", name] => {
                         Route::Task(percent_decode(project)?, percent_decode(name)?)
                     }
@@ -583,9 +611,15 @@ impl Route {
 
     fn method(&self) -> (Method, &'static str) {
         match self {
-            Route::Healthz | Route::Status | Route::Metrics | Route::Events | Route::Task(..) | Route::Output(_) => {
-                (Method::Get, "GET")
-            }
+            Route::Page(_)
+            | Route::Healthz
+            | Route::History
+            | Route::Failed(_)
+            | Route::Status
+            | Route::Metrics
+            | Route::Events
+            | Route::Task(..)
+            | Route::Output(_) => (Method::Get, "GET"),
             _ => (Method::Post, "POST"),
         }
     }
@@ -612,8 +646,11 @@ enum Caller {
 fn answer(request: &mut Request, ctx: &Ctx, beat: Option<&Beat>) -> Answer {
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    if let Err(refused) = guard(request, ctx) {
+        return refused;
+    }
     let route = Route::parse(path);
-    let open = matches!(route, Ok(Some(Route::Healthz))) && *request.method() == Method::Get;
+    let open = matches!(route, Ok(Some(Route::Healthz | Route::Page(_)))) && *request.method() == Method::Get;
     let caller = match caller(request, ctx) {
         Some(caller) => caller,
         None if open => Caller::Operator,
@@ -707,6 +744,15 @@ fn printable(value: &str, max: usize) -> String {
 
 fn get(route: Route, query: &str, ctx: &Ctx) -> Answer {
     match route {
+        Route::Page(file) => Answer {
+            status: 200,
+            body: file.body.to_string(),
+            content_type: file.content_type,
+            allow: None,
+            extra: crate::dashboard::HEADERS,
+        },
+        Route::History => history(query, ctx),
+        Route::Failed(project) => failed(&project, ctx),
         Route::Healthz => {
             let stale = ctx.shared.heartbeats.stale(Instant::now(), ctx.limits.stale_after);
             if stale.is_empty() {
@@ -733,6 +779,47 @@ fn get(route: Route, query: &str, ctx: &Ctx) -> Answer {
         Route::Task(project, name) => task(&project, &name, ctx),
         Route::Output(session) => output(&session, query, ctx),
         _ => Answer::error(405, "not a GET endpoint"),
+    }
+}
+
+/// `GET /history?since=UNIX`: the usage readings per account.
+fn history(query: &str, ctx: &Ctx) -> Answer {
+    let since = match query_param(query, "since") {
+        Ok(None) => i64::MIN,
+        Ok(Some(v)) => match v.parse::<i64>() {
+            Ok(n) => n,
+            Err(_) => return Answer::error(400, format!("since={v:?}: expected a time in Unix seconds")),
+        },
+        Err(why) => return Answer::error(400, why),
+    };
+    let config = ctx.live.get();
+    let accounts: serde_json::Map<String, serde_json::Value> = {
+        let rings = ctx.shared.history.read();
+        rings.since(since).into_iter().map(|(name, readings)| (name.to_string(), json!(readings))).collect()
+    };
+    Answer::json(
+        200,
+        json!({
+            "poll_interval_secs": config.quota.poll_interval_secs,
+            "thresholds": {"five_hour": config.quota.five_hour_threshold, "seven_day": config.quota.weekly_threshold},
+            "accounts": accounts,
+        }),
+    )
+}
+
+/// The most failed tasks `GET /projects/{project}/failed` lists.
+pub const MAX_FAILED_LISTED: usize = 50;
+
+/// `GET /projects/{project}/failed`: the failed tasks and why, newest first.
+fn failed(project: &str, ctx: &Ctx) -> Answer {
+    let config = ctx.live.get();
+    let queue = match open_queue(&config, project) {
+        Ok(q) => q,
+        Err(answer) => return answer,
+    };
+    match queue.failed_tasks(MAX_FAILED_LISTED) {
+        Ok(tasks) => Answer::json(200, json!({"project": project, "tasks": tasks})),
+        Err(e) => Answer::error(503, e.to_string()),
     }
 }
 
@@ -992,6 +1079,105 @@ fn too_large(cap: usize) -> Answer {
     Answer::error(413, format!("body over {cap} bytes"))
 }
 
+/// The checks that keep browsers' pages off the control plane
+/// (docs/http.md#browsers), made before the token is looked at: a `Host`
+/// that is neither loopback nor allowed (DNS rebinding), an `Origin` other
+/// than the daemon's own (a cross-site request), a POST whose type a plain
+/// cross-site form could send.
+fn guard(request: &Request, ctx: &Ctx) -> Result<(), Answer> {
+    let header = |name: &'static str| request.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str());
+    // A request without a Host is no browser's (browsers always send one),
+    // so no rebinding page's: it is not refused for that.
+    let host = header("Host").map(str::trim);
+    if host.is_some_and(|host| !ctx.hosts.allows(host)) {
+        let host = host.unwrap_or_default();
+        let shown = printable(host, 100);
+        return Err(Answer::error(
+            403,
+            format!(
+                "Host {shown:?} is not a loopback name or address nor in http.allowed_hosts: requests reaching \
+                 the daemon under another name are refused (DNS rebinding); add the name to [http] allowed_hosts"
+            ),
+        ));
+    }
+    if let Some(origin) = header("Origin") {
+        if !same_origin(origin.trim(), host.unwrap_or_default()) {
+            let shown = printable(origin, 100);
+            return Err(Answer::error(
+                403,
+                format!("Origin {shown:?} is not this daemon's own: cross-site requests are refused"),
+            ));
+        }
+    }
+    if *request.method() == Method::Post {
+        let path = path_only(request.url());
+        let wanted = match Route::parse(path) {
+            Ok(Some(Route::Enqueue(_))) => TASK_TYPE,
+            _ => "application/json",
+        };
+        let given = header("Content-Type").unwrap_or("");
+        let media = given.split(';').next().unwrap_or("").trim();
+        if !media.eq_ignore_ascii_case(wanted) {
+            let shown = if given.is_empty() { "none".to_string() } else { format!("{:?}", printable(given, 100)) };
+            return Err(Answer::error(415, format!("POST {path} takes Content-Type: {wanted} (given: {shown})")));
+        }
+    }
+    Ok(())
+}
+
+/// The media type of a task file (`POST /projects/{project}/tasks`): like
+/// `application/json`, one no cross-site form can send without the
+/// browser asking first.
+pub const TASK_TYPE: &str = "text/markdown";
+
+/// Whether `origin` (`scheme://host[:port]`) names the site the request came
+/// to: `http` or `https` (a proxy in front may add TLS) and exactly `host`.
+fn same_origin(origin: &str, host: &str) -> bool {
+    let rest = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+    rest.is_some_and(|rest| !host.is_empty() && rest.eq_ignore_ascii_case(host))
+}
+
+/// The `Host` names the daemon answers to: loopback names and addresses
+/// (with any port, as an SSH forward changes it), the address it listens on,
+/// and `http.allowed_hosts`.
+#[derive(Debug, Clone)]
+struct Hosts {
+    listen: Option<std::net::IpAddr>,
+    allowed: Vec<String>,
+}
+
+impl Hosts {
+    fn new(listen: &Listen, allowed: &[String]) -> Hosts {
+        let listen = match listen {
+            Listen::Tcp(addr) if !addr.ip().is_unspecified() => Some(addr.ip()),
+            _ => None,
+        };
+        Hosts { listen, allowed: allowed.iter().map(|h| h.trim_end_matches('.').to_ascii_lowercase()).collect() }
+    }
+
+    fn allows(&self, host: &str) -> bool {
+        let name = host_name(host).trim_end_matches('.').to_ascii_lowercase();
+        if name.is_empty() {
+            return false;
+        }
+        let ip = name.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().ok();
+        name == "localhost"
+            || ip.is_some_and(|ip| ip.is_loopback() || Some(ip) == self.listen)
+            || self.allowed.contains(&name)
+    }
+}
+
+/// The host of a `Host` header without its port: `[::1]:8787` → `[::1]`.
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
 /// Who the bearer token says sent the request, compared in constant time
 /// (for a given token length); `None` when it is missing or wrong.
 fn caller(request: &Request, ctx: &Ctx) -> Option<Caller> {
@@ -1082,6 +1268,36 @@ mod tests {
         assert!(front_matter(Some(1), None, "+++\n+++\nx").is_err());
         assert_eq!(query_param("a=1&name=x%2Fy.md", "name"), Ok(Some("x/y.md".into())));
         assert_eq!(query_param("a=1", "name"), Ok(None));
+    }
+
+    #[test]
+    fn hosts_are_loopback_the_listen_address_or_allowed() {
+        let hosts = Hosts::new(&Listen::parse("192.168.1.5:8787").unwrap(), &["Failover.Example.org".into()]);
+        for ok in ["127.0.0.1", "127.0.0.1:9", "localhost:8787", "LOCALHOST", "[::1]:8787", "[::1]", "127.1.2.3:80"] {
+            assert!(hosts.allows(ok), "{ok}");
+        }
+        for ok in ["192.168.1.5:8787", "failover.example.org", "failover.example.org.:443"] {
+            assert!(hosts.allows(ok), "{ok}");
+        }
+        for refused in
+            ["", "evil.example", "localhost.evil.example", "127.0.0.1.evil.example", "[::2]:8787", "10.0.0.1"]
+        {
+            assert!(!hosts.allows(refused), "{refused}");
+        }
+        let any = Hosts::new(&Listen::parse("0.0.0.0:8787").unwrap(), &[]);
+        assert!(!any.allows("0.0.0.0:8787"));
+        assert!(any.allows("127.0.0.1:8787"));
+    }
+
+    #[test]
+    fn an_origin_is_the_sites_own_only_with_the_same_host() {
+        assert!(same_origin("http://127.0.0.1:8787", "127.0.0.1:8787"));
+        assert!(same_origin("https://Failover.example.org", "failover.example.org"));
+        assert!(!same_origin("http://127.0.0.1:8788", "127.0.0.1:8787"));
+        assert!(!same_origin("null", "127.0.0.1:8787"));
+        assert!(!same_origin("http://evil.example", "127.0.0.1:8787"));
+        assert!(!same_origin("ftp://127.0.0.1:8787", "127.0.0.1:8787"));
+        assert!(!same_origin("http://", ""));
     }
 
     #[test]

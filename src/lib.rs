@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod coordinator;
+pub mod dashboard;
 pub mod dispatcher;
 pub mod events;
 pub mod fleet;

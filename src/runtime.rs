@@ -78,6 +78,7 @@ pub fn run(config_path: &Path, supervisor: impl Supervisor) -> i32 {
             return EXIT_CONFIG;
         }
     };
+    crate::logging::use_config_format(&config.log.format);
     if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
         log::error!("cannot create state_dir {}: {e}", config.state_dir.display());
         return 1;
@@ -103,6 +104,11 @@ fn start(config: Config, supervisor: impl Supervisor) -> Result<Exit, String> {
         events: Events::new(Some(notice_tx)),
         metrics: Metrics::new(),
         heartbeats: heartbeats.clone(),
+        history: crate::quota::history::History::new(crate::quota::history::load_or_log(
+            &config.state_dir,
+            config.quota.poll_interval(),
+            crate::time::unix_now(),
+        )),
     };
     let coordinator_beat = heartbeats.register("coordinator");
     let (signal_tx, signal_rx) = crossbeam_channel::unbounded();

@@ -9,6 +9,11 @@ pub fn quota_file(state_dir: &Path) -> PathBuf {
     state_dir.join("quota.json")
 }
 
+/// The usage readings behind the dashboard's charts (`quota::history`).
+pub fn history_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("history.json")
+}
+
 /// What each `api_key` account spent on its UTC day (`quota::spend_file`).
 pub fn spend_file(state_dir: &Path) -> PathBuf {
     state_dir.join("spend.json")

@@ -64,7 +64,14 @@ pub struct FleetHost {
 pub struct SwapStatus {
     pub in_progress: bool,
     pub last: Option<SwapRecord>,
+    /// The latest swaps, newest first (at most [`RECENT_SWAPS`]); this run's,
+    /// after the last one a previous run recorded.
+    #[serde(default)]
+    pub recent: Vec<SwapRecord>,
 }
+
+/// How many swaps `swap.recent` lists.
+pub const RECENT_SWAPS: usize = 10;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SwapRecord {
@@ -141,6 +148,9 @@ pub struct AccountStatus {
     pub last_poll_at: Option<String>,
     pub last_error: Option<String>,
     pub exhausted_until: Option<String>,
+    /// The five-hour window's recent burn rate, percent per hour, while it rises.
+    #[serde(default)]
+    pub burn_rate_per_hour: Option<f64>,
     /// `subscription` or `api_key`.
     #[serde(default = "subscription")]
     pub kind: String,
@@ -172,6 +182,24 @@ pub struct SessionStatus {
     pub claude_session_id: Option<String>,
     pub task: Option<String>,
     pub restarts: u32,
+    /// When it entered its current `state` (as this daemon saw it).
+    #[serde(default)]
+    pub state_since: Option<String>,
+    /// While `waiting`: what holds it (`permission prompt`, `trust dialog`, ...).
+    #[serde(default)]
+    pub waiting_for: Option<String>,
+    /// While `waiting` on a question it could read: the question.
+    #[serde(default)]
+    pub question: Option<SessionQuestion>,
+}
+
+/// A question on a waiting session's screen, as `session_waiting` events carry it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionQuestion {
+    pub title: String,
+    pub prompt: String,
+    pub detail: Vec<String>,
+    pub options: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -28,6 +28,13 @@ pub fn rfc3339(t: SystemTime) -> String {
     rfc3339_from_unix(unix_secs(t))
 }
 
+/// `2026-11-25T16:00:00.123Z`: UTC with milliseconds (log lines).
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    let secs = rfc3339(t);
+    let millis = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_millis()).unwrap_or(0);
+    format!("{}.{millis:03}Z", secs.trim_end_matches('Z'))
+}
+
 /// `rfc3339` for a count of Unix seconds.
 pub fn rfc3339_from_unix(secs: i64) -> String {
     let days = secs.div_euclid(86_400);

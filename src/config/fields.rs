@@ -46,6 +46,7 @@ const ROOT: &[Field] = &[
     opt("http", Kind::Table(HTTP)),
     opt("notify", Kind::Table(NOTIFY)),
     opt("mcp", Kind::Table(MCP)),
+    opt("log", Kind::Table(LOG)),
     opt("fleet", Kind::Table(FLEET)),
     opt("accounts", Kind::TableList(ACCOUNT)),
     opt("projects", Kind::TableList(PROJECT)),
@@ -92,7 +93,8 @@ const DISPATCH: &[Field] = &[
 ];
 const JANITOR: &[Field] =
     &[opt("interval_secs", SECS), opt("archive_done_after_secs", SECS), opt("prune_checkpoints_after_secs", SECS)];
-const HTTP: &[Field] = &[opt("listen", Kind::Str), opt("token_file", Kind::Str)];
+const HTTP: &[Field] = &[opt("listen", Kind::Str), opt("token_file", Kind::Str), opt("allowed_hosts", Kind::StrList)];
+const LOG: &[Field] = &[opt("format", Kind::Str)];
 const MCP: &[Field] = &[opt("allow", Kind::StrList), opt("token_file", Kind::Str), opt("register", Kind::Bool)];
 const FLEET: &[Field] = &[
     req("endpoints", Kind::StrList),

@@ -65,6 +65,8 @@ pub struct Config {
     #[serde(default)]
     pub fleet: Option<FleetConfig>,
     #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
     pub accounts: Vec<AccountConfig>,
     #[serde(default)]
     pub projects: Vec<ProjectConfig>,
@@ -221,6 +223,9 @@ impl Default for JanitorConfig {
 pub struct HttpConfig {
     pub listen: String,
     pub token_file: String,
+    /// Names besides the loopback ones a request's `Host` may carry
+    /// (docs/http.md#browsers): what defeats DNS rebinding.
+    pub allowed_hosts: Vec<String>,
     /// The token read from `token_file` at load time.
     #[serde(skip)]
     pub token: Option<Secret>,
@@ -228,7 +233,26 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:8787".into(), token_file: String::new(), token: None }
+        HttpConfig {
+            listen: "127.0.0.1:8787".into(),
+            token_file: String::new(),
+            allowed_hosts: Vec::new(),
+            token: None,
+        }
+    }
+}
+
+/// `[log]`: how log lines are written (docs/config.md#log).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`; `CLAUDE_FAILOVER_LOG_FORMAT` wins over it.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: "text".into() }
     }
 }
 

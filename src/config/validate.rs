@@ -45,6 +45,9 @@ impl Config {
         check_url(check, "quota.usage_url", &self.quota.usage_url);
         self.validate_http(check);
         self.validate_mcp(check);
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            check.add("log.format", format!("{:?}: expected \"text\" or \"json\"", self.log.format));
+        }
         self.validate_fleet(check);
         if let Some(t) = &self.notify.telegram {
             if t.chat_id.trim().is_empty() {
@@ -211,6 +214,19 @@ impl Config {
                         ),
                     );
                 }
+            }
+        }
+        for (i, host) in self.http.allowed_hosts.iter().enumerate() {
+            let bad = host.is_empty()
+                || host.contains(|c: char| c.is_whitespace() || c.is_control() || "/@?#,".contains(c))
+                || (host.contains(':') && !host.starts_with('['));
+            if bad {
+                check.add(
+                    &format!("http.allowed_hosts[{i}]"),
+                    format!(
+                        "{host:?} is not a host name: give the name (or address) as a browser's Host header                          carries it, without scheme, port or path, e.g. \"failover.example.org\""
+                    ),
+                );
             }
         }
     }

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::control::Reply;
 use crate::dispatcher;
 use crate::events::Kind;
+use crate::quota::history::Recorded;
 use crate::quota::persist::QuotaFile;
 use crate::quota::QuotaCommand;
 use crate::sessions;
@@ -49,6 +50,8 @@ pub struct Metric {
 pub enum StateWrite {
     /// `quota.json`; a failed write is logged and retried on the next change.
     Quota { state_dir: PathBuf, file: QuotaFile, at: SystemTime },
+    /// `history.json`, from the shared history the readings went into.
+    History { state_dir: PathBuf },
     /// `spend.json`; a failed write is logged and retried on the next change.
     Spend { state_dir: PathBuf, file: crate::quota::spend_file::SpendFile },
 }
@@ -77,6 +80,8 @@ pub enum Exit {
 #[derive(Debug, Default)]
 pub struct Effects {
     pub files: Vec<StateWrite>,
+    /// Usage readings for the history behind the dashboard's charts.
+    pub readings: Vec<Recorded>,
     pub metrics: Vec<Metric>,
     pub events: Vec<Emit>,
     pub orders: Vec<Order>,

@@ -19,9 +19,10 @@ use crate::events::Kind;
 use crate::quota::QuotaReport;
 use crate::sessions;
 use crate::signals::SignalEvent;
-use crate::status::{QueueStatus, SessionStatus, Status, SwapRecord, SwapStatus};
+use crate::status::{QueueStatus, SessionQuestion, SessionStatus, Status, SwapRecord, SwapStatus};
 use crossbeam_channel::Receiver;
 use serde_json::json;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -145,6 +146,10 @@ pub struct Coordinator {
     last_status_line: String,
     /// The config was rejected on the last reload; kept in `STATUS=`.
     reload_problem: Option<String>,
+    /// Per session, the state `/status` last showed and since when.
+    state_since: BTreeMap<String, (&'static str, SystemTime)>,
+    /// The latest swaps, newest first, for `swap.recent`.
+    recent_swaps: VecDeque<SwapRecord>,
 }
 
 impl Coordinator {
@@ -155,6 +160,7 @@ impl Coordinator {
             .or_else(|| config.first_account().map(|a| a.name.clone()));
         let quotas = quotas::Quotas::restore(&config, &restored.quota, &restored.spend, now);
         let last_swap = restored.active.and_then(|a| a.last_swap);
+        let recent_swaps = last_swap.iter().cloned().collect();
         Coordinator {
             pool: pool::Pool::new(&config, crate::time::unix_secs(now.wall).max(0) as u64),
             dispatch: dispatch::Dispatch::default(),
@@ -172,6 +178,8 @@ impl Coordinator {
             last_watchdog: None,
             last_status_line: String::new(),
             reload_problem: None,
+            state_since: BTreeMap::new(),
+            recent_swaps,
             config,
         }
     }
@@ -230,6 +238,7 @@ impl Coordinator {
     fn stop(&mut self, why: &'static str, now: Now, fx: &mut Effects) {
         fx.notify.push(Notify::Stopping);
         self.save_quota(now, true, fx);
+        self.save_history(now, true, fx);
         fx.emit(Kind::DaemonStopping, "daemon", format!("stopping on {why}"), json!({}));
         fx.exit = Some(Exit::Stopped(why));
     }
@@ -239,6 +248,7 @@ impl Coordinator {
         self.dialogs_due(now, fx);
         self.reconcile_leases(now, fx);
         self.repair_stuck(now, fx);
+        self.save_history(now, false, fx);
         self.consider_swap(now, fx);
         self.offer_work(now, fx);
         if let Some(interval) = self.watchdog_interval {
@@ -323,6 +333,16 @@ impl Coordinator {
     /// Builds the `/status` document from the state for readers; tells
     /// systemd when the one-line summary changed.
     fn publish(&mut self, now: Now, fx: &mut Effects) {
+        self.note_swaps();
+        for s in self.pool.sessions.values() {
+            let state = s.activity.as_str();
+            match self.state_since.get(&s.name) {
+                Some((shown, _)) if *shown == state => {}
+                _ => {
+                    self.state_since.insert(s.name.clone(), (state, now.wall));
+                }
+            }
+        }
         self.publish_host(fx, false);
         let status = self.status(now.wall);
         let mut line = status.summary();
@@ -334,6 +354,19 @@ impl Coordinator {
         if line != self.last_status_line {
             fx.notify.push(Notify::Status(line.clone()));
             self.last_status_line = line;
+        }
+    }
+
+    /// Keeps `swap.last` in the recent swaps: a finished swap replaces its
+    /// running self (same start), a new one goes in front.
+    fn note_swaps(&mut self) {
+        let Some(last) = &self.swap.last else { return };
+        match self.recent_swaps.front_mut() {
+            Some(front) if front.started_at == last.started_at && front.from == last.from => *front = last.clone(),
+            _ => {
+                self.recent_swaps.push_front(last.clone());
+                self.recent_swaps.truncate(crate::status::RECENT_SWAPS);
+            }
         }
     }
 
@@ -356,6 +389,16 @@ impl Coordinator {
                 claude_session_id: s.claude_session_id.clone(),
                 task: s.work.as_ref().map(|w| w.task.clone()),
                 restarts: s.restarts,
+                state_since: self.state_since.get(&s.name).map(|(_, t)| crate::time::rfc3339(*t)),
+                waiting_for: s.waiting_for.clone().filter(|_| s.activity == sessions::model::Activity::Waiting),
+                question: s.question.as_ref().filter(|_| s.activity == sessions::model::Activity::Waiting).map(|q| {
+                    SessionQuestion {
+                        title: q.title.clone(),
+                        prompt: q.prompt.clone(),
+                        detail: q.detail.clone(),
+                        options: q.options.clone(),
+                    }
+                }),
             })
             .collect();
         let queues = self
@@ -381,6 +424,7 @@ impl Coordinator {
             swap: SwapStatus {
                 in_progress: self.swap.running.is_some() || self.swap.pending.is_some() || self.swap_asked(),
                 last: self.swap.last.clone(),
+                recent: self.recent_swaps.iter().cloned().collect(),
             },
             accounts,
             sessions,

@@ -7,7 +7,9 @@ use crate::config::Config;
 use crate::events::Kind;
 use crate::quota::decide::{cost, next_utc_midnight, price_of, Usage};
 use crate::quota::spend_file::SpendFile;
-use crate::quota::{persist, AccountQuota, HardLimitSignal, LimitSource, PollError, QuotaCommand, QuotaReport};
+use crate::quota::{
+    history, persist, AccountQuota, HardLimitSignal, LimitSource, PollError, QuotaCommand, QuotaReport,
+};
 use serde_json::json;
 use std::time::{Instant, SystemTime};
 
@@ -18,6 +20,9 @@ pub(super) struct Quotas {
     /// and when it was last written.
     pub(super) saved: persist::QuotaFile,
     pub(super) saved_at: Instant,
+    /// Readings recorded since `history.json` was last written, and when.
+    pub(super) history_unsaved: bool,
+    pub(super) history_saved_at: Instant,
     /// Models seen on a paid account that the price table does not list
     /// (said once each).
     pub(super) unpriced: std::collections::BTreeSet<String>,
@@ -47,7 +52,14 @@ impl Quotas {
             );
         }
         let saved = persist::QuotaFile::snapshot(&accounts, now.wall);
-        Quotas { accounts, saved, saved_at: now.at, unpriced: Default::default() }
+        Quotas {
+            accounts,
+            saved,
+            saved_at: now.at,
+            history_unsaved: false,
+            history_saved_at: now.at,
+            unpriced: Default::default(),
+        }
     }
 
     pub(super) fn get_mut(&mut self, account: &str) -> Option<&mut AccountQuota> {
@@ -83,6 +95,10 @@ impl Coordinator {
         }
         q.apply_poll(asked_at, at, &outcome);
         q.next_poll_at = Some(next_poll_at);
+        if outcome.is_ok() {
+            self.record_reading(&account, at, now, fx);
+        }
+        let Some(q) = self.quotas.get_mut(&account) else { return };
         let expired = matches!(q.last_error, Some(PollError::TokenExpired));
         let (revoked, held) = (q.revoked(), q.exhausted(now.wall));
         if expired && !was_expired && !revoked {
@@ -157,6 +173,34 @@ impl Coordinator {
         fx.files.push(StateWrite::Quota { state_dir: self.config.state_dir.clone(), file: file.clone(), at: now.wall });
         self.quotas.saved = file;
         self.quotas.saved_at = now.at;
+    }
+
+    /// The account's windows as they are now, into the usage history, which
+    /// is saved at most every [`SAVE_EVERY`](history::SAVE_EVERY).
+    fn record_reading(&mut self, account: &str, at: SystemTime, now: Now, fx: &mut Effects) {
+        let Some(q) = self.quotas.accounts.iter().find(|q| q.name == account) else { return };
+        let unix = |t: SystemTime| crate::time::unix_secs(t);
+        let reading = history::Reading {
+            t: unix(at),
+            five_hour: q.windows.five_hour.map(|w| w.utilization),
+            seven_day: q.windows.seven_day.map(|w| w.utilization),
+            five_hour_resets_at: q.windows.five_hour.and_then(|w| w.resets_at).map(unix),
+        };
+        fx.readings.push(history::Recorded { account: account.to_string(), reading });
+        self.quotas.history_unsaved = true;
+        self.save_history(now, false, fx);
+    }
+
+    /// Writes `history.json` when readings arrived since the last write and
+    /// [`SAVE_EVERY`](history::SAVE_EVERY) has passed, or on `stopping`.
+    pub(super) fn save_history(&mut self, now: Now, stopping: bool, fx: &mut Effects) {
+        let due = now.at.saturating_duration_since(self.quotas.history_saved_at) >= history::SAVE_EVERY;
+        if !self.quotas.history_unsaved || !(stopping || due) {
+            return;
+        }
+        fx.files.push(StateWrite::History { state_dir: self.config.state_dir.clone() });
+        self.quotas.history_unsaved = false;
+        self.quotas.history_saved_at = now.at;
     }
 
     /// An API message's token usage read from a session's transcript,
@@ -255,6 +299,7 @@ impl Coordinator {
         let Some(account) = self.pool.sessions.get(session).and_then(|s| s.account.clone()) else { return };
         let Some(q) = self.quotas.get_mut(&account) else { return };
         q.apply_sample(now.wall, &crate::quota::Windows::from(limits));
+        self.record_reading(&account, now.wall, now, fx);
         fx.quota(QuotaCommand::Sampled { account, at: now.wall });
         self.save_quota(now, false, fx);
         self.consider_swap(now, fx);

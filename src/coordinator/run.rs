@@ -33,10 +33,20 @@ pub struct Hands<S: Supervisor> {
 
 impl<S: Supervisor> Hands<S> {
     pub fn carry_out(&self, fx: Effects) -> Option<Exit> {
+        // Readings first: a history save in the same turn holds them.
+        for r in fx.readings {
+            self.shared.history.record(&r.account, r.reading);
+        }
         for file in fx.files {
             match file {
                 StateWrite::Quota { state_dir, file, at } => {
                     if let Err(e) = crate::quota::persist::save(&state_dir, &file, at) {
+                        log::error!("{e}");
+                    }
+                }
+                StateWrite::History { state_dir } => {
+                    // Only this thread writes the history: readers wait no longer than the write.
+                    if let Err(e) = crate::quota::history::save(&state_dir, &self.shared.history.read()) {
                         log::error!("{e}");
                     }
                 }

@@ -540,6 +540,7 @@ fn hands() -> Hands<Quiet> {
             events: crate::events::Events::new(None),
             metrics: Default::default(),
             heartbeats: crate::heartbeat::Heartbeats::new(None),
+            history: Default::default(),
         },
         supervisor: Quiet,
         outputs: Outputs {

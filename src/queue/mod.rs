@@ -41,7 +41,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 pub use recovery::{recover, Recovery, SessionNow};
-pub use submit::{SubmitError, TaskWhere};
+pub use submit::{FailedTask, SubmitError, TaskWhere};
 pub use task::{may_take, order, pick, takes_first, LoadError, Rejection, Task};
 pub use watch::{InboxWatcher, WatchError, WatchEvent};
 

@@ -21,6 +21,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The folders a task name is looked for in, in the order a task passes them.
 const FOLDERS: [&str; 4] = [INBOX, ACTIVE, DONE, FAILED];
 
+/// A task in `failed/` and why it failed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailedTask {
+    pub task: String,
+    /// `reason`, `attempts`, `at` of its side file.
+    #[serde(flatten)]
+    pub error: Option<ErrorRecord>,
+}
+
 /// Why a submitted task was not put in the inbox.
 #[derive(Debug)]
 pub enum SubmitError {
@@ -156,6 +165,29 @@ impl Queue {
     /// The folder that holds a task named `name` (or its side file), if any.
     fn holder(&self, name: &str) -> Option<String> {
         FOLDERS.into_iter().find(|folder| self.dir(folder).join(name).symlink_metadata().is_ok()).map(String::from)
+    }
+
+    /// The tasks in `failed/` with their error records (`None` while a side
+    /// file is missing or unreadable), newest failure first, at most `limit`.
+    pub fn failed_tasks(&self, limit: usize) -> Result<Vec<FailedTask>, QueueError> {
+        let dir = self.dir(FAILED);
+        let mut tasks = Vec::new();
+        for entry in
+            fs::read_dir(&dir).map_err(|source| QueueError::Io { action: "read", path: dir.clone(), source })?
+        {
+            let entry = entry.map_err(|source| QueueError::Io { action: "read", path: dir.clone(), source })?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name.ends_with(ERROR_SUFFIX) {
+                continue;
+            }
+            let error: Option<ErrorRecord> = read_side(&dir.join(side_file(&name, ERROR_SUFFIX)));
+            tasks.push(FailedTask { task: name, error });
+        }
+        // RFC 3339 UTC times sort as text; tasks without a record go last.
+        let at = |t: &FailedTask| t.error.as_ref().map(|e| e.at.clone());
+        tasks.sort_by(|a, b| at(b).cmp(&at(a)).then_with(|| a.task.cmp(&b.task)));
+        tasks.truncate(limit);
+        Ok(tasks)
     }
 
     /// Where the task `name` is: inbox, active, done, failed, or a month of
@@ -316,6 +348,14 @@ mod tests {
         fs::write(q.dir(FAILED).join("bad.error.json"), r#"{"reason":"r","attempts":0,"at":"t"}"#).unwrap();
         let found = q.find("bad.md").unwrap().unwrap();
         assert_eq!((found.folder.as_str(), found.error.unwrap().reason.as_str()), ("failed", "r"));
+        fs::write(q.dir(FAILED).join("newer.md"), "x").unwrap();
+        fs::write(q.dir(FAILED).join("newer.error.json"), r#"{"reason":"n","attempts":2,"at":"u"}"#).unwrap();
+        fs::write(q.dir(FAILED).join("bare.md"), "x").unwrap();
+        let failed = q.failed_tasks(10).unwrap();
+        let listed: Vec<(&str, Option<&str>)> =
+            failed.iter().map(|f| (f.task.as_str(), f.error.as_ref().map(|e| e.reason.as_str()))).collect();
+        assert_eq!(listed, vec![("newer.md", Some("n")), ("bad.md", Some("r")), ("bare.md", None)]);
+        assert_eq!(q.failed_tasks(1).unwrap().len(), 1);
         let month = q.dir(ARCHIVE).join("2026-01");
         fs::create_dir_all(&month).unwrap();
         fs::write(month.join("old.md"), "x").unwrap();

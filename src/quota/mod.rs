@@ -11,10 +11,12 @@
 //! [`poller::QuotaReport`]s, statusline samples and hard-limit sightings, and
 //! builds `/status` and its swap decisions from those. `persist` keeps the
 //! part a restart must not forget (hard limits, last windows) in
-//! `<state_dir>/quota.json`; `spend_file` what `api_key` accounts spent
-//! today, in `<state_dir>/spend.json`.
+//! `<state_dir>/quota.json`; `history` the readings behind the dashboard's
+//! charts, in `<state_dir>/history.json`; `spend_file` what `api_key`
+//! accounts spent today, in `<state_dir>/spend.json`.
 
 pub mod decide;
+pub mod history;
 pub mod persist;
 pub mod poller;
 pub mod spend_file;

@@ -576,23 +576,59 @@ impl Role {
     /// the cursor stands; text cancels the dialog (Esc) and, once the input
     /// box is back, goes in as the next prompt.
     fn answer(&self, session: &str, question: &Question, choice: &Choice, beat: &Beat) {
+        let text = match choice {
+            Choice::Option(index) => return self.answer_option(session, question, *index, beat),
+            Choice::Text(text) => text,
+        };
         let screen = match self.tmux.capture_pane(session) {
             Ok(s) => s,
             Err(e) => return log::warn!("{session}: cannot read the question to answer it: {e}"),
         };
-        let Some(now) = question::parse(&screen).filter(|q| q.same_as(question)) else {
+        if !question::parse(&screen).is_some_and(|q| q.same_as(question)) {
             return log::warn!("{session}: the question changed before its answer could be typed; nothing typed");
-        };
-        match choice {
-            Choice::Option(index) => {
-                let Some(keys) = now.keys_for(*index) else {
+        }
+        self.answer_with_text(session, text, beat);
+    }
+
+    /// Moves the cursor to option `index` and presses Enter, from wherever
+    /// the cursor stands on the screen as read now; again, from the screen
+    /// as it is then, while the same question stays on screen without ever
+    /// having left it (a prompt drawn a moment ago may not take keys yet),
+    /// for up to [`TRUST_ANSWER_WITHIN`].
+    fn answer_option(&self, session: &str, question: &Question, index: usize, beat: &Beat) {
+        let deadline = Instant::now() + TRUST_ANSWER_WITHIN;
+        let mut last_sent: Option<Instant> = None;
+        loop {
+            beat.beat();
+            let screen = match self.tmux.capture_pane(session) {
+                Ok(s) => s,
+                Err(e) => return log::warn!("{session}: cannot read the question to answer it: {e}"),
+            };
+            let Some(now) = question::parse(&screen).filter(|q| q.same_as(question)) else {
+                if last_sent.is_none() {
+                    log::warn!("{session}: the question changed before its answer could be typed; nothing typed");
+                }
+                return;
+            };
+            if last_sent.is_none_or(|t| t.elapsed() >= TRUST_ANSWER_RETRY) {
+                let Some(keys) = now.keys_for(index) else {
                     return log::warn!("{session}: the question has no option {}; nothing typed", index + 1);
                 };
-                if let Err(e) = self.tmux.send_keys(session, &keys) {
-                    log::warn!("{session}: typing the answer failed: {e}");
+                if last_sent.is_some() {
+                    log::info!("{session}: the question is still open after its answer; typing it again");
                 }
+                if let Err(e) = self.tmux.send_keys(session, &keys) {
+                    return log::warn!("{session}: typing the answer failed: {e}");
+                }
+                last_sent = Some(Instant::now());
             }
-            Choice::Text(text) => self.answer_with_text(session, text, beat),
+            if Instant::now() >= deadline {
+                return log::warn!(
+                    "{session}: the question is still open {} s after its answer was typed",
+                    TRUST_ANSWER_WITHIN.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

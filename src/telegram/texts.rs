@@ -134,6 +134,7 @@ mod tests {
                 last_poll_at: None,
                 last_error: None,
                 exhausted_until: None,
+                burn_rate_per_hour: None,
                 kind: "subscription".into(),
                 spend: None,
             }],
@@ -145,6 +146,9 @@ mod tests {
                 claude_session_id: None,
                 task: Some("fix.md".into()),
                 restarts: 0,
+                state_since: None,
+                waiting_for: None,
+                question: None,
             }],
             queues: vec![QueueStatus { project: "proj".into(), inbox: 2, active: 1, done: 5, failed: 0 }],
             ..Default::default()

@@ -322,7 +322,7 @@ fn a_task_waits_while_dispatch_is_paused_and_goes_on_resume() {
     let rig = Rig::new(&["p"], &[("s1", "p")], &dispatch_table(1, ""));
     let daemon = rig.start();
     wait_idle(&daemon, &["s1"], START);
-    let (code, body) = daemon.request("POST", "/dispatch/pause", Some("{}"), &[]).unwrap();
+    let (code, body) = daemon.request("POST", "/dispatch/pause", Some("{}"), &[kit::http::JSON]).unwrap();
     assert_eq!((code, body.contains("\"paused\":true")), (200, true), "{body}");
     rig.drop_task("p", "held.md", "e2e-held: wait for resume.\n");
     // Paused means it stays: watch it sit there for a while.
@@ -332,7 +332,7 @@ fn a_task_waits_while_dispatch_is_paused_and_goes_on_resume() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(rig.api.count_text("e2e-held"), 0);
-    let (code, body) = daemon.request("POST", "/dispatch/resume", Some("{}"), &[]).unwrap();
+    let (code, body) = daemon.request("POST", "/dispatch/resume", Some("{}"), &[kit::http::JSON]).unwrap();
     assert_eq!((code, body.contains("\"paused\":false")), (200, true), "{body}");
     wait_all_in(&rig, &daemon, "p", "done", &["held.md".into()], Duration::from_secs(60));
     check_done(&rig, "p", "held.md", "e2e-held: wait for resume.\n", &["s1"], Some(1));

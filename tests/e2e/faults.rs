@@ -137,7 +137,7 @@ fn state_dir_full_then_read_only_the_work_goes_on_and_the_daemon_says_why() {
         rig.tasks("p", "done").contains(&"full.md".into()).then_some(())
     });
     // Something the daemon writes under state_dir fails, says so, and nothing stops.
-    let (code, _) = daemon.request("POST", "/sessions/s1/restart", Some("{}"), &[]).unwrap();
+    let (code, _) = daemon.request("POST", "/sessions/s1/restart", Some("{}"), &[kit::http::JSON]).unwrap();
     assert_eq!(code, 202);
     wait_until(Duration::from_secs(120), "s1 relaunched", || {
         let st = status(&daemon)?;

@@ -11,6 +11,7 @@
 mod api_key;
 mod claude_live;
 mod crash;
+mod dashboard_e2e;
 mod demo;
 mod dispatch_e2e;
 mod failover_e2e;

@@ -53,7 +53,9 @@ fn every_write_without_the_right_token_is_401_and_changes_nothing() {
     ];
     for (path, body) in writes {
         for h in &headers {
-            let (code, text) = d.request("POST", path, Some(body), h).unwrap();
+            let mut h = h.clone();
+            h.push(kit::http::JSON);
+            let (code, text) = d.request("POST", path, Some(body), &h).unwrap();
             assert_eq!(code, 401, "POST {path} with {h:?}: {text}");
             assert!(!text.contains(CONTROL_TOKEN));
         }
@@ -167,7 +169,7 @@ fn no_secret_reaches_logs_answers_or_events() {
         .render();
     let d = Daemon::start(dir.path(), &text, port, &[]);
     let auth = format!("Bearer {CONTROL_TOKEN}");
-    let with = [("Authorization", auth.as_str())];
+    let with = [("Authorization", auth.as_str()), kit::http::JSON];
     let mut bodies = Vec::new();
     let mut call = |method: &str, path: &str, body: Option<&str>, h: &[(&str, &str)]| {
         let (code, text) = d.request(method, path, body, h).unwrap();
@@ -186,7 +188,7 @@ fn no_secret_reaches_logs_answers_or_events() {
     call("GET", "/status", None, &with);
     call("GET", "/metrics", None, &with);
     call("GET", "/status", None, &[("Authorization", "Bearer wrong")]);
-    call("POST", "/failover", Some("{}"), &[]);
+    call("POST", "/failover", Some("{}"), &[kit::http::JSON]);
     call("POST", "/failover", Some(r#"{"to":"nobody"}"#), &with);
     call("POST", "/dispatch/pause", Some("{}"), &with);
     call("POST", "/dispatch/resume", Some("{}"), &with);

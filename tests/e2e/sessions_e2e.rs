@@ -294,9 +294,9 @@ fn a_restart_request_relaunches_the_session_on_its_conversation() {
     run_task(&projects[0], "001-before-restart.md", "Say hello before the restart");
     let pid = rig.pane_pid("ccl-r").expect("ccl-r's pane");
 
-    let (code, body) = daemon.0.request("POST", "/sessions/ccl-r/restart", Some("{}"), &[]).unwrap();
+    let (code, body) = daemon.0.request("POST", "/sessions/ccl-r/restart", Some("{}"), &[kit::http::JSON]).unwrap();
     assert_eq!(code, 202, "POST /sessions/ccl-r/restart: {body}");
-    let (code, _) = daemon.0.request("POST", "/sessions/nobody/restart", Some("{}"), &[]).unwrap();
+    let (code, _) = daemon.0.request("POST", "/sessions/nobody/restart", Some("{}"), &[kit::http::JSON]).unwrap();
     assert_eq!(code, 404, "POST /sessions/nobody/restart");
     let new_pid = wait_until(START, "ccl-r's new pane", || rig.pane_pid("ccl-r").filter(|p| *p != pid));
     let s = wait_until(START, "ccl-r idle in its new process", || {

@@ -4,7 +4,9 @@
 //! stops on a permission prompt; the daemon forwards it to the kit's fake
 //! Telegram with one button per option read off the screen; a press answers
 //! it and the task ends in done/; a second press, or a press of an earlier
-//! episode's button, does nothing.
+//! episode's button, does nothing. A reply with text to the question message
+//! cancels the prompt and sends the text as the session's next prompt, only
+//! while that message's episode is open.
 
 use kit::fake_telegram::{FakeTelegram, TOKEN};
 use kit::rig::Rig;
@@ -65,10 +67,9 @@ fn wait_done(rig: &Rig, task: &str) {
     }
 }
 
-#[test]
-fn a_permission_prompt_answered_from_telegram() {
-    let _turn = kit::claude_turn();
-    let tg = FakeTelegram::start();
+/// One session `s1` on project `proj` in manual permission mode, notifying
+/// `tg` (only [`USER`] in [`CHAT`] may answer); the temp dir holds the bot token.
+fn telegram_rig(tg: &FakeTelegram) -> (Rig, tempfile::TempDir) {
     let secrets = kit::temp_dir();
     let token_file = secrets.path().join("telegram-token");
     kit::write(&token_file, TOKEN);
@@ -82,6 +83,14 @@ fn a_permission_prompt_answered_from_telegram() {
         .set("notify.telegram", "user_ids", vec![USER])
         .set("notify.telegram", "api_base", tg.url())
         .build();
+    (rig, secrets)
+}
+
+#[test]
+fn a_permission_prompt_answered_from_telegram() {
+    let _turn = kit::claude_turn();
+    let tg = FakeTelegram::start();
+    let (rig, _secrets) = telegram_rig(&tg);
     let marker = |n: u32| rig.project("proj").join(format!("marker-{n}"));
     rig.api.push_tool_use(&format!("touch {} && echo made", marker(1).display()));
     let daemon = rig.start();
@@ -137,4 +146,68 @@ fn a_permission_prompt_answered_from_telegram() {
     wait_done(&rig, "second.md");
     assert!(marker(2).exists());
     assert!(Path::new(&marker(2)).exists());
+}
+
+#[test]
+fn a_question_answered_with_text_by_replying_on_telegram() {
+    let _turn = kit::claude_turn();
+    let tg = FakeTelegram::start();
+    let (rig, _secrets) = telegram_rig(&tg);
+    let marker = |n: u32| rig.project("proj").join(format!("marker-{n}"));
+    rig.api.push_tool_use(&format!("touch {} && echo made", marker(1).display()));
+    let daemon = rig.start();
+    kit::rig::wait_idle(&daemon, &["s1"], START);
+
+    // The prompt offers Esc, so the message invites a reply with text.
+    rig.drop_task("proj", "first.md", "Create the first marker");
+    let first = question_for(&rig, &tg, "first.md");
+    let text = first["text"].as_str().unwrap();
+    assert!(text.contains("Or reply to this message with text"), "{text}");
+
+    // The reply cancels the prompt (the command does not run) and its text is
+    // the session's next prompt; that turn ends the task.
+    const INSTEAD: &str = "Leave the first marker out and say so";
+    let reply = tg.reply(CHAT, USER, INSTEAD, &first);
+    assert_eq!(tg.wait_reply(reply, TURN), "sent to s1");
+    wait_until(TURN, "the text reaching the API as a user turn", || (rig.api.count_text(INSTEAD) > 0).then_some(()));
+    wait_done(&rig, "first.md");
+    assert!(!marker(1).exists(), "the command was refused, not run");
+    assert_eq!(rig.api.count_text(INSTEAD), 1, "typed once: {:#?}", rig.api.user_texts());
+    let answered = daemon.events("question_answered");
+    assert_eq!(answered.len(), 1);
+    assert_eq!(answered[0]["subject"], "s1");
+    assert_eq!(answered[0]["answer"], INSTEAD);
+    assert_eq!(answered[0]["answer_kind"], "text");
+    assert_eq!(answered[0]["by"], format!("@user{USER} ({USER})"));
+
+    // A second reply to the same message: its episode is over, nothing typed.
+    const AGAIN: &str = "Create it after all";
+    let again = tg.reply(CHAT, USER, AGAIN, &first);
+    assert_eq!(tg.wait_reply(again, TURN), "already answered / changed");
+
+    // A new episode, the same kind of question: a reply to the first message
+    // is stale and types nothing; the session stays on the new prompt.
+    rig.api.push_tool_use(&format!("touch {} && echo made", marker(2).display()));
+    rig.drop_task("proj", "second.md", "Create the second marker");
+    let second = question_for(&rig, &tg, "second.md");
+    const STALE: &str = "Stale words for an old question";
+    let stale = tg.reply(CHAT, USER, STALE, &first);
+    assert_eq!(tg.wait_reply(stale, TURN), "already answered / changed");
+    let state = daemon.status().expect("/status")["sessions"][0]["state"].clone();
+    assert_eq!(state, "waiting", "still on the second prompt");
+    let screen = rig.tmux.screen("s1");
+    assert!(!screen.contains(STALE) && !screen.contains(AGAIN), "nothing typed:\n{screen}");
+    assert_eq!(daemon.events("question_answered").len(), 1);
+
+    // A reply to its own message answers it.
+    const SECOND: &str = "Skip the second marker as well";
+    let own = tg.reply(CHAT, USER, SECOND, &second);
+    assert_eq!(tg.wait_reply(own, TURN), "sent to s1");
+    wait_done(&rig, "second.md");
+    assert!(!marker(2).exists(), "the second command was refused too");
+    assert_eq!(rig.api.count_text(SECOND), 1);
+    for never in [AGAIN, STALE] {
+        assert_eq!(rig.api.count_text(never), 0, "{never:?} reached the session: {:#?}", rig.api.user_texts());
+    }
+    assert_eq!(daemon.events("question_answered").len(), 2);
 }

@@ -187,7 +187,7 @@ fn control_plane_answers_every_documented_code_and_never_shows_the_token() {
     let extra = format!("token_file = \"{}/token\"", dir.path().display());
     let mut d = Daemon::start(dir.path(), &config_text(dir.path(), port, &extra), port, &[]);
     let auth = format!("Bearer {token}");
-    let with = [("Authorization", auth.as_str())];
+    let with = [("Authorization", auth.as_str()), kit::http::JSON];
     let wrong = [("Authorization", "Bearer tok-WRONG")];
     let mut seen = Vec::new();
     let mut check = |method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)], want: u16| {

@@ -59,6 +59,7 @@ fn status() -> Status {
             last_poll_at: None,
             last_error: None,
             exhausted_until: None,
+            burn_rate_per_hour: None,
             kind: "subscription".into(),
             spend: None,
         }],
@@ -116,6 +117,7 @@ fn start(listen: &str, token: Option<&str>, limits: Limits) -> Fixture {
         events: events.clone(),
         metrics: Metrics::new(),
         heartbeats: heartbeats.clone(),
+        history: Default::default(),
     };
     let (tx, rx) = crossbeam_channel::unbounded();
     let swap_running = Arc::new(AtomicBool::new(false));
@@ -173,14 +175,14 @@ fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
 
 fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String, String) {
     let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-    raw(addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes())
+    raw(addr, format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n").as_bytes())
 }
 
 fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, String, String) {
     raw(
         addr,
         format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .as_bytes(),
@@ -249,11 +251,14 @@ fn the_token_guards_everything_but_healthz() {
         let (code, _, _) = get(addr, path, Some(&format!("Bearer {TOKEN}x")));
         assert_eq!(code, 401, "{path} with a longer token");
     }
-    let (code, _, _) = raw(addr, b"POST /failover HTTP/1.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+    let (code, _, _) = raw(addr, b"POST /failover HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
     assert_eq!(code, 401);
     assert!(f.asked.lock().is_empty(), "nothing reached the coordinator");
     // POST /healthz is not the open endpoint.
-    let (code, _, _) = raw(addr, b"POST /healthz HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let (code, _, _) = raw(
+        addr,
+        b"POST /healthz HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(code, 401);
     let (code, _, _) = get(addr, "/status", Some(&format!("bearer  {TOKEN} ")));
     assert_eq!(code, 200, "scheme is case-insensitive, blanks are trimmed");
@@ -312,7 +317,7 @@ fn bodies_over_64_kib_are_refused_and_smaller_ones_are_read() {
 
     // Chunked, with no length declared: the read is capped.
     let mut chunked = format!(
-        "POST /failover HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        "POST /failover HTTP/1.1\r\nContent-Type: application/json\r\nAuthorization: Bearer {TOKEN}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     );
     for _ in 0..20 {
         chunked.push_str(&format!("1000\r\n{}\r\n", " ".repeat(0x1000)));
@@ -331,7 +336,7 @@ fn bodies_over_64_kib_are_refused_and_smaller_ones_are_read() {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(
         format!(
-            "POST /failover HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 1000000000000\r\n\r\n{{}}"
+            "POST /failover HTTP/1.1\r\nContent-Type: application/json\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 1000000000000\r\n\r\n{{}}"
         )
         .as_bytes(),
     )
@@ -347,7 +352,7 @@ fn a_slow_body_does_not_hold_the_role() {
     // Declares 4000 bytes and sends 10, then stalls.
     let mut slow = TcpStream::connect(addr).unwrap();
     slow.write_all(
-        format!("POST /failover HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\nContent-Length: 4000\r\n\r\n{{\"to\": \"b")
+        format!("POST /failover HTTP/1.1\r\nContent-Type: application/json\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\nContent-Length: 4000\r\n\r\n{{\"to\": \"b")
             .as_bytes(),
     )
     .unwrap();
@@ -356,7 +361,7 @@ fn a_slow_body_does_not_hold_the_role() {
     let mut slow_too_large = TcpStream::connect(addr).unwrap();
     slow_too_large
         .write_all(
-            format!("POST /failover HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100000\r\n\r\n{{}}")
+            format!("POST /failover HTTP/1.1\r\nContent-Type: application/json\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100000\r\n\r\n{{}}")
                 .as_bytes(),
         )
         .unwrap();
@@ -402,6 +407,7 @@ fn an_absent_or_silent_coordinator_is_a_503() {
         events: Events::new(None),
         metrics: Metrics::new(),
         heartbeats: heartbeats.clone(),
+        history: Default::default(),
     };
     // A coordinator that takes requests and never answers.
     let (tx, rx) = crossbeam_channel::unbounded::<ControlRequest>();
@@ -410,12 +416,12 @@ fn an_absent_or_silent_coordinator_is_a_503() {
     let handle =
         http::spawn_with(&config, private.path(), shared.clone(), tx, heartbeats.register("http"), limits).unwrap();
     let addr = handle.local_addr().unwrap();
-    let (code, _, body) = raw(addr, b"POST /dispatch/pause HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let (code, _, body) = raw(addr, b"POST /dispatch/pause HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     assert_eq!(code, 503);
     assert!(error_of(&body).contains("in time"));
     // ... and one that is gone altogether.
     drop(rx);
-    let (code, _, body) = raw(addr, b"POST /failover HTTP/1.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+    let (code, _, body) = raw(addr, b"POST /failover HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
     assert_eq!(code, 503);
     error_of(&body);
     handle.shutdown();
@@ -449,6 +455,7 @@ fn listens_on_a_unix_socket_and_removes_it_on_shutdown() {
             events: Events::new(None),
             metrics: Metrics::new(),
             heartbeats: Heartbeats::new(None),
+            history: Default::default(),
         },
         crossbeam_channel::unbounded().0,
         Heartbeats::new(None).register("http"),
@@ -473,6 +480,7 @@ fn listens_on_a_unix_socket_and_removes_it_on_shutdown() {
         events: Events::new(None),
         metrics: Metrics::new(),
         heartbeats: Heartbeats::new(None),
+        history: Default::default(),
     };
     let beat = shared.heartbeats.register("http");
     assert!(http::spawn(&third, dir.path(), shared, crossbeam_channel::unbounded().0, beat).is_err());
@@ -550,7 +558,7 @@ fn the_front_door_refuses_big_heads_slow_heads_and_huge_bodies() {
     let f = start("127.0.0.1:0", Some(TOKEN), limits);
     let addr = f.addr();
 
-    let big = format!("GET /status HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "y".repeat(20 * 1024));
+    let big = format!("GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n", "y".repeat(20 * 1024));
     let (code, _, body) = raw(addr, big.as_bytes());
     assert_eq!(code, 431, "{body}");
     assert!(error_of(&body).contains("head over"), "{body}");
@@ -571,18 +579,18 @@ fn the_front_door_refuses_big_heads_slow_heads_and_huge_bodies() {
 
     let mut slow = TcpStream::connect(addr).unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    slow.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n").unwrap();
     let mut out = String::new();
     let _ = slow.read_to_string(&mut out);
     assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
 
-    let huge = b"POST /failover HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n{}";
+    let huge = b"POST /failover HTTP/1.1\r\nContent-Type: application/json\r\nHost: 127.0.0.1\r\nContent-Length: 1000000000000\r\n\r\n{}";
     let (code, _, body) = raw(addr, huge);
     assert_eq!(code, 413, "{body}");
 
     // One request per connection: a second one pipelined behind the first
     // is not answered on it.
-    let two = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let two = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     let (code, head, body) = raw(addr, two);
     assert_eq!((code, body.as_str()), (200, "ok"), "one answer, then the close: {head}");
 
@@ -626,7 +634,7 @@ fn a_body_expected_and_never_sent_holds_nobody_up() {
     stalled
         .write_all(
             format!(
-                "POST /failover HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+                "POST /failover HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer {TOKEN}\r\n\
                  Expect: 100-continue\r\nContent-Length: 100\r\n\r\n"
             )
             .as_bytes(),

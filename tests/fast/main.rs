@@ -11,6 +11,7 @@ mod claude_formats;
 mod config;
 mod corpus;
 mod daemon;
+mod dashboard;
 mod http;
 mod janitor;
 mod mcp;

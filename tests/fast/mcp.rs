@@ -59,6 +59,15 @@ fn pool(allow: &[&str], max_task_bytes: i64) -> Pool {
     Pool { dir, _tmux: tmux, _api: api, daemon, project }
 }
 
+/// What a client sends its body as: a task file to the task route, JSON elsewhere.
+fn content_type(path: &str) -> (&'static str, &'static str) {
+    if path.split('?').next().is_some_and(|p| p.ends_with("/tasks")) {
+        ("Content-Type", "text/markdown; charset=utf-8")
+    } else {
+        kit::http::JSON
+    }
+}
+
 impl Pool {
     fn config(&self) -> PathBuf {
         self.daemon.config.clone()
@@ -76,12 +85,12 @@ impl Pool {
 
     fn as_operator(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
         let auth = format!("Bearer {OPERATOR}");
-        self.daemon.request(method, path, body, &[("Authorization", &auth)]).unwrap()
+        self.daemon.request(method, path, body, &[("Authorization", &auth), content_type(path)]).unwrap()
     }
 
     fn as_mcp(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
         let auth = format!("Bearer {MCP_TOKEN}");
-        self.daemon.request(method, path, body, &[("Authorization", &auth)]).unwrap()
+        self.daemon.request(method, path, body, &[("Authorization", &auth), content_type(path)]).unwrap()
     }
 
     fn inbox(&self) -> Vec<String> {

@@ -365,6 +365,7 @@ impl AccountQuota {
                 spent_usd: s.today(now),
                 cap_usd: s.cap_usd,
             }),
+            burn_rate_per_hour: self.burn_rate(now).map(|per_sec| per_sec * 3600.0),
         }
     }
 }

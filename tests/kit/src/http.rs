@@ -6,6 +6,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+/// The header every JSON POST to the daemon carries (others are refused, 415).
+pub const JSON: (&str, &str) = ("Content-Type", "application/json");
+
 /// `method path` to `127.0.0.1:port` with `body` (a Content-Length is always
 /// sent) and `headers`; the status code (0 if the answer has none) and body.
 pub fn request(
