@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The packaging checks `make test` runs after `cargo test`: builds the .deb from
 # the static musl binary and checks its control fields, contents, lintian,
-# `systemd-analyze verify` of the units, install/remove/purge with dpkg, and the
-# static binary validating the example config in an empty chroot.
+# `systemd-analyze verify` of the units, and the static binary validating the
+# example config in an empty chroot. Installing, removing and purging the .deb
+# is `make systemd-test`'s, in a throw-away container, never this host's root.
 #
-# Needs `make musl` first. The dpkg and chroot steps need root: without root they
-# are skipped with a loud message, except under CI=true, where that is a failure.
+# Needs `make musl` first. The chroot step needs root: without root it is
+# skipped with a loud message, except under CI=true, where that is a failure.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -98,44 +99,19 @@ fi
 echo "clean: ${units[*]}"
 
 if [ "$(id -u)" -ne 0 ]; then
-    [ "${CI:-}" != true ] || fail "CI=true but not root: the dpkg and chroot checks must run in CI"
+    [ "${CI:-}" != true ] || fail "CI=true but not root: the chroot check must run in CI"
     cat >&2 <<'EOF'
 
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
-!!! SKIPPED (not root): dpkg -i / -r / -P, systemd-analyze verify of the
-!!! installed units, and check-config in an empty chroot. Run as root (CI does).
+!!! SKIPPED (not root): check-config in an empty chroot. Run as root (CI does).
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
 EOF
     exit 0
 fi
 
-step "dpkg -i, then -r, then -P"
-if dpkg-query -W -f '${Status}' claude-failover 2>/dev/null | grep -q 'installed'; then
-    fail "claude-failover is already installed here; this check installs and purges it, so refusing"
-fi
-dpkg -i "$deb" || fail "dpkg -i failed"
-dpkg-query -W -f '${Status}\n' claude-failover | grep -qx 'install ok installed' || fail "not installed after dpkg -i"
-for path in /usr/bin/claude-failover /etc/claude-failover/config.toml \
-    /usr/share/claude-failover/grafana-dashboard.json "${units[@]/#//lib/systemd/system/}"; do
-    [ -e "$path" ] || fail "$path missing after dpkg -i"
-done
-/usr/bin/claude-failover --version || fail "installed binary does not run"
-if out=$(systemd-analyze verify "${units[@]/#//lib/systemd/system/}" 2>&1) && [ -z "$out" ]; then
-    echo "installed units verify clean (man page found)"
-else
-    printf '%s\n' "$out" >&2
-    fail "systemd-analyze verify of the installed units is not clean"
-fi
-dpkg -r claude-failover || fail "dpkg -r failed"
-[ ! -e /usr/bin/claude-failover ] || fail "/usr/bin/claude-failover left after dpkg -r"
-[ ! -e /usr/share/claude-failover ] || fail "/usr/share/claude-failover left after dpkg -r"
-[ -e /etc/claude-failover/config.toml ] || fail "dpkg -r removed the conffile (only purge may)"
-dpkg-query -W -f '${Status}\n' claude-failover | grep -qx 'deinstall ok config-files' || fail "not in config-files state after dpkg -r"
-dpkg -P claude-failover || fail "dpkg -P failed"
-[ ! -e /etc/claude-failover/config.toml ] || fail "config.toml left after dpkg -P"
-if dpkg-query -W -f '${Status}' claude-failover 2>/dev/null | grep -q 'installed\|config-files'; then
-    fail "dpkg still knows claude-failover after purge"
-fi
+# dpkg -i, -r and -P (installed files, the installed units verified, the
+# conffile kept by -r and removed by -P) run in `make systemd-test`, inside a
+# throw-away container: never on this host's root.
 
 step "static binary in an empty chroot: check-config of the example config"
 jail="$work/jail"

@@ -453,6 +453,13 @@ check_install() {
     for unit in claude-failover.service claude-failover@.service claude-failover-tmux@.service; do
         ct test -f "/lib/systemd/system/$unit" || fail "/lib/systemd/system/$unit missing"
     done
+    for path in /usr/bin/claude-failover /etc/claude-failover/config.toml /usr/share/claude-failover/grafana-dashboard.json; do
+        ct test -e "$path" || fail "$path missing after dpkg -i"
+    done
+    ct /usr/bin/claude-failover --version >/dev/null || fail "the installed binary does not run"
+    out=$(ct systemd-analyze verify /lib/systemd/system/claude-failover.service /lib/systemd/system/claude-failover@.service \
+        /lib/systemd/system/claude-failover-tmux@.service 2>&1) || fail "systemd-analyze verify of the installed units: $out"
+    [ -z "$out" ] || fail "systemd-analyze verify of the installed units is not clean: $out"
     [ "$(prop claude-failover.service LoadState)" = loaded ] || fail "systemd does not know claude-failover.service after dpkg -i (no daemon-reload?)"
     for unit in claude-failover.service claude-failover-tmux@root.service; do
         [ "$(prop $unit ActiveState)" = inactive ] || fail "dpkg -i started $unit: an unconfigured daemon must not start"
@@ -793,6 +800,7 @@ check_remove() {
     ct dpkg-query -W -f '${Status}' claude-failover | has -x 'deinstall ok config-files' ||
         fail "dpkg status: $(ct dpkg-query -W -f '${Status}' claude-failover)"
     ct test ! -e /usr/bin/claude-failover || fail "/usr/bin/claude-failover left"
+    ct test ! -e /usr/share/claude-failover || fail "/usr/share/claude-failover left after dpkg -r"
     for unit in claude-failover.service claude-failover@agent.service; do
         [ "$(prop $unit ActiveState)" = inactive ] || fail "$unit is $(prop $unit ActiveState) after dpkg -r"
     done
