@@ -181,14 +181,12 @@ pub fn transcript_path(config: &Config, session: &str, account: &str, id: &str) 
 /// Resume a conversation that has a transcript under `account`; start one
 /// under the chosen id otherwise. Once `setup` has linked every account's
 /// `projects/` to the shared tree, a transcript written under one account is
-/// there under all. Without it, a transcript found under another account (or
-/// in the shared tree) is copied in first — never moved — so the move of a
-/// session between accounts still resumes its conversation.
+/// there under all. Without it, the furthest-along transcript under another
+/// account (or in the shared tree) is copied in first — never moved, complete
+/// lines only — when this account has none or an older copy of it, so the
+/// move of a session between accounts still resumes its whole conversation.
 pub fn prepare_conversation(config: &Config, session: &str, account: &str, id: &str) -> Conversation {
     let Some(target) = transcript_path(config, session, account, id) else { return Conversation::Start };
-    if target.exists() {
-        return Conversation::Resume;
-    }
     let (Some(key_dir), Some(file)) = (target.parent().and_then(|p| p.file_name()), target.file_name()) else {
         return Conversation::Start;
     };
@@ -199,8 +197,30 @@ pub fn prepare_conversation(config: &Config, session: &str, account: &str, id: &
         .map(|a| crate::claude::projects_dir(&a.config_dir))
         .chain(std::iter::once(config.claude.shared_projects_dir.clone()))
         .map(|projects| projects.join(key_dir).join(file))
-        .find(|p| p.exists());
-    let Some(source) = elsewhere else { return Conversation::Start };
+        // The furthest along of the copies: each account's is a prefix of it.
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.len(), p)))
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, p)| p);
+    let here = std::fs::read(&target).ok();
+    let Some(source) = elsewhere else {
+        return if here.is_some() { Conversation::Resume } else { Conversation::Start };
+    };
+    if std::fs::canonicalize(&source).ok() == std::fs::canonicalize(&target).ok() {
+        // The shared tree: one file under every account.
+        return Conversation::Resume;
+    }
+    // Complete lines only: a copy taken while the other claude was writing
+    // ends in half a record, which the resumed one would choke on.
+    let Ok(there) = std::fs::read(&source).map(|b| complete_lines(b)) else {
+        return if here.is_some() { Conversation::Resume } else { Conversation::Start };
+    };
+    match &here {
+        // Ours already, or written on here since: kept as it is.
+        Some(here) if !(there.len() > here.len() && there.starts_with(complete_lines_ref(here))) => {
+            return Conversation::Resume;
+        }
+        _ => {}
+    }
     log::warn!(
         "{session}: {account}'s projects/ does not share transcripts (run `claude-failover setup`); \
          copying conversation {id} from {}",
@@ -208,8 +228,7 @@ pub fn prepare_conversation(config: &Config, session: &str, account: &str, id: &
     );
     let copied = (|| {
         std::fs::create_dir_all(target.parent().unwrap_or(std::path::Path::new("/")))?;
-        let bytes = std::fs::read(&source)?;
-        crate::atomic::write(&target, &bytes)
+        crate::atomic::write(&target, &there)
     })();
     match copied {
         Ok(()) => Conversation::Resume,
@@ -218,6 +237,18 @@ pub fn prepare_conversation(config: &Config, session: &str, account: &str, id: &
             Conversation::Start
         }
     }
+}
+
+/// `bytes` up to and including its last newline.
+fn complete_lines(mut bytes: Vec<u8>) -> Vec<u8> {
+    let keep = complete_lines_ref(&bytes).len();
+    bytes.truncate(keep);
+    bytes
+}
+
+fn complete_lines_ref(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    &bytes[..end]
 }
 
 /// Where a launch puts the new claude.
@@ -334,5 +365,52 @@ pub fn stop(tmux: &crate::tmux::Tmux, session: &str, timeout: std::time::Duratio
         if !e.is_missing() {
             log::error!("{session}: kill failed: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two accounts without a shared `projects/`, one project, one session.
+    fn config(dir: &std::path::Path) -> Config {
+        let text = format!(
+            "state_dir = {:?}\n[claude]\nshared_projects_dir = {:?}\n\
+             [[accounts]]\nname = \"alpha\"\nconfig_dir = {:?}\n[[accounts]]\nname = \"beta\"\nconfig_dir = {:?}\n\
+             [[projects]]\nname = \"p\"\npath = {:?}\n[[sessions]]\nname = \"s1\"\nproject = \"p\"\n",
+            dir.join("state"),
+            dir.join("shared"),
+            dir.join("alpha"),
+            dir.join("beta"),
+            dir.join("proj"),
+        );
+        Config::from_toml(&text, &dir.join("config.toml")).unwrap()
+    }
+
+    #[test]
+    fn a_conversation_is_copied_whole_lines_only_and_again_once_it_went_on_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        let path = |account: &str| transcript_path(&c, "s1", account, "id-1").unwrap();
+        let write = |account: &str, text: &str| {
+            std::fs::create_dir_all(path(account).parent().unwrap()).unwrap();
+            std::fs::write(path(account), text).unwrap();
+        };
+        let read = |account: &str| std::fs::read_to_string(path(account)).unwrap();
+        assert_eq!(prepare_conversation(&c, "s1", "beta", "id-1"), Conversation::Start, "nothing anywhere");
+        // alpha's claude is half-way through writing its second record.
+        write("alpha", "{\"a\":1}\n{\"b\":");
+        assert_eq!(prepare_conversation(&c, "s1", "beta", "id-1"), Conversation::Resume);
+        assert_eq!(read("beta"), "{\"a\":1}\n", "complete lines only");
+        // The conversation went on under alpha: beta's copy is brought up to date.
+        write("alpha", "{\"a\":1}\n{\"b\":2}\n");
+        assert_eq!(prepare_conversation(&c, "s1", "beta", "id-1"), Conversation::Resume);
+        assert_eq!(read("beta"), "{\"a\":1}\n{\"b\":2}\n");
+        // It went on under beta since: beta's own is kept, and alpha gets it.
+        write("beta", "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");
+        assert_eq!(prepare_conversation(&c, "s1", "beta", "id-1"), Conversation::Resume);
+        assert_eq!(read("beta"), "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");
+        assert_eq!(prepare_conversation(&c, "s1", "alpha", "id-1"), Conversation::Resume);
+        assert_eq!(read("alpha"), read("beta"), "moved back, the whole conversation goes along");
     }
 }

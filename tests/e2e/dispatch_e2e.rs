@@ -365,14 +365,14 @@ fn priority_orders_and_a_pinned_task_goes_only_to_its_session() {
     // Both sessions at their prompt before anything is handed out, so the
     // first two offers come together (Claude Code starts in seconds; the
     // pause goes in long before).
-    let (code, body) = daemon.request("POST", "/dispatch/pause", Some("{}"), &[]).unwrap();
+    let (code, body) = daemon.request("POST", "/dispatch/pause", Some("{}"), &[kit::http::JSON]).unwrap();
     assert_eq!(code, 200, "{body}");
     wait_idle(&daemon, &["s1", "s2"], START);
     assert!(
         rig.tasks("p", "done").is_empty() && rig.tasks("p", "active").is_empty(),
         "nothing handed out while paused"
     );
-    let (code, body) = daemon.request("POST", "/dispatch/resume", Some("{}"), &[]).unwrap();
+    let (code, body) = daemon.request("POST", "/dispatch/resume", Some("{}"), &[kit::http::JSON]).unwrap();
     assert_eq!(code, 200, "{body}");
     let all: Vec<String> = unpinned.iter().map(|u| u.0.to_string()).chain(pinned.iter().map(|p| p.0.clone())).collect();
     wait_all_in(&rig, &daemon, "p", "done", &all, Duration::from_secs(150));
