@@ -211,7 +211,7 @@ pub fn prepare_conversation(config: &Config, session: &str, account: &str, id: &
     }
     // Complete lines only: a copy taken while the other claude was writing
     // ends in half a record, which the resumed one would choke on.
-    let Ok(there) = std::fs::read(&source).map(|b| complete_lines(b)) else {
+    let Ok(there) = std::fs::read(&source).map(complete_lines) else {
         return if here.is_some() { Conversation::Resume } else { Conversation::Start };
     };
     match &here {
