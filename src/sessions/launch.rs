@@ -199,27 +199,26 @@ pub fn prepare_conversation(config: &Config, session: &str, account: &str, id: &
         .map(|projects| projects.join(key_dir).join(file))
         // The furthest along of the copies: each account's is a prefix of it.
         .filter_map(|p| Some((std::fs::metadata(&p).ok()?.len(), p)))
-        .max_by_key(|(len, _)| *len)
-        .map(|(_, p)| p);
-    let here = std::fs::read(&target).ok();
-    let Some(source) = elsewhere else {
-        return if here.is_some() { Conversation::Resume } else { Conversation::Start };
-    };
+        .max_by_key(|(len, _)| *len);
+    // Only a copy further along than this account's own is read at all: at
+    // a launch with the shared tree (or nothing newer elsewhere) no
+    // transcript is read.
+    let here_len = std::fs::metadata(&target).ok().map(|m| m.len());
+    let kept = if here_len.is_some() { Conversation::Resume } else { Conversation::Start };
+    let Some((_, source)) = elsewhere.filter(|(len, _)| here_len.is_none_or(|here| *len > here)) else { return kept };
     if std::fs::canonicalize(&source).ok() == std::fs::canonicalize(&target).ok() {
         // The shared tree: one file under every account.
         return Conversation::Resume;
     }
     // Complete lines only: a copy taken while the other claude was writing
     // ends in half a record, which the resumed one would choke on.
-    let Ok(there) = std::fs::read(&source).map(complete_lines) else {
-        return if here.is_some() { Conversation::Resume } else { Conversation::Start };
-    };
-    match &here {
-        // Ours already, or written on here since: kept as it is.
-        Some(here) if !(there.len() > here.len() && there.starts_with(complete_lines_ref(here))) => {
+    let Ok(there) = std::fs::read(&source).map(complete_lines) else { return kept };
+    if here_len.is_some() {
+        // Written on here since it was copied: kept as it is.
+        let here = std::fs::read(&target).unwrap_or_default();
+        if !there.starts_with(complete_lines_ref(&here)) {
             return Conversation::Resume;
         }
-        _ => {}
     }
     log::warn!(
         "{session}: {account}'s projects/ does not share transcripts (run `claude-failover setup`); \
