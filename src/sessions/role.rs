@@ -537,37 +537,54 @@ impl Role {
     }
 
     fn answer_trust(&self, session: &str, beat: &Beat) {
+        self.answer_dialog(session, "the trust dialog", beat, |screen| {
+            (pane::classify(screen) == PaneState::TrustDialog).then(|| pane::trust_answer_keys(screen))
+        });
+    }
+
+    /// Answers the dialog `what` on `session`'s screen: `read` gives, from a
+    /// screen, None once the dialog is gone, else the keys that answer it
+    /// from where its cursor stands (None: not recognised, nothing typed).
+    /// The keys go in again, read off the screen as it is then, every
+    /// [`TRUST_ANSWER_RETRY`] while the dialog stays (one drawn a moment ago
+    /// may not take keys yet), for up to [`TRUST_ANSWER_WITHIN`].
+    fn answer_dialog(
+        &self,
+        session: &str,
+        what: &str,
+        beat: &Beat,
+        read: impl Fn(&str) -> Option<Option<Vec<&'static str>>>,
+    ) {
         let deadline = Instant::now() + TRUST_ANSWER_WITHIN;
         let mut last_sent: Option<Instant> = None;
         loop {
             beat.beat();
             let screen = match self.tmux.capture_pane(session) {
                 Ok(s) => s,
-                Err(e) => return log::warn!("{session}: cannot read the trust dialog: {e}"),
+                Err(e) => return log::warn!("{session}: cannot read {what}: {e}"),
             };
-            if pane::classify(&screen) != PaneState::TrustDialog {
+            let Some(keys) = read(&screen) else {
                 if last_sent.is_none() {
-                    log::debug!("{session}: the trust dialog is gone before it was answered");
+                    log::info!("{session}: {what} is gone before it was answered; nothing typed");
                 }
                 return;
-            }
-            let due = last_sent.is_none_or(|t| t.elapsed() >= TRUST_ANSWER_RETRY);
-            if due {
-                if let Some(keys) = pane::trust_answer_keys(&screen) {
-                    if let Err(e) = self.tmux.send_keys(session, &keys) {
-                        return log::warn!("{session}: answering the trust dialog failed: {e}");
-                    }
-                    last_sent = Some(Instant::now());
+            };
+            if let Some(keys) = keys.filter(|_| last_sent.is_none_or(|t| t.elapsed() >= TRUST_ANSWER_RETRY)) {
+                if last_sent.is_some() {
+                    log::info!("{session}: {what} is still open after its answer; typing it again");
                 }
+                if let Err(e) = self.tmux.send_keys(session, &keys) {
+                    return log::warn!("{session}: answering {what} failed: {e}");
+                }
+                last_sent = Some(Instant::now());
             }
             if Instant::now() >= deadline {
                 return log::warn!(
-                    "{session}: the trust dialog is still open {} s after answering it (or not recognised); \
-                     leaving it",
+                    "{session}: {what} is still open {} s after answering it (or not recognised); leaving it",
                     TRUST_ANSWER_WITHIN.as_secs()
                 );
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -590,46 +607,12 @@ impl Role {
         self.answer_with_text(session, text, beat);
     }
 
-    /// Moves the cursor to option `index` and presses Enter, from wherever
-    /// the cursor stands on the screen as read now; again, from the screen
-    /// as it is then, while the same question stays on screen without ever
-    /// having left it (a prompt drawn a moment ago may not take keys yet),
-    /// for up to [`TRUST_ANSWER_WITHIN`].
+    /// Moves the cursor to option `index` and presses Enter, while the same
+    /// question is on screen (see [`Self::answer_dialog`]).
     fn answer_option(&self, session: &str, question: &Question, index: usize, beat: &Beat) {
-        let deadline = Instant::now() + TRUST_ANSWER_WITHIN;
-        let mut last_sent: Option<Instant> = None;
-        loop {
-            beat.beat();
-            let screen = match self.tmux.capture_pane(session) {
-                Ok(s) => s,
-                Err(e) => return log::warn!("{session}: cannot read the question to answer it: {e}"),
-            };
-            let Some(now) = question::parse(&screen).filter(|q| q.same_as(question)) else {
-                if last_sent.is_none() {
-                    log::warn!("{session}: the question changed before its answer could be typed; nothing typed");
-                }
-                return;
-            };
-            if last_sent.is_none_or(|t| t.elapsed() >= TRUST_ANSWER_RETRY) {
-                let Some(keys) = now.keys_for(index) else {
-                    return log::warn!("{session}: the question has no option {}; nothing typed", index + 1);
-                };
-                if last_sent.is_some() {
-                    log::info!("{session}: the question is still open after its answer; typing it again");
-                }
-                if let Err(e) = self.tmux.send_keys(session, &keys) {
-                    return log::warn!("{session}: typing the answer failed: {e}");
-                }
-                last_sent = Some(Instant::now());
-            }
-            if Instant::now() >= deadline {
-                return log::warn!(
-                    "{session}: the question is still open {} s after its answer was typed",
-                    TRUST_ANSWER_WITHIN.as_secs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.answer_dialog(session, "the question", beat, |screen| {
+            question::parse(screen).filter(|q| q.same_as(question)).map(|q| q.keys_for(index))
+        });
     }
 
     fn answer_with_text(&self, session: &str, text: &str, beat: &Beat) {
