@@ -83,9 +83,7 @@ impl Host {
     }
 
     pub fn events(&self) -> Vec<Value> {
-        super::http::get_json(self.port, "/events?since=0")
-            .and_then(|v| v.get("events").and_then(Value::as_array).cloned())
-            .unwrap_or_default()
+        super::http::events(self.port)
     }
 
     pub fn count_events(&self, kind: &str) -> usize {

@@ -38,6 +38,14 @@ pub fn request(
     Ok((code, body))
 }
 
+/// Every event in the `/events` ring of the daemon on `port` (none if it
+/// does not answer).
+pub fn events(port: u16) -> Vec<serde_json::Value> {
+    get_json(port, "/events?since=0")
+        .and_then(|v| v.get("events").and_then(serde_json::Value::as_array).cloned())
+        .unwrap_or_default()
+}
+
 /// `GET path` parsed as JSON, when it answers 200 with JSON.
 pub fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {
     let (code, body) = request(port, "GET", path, None, &[]).ok()?;
