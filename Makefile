@@ -80,9 +80,12 @@ browser:
 	  npm install --no-audit --no-fund --prefix $(BROWSER_DIR) puppeteer-core@$(PUPPETEER_CORE_VERSION); \
 	fi
 
-# One debug build serves every cargo test; the packaging checks then need the
+# One debug build serves every cargo test; the examples are built as programs
+# first (`cargo test --all-targets` builds them only as test harnesses, and the
+# e2e tests run `dispatch_bench --stand-in`). The packaging checks then need the
 # static release binary (a second, release build for the musl target).
 test: claude-code mcp-clients browser
+	cargo build --locked --examples
 	cargo test --locked --all-targets
 	$(MAKE) --no-print-directory musl
 	$(call need_apt,lintian,lintian)

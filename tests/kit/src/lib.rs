@@ -62,7 +62,7 @@ pub use throttle::claude_turn;
 /// be too many.
 pub fn example_binary(name: &str) -> PathBuf {
     let path = daemon_binary().parent().expect("target/<profile>").join("examples").join(name);
-    assert!(path.exists(), "{} is not built: cargo build --example {name} (cargo test builds it)", path.display());
+    assert!(path.exists(), "{} is not built: run `cargo build --examples` first (`make test` does; `cargo test --all-targets` builds examples only as test harnesses)", path.display());
     path
 }
 
