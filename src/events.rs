@@ -45,6 +45,12 @@ pub enum Kind {
     FleetJoined,
     /// The fleet's etcd stopped answering: this host works on alone.
     FleetUnreachable,
+    /// `exclusive`: this host may no longer hold its account (cut off from
+    /// etcd past its lease, or another host holds it): its turns are
+    /// stopped and nothing is dispatched until it holds an account again.
+    FleetFenced,
+    /// `exclusive`: the fenced host holds an account again; work goes on.
+    FleetUnfenced,
     /// Another host learnt of a hard limit (or a dead login) of an account.
     FleetNews,
     /// A value under the fleet's prefix that is not the fleet's; ignored.
@@ -80,13 +86,15 @@ impl Kind {
             Kind::SpendCapReached => "spend_cap_reached",
             Kind::FleetJoined => "fleet_joined",
             Kind::FleetUnreachable => "fleet_unreachable",
+            Kind::FleetFenced => "fleet_fenced",
+            Kind::FleetUnfenced => "fleet_unfenced",
             Kind::FleetNews => "fleet_news",
             Kind::FleetGarbage => "fleet_garbage",
         }
     }
 
     /// Every kind, for parsing a kind's name (config) and listing them.
-    pub const ALL: [Kind; 28] = [
+    pub const ALL: [Kind; 30] = [
         Kind::FailoverStarted,
         Kind::FailoverFinished,
         Kind::FailoverFailed,
@@ -113,6 +121,8 @@ impl Kind {
         Kind::SpendCapReached,
         Kind::FleetJoined,
         Kind::FleetUnreachable,
+        Kind::FleetFenced,
+        Kind::FleetUnfenced,
         Kind::FleetNews,
         Kind::FleetGarbage,
     ];
@@ -137,6 +147,7 @@ impl Kind {
                 | Kind::TaskFailed
                 | Kind::ConfigRejected
                 | Kind::FleetUnreachable
+                | Kind::FleetFenced
                 | Kind::FleetGarbage
         )
     }

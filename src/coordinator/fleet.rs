@@ -14,6 +14,12 @@
 //! - Swaps under `exclusive`: a swap runs only once this host holds the
 //!   target account (a transaction that fails if another host holds it);
 //!   accounts other hosts hold are not candidates; without etcd, no move.
+//! - The fence under `exclusive`: a host works only on an account it
+//!   holds. Cut off from etcd, it works on until its lease may have run out
+//!   (less [`FENCE_MARGIN`]); then, or when it learns another host holds its
+//!   account, it stops its turns and dispatches nothing (`fleet_fenced`)
+//!   until a claim of its own wins again (`fleet_unfenced`), when the
+//!   stopped tasks are continued like tasks a limit stopped.
 
 use super::swap::PendingSwap;
 use super::{Coordinator, Effects, Now};
@@ -24,7 +30,12 @@ use crate::quota::{AccountQuota, Windows};
 use crate::status::{FleetActive, FleetHost, FleetStatus, SwapCause};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+
+/// A cut-off host stops its turns this long before its lease may run out:
+/// stopping a turn takes a moment, and another host may claim the account
+/// the instant etcd drops the lease.
+pub const FENCE_MARGIN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Link {
@@ -59,6 +70,10 @@ pub(super) struct Fleet {
     pub(super) deferred_restarts: BTreeSet<String>,
     /// Keys already reported as garbage (once each).
     pub(super) garbage: BTreeSet<String>,
+    /// `exclusive`, cut off: when this host's lease may run out.
+    pub(super) fence_at: Option<Instant>,
+    /// `exclusive`: fenced since then (it works on nothing until a claim wins).
+    pub(super) fenced_since: Option<SystemTime>,
 }
 
 impl Fleet {
@@ -80,6 +95,8 @@ impl Fleet {
             deferred: BTreeSet::new(),
             deferred_restarts: BTreeSet::new(),
             garbage: BTreeSet::new(),
+            fence_at: None,
+            fenced_since: None,
         }
     }
 
@@ -92,6 +109,13 @@ impl Fleet {
         self.holds.get(account) == Some(&self.host)
     }
 
+    fn link_error(&self) -> Option<String> {
+        match &self.link {
+            Link::Unreachable { error } => Some(error.clone()),
+            _ => None,
+        }
+    }
+
     /// `exclusive`: another host holds `account`.
     pub(super) fn held_elsewhere(&self, account: &str) -> bool {
         self.holds.get(account).is_some_and(|h| *h != self.host)
@@ -99,15 +123,17 @@ impl Fleet {
 
     pub(super) fn status(&self) -> FleetStatus {
         let (state, error) = match &self.link {
+            _ if self.fenced_since.is_some() => ("fenced", self.link_error()),
             Link::Joining => ("joining", None),
             Link::Connected => ("connected", None),
             Link::Unreachable { error } => ("unreachable", Some(error.clone())),
         };
+        let since = self.fenced_since.unwrap_or(self.link_since);
         FleetStatus {
             host: self.host.clone(),
             policy: self.policy.as_str().into(),
             state: state.into(),
-            since: Some(crate::time::rfc3339(self.link_since)),
+            since: Some(crate::time::rfc3339(since)),
             error,
             active: self.active.as_ref().map(|a| FleetActive {
                 account: a.record.account.clone(),
@@ -196,10 +222,16 @@ impl Coordinator {
         }
         match report {
             Report::Joined { revision, state } => self.fleet_joined(revision, state, now, fx),
-            Report::Unreachable { error } => {
+            Report::Unreachable { error, lease_left } => {
                 let Some(fleet) = self.fleet.as_mut() else { return };
                 fleet.link = Link::Unreachable { error: error.clone() };
                 fleet.link_since = now.wall;
+                if fleet.policy == FleetPolicy::Exclusive {
+                    // What this host holds may be another's once its lease
+                    // is gone: it works on until then.
+                    let left = lease_left.unwrap_or_default().saturating_sub(FENCE_MARGIN);
+                    fleet.fence_at = Some(now.at + left);
+                }
                 let host = fleet.host.clone();
                 if let Some(p) = fleet.asking.take() {
                     // The answer will not come: shared decides alone now;
@@ -272,6 +304,8 @@ impl Coordinator {
                     if let Some(old) = old {
                         fleet.holds.remove(&old);
                     }
+                    self.unfence(&to, now, fx);
+                    let Some(fleet) = self.fleet.as_mut() else { return };
                     let deferred = std::mem::take(&mut fleet.deferred);
                     let restarts = std::mem::take(&mut fleet.deferred_restarts);
                     // A claim made on joining or while waiting (no account
@@ -312,7 +346,8 @@ impl Coordinator {
                             self.fleet_claim(free, now, fx);
                         }
                         None if !running => self.active_account = None,
-                        None => log::warn!("fleet: no free account; this host's sessions stay where they are"),
+                        // Its sessions may not go on where another host works.
+                        None => self.fence("held_elsewhere", now, fx),
                     }
                 } else if self.active_account.is_none() {
                     // Waiting for an account: another one nobody holds, if any.
@@ -336,6 +371,8 @@ impl Coordinator {
         let Some(fleet) = self.fleet.as_mut() else { return };
         let was = std::mem::replace(&mut fleet.link, Link::Connected);
         fleet.link_since = now.wall;
+        // From here the claims decide whether this host may work.
+        fleet.fence_at = None;
         fleet.holds.clear();
         fleet.pollers.clear();
         fleet.hosts.clear();
@@ -680,6 +717,76 @@ impl Coordinator {
             }
             (FleetPolicy::Exclusive, false) => false,
         }
+    }
+
+    /// `exclusive`, cut off: fenced once its lease may have run out.
+    pub(super) fn fence_due(&mut self, now: Now, fx: &mut Effects) {
+        let due =
+            self.fleet.as_ref().is_some_and(|f| f.fenced_since.is_none() && f.fence_at.is_some_and(|t| t <= now.at));
+        if due {
+            self.fence("lease", now, fx);
+        }
+    }
+
+    /// This host may not use its account any more (`why`: `lease`, its
+    /// lease may have run out while cut off; `held_elsewhere`, another host
+    /// holds it): every running turn is stopped, the tasks wait as after a
+    /// limit, and nothing is dispatched until a claim wins.
+    fn fence(&mut self, why: &str, now: Now, fx: &mut Effects) {
+        let account = self.active_account.clone();
+        let Some(fleet) = self.fleet.as_mut() else { return };
+        if fleet.fenced_since.is_some() {
+            return;
+        }
+        fleet.fenced_since = Some(now.wall);
+        fleet.fence_at = None;
+        let host = fleet.host.clone();
+        fleet.holds.retain(|_, h| *h != host);
+        let mut stopped = Vec::new();
+        for s in self.pool.sessions.values_mut().filter(|s| s.account.is_some()) {
+            if let Some(w) = s.work.as_mut().filter(|w| !w.finishing) {
+                w.fence(now.at);
+            }
+            if s.activity == crate::sessions::model::Activity::Busy {
+                stopped.push(s.name.clone());
+                fx.sessions(crate::sessions::Command::Interrupt { session: s.name.clone() });
+            }
+        }
+        let account = account.unwrap_or_default();
+        let cause = match why {
+            "lease" => "cut off from etcd past its lease, another host may take it".to_string(),
+            _ => "another host holds it".to_string(),
+        };
+        fx.count("claude_failover_fleet_fenced_total", &[]);
+        fx.emit(
+            Kind::FleetFenced,
+            &host,
+            format!(
+                "{host} stopped working on {account} ({cause}): {} turn(s) stopped, nothing dispatched until it holds an account again",
+                stopped.len()
+            ),
+            json!({"host": host, "account": account, "why": why, "sessions": stopped}),
+        );
+    }
+
+    /// A claim of this host's won: a fence, if any, is lifted.
+    fn unfence(&mut self, account: &str, now: Now, fx: &mut Effects) {
+        let Some(fleet) = self.fleet.as_mut() else { return };
+        fleet.fence_at = None;
+        let Some(since) = fleet.fenced_since.take() else { return };
+        let host = fleet.host.clone();
+        let secs = now.wall.duration_since(since).unwrap_or_default().as_secs();
+        fx.emit(
+            Kind::FleetUnfenced,
+            &host,
+            format!("{host} holds {account} in the fleet again after {secs} s; the stopped tasks go on"),
+            json!({"host": host, "account": account, "fenced_secs": secs}),
+        );
+    }
+
+    /// `exclusive`: fenced, so nothing runs.
+    pub(super) fn fenced(&self) -> bool {
+        self.fleet.as_ref().is_some_and(|f| f.fenced_since.is_some())
     }
 
     pub(super) fn fleet_status(&self) -> Option<FleetStatus> {

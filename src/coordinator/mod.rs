@@ -244,6 +244,7 @@ impl Coordinator {
     }
 
     fn on_tick(&mut self, stale: &[&'static str], now: Now, fx: &mut Effects) {
+        self.fence_due(now, fx);
         self.relaunch_due(now, fx);
         self.dialogs_due(now, fx);
         self.reconcile_leases(now, fx);

@@ -64,6 +64,7 @@ impl Coordinator {
             && self.swap.pending.is_none()
             && !self.swap_asked()
             && !self.swap.exhausted
+            && !self.fenced()
             && !self.quotas.accounts.iter().any(|q| &q.name == active && q.out(now.wall))
     }
 

@@ -1182,6 +1182,33 @@ mod fleet_decisions {
         Report::Joined { revision, state }
     }
 
+    /// etcd stopped answering; this host's lease may live `lease_left` s more.
+    fn unreachable(error: &str, lease_left: u64) -> Report {
+        Report::Unreachable { error: error.into(), lease_left: Some(Duration::from_secs(lease_left)) }
+    }
+
+    fn interrupts(fx: &Effects) -> Vec<String> {
+        fx.orders
+            .iter()
+            .filter_map(|o| match o {
+                Order::Sessions(Sessions::Interrupt { session }) => Some(session.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn continues(fx: &Effects) -> Vec<(String, String, &'static str)> {
+        fx.orders
+            .iter()
+            .filter_map(|o| match o {
+                Order::Dispatcher(Dispatch::Continue { at, task, after }) => {
+                    Some((at.session.clone(), task.clone(), *after))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     fn fleet_orders(fx: &Effects) -> Vec<Fleet> {
         fx.orders
             .iter()
@@ -1363,8 +1390,9 @@ mod fleet_decisions {
         assert_eq!(fleet.holds.get("alpha"), None, "the claim let alpha go");
 
         // etcd goes away; beta meets a hard limit and alpha is free and
-        // fresh: still no move, no claim, however long it lasts.
-        let fx = report(&mut rig, Report::Unreachable { error: "connection refused".into() });
+        // fresh: still no move, no claim, however long it lasts (and past
+        // its lease this host stops working on beta too).
+        let fx = report(&mut rig, unreachable("connection refused", 10));
         assert_eq!(fx.kinds(), [Kind::FleetUnreachable]);
         rig.poll("alpha", 10.0);
         let fx = rig.poll("beta", 100.0);
@@ -1377,7 +1405,7 @@ mod fleet_decisions {
         let fx = rig.feed(Input::Control(Control::Failover { to: Some("alpha".into()) }));
         assert!(plan_of(&fx).is_none() && claims(&fx).is_empty(), "not even by request");
         assert_eq!(rig.active(), Some("beta"));
-        assert_eq!(rig.c.status(rig.now.wall).fleet.unwrap().state, "unreachable");
+        assert_eq!(rig.c.status(rig.now.wall).fleet.unwrap().state, "fenced");
 
         // etcd answers again: beta (still this host's) is claimed again,
         // then the move off the limit goes through a claim of alpha.
@@ -1386,9 +1414,101 @@ mod fleet_decisions {
         assert_eq!(claims(&fx), [" → beta"]);
         assert!(plan_of(&fx).is_none());
         let fx = report(&mut rig, Report::Claimed { to: "beta".into(), won: true, holder: Some("h1".into()) });
+        assert_eq!(fx.kinds(), [Kind::FleetUnfenced]);
         assert_eq!(claims(&fx), ["beta → alpha"]);
         let fx = report(&mut rig, Report::Claimed { to: "alpha".into(), won: true, holder: Some("h1".into()) });
         assert_eq!(swap_to(&fx).map(|s| s.0), Some("alpha".into()));
+    }
+
+    #[test]
+    fn exclusive_cut_off_past_its_lease_a_host_stops_its_turns_then_goes_on_once_it_holds_an_account() {
+        let mut rig = Rig::running_on(&fleet_config("h1", "exclusive"), "alpha");
+        report(&mut rig, joined(3, Vec::new()));
+        report(&mut rig, Report::Claimed { to: "alpha".into(), won: true, holder: Some("h1".into()) });
+        working(&mut rig, "s1", "t1.md");
+
+        // Cut off with 6 s left on its lease: it works on for 5 s.
+        let fx = report(&mut rig, unreachable("timed out", 6));
+        assert!(interrupts(&fx).is_empty());
+        rig.wait(Duration::from_millis(4900));
+        let fx = rig.tick();
+        assert!(interrupts(&fx).is_empty() && fx.events.is_empty(), "not before the lease may run out");
+        rig.wait(Duration::from_millis(200));
+        let fx = rig.tick();
+        assert_eq!(fx.kinds(), [Kind::FleetFenced]);
+        assert_eq!(fx.events[0].details["why"], "lease");
+        assert_eq!(fx.events[0].details["sessions"], serde_json::json!(["s1"]));
+        assert_eq!(interrupts(&fx), ["s1"], "the running turn is stopped");
+        assert!(rig.tick().events.is_empty(), "fenced once");
+        let fleet = rig.c.status(rig.now.wall).fleet.unwrap();
+        assert_eq!((fleet.state.as_str(), fleet.holds.get("alpha")), ("fenced", None));
+
+        // Fenced: the stopped turn is not finished, nothing is dispatched,
+        // and the stopped task is not continued, however long it lasts.
+        rig.session(seen("s1", Seen::Idle));
+        let fx = rig.dispatch(dispatcher::Report::Waiting { project: "web".into(), tasks: 2 });
+        assert!(offers(&fx).is_empty());
+        for _ in 0..3 {
+            rig.wait(Duration::from_secs(60));
+            let fx = rig.tick();
+            assert!(offers(&fx).is_empty() && continues(&fx).is_empty() && dispatcher_orders(&fx).is_empty());
+        }
+        // A dead session is not launched again meanwhile either.
+        let fx = rig.session(seen("s2", Seen::Missing));
+        let wait = fx.events[0].details["relaunch_in_secs"].as_u64().expect("a backoff");
+        rig.wait(Duration::from_secs(wait + 1));
+        assert!(session_orders(&rig.tick()).is_empty(), "no launch while fenced");
+
+        // etcd answers: alpha is still this host's. The fence lifts, s2 is
+        // launched, and t1.md goes on where it stopped (once).
+        let fx = report(&mut rig, joined(20, vec![Change::Hold { account: "alpha".into(), host: Some("h1".into()) }]));
+        assert_eq!(claims(&fx), [" → alpha"]);
+        assert!(offers(&fx).is_empty(), "still fenced until the claim wins");
+        let fx = report(&mut rig, Report::Claimed { to: "alpha".into(), won: true, holder: Some("h1".into()) });
+        assert_eq!(fx.kinds(), [Kind::FleetUnfenced]);
+        assert_eq!(fx.events[0].details["account"], "alpha");
+        assert_eq!(session_orders(&fx), ["launch s2 on alpha"]);
+        let mut continued = continues(&fx);
+        for _ in 0..10 {
+            rig.wait(Duration::from_secs(1));
+            continued.extend(continues(&rig.tick()));
+        }
+        assert_eq!(
+            continued,
+            [("s1".into(), "t1.md".into(), "a pause while this host could not vouch for its account")]
+        );
+        assert_eq!(rig.c.status(rig.now.wall).fleet.unwrap().state, "connected");
+    }
+
+    #[test]
+    fn exclusive_a_fenced_host_whose_account_was_taken_moves_its_stopped_task_to_a_free_one() {
+        let mut rig = Rig::running_on(&fleet_config("h1", "exclusive"), "alpha");
+        report(&mut rig, joined(3, Vec::new()));
+        report(&mut rig, Report::Claimed { to: "alpha".into(), won: true, holder: Some("h1".into()) });
+        working(&mut rig, "s1", "t1.md");
+        report(&mut rig, unreachable("timed out", 0));
+        assert_eq!(interrupts(&rig.tick()), ["s1"]);
+        rig.session(seen("s1", Seen::Idle));
+        // h2 took alpha; gamma is free: the claim of gamma lifts the fence
+        // and the swap carries the stopped task there.
+        let state = vec![
+            Change::Hold { account: "alpha".into(), host: Some("h2".into()) },
+            Change::Hold { account: "beta".into(), host: Some("h3".into()) },
+        ];
+        report(&mut rig, joined(40, state));
+        let fx = report(&mut rig, Report::Claimed { to: "alpha".into(), won: false, holder: Some("h2".into()) });
+        assert_eq!(claims(&fx), ["alpha → gamma"]);
+        assert!(fx.events.is_empty(), "fenced already");
+        let fx = report(&mut rig, Report::Claimed { to: "gamma".into(), won: true, holder: Some("h1".into()) });
+        assert_eq!(fx.kinds(), [Kind::FleetUnfenced, Kind::FailoverStarted]);
+        let plan = plan_of(&fx).expect("a swap to gamma").clone();
+        assert_eq!(plan.to, "gamma");
+        let carried: Vec<_> = plan.sessions.iter().map(|m| (m.session.as_str(), m.task.as_deref())).collect();
+        assert!(carried.contains(&("s1", Some("t1.md"))), "{carried:?}");
+        let fx = finish(&mut rig);
+        assert!(continues(&fx).is_empty(), "the swap continued it");
+        rig.wait(Duration::from_secs(30));
+        assert!(continues(&rig.tick()).is_empty(), "and only the swap");
     }
 
     #[test]
@@ -1396,7 +1516,7 @@ mod fleet_decisions {
         let mut rig = Rig::running_on(&fleet_config("h1", "exclusive"), "alpha");
         report(&mut rig, joined(3, Vec::new()));
         report(&mut rig, Report::Claimed { to: "alpha".into(), won: true, holder: Some("h1".into()) });
-        report(&mut rig, Report::Unreachable { error: "timed out".into() });
+        report(&mut rig, unreachable("timed out", 10));
         // Its lease expired meanwhile and h2 took alpha; beta is h3's.
         let state = vec![
             Change::Hold { account: "alpha".into(), host: Some("h2".into()) },
@@ -1456,12 +1576,14 @@ mod fleet_decisions {
             claude_session_id: "id-s1".into(),
         });
         // Cut off meanwhile, this host's lease expired and h2 took alpha;
-        // no account is free, so its sessions stay where they are.
-        report(&mut rig, Report::Unreachable { error: "timed out".into() });
+        // no account is free, so its sessions stop (fenced) where they are.
+        report(&mut rig, unreachable("timed out", 10));
         let taken = |a: &str, h: &str| Change::Hold { account: a.into(), host: Some(h.into()) };
         report(&mut rig, joined(30, vec![taken("alpha", "h2"), taken("beta", "h2"), taken("gamma", "h3")]));
         let fx = report(&mut rig, Report::Claimed { to: "alpha".into(), won: false, holder: Some("h2".into()) });
         assert!(claims(&fx).is_empty() && plan_of(&fx).is_none());
+        assert_eq!(fx.kinds(), [Kind::FleetFenced]);
+        assert_eq!(fx.events[0].details["why"], "held_elsewhere");
 
         // s1 is not at its prompt in time: no restart onto h2's account,
         // however often the tick comes, and none by request either.
@@ -1586,7 +1708,7 @@ mod fleet_decisions {
             .any(|c| matches!(c, Fleet::News(n) if n.account == "alpha" && n.host == "h1" && n.reading.is_some()));
         assert!(published);
 
-        let fx = report(&mut rig, Report::Unreachable { error: "no quorum".into() });
+        let fx = report(&mut rig, unreachable("no quorum", 10));
         assert_eq!(polls_told(&fx), [None], "every account, itself");
         assert_eq!(fx.metrics[0].name, "claude_failover_fleet_unreachable_total");
         let fx = report(&mut rig, joined(9, pollers("h2", "h2")));
@@ -1600,7 +1722,7 @@ mod fleet_decisions {
         let fleet_on_alpha = || vec![Change::Active(Some(active("alpha", "h2", "consolidate", 5)))];
         // h1 meets a hard limit on alpha while etcd is away: it moves alone.
         let mut h1 = joined_on_alpha("h1", "shared", fleet_on_alpha());
-        report(&mut h1, Report::Unreachable { error: "connection refused".into() });
+        report(&mut h1, unreachable("connection refused", 10));
         let fx = h1.poll("alpha", 100.0);
         assert_eq!(swap_to(&fx), Some(("beta".into(), SwapCause::HardLimit)), "alone, without etcd");
         assert!(proposals(&fx).is_empty());
@@ -1617,7 +1739,7 @@ mod fleet_decisions {
 
         // h2 moved alone to beta too and rejoins after h1: nothing to do.
         let mut h2 = joined_on_alpha("h2", "shared", fleet_on_alpha());
-        report(&mut h2, Report::Unreachable { error: "connection refused".into() });
+        report(&mut h2, unreachable("connection refused", 10));
         h2.poll("alpha", 100.0);
         finish(&mut h2);
         let fx = report(&mut h2, joined(32, vec![Change::Active(Some(active("beta", "h1", "consolidate", 31)))]));
@@ -1626,7 +1748,7 @@ mod fleet_decisions {
         // h3 moved alone to gamma (by request) and offers it, but h1 was
         // first: it follows beta, once, and stays.
         let mut h3 = joined_on_alpha("h3", "shared", fleet_on_alpha());
-        report(&mut h3, Report::Unreachable { error: "connection refused".into() });
+        report(&mut h3, unreachable("connection refused", 10));
         let fx = h3.feed(Input::Control(Control::Failover { to: Some("gamma".into()) }));
         assert_eq!(swap_to(&fx), Some(("gamma".into(), SwapCause::Manual)));
         finish(&mut h3);

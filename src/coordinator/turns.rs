@@ -166,7 +166,7 @@ impl Coordinator {
                 self.config.quota.resume_spread_secs
             );
         }
-        let due: Vec<(SessionRef, String)> = self
+        let due: Vec<(SessionRef, String, bool)> = self
             .pool
             .sessions
             .values()
@@ -174,14 +174,16 @@ impl Coordinator {
             .filter_map(|s| {
                 let w = s.work.as_ref()?;
                 let due = w.limited && !w.finishing && w.resume_at.is_some_and(|t| t <= now.at);
-                due.then(|| Some((self.session_ref(s)?, w.task.clone()))).flatten()
+                due.then(|| Some((self.session_ref(s)?, w.task.clone(), w.fenced))).flatten()
             })
             .collect();
-        for (at, task) in due {
+        for (at, task, fenced) in due {
             if let Some(s) = self.pool.sessions.get_mut(&at.session) {
                 s.offered = true;
             }
-            fx.dispatcher(Command::Continue { at, task, after: "a usage limit" });
+            let after =
+                if fenced { "a pause while this host could not vouch for its account" } else { "a usage limit" };
+            fx.dispatcher(Command::Continue { at, task, after });
         }
     }
 
@@ -202,6 +204,9 @@ impl Coordinator {
     /// (A limit nobody confirmed holds nothing, and must not be walked
     /// into again at once.)
     fn news_since_limit(&self, s: &Session, now: Now) -> bool {
+        if s.work.as_ref().is_some_and(|w| w.fenced) {
+            return true;
+        }
         let Some(since) = s.work.as_ref().and_then(|w| w.limited_since).map(|t| now.wall_of(t)) else { return true };
         let Some(q) = self.quotas.accounts.iter().find(|q| Some(&q.name) == s.account.as_ref()) else { return false };
         q.windows_at.is_some_and(|t| t > since) || q.exhausted_until.is_some_and(|u| u > since && u <= now.wall)

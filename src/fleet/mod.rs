@@ -52,8 +52,13 @@ pub enum Report {
         state: Vec<Change>,
     },
     /// etcd stopped answering; the role tries again every second.
+    /// `lease_left`: how long the lease this host's keys were on may still
+    /// live, by this host's clock, counted from the last renewal etcd
+    /// answered as if it took effect when it was sent (None: no lease was
+    /// held). After that, another host may find this host's holds gone.
     Unreachable {
         error: String,
+        lease_left: Option<Duration>,
     },
     Changed(Change),
     /// A value under the prefix that is not the fleet's; ignored.
@@ -170,6 +175,9 @@ struct Role {
     watcher: Option<Watcher>,
     host: Option<HostRecord>,
     last_renewal: Instant,
+    /// When the last grant or renewal etcd answered was sent, and the TTL
+    /// it gave: the lease lives at least until then plus the TTL.
+    lease_from: Option<(Instant, Duration)>,
     /// Failed to join at this time: try again after [`RETRY_EVERY`].
     last_attempt: Option<Instant>,
     /// What was last reported of the link: false once `Unreachable` went out.
@@ -187,6 +195,7 @@ impl Role {
             watcher: None,
             host: None,
             last_renewal: Instant::now(),
+            lease_from: None,
             last_attempt: None,
             reported_up: None,
         }
@@ -254,9 +263,11 @@ impl Role {
 
     #[allow(clippy::type_complexity)]
     fn try_join(&mut self) -> Result<(i64, Vec<Change>, Vec<Garbage>), EtcdError> {
-        let (lease, _ttl) = self.etcd.grant(self.config.lease_ttl())?;
+        let sent = Instant::now();
+        let (lease, ttl) = self.etcd.grant(self.config.lease_ttl())?;
         self.lease = Some(lease);
         self.last_renewal = Instant::now();
+        self.lease_from = Some((sent, Duration::from_secs(ttl).min(self.config.lease_ttl())));
         self.put_host()?;
         let (_, kvs) = self.etcd.range_prefix(&self.config.prefix)?;
         for account in self.accounts.clone() {
@@ -294,9 +305,13 @@ impl Role {
 
     fn renew(&mut self) {
         let Some(lease) = self.lease else { return };
+        let sent = Instant::now();
         match self.etcd.keepalive(lease) {
             Ok(true) => {
                 self.last_renewal = Instant::now();
+                if let Some((from, _)) = &mut self.lease_from {
+                    *from = sent;
+                }
                 if let Err(e) = self.put_host() {
                     self.lost(e);
                 }
@@ -450,10 +465,14 @@ impl Role {
 
     fn lost(&mut self, e: EtcdError) {
         self.drop_link();
+        // The lease is given up (a new one is granted on joining again): it
+        // lives on in etcd only until its TTL runs out.
+        let lease_left =
+            self.lease_from.take().map(|(from, ttl)| (from + ttl).saturating_duration_since(Instant::now()));
         if self.reported_up != Some(false) {
             log::warn!("fleet: {e}; working on alone until it answers");
             self.reported_up = Some(false);
-            self.out.send(Report::Unreachable { error: e.to_string() });
+            self.out.send(Report::Unreachable { error: e.to_string(), lease_left });
         }
     }
 

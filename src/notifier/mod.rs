@@ -51,6 +51,8 @@ pub const DEFAULT_TELEGRAM_KINDS: &[Kind] = &[
     Kind::SessionWaiting,
     Kind::TaskFailed,
     Kind::SpendCapReached,
+    Kind::FleetFenced,
+    Kind::FleetUnfenced,
 ];
 
 /// The kinds sent to Telegram under `config`: its `kinds`, or the default.
@@ -330,6 +332,8 @@ mod tests {
             (Kind::SpendCapReached, true),
             (Kind::FleetJoined, false),
             (Kind::FleetUnreachable, false),
+            (Kind::FleetFenced, true),
+            (Kind::FleetUnfenced, true),
             (Kind::FleetNews, false),
             (Kind::FleetGarbage, false),
         ];

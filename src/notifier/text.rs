@@ -72,6 +72,8 @@ pub fn telegram_text(notice: &Notice) -> String {
         },
         Kind::FleetJoined => format!("🔗 Host {subject} joined the fleet"),
         Kind::FleetUnreachable => format!("⚠ Host {subject}: etcd unreachable, working on alone"),
+        Kind::FleetFenced => format!("⛔ Host {subject}: work stopped until it holds an account in the fleet again"),
+        Kind::FleetUnfenced => format!("✅ Host {subject}: holds an account in the fleet again; work goes on"),
         Kind::FleetNews => format!("📣 Fleet news of {subject}"),
         Kind::FleetGarbage => format!("⚠ Fleet: ignoring {subject}"),
     };

@@ -32,6 +32,10 @@ pub enum Command {
     /// to do?"): leave it to the daemon (Escape, or "Stop and wait"), so the
     /// daemon alone decides when, and on which account, the task goes on.
     TakeOverLimit { session: String },
+    /// Stop the turn running in the session (Escape), so it makes no more
+    /// calls on its account: the fleet's fence. The coordinator continues
+    /// the task once this host may work again.
+    Interrupt { session: String },
     /// Type a person's answer to the question on the session's screen, if
     /// that question is still there.
     Answer { session: String, question: Question, choice: Choice },

@@ -145,6 +145,9 @@ pub struct Work {
     /// The session died (or could not be moved) mid-task: once it is back
     /// at its prompt it is told to continue the task, which is not done.
     pub resume_prompt: bool,
+    /// `limited` by the fleet's fence rather than a quota limit: continued
+    /// once this host holds an account again, no news of the account needed.
+    pub fenced: bool,
 }
 
 impl Work {
@@ -159,6 +162,15 @@ impl Work {
         self.limited = false;
         self.limited_since = None;
         self.resume_at = None;
+        self.fenced = false;
+    }
+
+    /// The fleet's fence stopped the task at `now` (unless a limit already had).
+    pub fn fence(&mut self, now: Instant) {
+        if !self.limited {
+            self.limit(now);
+            self.fenced = true;
+        }
     }
 
     pub fn new(task: &str) -> Work {
@@ -175,6 +187,7 @@ impl Work {
             resume_at: None,
             finishing: false,
             resume_prompt: false,
+            fenced: false,
         }
     }
 }

@@ -392,6 +392,12 @@ impl Role {
             }
             Command::AnswerTrust { session } => self.answer_trust(&session, beat),
             Command::TakeOverLimit { session } => self.take_over_limit(&session),
+            Command::Interrupt { session } => {
+                log::warn!("{session}: stopping its turn (the fleet's fence)");
+                if let Err(e) = self.tmux.send_keys(&session, &["Escape"]) {
+                    log::warn!("{session}: cannot stop its turn: {e}");
+                }
+            }
             Command::Answer { session, question, choice } => self.answer(&session, &question, &choice, beat),
             Command::Track { session, account, claude_session_id } => {
                 let Some(m) = Managed::new(&self.config, &session, &account, &claude_session_id) else { return };
