@@ -29,6 +29,11 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     ("claude_failover_janitor_actions_total", "counter", "Janitor actions, by action."),
     ("claude_failover_fleet_unreachable_total", "counter", "Times the fleet's etcd stopped answering this host."),
     (
+        "claude_failover_fleet_fenced_total",
+        "counter",
+        "Times this host stopped its work because it could no longer vouch for its account (exclusive).",
+    ),
+    (
         "claude_failover_api_key_tokens_total",
         "counter",
         "Tokens used on api_key accounts, by account and kind (input, output, cache_write, cache_read).",

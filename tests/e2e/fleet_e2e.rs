@@ -8,6 +8,7 @@
 use kit::accounts::token;
 use kit::fake_api::Mode;
 use kit::fleet::{FleetOptions, FleetRig, PREFIX};
+use kit::relay::Relay;
 use kit::wait_until;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -150,6 +151,83 @@ fn exclusive_hosts_never_share_an_account_and_a_dead_hosts_account_is_freed() {
     let (code, body) = rig.hosts[0].post("/failover", r#"{"to":"beta"}"#);
     assert_eq!(code, 202, "{body}");
     rig.hosts[0].wait_all_idle_on("beta", LONG);
+}
+
+#[test]
+fn exclusive_a_host_cut_off_past_its_lease_stops_its_turn_before_another_takes_its_account() {
+    let _lock = kit::claude_turn();
+    let mut rig = FleetRig::new(FleetOptions {
+        policy: "exclusive".into(),
+        accounts: vec!["alpha".into(), "beta".into(), "gamma".into()],
+        ..FleetOptions::default()
+    });
+    // h1 reaches etcd only through relays the test can cut: a partition
+    // between h1 and a cluster that goes on serving h2.
+    let relays: Vec<Relay> = rig.etcd.endpoints().iter().map(|e| Relay::start(e)).collect();
+    for (e, r) in rig.etcd.endpoints().iter().zip(&relays) {
+        rig.hosts[0].config = rig.hosts[0].config.replace(&format!("\"{e}\""), &format!("\"{}\"", r.url()));
+    }
+    rig.hosts[0].start();
+    rig.hosts[0].wait_fleet_state("connected", LONG);
+    rig.hosts[0].wait_all_idle_on("alpha", LONG);
+    rig.hosts[1].start();
+    rig.hosts[1].wait_all_idle_on("beta", LONG);
+
+    // A long turn on h1 (every answer takes 60 s), then the partition.
+    rig.api.set_delay(Duration::from_secs(60));
+    rig.hosts[0].drop_task("long.md", "A long piece of work on h1");
+    let session = wait_until(LONG, "h1's turn under way", || {
+        let s = rig.hosts[0].status()?["sessions"][0].clone();
+        (s["state"] == "busy" && s["task"] == "long.md").then_some(s)
+    });
+    let id = session["claude_session_id"].as_str().expect("a conversation id").to_string();
+    for r in &relays {
+        r.cut();
+    }
+    rig.hosts[0].wait_fleet_state("fenced", LONG);
+    let fenced =
+        wait_until(LONG, "fleet_fenced", || rig.hosts[0].events().into_iter().find(|e| e["kind"] == "fleet_fenced"));
+    assert_eq!(fenced["why"], "lease", "{fenced}");
+    assert_eq!(fenced["account"], "alpha", "{fenced}");
+    assert_eq!(fenced["sessions"], serde_json::json!(["h1-s1"]), "{fenced}");
+    wait_until(LONG, "h1's turn stopped", || (rig.hosts[0].status()?["sessions"][0]["state"] == "idle").then_some(()));
+    rig.api.set_delay(Duration::ZERO);
+    let h1_turns = |rig: &FleetRig| rig.api.requests().iter().filter(|r| r.session_id.as_deref() == Some(&id)).count();
+    let turns_when_fenced = h1_turns(&rig);
+
+    // h1's hold is gone with its lease: h2 may now take alpha, and does.
+    wait_until(LONG, "h1's hold on alpha expired", || {
+        rig.hosts[1].fleet()?["holds"].get("alpha").is_none().then_some(())
+    });
+    let (code, body) = rig.hosts[1].post("/failover", r#"{"to":"alpha"}"#);
+    assert_eq!(code, 202, "{body}");
+    rig.hosts[1].wait_all_idle_on("alpha", LONG);
+    rig.hosts[1].drop_task("h2.md", "Work on h2 while h1 is cut off");
+    let result = wait_until(LONG, "h2.md done", || rig.hosts[1].result("h2.md"));
+    assert_eq!(result["account"], "alpha");
+    // Meanwhile h1 dispatched nothing and called nothing.
+    rig.hosts[0].drop_task("queued.md", "Queued on h1 while it is fenced");
+    assert_eq!(h1_turns(&rig), turns_when_fenced, "h1 used alpha while fenced");
+    let h1 = rig.hosts[0].status().unwrap();
+    assert_eq!(h1["fleet"]["state"], "fenced");
+    assert!(rig.hosts[0].result("long.md").is_none() && rig.hosts[0].result("queued.md").is_none());
+
+    // The link is back: alpha is h2's, so h1 takes a free account, lifts
+    // its fence, and both tasks are done there, once.
+    for r in &relays {
+        r.heal();
+    }
+    let unfenced = wait_until(LONG, "fleet_unfenced", || {
+        rig.hosts[0].events().into_iter().find(|e| e["kind"] == "fleet_unfenced")
+    });
+    assert_ne!(unfenced["account"], "alpha", "{unfenced}");
+    for task in ["long.md", "queued.md"] {
+        let result = wait_until(LONG, &format!("{task} done on h1"), || rig.hosts[0].result(task));
+        assert_ne!(result["account"], "alpha", "{task}: {result}");
+    }
+    let (a, b) = (rig.hosts[0].active(), rig.hosts[1].active());
+    assert!(a.is_some() && a != b, "h1 on {a:?}, h2 on {b:?}");
+    assert_eq!(rig.hosts[0].count_events("fleet_fenced"), 1);
 }
 
 #[test]

@@ -46,6 +46,7 @@ pub mod fleet;
 pub mod http;
 pub mod mcp;
 pub mod port;
+pub mod relay;
 pub mod rig;
 pub mod throttle;
 pub mod tmux;
