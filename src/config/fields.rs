@@ -102,6 +102,11 @@ const FLEET: &[Field] = &[
     opt("host", Kind::Str),
     opt("lease_ttl_secs", SECS),
     opt("policy", Kind::Str),
+    opt("username", Kind::Str),
+    opt("password_file", Kind::Str),
+    opt("ca_file", Kind::Str),
+    opt("cert_file", Kind::Str),
+    opt("key_file", Kind::Str),
 ];
 const NOTIFY: &[Field] =
     &[opt("min_interval_secs", SECS), opt("telegram", Kind::Table(TELEGRAM)), opt("webhook", Kind::Table(WEBHOOK))];

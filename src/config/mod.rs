@@ -11,10 +11,12 @@
 
 mod fields;
 mod paths;
+mod tls;
 mod types;
 mod validate;
 
 pub(crate) use paths::absolute;
+pub use tls::fleet_tls;
 pub use types::*;
 
 use std::fmt;

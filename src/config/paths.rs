@@ -22,6 +22,13 @@ impl Config {
         if let Some(t) = &mut self.notify.telegram {
             t.bot_token_file = resolve(base, &t.bot_token_file);
         }
+        if let Some(f) = &mut self.fleet {
+            for file in [&mut f.password_file, &mut f.ca_file, &mut f.cert_file, &mut f.key_file] {
+                if !file.is_empty() {
+                    *file = resolve(base, Path::new(file.as_str())).to_string_lossy().into_owned();
+                }
+            }
+        }
         for a in &mut self.accounts {
             a.config_dir = resolve(base, &a.config_dir);
             if !a.api_key_file.is_empty() {

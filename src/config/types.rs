@@ -412,6 +412,33 @@ pub struct FleetConfig {
     /// `shared` or `exclusive` (see [`FleetPolicy`]).
     #[serde(default = "default_fleet_policy")]
     pub policy: String,
+    /// etcd's own authentication (`etcdctl auth enable`): this user, with a
+    /// role that may read and write under `prefix`; empty: none.
+    #[serde(default)]
+    pub username: String,
+    /// The user's password, alone in this file (required with `username`).
+    #[serde(default)]
+    pub password_file: String,
+    /// `https://` endpoints: the CA certificate(s) (PEM) that signed etcd's
+    /// server certificates; empty: the Mozilla roots.
+    #[serde(default)]
+    pub ca_file: String,
+    /// A client certificate (PEM, with its chain) for etcd's
+    /// `--client-cert-auth`, and its private key (`key_file`).
+    #[serde(default)]
+    pub cert_file: String,
+    #[serde(default)]
+    pub key_file: String,
+    /// The password read from `password_file` at load time.
+    #[serde(skip)]
+    pub password: Option<Secret>,
+}
+
+impl FleetConfig {
+    /// Any TLS setting given: every endpoint must then be `https://`.
+    pub fn tls(&self) -> bool {
+        !(self.ca_file.is_empty() && self.cert_file.is_empty() && self.key_file.is_empty())
+    }
 }
 
 /// What a fleet guarantees about accounts.

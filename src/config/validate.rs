@@ -19,6 +19,9 @@ impl Config {
             if f.host.is_empty() {
                 f.host = super::types::hostname();
             }
+            if !f.password_file.is_empty() {
+                f.password = read_secret(Path::new(&f.password_file), "fleet.password_file", check);
+            }
         }
         if let Some(t) = &mut self.notify.telegram {
             t.bot_token = read_secret(&t.bot_token_file, "notify.telegram.bot_token_file", check);
@@ -264,6 +267,31 @@ impl Config {
         }
         if super::types::FleetPolicy::parse(&f.policy).is_none() {
             check.add("fleet.policy", format!("must be \"shared\" or \"exclusive\", found {:?}", f.policy));
+        }
+        match (f.username.is_empty(), f.password_file.is_empty()) {
+            (false, true) => {
+                check.add("fleet.password_file", format!("must be set with fleet.username ({:?})", f.username))
+            }
+            (true, false) => check.add("fleet.username", "must be set with fleet.password_file"),
+            _ => {}
+        }
+        if f.cert_file.is_empty() != f.key_file.is_empty() {
+            let (missing, given) =
+                if f.cert_file.is_empty() { ("cert_file", "key_file") } else { ("key_file", "cert_file") };
+            check.add(&format!("fleet.{missing}"), format!("must be set with fleet.{given}"));
+        }
+        if f.tls() {
+            for (i, url) in f.endpoints.iter().enumerate() {
+                if !url.starts_with("https://") {
+                    check.add(
+                        &format!("fleet.endpoints[{i}]"),
+                        format!("{url:?} is not https:// while fleet.ca_file, cert_file or key_file is set"),
+                    );
+                }
+            }
+            if let Err((key, why)) = super::tls::fleet_tls(f) {
+                check.add(&format!("fleet.{key}"), why);
+            }
         }
     }
 

@@ -6,8 +6,14 @@
 //! heartbeats; a watch is a request whose answer streams one JSON object a
 //! line, read until its (bounded) timeout and then taken up again.
 //!
+//! With `fleet.username`, it signs in (`/v3/auth/authenticate`) before its
+//! first call and again whenever etcd says the token is no longer good, and
+//! sends the token with every call; with TLS files, it checks the servers
+//! against `fleet.ca_file` and shows `fleet.cert_file`.
+//!
 //! It knows nothing of what the fleet stores: that is `store.rs`.
 
+use crate::config::{FleetConfig, Secret};
 use serde_json::{json, Value};
 use std::io::BufRead;
 use std::time::Duration;
@@ -24,6 +30,9 @@ pub enum EtcdError {
     Refused(String),
     /// An answer that is not what the gateway sends.
     Garbage(String),
+    /// A watch asked for revisions etcd compacted away: only a full read
+    /// (a fresh join) can catch up.
+    Compacted(i64),
 }
 
 impl std::fmt::Display for EtcdError {
@@ -32,6 +41,7 @@ impl std::fmt::Display for EtcdError {
             EtcdError::Unreachable(s) => write!(f, "etcd unreachable: {s}"),
             EtcdError::Refused(s) => write!(f, "etcd refused: {s}"),
             EtcdError::Garbage(s) => write!(f, "etcd answered garbage: {s}"),
+            EtcdError::Compacted(r) => write!(f, "etcd compacted the watched history up to revision {r}"),
         }
     }
 }
@@ -78,38 +88,129 @@ pub struct TxnOutcome {
     pub read: Vec<Kv>,
 }
 
-pub struct Etcd {
+/// How this host reaches etcd: its endpoints, TLS and user.
+#[derive(Clone)]
+pub struct Access {
     endpoints: Vec<String>,
+    tls: Option<ureq::tls::TlsConfig>,
+    user: Option<(String, Secret)>,
+    /// The TLS files could not be read (they were at load time): every
+    /// call fails with this, so the fleet shows it as its link's error.
+    broken: Option<String>,
+}
+
+impl Access {
+    pub fn new(config: &FleetConfig) -> Access {
+        let (tls, broken) = match crate::config::fleet_tls(config) {
+            Ok(tls) => (tls, None),
+            Err((key, why)) => (None, Some(format!("fleet.{key}: {why}"))),
+        };
+        let user = match (&config.password, config.username.is_empty()) {
+            (Some(password), false) => Some((config.username.clone(), password.clone())),
+            _ => None,
+        };
+        Access {
+            endpoints: config.endpoints.iter().map(|e| e.trim_end_matches('/').to_string()).collect(),
+            tls,
+            user,
+            broken,
+        }
+    }
+
+    /// Plain endpoints, no TLS, no user (tests and tools).
+    pub fn plain(endpoints: &[String]) -> Access {
+        Access {
+            endpoints: endpoints.iter().map(|e| e.trim_end_matches('/').to_string()).collect(),
+            tls: None,
+            user: None,
+            broken: None,
+        }
+    }
+
+    fn agent(&self, timeout: Duration) -> ureq::Agent {
+        let mut config = ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false);
+        if let Some(tls) = &self.tls {
+            config = config.tls_config(tls.clone());
+        }
+        config.build().into()
+    }
+}
+
+pub struct Etcd {
+    access: Access,
     /// The endpoint that answered last: asked first next time.
     current: usize,
     agent: ureq::Agent,
+    /// etcd's token for `access.user`, once signed in.
+    token: Option<String>,
 }
 
 impl Etcd {
-    pub fn new(endpoints: &[String]) -> Etcd {
-        Etcd {
-            endpoints: endpoints.iter().map(|e| e.trim_end_matches('/').to_string()).collect(),
-            current: 0,
-            agent: agent(CALL_TIMEOUT),
-        }
+    pub fn new(access: Access) -> Etcd {
+        Etcd { agent: access.agent(CALL_TIMEOUT), access, current: 0, token: None }
     }
 
     /// The endpoint asked first (for a watch, which runs on one).
     pub fn endpoint(&self) -> &str {
-        self.endpoints.get(self.current).map_or("", String::as_str)
+        self.access.endpoints.get(self.current).map_or("", String::as_str)
+    }
+
+    /// POSTs `body` to `path` (signed in first, and again once if etcd
+    /// says the token went stale).
+    fn call(&mut self, path: &str, body: &Value) -> Result<Value, EtcdError> {
+        if let Some(why) = &self.access.broken {
+            return Err(EtcdError::Refused(why.clone()));
+        }
+        if self.access.user.is_some() && self.token.is_none() {
+            self.sign_in()?;
+        }
+        match self.call_once(path, body) {
+            Err(EtcdError::Refused(why)) if self.access.user.is_some() && stale_token(&why) => {
+                log::info!("fleet: etcd no longer takes this host's token; signing in again");
+                self.token = None;
+                self.sign_in()?;
+                self.call_once(path, body)
+            }
+            other => other,
+        }
+    }
+
+    /// `/v3/auth/authenticate` as `fleet.username`.
+    fn sign_in(&mut self) -> Result<(), EtcdError> {
+        let Some((name, password)) = self.access.user.clone() else { return Ok(()) };
+        self.token = None;
+        let answer = self
+            .call_once("/v3/auth/authenticate", &json!({"name": name, "password": password.expose()}))
+            .map_err(|e| match e {
+                EtcdError::Refused(why) => EtcdError::Refused(format!("signing in as {name:?}: {why}")),
+                other => other,
+            })?;
+        let token = answer.get("token").and_then(Value::as_str).filter(|t| !t.is_empty());
+        let Some(token) = token else {
+            return Err(EtcdError::Refused(format!(
+                "signing in as {name:?}: etcd gave no token (is auth enabled on the cluster?)"
+            )));
+        };
+        self.token = Some(token.to_string());
+        Ok(())
     }
 
     /// POSTs `body` to `path` on the current endpoint, then the others.
-    fn call(&mut self, path: &str, body: &Value) -> Result<Value, EtcdError> {
+    fn call_once(&mut self, path: &str, body: &Value) -> Result<Value, EtcdError> {
         let mut last = String::from("no endpoint configured");
-        for i in 0..self.endpoints.len() {
-            let at = (self.current + i) % self.endpoints.len();
-            let url = format!("{}{path}", self.endpoints[at]);
-            let response = self.agent.post(&url).header("Content-Type", "application/json").send(body.to_string());
+        let endpoints = &self.access.endpoints;
+        for i in 0..endpoints.len() {
+            let at = (self.current + i) % endpoints.len();
+            let url = format!("{}{path}", endpoints[at]);
+            let mut request = self.agent.post(&url).header("Content-Type", "application/json");
+            if let Some(token) = &self.token {
+                request = request.header("Authorization", token);
+            }
+            let response = request.send(body.to_string());
             let mut response = match response {
                 Ok(r) => r,
                 Err(e) => {
-                    last = format!("{}: {e}", self.endpoints[at]);
+                    last = format!("{}: {e}", endpoints[at]);
                     continue;
                 }
             };
@@ -117,7 +218,7 @@ impl Etcd {
             let text = match response.body_mut().with_config().limit(16 << 20).read_to_string() {
                 Ok(t) => t,
                 Err(e) => {
-                    last = format!("{}: {e}", self.endpoints[at]);
+                    last = format!("{}: {e}", endpoints[at]);
                     continue;
                 }
             };
@@ -125,7 +226,7 @@ impl Etcd {
                 .map_err(|e| EtcdError::Garbage(format!("{url}: {e}: {}", shorten(&text))))?;
             if status == 503 || value.get("error").is_some() && unavailable(&value) {
                 // No leader or no quorum on this member: another may do better.
-                last = format!("{}: {}", self.endpoints[at], message(&value));
+                last = format!("{}: {}", endpoints[at], message(&value));
                 continue;
             }
             self.current = at;
@@ -204,28 +305,60 @@ impl Etcd {
     }
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into()
+/// etcd's answer when the token sent is stale (expired, or the member
+/// restarted and forgot it) or missing.
+fn stale_token(why: &str) -> bool {
+    why.contains("invalid auth token") || why.contains("user name is empty")
 }
 
-/// Watches every key under `prefix` from `start_revision` on `endpoint`
-/// for at most `for_at_most`, handing each change to `seen`; returns the
-/// revision to start the next watch from. Ends early when `seen` says stop.
-pub fn watch(
-    endpoint: &str,
-    prefix: &str,
+impl Etcd {
+    /// The next endpoint is asked first from now on (the current one failed
+    /// a watch).
+    pub fn skip_endpoint(&mut self) {
+        self.current = (self.current + 1) % self.access.endpoints.len().max(1);
+    }
+
+    /// Watches every key under `prefix` from `start_revision` on the
+    /// current endpoint for at most `for_at_most`, handing each change to
+    /// `seen`; returns the revision to start the next watch from. Ends
+    /// early when `seen` says stop.
+    pub fn watch(
+        &mut self,
+        prefix: &str,
+        start_revision: i64,
+        for_at_most: Duration,
+        mut seen: impl FnMut(WatchEvent) -> bool,
+    ) -> Result<i64, EtcdError> {
+        if let Some(why) = &self.access.broken {
+            return Err(EtcdError::Refused(why.clone()));
+        }
+        if self.access.user.is_some() && self.token.is_none() {
+            self.sign_in()?;
+        }
+        let url = format!("{}/v3/watch", self.endpoint());
+        let body = json!({"create_request": {"key": encode(prefix.as_bytes()),
+            "range_end": encode(&prefix_end(prefix)), "start_revision": start_revision.to_string()}});
+        let mut request = self.access.agent(for_at_most).post(&url).header("Content-Type", "application/json");
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", token);
+        }
+        let response = request.send(body.to_string()).map_err(|e| EtcdError::Unreachable(format!("{url}: {e}")))?;
+        let outcome = read_watch(&url, response, start_revision, &mut seen);
+        if let Err(EtcdError::Refused(why)) = &outcome {
+            if stale_token(why) {
+                self.token = None;
+            }
+        }
+        outcome
+    }
+}
+
+fn read_watch(
+    url: &str,
+    response: ureq::http::Response<ureq::Body>,
     start_revision: i64,
-    for_at_most: Duration,
-    mut seen: impl FnMut(WatchEvent) -> bool,
+    seen: &mut impl FnMut(WatchEvent) -> bool,
 ) -> Result<i64, EtcdError> {
-    let url = format!("{}/v3/watch", endpoint.trim_end_matches('/'));
-    let body = json!({"create_request": {"key": encode(prefix.as_bytes()),
-        "range_end": encode(&prefix_end(prefix)), "start_revision": start_revision.to_string()}});
-    let response = agent(for_at_most)
-        .post(&url)
-        .header("Content-Type", "application/json")
-        .send(body.to_string())
-        .map_err(|e| EtcdError::Unreachable(format!("{url}: {e}")))?;
     if response.status().as_u16() != 200 {
         return Err(EtcdError::Refused(format!("{url}: status {}", response.status())));
     }
@@ -240,6 +373,9 @@ pub fn watch(
         let Some(result) = value.get("result") else {
             return Err(EtcdError::Refused(format!("{url}: {}", message(&value))));
         };
+        if let Some(compacted) = number(result.get("compact_revision")).filter(|r| *r > 0) {
+            return Err(EtcdError::Compacted(compacted));
+        }
         if result.get("canceled").and_then(Value::as_bool) == Some(true) {
             let why = result.get("cancel_reason").and_then(Value::as_str).unwrap_or("canceled");
             return Err(EtcdError::Refused(format!("{url}: watch canceled: {why}")));

@@ -18,7 +18,7 @@ use crate::config::{Config, FleetConfig};
 use crate::heartbeat::Beat;
 use crate::report::Reporter;
 use crossbeam_channel::{select, Receiver, Sender};
-use etcd::{Compare, Etcd, EtcdError, Op, WatchEvent};
+use etcd::{Access, Compare, Etcd, EtcdError, Op, WatchEvent};
 use std::time::{Duration, Instant};
 pub use store::{AccountNews, Active, ActiveRecord, Change, Garbage, Hold, HostRecord, Key, Reading};
 
@@ -123,22 +123,21 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn start(endpoints: Vec<String>, prefix: String, from: i64) -> std::io::Result<Watcher> {
+    fn start(access: Access, prefix: String, from: i64) -> std::io::Result<Watcher> {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let (tx, events) = crossbeam_channel::unbounded();
         let thread = std::thread::Builder::new().name("fleet-watch".into()).spawn(move || {
+            let mut etcd = Etcd::new(access);
             let mut next = from;
-            let mut at = 0;
             loop {
-                let endpoint = &endpoints[at % endpoints.len()];
-                let outcome = etcd::watch(endpoint, &prefix, next, WATCH_SPAN, |e| {
+                let outcome = etcd.watch(&prefix, next, WATCH_SPAN, |e| {
                     stopped.try_recv() != Err(crossbeam_channel::TryRecvError::Disconnected)
                         && tx.send(Watched::Event(e)).is_ok()
                 });
                 match outcome {
                     Ok(n) => next = n,
                     Err(e) => {
-                        at += 1;
+                        etcd.skip_endpoint();
                         if tx.send(Watched::Failed(e)).is_err() {
                             return;
                         }
@@ -167,6 +166,7 @@ impl Watcher {
 
 struct Role {
     config: FleetConfig,
+    access: Access,
     accounts: Vec<String>,
     etcd: Etcd,
     out: Reporter<Report>,
@@ -186,8 +186,10 @@ struct Role {
 
 impl Role {
     fn new(config: FleetConfig, accounts: Vec<String>, out: Reporter<Report>) -> Role {
+        let access = Access::new(&config);
         Role {
-            etcd: Etcd::new(&config.endpoints),
+            etcd: Etcd::new(access.clone()),
+            access,
             config,
             accounts,
             out,
@@ -252,7 +254,7 @@ impl Role {
                 for g in garbage {
                     self.out.send(Report::Garbage(g));
                 }
-                match Watcher::start(self.config.endpoints.clone(), self.config.prefix.clone(), revision + 1) {
+                match Watcher::start(self.access.clone(), self.config.prefix.clone(), revision + 1) {
                     Ok(w) => self.watcher = Some(w),
                     Err(e) => log::error!("fleet: cannot start the watch thread: {e}"),
                 }
@@ -453,6 +455,12 @@ impl Role {
     /// endpoint by itself.
     fn watch_failed(&mut self, e: EtcdError) {
         log::warn!("fleet: the watch stopped: {e}");
+        if let EtcdError::Compacted(_) = e {
+            // Changes were missed for good: read everything afresh.
+            self.drop_link();
+            self.join();
+            return;
+        }
         self.renew();
     }
 

@@ -6,6 +6,7 @@
 //! usage calls and what etcd holds.
 
 use kit::accounts::token;
+use kit::etcd::{Security, User};
 use kit::fake_api::Mode;
 use kit::fleet::{FleetOptions, FleetRig, PREFIX};
 use kit::relay::Relay;
@@ -375,4 +376,106 @@ fn bad_input_unreachable_endpoints_garbage_under_the_prefix_and_a_wrong_prefix()
     rig.hosts[0].start();
     let fleet = rig.hosts[0].wait_fleet_state("unreachable", LONG);
     assert!(fleet["error"].as_str().unwrap_or_default().contains(&dead), "{fleet}");
+}
+
+/// h1 forces a failover to `to`; h2 (shared) follows it.
+fn a_decision_crosses(rig: &FleetRig, to: &str) {
+    let (code, body) = rig.hosts[0].post("/failover", &format!(r#"{{"to":"{to}"}}"#));
+    assert_eq!(code, 202, "{body}");
+    for h in &rig.hosts {
+        wait_until(LONG, &format!("{} on {to}", h.name), || (h.active().as_deref() == Some(to)).then_some(()));
+    }
+}
+
+/// `config` without the lines setting `keys`.
+fn without(config: &str, keys: &[&str]) -> String {
+    config.lines().filter(|l| !keys.iter().any(|k| l.starts_with(&format!("{k} =")))).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn a_fleet_over_tls_with_client_certificates() {
+    let _lock = kit::claude_turn();
+    let security = Security { tls: true, user: None };
+    let mut rig = FleetRig::new(FleetOptions { sessions: 0, security, ..FleetOptions::default() });
+    assert!(rig.etcd.endpoints().iter().all(|e| e.starts_with("https://")));
+    rig.start_all();
+    joined(&rig);
+    a_decision_crosses(&rig, "beta");
+
+    // Without its client certificate a host is refused, and says why.
+    let config = rig.hosts[1].config.clone();
+    rig.hosts[1].kill();
+    rig.hosts[1].config = without(&config, &["cert_file", "key_file"]);
+    rig.hosts[1].start();
+    let fleet = rig.hosts[1].wait_fleet_state("unreachable", LONG);
+    let error = fleet["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("https://127.0.0.1:"), "{error}");
+    // Trusting other roots (the Mozilla ones): etcd's certificate is refused.
+    rig.hosts[1].kill();
+    rig.hosts[1].config = without(&config, &["ca_file"]);
+    rig.hosts[1].start();
+    let fleet = rig.hosts[1].wait_fleet_state("unreachable", LONG);
+    let error = fleet["error"].as_str().unwrap_or_default().to_lowercase();
+    assert!(error.contains("certificate") || error.contains("issuer"), "{error}");
+    // h1 went on meanwhile.
+    assert_eq!(rig.hosts[0].fleet().unwrap()["state"], "connected");
+}
+
+#[test]
+fn etcd_users_a_host_signs_in_again_after_etcd_forgot_its_token_and_a_wrong_password_is_named() {
+    let _lock = kit::claude_turn();
+    let user = User { name: "fleet".into(), password: "s3cret-fleet".into(), prefix: PREFIX.into() };
+    let security = Security { tls: false, user: Some(user) };
+    let mut rig = FleetRig::new(FleetOptions { sessions: 0, security, ..FleetOptions::default() });
+    rig.start_all();
+    joined(&rig);
+    a_decision_crosses(&rig, "beta");
+
+    // etcd restarted: it forgot every token (they live in its memory). The
+    // hosts meet "invalid auth token" on rejoining and sign in again.
+    rig.etcd.stop_all();
+    for h in &rig.hosts {
+        h.wait_fleet_state("unreachable", LONG);
+    }
+    rig.etcd.start_all();
+    joined(&rig);
+    a_decision_crosses(&rig, "alpha");
+    for h in &rig.hosts {
+        assert!(h.log_text().contains("signing in again"), "{} signed in again", h.name);
+    }
+
+    // A wrong password: named in /status, the password itself nowhere.
+    rig.hosts[1].kill();
+    std::fs::write(rig.hosts[1].dir.join("etcd-password"), "not-the-password\n").unwrap();
+    rig.hosts[1].start();
+    let fleet = rig.hosts[1].wait_fleet_state("unreachable", LONG);
+    let error = fleet["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains(r#"signing in as "fleet""#) && error.contains("authentication failed"), "{error}");
+    assert!(!rig.hosts[1].log_text().contains("not-the-password"));
+    // The user may not write outside its prefix: a host on another prefix is refused.
+    rig.hosts[1].kill();
+    std::fs::write(rig.hosts[1].dir.join("etcd-password"), "s3cret-fleet\n").unwrap();
+    rig.hosts[1].config = rig.hosts[1].config.replace(PREFIX, "/elsewhere/");
+    rig.hosts[1].start();
+    let fleet = rig.hosts[1].wait_fleet_state("unreachable", LONG);
+    assert!(fleet["error"].as_str().unwrap_or_default().contains("permission denied"), "{fleet}");
+    assert_eq!(rig.hosts[0].fleet().unwrap()["state"], "connected");
+}
+
+#[test]
+fn a_watch_behind_a_compaction_reads_the_whole_state_afresh() {
+    let _lock = kit::claude_turn();
+    let mut rig = FleetRig::new(FleetOptions { hosts: vec!["h1".into()], sessions: 0, ..FleetOptions::default() });
+    rig.start_all();
+    joined(&rig);
+    let revision = rig.etcd.compact();
+    wait_until(LONG, "h1 joined again after the compaction", || {
+        (rig.hosts[0].count_events("fleet_joined") == 2).then_some(())
+    });
+    let log = rig.hosts[0].log_text();
+    assert!(log.contains(&format!("compacted the watched history up to revision {revision}")), "{log}");
+    rig.hosts[0].wait_fleet_state("connected", LONG);
+    // It still hears of changes.
+    rig.etcd.put(&format!("{PREFIX}accounts/beta"), b"{not json");
+    wait_until(LONG, "the watch goes on", || (rig.hosts[0].count_events("fleet_garbage") == 1).then_some(()));
 }

@@ -791,3 +791,46 @@ fn fleet_problems_name_their_keys() {
     only(&with("[fleet]\nendpoints = []").err(), "fleet.endpoints", "at least one etcd client URL");
     only(&with("[fleet]\nprefix = \"/x/\"").err(), "fleet.endpoints", "");
 }
+
+#[test]
+fn fleet_tls_and_etcd_users_are_read_at_load_and_their_problems_name_their_keys() {
+    let dir = temp_dir();
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-keyout", "client.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=test"])
+        .current_dir(dir.path())
+        .output()
+        .expect("openssl (apt-get install openssl)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    write(&dir.path().join("password"), "etcd-s3cret\n");
+    write(&dir.path().join("garbage.pem"), "not a certificate");
+    let fleet = |extra: &str| {
+        format!("[fleet]\nendpoints = [\"https://10.0.0.1:2379\", \"https://10.0.0.2:2379\"]\n{extra}\n{BASE}")
+    };
+
+    // Relative to the config; the password read, never shown.
+    let good = "username = \"fleet\"\npassword_file = \"password\"\nca_file = \"ca.pem\"\n\
+                cert_file = \"ca.pem\"\nkey_file = \"client.key\"";
+    let Loaded { dir: _kept, result } = load_in(dir, &fleet(good));
+    let c = result.expect("a valid config");
+    let f = c.fleet.clone().expect("[fleet]");
+    assert_eq!(f.password.as_ref().map(|p| p.expose()), Some("etcd-s3cret"));
+    assert!(f.ca_file.starts_with('/') && f.ca_file.ends_with("/ca.pem"), "{}", f.ca_file);
+    assert!(claude_failover::config::fleet_tls(&f).expect("the files read").is_some());
+    assert!(!format!("{c:?}").contains("etcd-s3cret"), "the password in Debug");
+
+    let dir = temp_dir();
+    write(&dir.path().join("garbage.pem"), "not a certificate");
+    let err =
+        load_in(dir, &fleet("username = \"fleet\"\nca_file = \"garbage.pem\"\ncert_file = \"missing.pem\"")).err();
+    has(&err, "fleet.password_file", "must be set with fleet.username (\"fleet\")");
+    has(&err, "fleet.key_file", "must be set with fleet.cert_file");
+    has(&err, "fleet.ca_file", "holds no PEM certificate");
+
+    let err =
+        with("[fleet]\nendpoints = [\"http://10.0.0.1:2379\"]\npassword_file = \"nope\"\nca_file = \"x.pem\"").err();
+    has(&err, "fleet.username", "must be set with fleet.password_file");
+    has(&err, "fleet.password_file", "cannot read");
+    has(&err, "fleet.endpoints[0]", "is not https://");
+    has(&err, "fleet.ca_file", "cannot read");
+}

@@ -7,7 +7,7 @@
 
 use super::accounts;
 use super::config::ConfigBuilder;
-use super::etcd::EtcdCluster;
+use super::etcd::{EtcdCluster, Security};
 use super::fake_api::FakeApi;
 use super::tmux::TmuxServer;
 use super::{wait_until, Daemon};
@@ -30,6 +30,9 @@ pub struct FleetOptions {
     pub lease_ttl_secs: u64,
     /// More `(table, key, value)` settings for every host.
     pub more: Vec<(&'static str, &'static str, toml::Value)>,
+    /// How the etcd cluster is secured; every host gets what it needs to
+    /// reach it (the TLS files, the user and a password file).
+    pub security: Security,
 }
 
 impl Default for FleetOptions {
@@ -42,6 +45,7 @@ impl Default for FleetOptions {
             poll_interval_secs: 2,
             lease_ttl_secs: 3,
             more: Vec::new(),
+            security: Security::default(),
         }
     }
 }
@@ -155,9 +159,9 @@ impl FleetRig {
     pub fn new(options: FleetOptions) -> FleetRig {
         let dir = super::temp_dir();
         let root = dir.path().canonicalize().expect("temp dir");
-        let etcd = EtcdCluster::start(&root, 3);
+        let etcd = EtcdCluster::secured(&root, 3, options.security.clone());
         let api = FakeApi::start();
-        let hosts = options.hosts.iter().map(|h| host(&root, h, &options, &api, &etcd.endpoints())).collect();
+        let hosts = options.hosts.iter().map(|h| host(&root, h, &options, &api, &etcd)).collect();
         FleetRig { hosts, etcd, api, root, options, dir }
     }
 
@@ -181,7 +185,7 @@ impl FleetRig {
     }
 }
 
-fn host(root: &Path, name: &str, o: &FleetOptions, api: &FakeApi, endpoints: &[String]) -> Host {
+fn host(root: &Path, name: &str, o: &FleetOptions, api: &FakeApi, etcd: &EtcdCluster) -> Host {
     let dir = root.join("hosts").join(name);
     let project = dir.join("projects/proj");
     std::fs::create_dir_all(&project).expect("project dir");
@@ -199,11 +203,25 @@ fn host(root: &Path, name: &str, o: &FleetOptions, api: &FakeApi, endpoints: &[S
         .set("quota", "failback", false)
         .set("dispatch", "settle_secs", 1)
         .set("dispatch", "submit_confirm_secs", 5)
-        .set("fleet", "endpoints", endpoints.to_vec())
+        .set("fleet", "endpoints", etcd.endpoints())
         .set("fleet", "prefix", PREFIX)
         .set("fleet", "host", name)
         .set("fleet", "lease_ttl_secs", o.lease_ttl_secs as i64)
         .set("fleet", "policy", o.policy.as_str());
+    if let Some(tls) = etcd.tls_files() {
+        for (key, file) in [("ca_file", &tls.ca), ("cert_file", &tls.cert), ("key_file", &tls.key)] {
+            config = config.set("fleet", key, file.display().to_string());
+        }
+    }
+    if let Some(user) = &o.security.user {
+        let file = dir.join("etcd-password");
+        std::fs::write(&file, format!("{}\n", user.password)).expect("password file");
+        config = config.set("fleet", "username", user.name.as_str()).set(
+            "fleet",
+            "password_file",
+            file.display().to_string(),
+        );
+    }
     for (table, key, value) in &o.more {
         config = config.set(table, key, value.clone());
     }
