@@ -247,6 +247,11 @@ fn a_control_client_tells_of_output_windows_and_the_end() {
     let (tx, rx) = crossbeam_channel::unbounded();
     let one = Follower::attach(&tmux, "ctl-1", 1, tx.clone()).expect("attach ctl-1");
     let _two = Follower::attach(&tmux, "ctl-2", 2, tx).expect("attach ctl-2");
+    // Drawn before a client is attached, output is told to nobody.
+    wait_until(WAIT, "both clients attached", || {
+        let sessions = tmux.list_sessions().ok()?;
+        sessions.iter().all(|s| s.attached > 0).then_some(())
+    });
     let next = |what: &str, want: &dyn Fn(&Notice) -> bool| {
         wait_until(WAIT, what, || rx.recv_timeout(Duration::from_millis(100)).ok().filter(|n| want(n)))
     };
