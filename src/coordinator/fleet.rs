@@ -26,7 +26,7 @@ use super::{Coordinator, Effects, Now};
 use crate::config::FleetPolicy;
 use crate::events::Kind;
 use crate::fleet::{self, AccountNews, Active, ActiveRecord, Change, Hold, HostRecord, Reading, Report};
-use crate::quota::{AccountQuota, Windows};
+use crate::quota::{AccountQuota, TokenState, Windows};
 use crate::status::{FleetActive, FleetHost, FleetStatus, SwapCause};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,6 +74,8 @@ pub(super) struct Fleet {
     pub(super) fence_at: Option<Instant>,
     /// `exclusive`: fenced since then (it works on nothing until a claim wins).
     pub(super) fenced_since: Option<SystemTime>,
+    /// The accounts the fleet role was last told this host cannot poll.
+    pub(super) logins_out: Option<BTreeSet<String>>,
 }
 
 impl Fleet {
@@ -97,6 +99,7 @@ impl Fleet {
             garbage: BTreeSet::new(),
             fence_at: None,
             fenced_since: None,
+            logins_out: None,
         }
     }
 
@@ -567,9 +570,23 @@ impl Coordinator {
     }
 
     /// The accounts this host polls: its claims while etcd answers, all
-    /// of them otherwise. The quota role is told when that changes.
+    /// of them otherwise. The quota role is told when that changes. An
+    /// account whose login does not work here is let go to a host whose
+    /// does, and polled here all the same (the poll tells when the login
+    /// works again; its reading is not the fleet's).
     pub(super) fn fleet_polls(&mut self, fx: &mut Effects) {
+        let out: BTreeSet<String> = self
+            .quotas
+            .accounts
+            .iter()
+            .filter(|q| q.revoked() || matches!(q.token, TokenState::Expired | TokenState::Missing))
+            .map(|q| q.name.clone())
+            .collect();
         let Some(fleet) = self.fleet.as_mut() else { return };
+        if fleet.logins_out.as_ref() != Some(&out) {
+            fleet.logins_out = Some(out.clone());
+            fx.fleet(fleet::Command::LoginsOut(out.clone()));
+        }
         let want = match fleet.link {
             Link::Joining => Some(BTreeSet::new()),
             Link::Connected => Some(
@@ -578,6 +595,7 @@ impl Coordinator {
                     .iter()
                     .filter(|(_, h)| **h == fleet.host)
                     .map(|(a, _)| a.clone())
+                    .chain(out)
                     .collect::<BTreeSet<_>>(),
             ),
             Link::Unreachable { .. } => None,

@@ -125,6 +125,7 @@ impl Coordinator {
                 self.fleet_news(&account, None, fx);
             }
         }
+        self.fleet_polls(fx);
         self.consider_swap(now, fx);
         self.offer_work(now, fx);
     }
@@ -152,6 +153,7 @@ impl Coordinator {
             self.login_revoked_event(account, "a turn ended in authentication_failed", fx);
             self.save_quota(now, false, fx);
             self.fleet_news(account, None, fx);
+            self.fleet_polls(fx);
         }
     }
 

@@ -1686,6 +1686,43 @@ mod fleet_decisions {
     }
 
     #[test]
+    fn a_host_whose_login_of_an_account_fails_lets_its_poll_go_and_still_polls_it_itself() {
+        let mut rig = Rig::running_on(&fleet_config("h1", "shared"), "alpha");
+        let pollers = vec![
+            Change::Poller { account: "alpha".into(), host: Some("h1".into()) },
+            Change::Poller { account: "beta".into(), host: Some("h1".into()) },
+        ];
+        let fx = report(&mut rig, joined(3, pollers));
+        assert_eq!(polls_told(&fx), [set(&["alpha", "beta"])]);
+        let logins_out = |fx: &Effects| -> Vec<Vec<String>> {
+            fleet_orders(fx)
+                .into_iter()
+                .filter_map(|c| match c {
+                    Fleet::LoginsOut(out) => Some(out.into_iter().collect()),
+                    _ => None,
+                })
+                .collect()
+        };
+        // beta's login here is refused: its claim goes, the poll stays.
+        let fx = rig.poll_failed("beta", PollError::Unauthorized);
+        assert_eq!(logins_out(&fx), [vec!["beta".to_string()]]);
+        let fx = changed(&mut rig, Change::Poller { account: "beta".into(), host: Some("h2".into()) });
+        assert!(polls_told(&fx).is_empty(), "beta is still polled here: that poll tells when the login works again");
+        assert!(logins_out(&fx).is_empty(), "told once");
+        // h2's readings of beta come as news; this host's login stays refused.
+        let news = AccountNews { reading: Some(reading_at(rig.now.wall, 30.0)), ..news("beta", "h2") };
+        changed(&mut rig, Change::News(news));
+        assert_eq!(account_state(&rig, "beta").1, false, "beta is not this host's to use");
+        // A person logs in again: the next poll works, and the claim may come back.
+        rig.wait(Duration::from_secs(5));
+        let fx = rig.poll("beta", 30.0);
+        assert_eq!(logins_out(&fx), [Vec::<String>::new()]);
+        assert_eq!(polls_told(&fx), [set(&["alpha"])], "beta is h2's to poll for the fleet");
+        let fx = changed(&mut rig, Change::Poller { account: "beta".into(), host: None });
+        assert!(polls_told(&fx).is_empty(), "h2 let it go: not this host's until it takes it");
+    }
+
+    #[test]
     fn only_the_accounts_whose_poll_this_host_claimed_are_polled_and_all_while_etcd_is_away() {
         let mut rig = Rig::running_on(&fleet_config("h1", "shared"), "alpha");
         let pollers = |alpha: &str, beta: &str| {

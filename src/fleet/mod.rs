@@ -19,6 +19,7 @@ use crate::heartbeat::Beat;
 use crate::report::Reporter;
 use crossbeam_channel::{select, Receiver, Sender};
 use etcd::{Access, Compare, Etcd, EtcdError, Op, WatchEvent};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 pub use store::{AccountNews, Active, ActiveRecord, Change, Garbage, Hold, HostRecord, Key, Reading};
 
@@ -40,6 +41,10 @@ pub enum Command {
     Claim { from: Option<String>, to: String },
     /// This host's record (renewed with the lease).
     Host(HostRecord),
+    /// The accounts this host's own login cannot poll (refused, expired,
+    /// missing): their poll claims are let go for hosts that can, and not
+    /// taken again until the login works.
+    LoginsOut(BTreeSet<String>),
 }
 
 /// What the role tells the coordinator.
@@ -168,6 +173,8 @@ struct Role {
     config: FleetConfig,
     access: Access,
     accounts: Vec<String>,
+    /// See [`Command::LoginsOut`].
+    logins_out: BTreeSet<String>,
     etcd: Etcd,
     out: Reporter<Report>,
     /// The lease of this host's keys, while joined.
@@ -192,6 +199,7 @@ impl Role {
             access,
             config,
             accounts,
+            logins_out: BTreeSet::new(),
             out,
             lease: None,
             watcher: None,
@@ -278,6 +286,9 @@ impl Role {
                 self.claim_poll(&account)?;
             }
         }
+        for account in self.logins_out.clone() {
+            self.release_poll(&account)?;
+        }
         let (revision, kvs) = self.etcd.range_prefix(&self.config.prefix)?;
         let mut state = Vec::new();
         let mut garbage = Vec::new();
@@ -297,11 +308,31 @@ impl Role {
         self.etcd.put(&self.key(Key::Host(self.config.host.clone())), &value, self.lease).map(|_| ())
     }
 
-    /// Takes the usage poll of `account` if no host has it.
+    /// Takes the usage poll of `account` if no host has it (and this
+    /// host's login of it works).
     fn claim_poll(&mut self, account: &str) -> Result<(), EtcdError> {
+        if self.logins_out.contains(account) {
+            return Ok(());
+        }
         let key = self.key(Key::Poller(account.into()));
         let value = store::claim_value(&self.config.host);
         self.etcd.txn(&[Compare::Absent(&key)], &[Op::Put { key: &key, value: &value, lease: self.lease }], &[])?;
+        Ok(())
+    }
+
+    /// Lets the usage poll of `account` go if this host holds it (only if
+    /// it is still this host's: a transaction on the revision read).
+    fn release_poll(&mut self, account: &str) -> Result<(), EtcdError> {
+        let key = self.key(Key::Poller(account.into()));
+        let read = self.etcd.txn(&[], &[Op::Get(&key)], &[])?.read;
+        let Some(kv) = read.into_iter().next() else { return Ok(()) };
+        let ours = serde_json::from_slice::<store::Claim>(&kv.value).is_ok_and(|c| c.host == self.config.host);
+        if ours {
+            log::warn!(
+                "fleet: this host's login of {account} does not work; letting its usage poll go to another host"
+            );
+            self.etcd.txn(&[Compare::ModRevision(&key, kv.mod_revision)], &[Op::Delete(&key)], &[])?;
+        }
         Ok(())
     }
 
@@ -330,6 +361,24 @@ impl Role {
     }
 
     fn command(&mut self, command: Command) {
+        if let Command::LoginsOut(out) = &command {
+            let (out, was) = (out.clone(), std::mem::replace(&mut self.logins_out, out.clone()));
+            if self.lease.is_none() {
+                return;
+            }
+            let mut done = Ok(());
+            for account in out.difference(&was) {
+                done = done.and_then(|()| self.release_poll(account));
+            }
+            let back: Vec<String> = was.difference(&out).filter(|a| self.accounts.contains(a)).cloned().collect();
+            for account in back {
+                done = done.and_then(|()| self.claim_poll(&account));
+            }
+            if let Err(e) = done {
+                self.lost(e);
+            }
+            return;
+        }
         if self.lease.is_none() {
             // Not joined: the coordinator knows (it got `Unreachable`) and
             // decides alone; news is published again on the next change.
@@ -341,7 +390,7 @@ impl Role {
                 Command::Claim { to, .. } => {
                     self.out.send(Report::Claimed { to, won: false, holder: None });
                 }
-                Command::News(_) => {}
+                Command::News(_) | Command::LoginsOut(_) => {}
             }
             return;
         }
@@ -364,6 +413,7 @@ impl Role {
             }
             Command::Propose { record, base } => self.propose(record, base),
             Command::Claim { from, to } => self.claim(from, to),
+            Command::LoginsOut(_) => Ok(()),
         };
         if let Err(e) = done {
             self.lost(e);

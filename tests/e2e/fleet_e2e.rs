@@ -479,3 +479,42 @@ fn a_watch_behind_a_compaction_reads_the_whole_state_afresh() {
     rig.etcd.put(&format!("{PREFIX}accounts/beta"), b"{not json");
     wait_until(LONG, "the watch goes on", || (rig.hosts[0].count_events("fleet_garbage") == 1).then_some(()));
 }
+
+#[test]
+fn a_host_whose_login_of_an_account_is_refused_lets_another_host_poll_it_for_the_fleet() {
+    let _lock = kit::claude_turn();
+    let mut rig = FleetRig::new(FleetOptions { sessions: 0, ..FleetOptions::default() });
+    // h1's own login of alpha is revoked (its own credentials: each host
+    // logs in itself); h2's works.
+    let dead = "h1-alpha-revoked-token";
+    kit::accounts::write_credentials(&rig.hosts[0].dir.join("accounts/alpha"), dead);
+    rig.api.set_mode(dead, Mode::Unauthorized);
+    rig.hosts[0].start();
+    rig.hosts[0].wait_fleet_state("connected", LONG);
+    wait_until(LONG, "h1 says its login of alpha was refused", || {
+        (rig.hosts[0].count_events("login_revoked") == 1).then_some(())
+    });
+    wait_until(LONG, "alpha's poll let go", || {
+        rig.etcd.get_prefix(&format!("{PREFIX}pollers/alpha")).is_empty().then_some(())
+    });
+    rig.hosts[1].start();
+    let pollers = wait_until(LONG, "h2 polls alpha for the fleet", || {
+        let p = rig.hosts[0].fleet()?["pollers"].clone();
+        (p["alpha"] == "h2" && p["beta"] == "h1").then_some(p)
+    });
+    // The fleet's readings of alpha come from h2's login, and reach h1.
+    let calls = rig.usage_calls("alpha");
+    wait_until(LONG, "two more polls of alpha", || (rig.usage_calls("alpha") >= calls + 2).then_some(()));
+    rig.api.set_usage(&token("alpha"), 37.0, 12.0, None);
+    wait_until(LONG, "h1 sees h2's reading of alpha", || {
+        let status = rig.hosts[0].status()?;
+        let alpha = status["accounts"].as_array()?.iter().find(|a| a["name"] == "alpha")?.clone();
+        (alpha["five_hour"]["utilization"].as_f64()? == 37.0).then_some(())
+    });
+    assert_eq!(pollers["beta"], "h1", "h1 still polls what its login can");
+    // A person logs h1 in again: its poll works, and h1's login is good again.
+    kit::accounts::write_credentials(&rig.hosts[0].dir.join("accounts/alpha"), &token("alpha"));
+    wait_until(LONG, "h1's login of alpha works again", || {
+        rig.hosts[0].log_text().contains("a poll with its new credentials succeeded").then_some(())
+    });
+}
