@@ -1712,7 +1712,7 @@ mod fleet_decisions {
         // h2's readings of beta come as news; this host's login stays refused.
         let news = AccountNews { reading: Some(reading_at(rig.now.wall, 30.0)), ..news("beta", "h2") };
         changed(&mut rig, Change::News(news));
-        assert_eq!(account_state(&rig, "beta").1, false, "beta is not this host's to use");
+        assert!(!account_state(&rig, "beta").1, "beta is not this host's to use");
         // A person logs in again: the next poll works, and the claim may come back.
         rig.wait(Duration::from_secs(5));
         let fx = rig.poll("beta", 30.0);
