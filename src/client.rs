@@ -236,7 +236,10 @@ pub fn render_fleet_table(f: &crate::status::FleetStatus) -> String {
             h.sessions,
             h.busy,
             h.queued,
-            h.last_seen
+            match h.clock_skew_secs {
+                Some(skew) => format!("{} (clock {skew:+} s)", h.last_seen),
+                None => h.last_seen.clone(),
+            }
         ));
     }
     for (account, host) in &f.holds {

@@ -58,7 +58,14 @@ pub struct FleetHost {
     pub queued: usize,
     /// The host's last renewal (RFC 3339, by its own clock).
     pub last_seen: String,
+    /// How far that host's clock runs ahead of this one's (behind:
+    /// negative), when it is more than [`CLOCK_SKEW_SHOWN`] off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_secs: Option<i64>,
 }
+
+/// A fleet host's clock this far off this host's is shown (and logged once).
+pub const CLOCK_SKEW_SHOWN: i64 = 30;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct SwapStatus {

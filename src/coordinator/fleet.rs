@@ -76,6 +76,9 @@ pub(super) struct Fleet {
     pub(super) fenced_since: Option<SystemTime>,
     /// The accounts the fleet role was last told this host cannot poll.
     pub(super) logins_out: Option<BTreeSet<String>>,
+    /// Hosts whose clock is off this one's by more than
+    /// [`CLOCK_SKEW_SHOWN`](crate::status::CLOCK_SKEW_SHOWN) s: by how much.
+    pub(super) skews: BTreeMap<String, i64>,
 }
 
 impl Fleet {
@@ -100,6 +103,7 @@ impl Fleet {
             fence_at: None,
             fenced_since: None,
             logins_out: None,
+            skews: BTreeMap::new(),
         }
     }
 
@@ -156,6 +160,7 @@ impl Fleet {
                     busy: h.busy,
                     queued: h.queued,
                     last_seen: crate::time::rfc3339_from_unix(h.seen_at),
+                    clock_skew_secs: self.skews.get(&h.host).copied(),
                 })
                 .collect(),
         }
@@ -451,9 +456,25 @@ impl Coordinator {
         match change {
             Change::Host { host, record } => match record {
                 Some(r) => {
+                    // A record is written at every renewal (seconds apart):
+                    // its time says how far that host's clock is off.
+                    let skew = r.seen_at - crate::time::unix_secs(now.wall);
+                    if skew.abs() > crate::status::CLOCK_SKEW_SHOWN && host != fleet.host {
+                        if fleet.skews.insert(host.clone(), skew).is_none() {
+                            log::warn!(
+                                "fleet: {host}'s clock is {} s {} this host's; times it stamps are shown as it \
+                                 stamps them and never taken as later than this host's now",
+                                skew.abs(),
+                                if skew > 0 { "ahead of" } else { "behind" }
+                            );
+                        }
+                    } else {
+                        fleet.skews.remove(&host);
+                    }
                     fleet.hosts.insert(host, r);
                 }
                 None => {
+                    fleet.skews.remove(&host);
                     fleet.hosts.remove(&host);
                 }
             },

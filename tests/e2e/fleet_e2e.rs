@@ -8,7 +8,7 @@
 use kit::accounts::token;
 use kit::etcd::{Security, User};
 use kit::fake_api::Mode;
-use kit::fleet::{FleetOptions, FleetRig, PREFIX};
+use kit::fleet::{clock_ahead, FleetOptions, FleetRig, PREFIX};
 use kit::relay::Relay;
 use kit::wait_until;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -517,4 +517,36 @@ fn a_host_whose_login_of_an_account_is_refused_lets_another_host_poll_it_for_the
     wait_until(LONG, "h1's login of alpha works again", || {
         rig.hosts[0].log_text().contains("a poll with its new credentials succeeded").then_some(())
     });
+}
+
+#[test]
+fn a_host_whose_clock_runs_two_hours_ahead_is_named_and_never_hides_newer_readings() {
+    let _lock = kit::claude_turn();
+    let mut rig = FleetRig::new(FleetOptions { sessions: 0, ..FleetOptions::default() });
+    let utilization = |rig: &FleetRig, account: &str| -> Option<f64> {
+        let status = rig.hosts[0].status()?;
+        let a = status["accounts"].as_array()?.iter().find(|a| a["name"] == account)?.clone();
+        a["five_hour"]["utilization"].as_f64()
+    };
+    // h2 first, its wall clock two hours ahead: it takes both polls.
+    rig.hosts[1].start_with_env(&clock_ahead("+2h"));
+    rig.hosts[1].wait_fleet_state("connected", LONG);
+    rig.hosts[0].start();
+    rig.hosts[0].wait_fleet_state("connected", LONG);
+    let h2 = wait_until(LONG, "h1 names h2's clock", || {
+        let fleet = rig.hosts[0].fleet()?;
+        let h2 = fleet["hosts"].as_array()?.iter().find(|h| h["host"] == "h2")?.clone();
+        (fleet["pollers"]["alpha"] == "h2" && h2["clock_skew_secs"].is_i64()).then_some(h2)
+    });
+    let skew = h2["clock_skew_secs"].as_i64().unwrap();
+    assert!((7100..=7300).contains(&skew), "{h2}");
+    assert!(rig.hosts[0].log_text().contains("h2's clock is"), "a warning names it");
+    // Its readings reach h1 all the same...
+    rig.api.set_usage(&token("alpha"), 40.0, 10.0, None);
+    wait_until(LONG, "h1 sees h2's reading", || (utilization(&rig, "alpha")? == 40.0).then_some(()));
+    // ...and, stamped two hours later, do not hide the readings after them.
+    rig.hosts[1].kill();
+    wait_until(LONG, "h1 polls alpha itself", || (rig.hosts[0].fleet()?["pollers"]["alpha"] == "h1").then_some(()));
+    rig.api.set_usage(&token("alpha"), 55.0, 10.0, None);
+    wait_until(LONG, "h1 takes its own newer reading", || (utilization(&rig, "alpha")? == 55.0).then_some(()));
 }

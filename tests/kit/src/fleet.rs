@@ -63,8 +63,13 @@ pub struct Host {
 
 impl Host {
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts the daemon with more environment (e.g. [`clock_ahead`]).
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         assert!(self.daemon.is_none(), "{} runs already", self.name);
-        self.daemon = Some(Daemon::start(&self.dir, &self.config, self.port, &[]));
+        self.daemon = Some(Daemon::start(&self.dir, &self.config, self.port, env));
     }
 
     /// SIGKILL: its leases are left to expire.
@@ -143,6 +148,15 @@ impl Host {
         let text = std::fs::read_to_string(self.project().join(".agent-queue/done").join(file)).ok()?;
         serde_json::from_str(&text).ok()
     }
+}
+
+/// The environment that makes a daemon's wall clock run `by` ahead (e.g.
+/// `"+2h"`) through Debian's libfaketime (`apt-get install faketime`, as
+/// `.ci/run` does); its monotonic clock is left alone.
+pub fn clock_ahead(by: &'static str) -> Vec<(&'static str, &'static str)> {
+    const LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    assert!(Path::new(LIB).exists(), "{LIB} is missing: apt-get install faketime (as .ci/run does)");
+    vec![("LD_PRELOAD", LIB), ("FAKETIME", by), ("FAKETIME_DONT_FAKE_MONOTONIC", "1")]
 }
 
 /// Fields drop in order: hosts (daemons, tmux) first, etcd, the folder last.
