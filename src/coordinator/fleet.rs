@@ -808,6 +808,19 @@ impl Coordinator {
         );
     }
 
+    /// `session` began a turn while this host is fenced: it is stopped.
+    pub(super) fn fenced_turn(&mut self, session: &str, now: Now, fx: &mut Effects) {
+        if !self.fenced() {
+            return;
+        }
+        let Some(s) = self.pool.sessions.get_mut(session) else { return };
+        if let Some(w) = s.work.as_mut().filter(|w| !w.finishing) {
+            w.fence(now.at);
+        }
+        log::warn!("{session}: a turn began while this host is fenced; stopping it");
+        fx.sessions(crate::sessions::Command::Interrupt { session: session.into() });
+    }
+
     /// A claim of this host's won: a fence, if any, is lifted.
     fn unfence(&mut self, account: &str, now: Now, fx: &mut Effects) {
         let Some(fleet) = self.fleet.as_mut() else { return };

@@ -142,7 +142,18 @@ impl Coordinator {
         let Some(s) = self.pool.sessions.get_mut(name) else {
             return;
         };
-        match s.observe(seen, now.at) {
+        let was_busy = s.activity == crate::sessions::model::Activity::Busy;
+        let step = s.observe(seen, now.at);
+        if !was_busy && s.activity == crate::sessions::model::Activity::Busy {
+            // A turn that began while this host is fenced (a swap's
+            // continuation, an answer typed, Claude Code's own retry) is
+            // stopped as the fence stopped the others.
+            self.fenced_turn(name, now, fx);
+        }
+        let Some(s) = self.pool.sessions.get_mut(name) else {
+            return;
+        };
+        match step {
             Step::Nothing | Step::Changed { .. } => {}
             Step::AnswerTrust if self.config.claude.auto_trust => {
                 log::info!("{name}: answering the folder trust dialog (auto_trust)");

@@ -1458,6 +1458,11 @@ mod fleet_decisions {
         let wait = fx.events[0].details["relaunch_in_secs"].as_u64().expect("a backoff");
         rig.wait(Duration::from_secs(wait + 1));
         assert!(session_orders(&rig.tick()).is_empty(), "no launch while fenced");
+        // A turn that begins while fenced (Claude Code's own retry, an
+        // answer typed by a person) is stopped too, once.
+        assert_eq!(interrupts(&rig.session(seen("s1", Seen::Busy))), ["s1"]);
+        assert!(interrupts(&rig.session(seen("s1", Seen::Busy))).is_empty());
+        rig.session(seen("s1", Seen::Idle));
 
         // etcd answers: alpha is still this host's. The fence lifts, s2 is
         // launched, and t1.md goes on where it stopped (once).
