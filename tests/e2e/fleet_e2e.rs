@@ -550,3 +550,39 @@ fn a_host_whose_clock_runs_two_hours_ahead_is_named_and_never_hides_newer_readin
     rig.api.set_usage(&token("alpha"), 55.0, 10.0, None);
     wait_until(LONG, "h1 takes its own newer reading", || (utilization(&rig, "alpha")? == 55.0).then_some(()));
 }
+
+#[test]
+fn exclusive_three_hosts_two_accounts_the_third_waits_then_works_on_a_dead_hosts_account() {
+    let _lock = kit::claude_turn();
+    let mut rig = FleetRig::new(FleetOptions {
+        hosts: vec!["h1".into(), "h2".into(), "h3".into()],
+        policy: "exclusive".into(),
+        ..FleetOptions::default()
+    });
+    rig.hosts[0].start();
+    rig.hosts[0].wait_all_idle_on("alpha", LONG);
+    rig.hosts[1].start();
+    rig.hosts[1].wait_all_idle_on("beta", LONG);
+    // No account is free for h3: it joins, holds nothing, launches nothing,
+    // and a task dropped there waits in its inbox.
+    rig.hosts[2].start();
+    rig.hosts[2].wait_fleet_state("connected", LONG);
+    rig.hosts[2].drop_task("waits.md", "Work for h3 once it holds an account");
+    let holds = wait_until(LONG, "h3 sees both holds", || {
+        let holds = rig.hosts[2].fleet()?["holds"].clone();
+        (holds["alpha"] == "h1" && holds["beta"] == "h2").then_some(holds)
+    });
+    let h3 = rig.hosts[2].status().unwrap();
+    assert!(h3["sessions"][0]["account"].is_null(), "h3 launched nothing: {h3}");
+    assert!(rig.hosts[2].result("waits.md").is_none(), "{holds}");
+
+    // h1 dies: its lease expires, h3 takes alpha (and only alpha), launches
+    // its session there and does the task; h2 stays on beta.
+    rig.hosts[0].kill();
+    let result = wait_until(LONG, "waits.md done on h3", || rig.hosts[2].result("waits.md"));
+    assert_eq!(result["account"], "alpha");
+    let holds = rig.hosts[1].fleet().unwrap()["holds"].clone();
+    assert_eq!((holds["alpha"].as_str(), holds["beta"].as_str()), (Some("h3"), Some("h2")), "{holds}");
+    assert_eq!(rig.hosts[1].active().as_deref(), Some("beta"));
+    assert_eq!(rig.hosts[2].count_events("failover_started"), 0, "h3 started on alpha, nothing moved");
+}
