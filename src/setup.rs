@@ -12,7 +12,7 @@
 //! changes, and a second run changes nothing.
 
 use crate::claude::mcp_servers::{self, Registration};
-use crate::claude::settings::{merge_settings, settings_path, shell_quote};
+use crate::claude::settings::{merge_mcp_allow, merge_settings, settings_path, shell_quote, AllowEdit};
 pub use crate::claude::settings::{StatusLineAction, HOOK_EVENTS};
 use crate::config::{absolute, Config};
 use crate::hook;
@@ -86,6 +86,10 @@ pub struct SettingsChange {
     /// Our hook entries that pointed at another binary or spool and were corrected.
     pub hooks_updated: Vec<String>,
     pub status_line: StatusLineAction,
+    /// `[mcp] register`: the server's tools allowed without asking
+    /// (`permissions.allow`), and those taken out (their tier no longer offered).
+    pub mcp_allowed: Vec<String>,
+    pub mcp_disallowed: Vec<String>,
 }
 
 /// One thing setup could not do, naming the account and path concerned.
@@ -207,6 +211,12 @@ impl fmt::Display for AccountReport {
             };
             writeln!(f, "  MCP server {}: {what} in .claude.json", crate::mcp::SERVER_NAME)?;
         }
+        if !s.mcp_allowed.is_empty() {
+            writeln!(f, "  MCP tools allowed without asking: {}", s.mcp_allowed.join(", "))?;
+        }
+        if !s.mcp_disallowed.is_empty() {
+            writeln!(f, "  MCP tools no longer allowed (tier not offered): {}", s.mcp_disallowed.join(", "))?;
+        }
         if let Some(backup) = &s.backup {
             writeln!(f, "  settings.json backed up to {}", backup.display())?;
         }
@@ -273,6 +283,8 @@ pub fn run(config: &Config, exe: &Path) -> Result<SetupReport, Vec<SetupError>> 
                 hooks_added: Vec::new(),
                 hooks_updated: Vec::new(),
                 status_line: StatusLineAction::Skipped,
+                mcp_allowed: Vec::new(),
+                mcp_disallowed: Vec::new(),
             },
         };
         match fs::symlink_metadata(&config_dir) {
@@ -302,7 +314,8 @@ pub fn run(config: &Config, exe: &Path) -> Result<SetupReport, Vec<SetupError>> 
                 Err(e) => errors.push(e),
             }
         }
-        match install_hooks(name, &config_dir, &hook_command) {
+        let mcp_tools = config.mcp.register.then(|| crate::mcp::claude_names(config));
+        match install_hooks(name, &config_dir, &hook_command, mcp_tools.as_deref()) {
             Ok(change) => report.settings = change,
             Err(e) => errors.push(e),
         }
@@ -598,7 +611,12 @@ fn remove_empty_tree(dir: &Path) -> bool {
 }
 
 /// Adds or corrects our hook entries and statusLine in `<config_dir>/settings.json`.
-fn install_hooks(account: &str, config_dir: &Path, hook_command: &str) -> Result<SettingsChange, SetupError> {
+fn install_hooks(
+    account: &str,
+    config_dir: &Path,
+    hook_command: &str,
+    mcp_tools: Option<&[String]>,
+) -> Result<SettingsChange, SetupError> {
     let path = settings_path(config_dir);
     let bad = |why: String| SetupError::BadSettings { account: account.to_string(), path: path.clone(), why };
     let io = |doing: &'static str, p: &Path| {
@@ -618,6 +636,10 @@ fn install_hooks(account: &str, config_dir: &Path, hook_command: &str) -> Result
     };
     let mut settings = old.clone();
     let edit = merge_settings(&mut settings, hook_command).map_err(bad)?;
+    let allowed = match mcp_tools {
+        Some(tools) => merge_mcp_allow(&mut settings, crate::mcp::SERVER_NAME, tools).map_err(bad)?,
+        None => AllowEdit::default(),
+    };
 
     let mut change = SettingsChange {
         path: path.clone(),
@@ -625,6 +647,8 @@ fn install_hooks(account: &str, config_dir: &Path, hook_command: &str) -> Result
         hooks_added: edit.hooks_added,
         hooks_updated: edit.hooks_updated,
         status_line: edit.status_line,
+        mcp_allowed: allowed.added,
+        mcp_disallowed: allowed.removed,
     };
     if settings == old && old_text.is_some() {
         return Ok(change);

@@ -109,6 +109,47 @@ pub fn merge_settings(settings: &mut Value, hook_command: &str) -> Result<Settin
     Ok(edit)
 }
 
+/// What [`merge_mcp_allow`] changed: tool names added to and taken out of
+/// `permissions.allow`.
+#[derive(Debug, Default, PartialEq)]
+pub struct AllowEdit {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// Makes the rules of `permissions.allow` that name a tool of the MCP
+/// server `server` (`mcp__<server>__<tool>`) exactly `tools`: the missing
+/// ones added, the others taken out; every other rule kept as it was.
+pub fn merge_mcp_allow(settings: &mut Value, server: &str, tools: &[String]) -> Result<AllowEdit, String> {
+    let root = settings.as_object_mut().ok_or("the top level is not a JSON object")?;
+    let permissions = root
+        .entry("permissions")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+        .ok_or("\"permissions\" is not an object")?;
+    let allow = permissions
+        .entry("allow")
+        .or_insert_with(|| Value::Array(Vec::new()))
+        .as_array_mut()
+        .ok_or("\"permissions.allow\" is not a list")?;
+    let prefix = format!("mcp__{server}__");
+    let mut edit = AllowEdit::default();
+    allow.retain(|rule| match rule.as_str() {
+        Some(name) if name.starts_with(&prefix) && !tools.iter().any(|t| t == name) => {
+            edit.removed.push(name.to_string());
+            false
+        }
+        _ => true,
+    });
+    for tool in tools {
+        if !allow.iter().any(|rule| rule.as_str() == Some(tool.as_str())) {
+            allow.push(Value::String(tool.clone()));
+            edit.added.push(tool.clone());
+        }
+    }
+    Ok(edit)
+}
+
 /// If `command` is a `claude-failover hook ...` command (any path, any spool),
 /// returns Some(the `--then` command it wraps, if any).
 fn ours(command: &str) -> Option<Option<String>> {
@@ -199,6 +240,32 @@ mod tests {
     use super::*;
 
     const CMD: &str = "/usr/bin/claude-failover hook --spool /var/lib/cf/spool";
+
+    #[test]
+    fn mcp_tool_rules_follow_the_tiers_and_leave_every_other_rule_alone() {
+        let names = |list: &[&str]| list.iter().map(|n| format!("mcp__claude-failover__{n}")).collect::<Vec<_>>();
+        let mut settings = json!({"permissions": {"allow": ["Bash(ls:*)", "mcp__claude-failover", "mcp__other__x"],
+                                                  "deny": ["Read(./.env)"]}, "model": "opus"});
+        let edit = merge_mcp_allow(&mut settings, "claude-failover", &names(&["status", "enqueue_task"])).unwrap();
+        assert_eq!(edit.added, names(&["status", "enqueue_task"]));
+        assert!(edit.removed.is_empty());
+        // Again: nothing to do. Then a tier taken out: its rule goes.
+        let again = merge_mcp_allow(&mut settings, "claude-failover", &names(&["status", "enqueue_task"])).unwrap();
+        assert_eq!(again, AllowEdit::default());
+        let fewer = merge_mcp_allow(&mut settings, "claude-failover", &names(&["status"])).unwrap();
+        assert_eq!((fewer.added, fewer.removed), (vec![], names(&["enqueue_task"])));
+        assert_eq!(
+            settings,
+            json!({"permissions": {"allow": ["Bash(ls:*)", "mcp__claude-failover", "mcp__other__x",
+                                             "mcp__claude-failover__status"],
+                                   "deny": ["Read(./.env)"]}, "model": "opus"})
+        );
+        let mut empty = json!({});
+        merge_mcp_allow(&mut empty, "claude-failover", &names(&["status"])).unwrap();
+        assert_eq!(empty, json!({"permissions": {"allow": ["mcp__claude-failover__status"]}}));
+        assert!(merge_mcp_allow(&mut json!({"permissions": []}), "claude-failover", &[]).is_err());
+        assert!(merge_mcp_allow(&mut json!({"permissions": {"allow": {}}}), "claude-failover", &[]).is_err());
+    }
 
     #[test]
     fn quoting_round_trips_through_the_splitter() {

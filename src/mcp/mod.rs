@@ -14,6 +14,8 @@
 mod schema;
 mod tools;
 
+pub use tools::claude_names;
+
 use crate::config::Config;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, Write};

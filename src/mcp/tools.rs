@@ -169,6 +169,18 @@ fn table() -> Vec<Tool> {
     ]
 }
 
+/// The tools of the tiers offered, as Claude Code names them
+/// (`mcp__claude-failover__status`): what `setup` allows in each account's
+/// settings so an unattended session calls them without asking.
+pub fn claude_names(config: &Config) -> Vec<String> {
+    let offered = config.mcp_tiers();
+    table()
+        .into_iter()
+        .filter(|t| offered.contains(&t.tier))
+        .map(|t| format!("mcp__{}__{}", super::SERVER_NAME, t.name))
+        .collect()
+}
+
 /// `tools/list`: the tools of the tiers offered.
 pub fn list(config: &Config) -> Vec<Value> {
     let offered = config.mcp_tiers();

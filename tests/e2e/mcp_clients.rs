@@ -65,6 +65,12 @@ fn claude_code_connects_by_the_readme_line_and_by_setup() {
         assert_eq!(entry["args"], json!(["mcp", "--config", config.display().to_string()]));
         let listing = claude_mcp(&dir, &rig.root, &["list"]);
         assert!(connected(&listing), "{account}: {listing}");
+        // The read tier (the default) is allowed unasked, nothing else.
+        let settings: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("settings.json")).unwrap()).unwrap();
+        let read = ["status", "recent_events", "task_status", "session_output"];
+        let want: Vec<String> = read.iter().map(|t| format!("mcp__claude-failover__{t}")).collect();
+        assert_eq!(settings["permissions"]["allow"], json!(want), "{account}");
     }
 
     // The README's line, by hand, in a fresh Claude Code folder.
@@ -222,9 +228,9 @@ fn get(port: u16, path: &str) -> Option<Value> {
 fn a_real_turn_calls_status_and_enqueue_task_and_another_session_does_the_task() {
     let _turn = kit::claude_turn();
     let (_tokens, operator, mcp) = token_files();
-    let tools = "mcp__claude-failover__status,mcp__claude-failover__enqueue_task";
+    // No --allowedTools: `setup` allowed the tools of the offered tiers in
+    // each account's settings, so the unattended session calls them unasked.
     let rig = Rig::builder(&["proj"], &[("s1", "proj"), ("s2", "proj")])
-        .claude(&kit::claude_binary(), &["--allowedTools", tools])
         .set("http", "token_file", operator.display().to_string())
         .set("mcp", "allow", vec!["read".to_string(), "queue".into()])
         .set("mcp", "token_file", mcp.display().to_string())
