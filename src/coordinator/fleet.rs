@@ -32,10 +32,14 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
 
-/// A cut-off host stops its turns this long before its lease may run out:
-/// stopping a turn takes a moment, and another host may claim the account
-/// the instant etcd drops the lease.
-pub const FENCE_MARGIN: Duration = Duration::from_secs(1);
+/// A host stops its turns this long before its lease may run out (a fifth
+/// of the TTL, at least half a second): stopping a turn takes a moment,
+/// and another host may claim the account the instant etcd drops the
+/// lease. The fleet role renews every quarter TTL, so a renewal may come
+/// up to TTL − a quarter − a fifth late before it fences.
+pub fn fence_margin(ttl: Duration) -> Duration {
+    (ttl / 5).max(Duration::from_millis(500))
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Link {
@@ -70,10 +74,17 @@ pub(super) struct Fleet {
     pub(super) deferred_restarts: BTreeSet<String>,
     /// Keys already reported as garbage (once each).
     pub(super) garbage: BTreeSet<String>,
-    /// `exclusive`, cut off: when this host's lease may run out.
+    /// `exclusive`, cut off: when to fence (its lease may run out then,
+    /// less the margin).
     pub(super) fence_at: Option<Instant>,
-    /// `exclusive`: fenced since then (it works on nothing until a claim wins).
+    /// `exclusive`: the lease carrying this host's holds lives at least
+    /// until then (the fleet role's last grant or renewal).
+    pub(super) lease_until: Option<Instant>,
+    pub(super) margin: Duration,
+    /// `exclusive`: fenced since then (it works on nothing until a claim
+    /// wins, or its lease is renewed after all), and why.
     pub(super) fenced_since: Option<SystemTime>,
+    pub(super) fenced_why: &'static str,
     /// The accounts the fleet role was last told this host cannot poll.
     pub(super) logins_out: Option<BTreeSet<String>>,
     /// Hosts whose clock is off this one's by more than
@@ -101,7 +112,10 @@ impl Fleet {
             deferred_restarts: BTreeSet::new(),
             garbage: BTreeSet::new(),
             fence_at: None,
+            lease_until: None,
+            margin: fence_margin(config.lease_ttl()),
             fenced_since: None,
+            fenced_why: "",
             logins_out: None,
             skews: BTreeMap::new(),
         }
@@ -111,9 +125,22 @@ impl Fleet {
         self.link == Link::Connected
     }
 
-    /// `exclusive`: this host holds `account` in etcd.
+    /// `exclusive`: this host holds `account` in etcd (and may vouch for
+    /// it: not fenced).
     pub(super) fn holds(&self, account: &str) -> bool {
-        self.holds.get(account) == Some(&self.host)
+        self.fenced_since.is_none() && self.holds.get(account) == Some(&self.host)
+    }
+
+    /// `exclusive`, not fenced: when to fence if nothing is heard first.
+    pub(super) fn fence_moment(&self) -> Option<Instant> {
+        if self.policy != FleetPolicy::Exclusive || self.fenced_since.is_some() {
+            return None;
+        }
+        let by_lease = self.lease_until.map(|u| u.checked_sub(self.margin).unwrap_or(u));
+        match (self.fence_at, by_lease) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn link_error(&self) -> Option<String> {
@@ -148,7 +175,13 @@ impl Fleet {
                 by: a.record.by.clone(),
                 reason: a.record.reason.clone(),
             }),
-            holds: self.holds.clone(),
+            // Fenced, this host vouches for none of its holds.
+            holds: self
+                .holds
+                .iter()
+                .filter(|(_, h)| self.fenced_since.is_none() || **h != self.host)
+                .map(|(a, h)| (a.clone(), h.clone()))
+                .collect(),
             pollers: self.pollers.clone(),
             hosts: self
                 .hosts
@@ -237,7 +270,7 @@ impl Coordinator {
                 if fleet.policy == FleetPolicy::Exclusive {
                     // What this host holds may be another's once its lease
                     // is gone: it works on until then.
-                    let left = lease_left.unwrap_or_default().saturating_sub(FENCE_MARGIN);
+                    let left = lease_left.unwrap_or_default().saturating_sub(fleet.margin);
                     fleet.fence_at = Some(now.at + left);
                 }
                 let host = fleet.host.clone();
@@ -255,6 +288,19 @@ impl Coordinator {
                     format!("{host}: etcd does not answer ({error}); working on with what this host knows"),
                     json!({"host": host, "error": error}),
                 );
+            }
+            Report::LeaseAlive { until, renewed } => {
+                let Some(fleet) = self.fleet.as_mut() else { return };
+                fleet.lease_until = Some(until);
+                // A renewal of the very lease the holds are on: they never
+                // lapsed, so a fence for fear of that lifts.
+                if renewed && fleet.fenced_since.is_some() && fleet.fenced_why == "lease" && fleet.connected() {
+                    if let Some(account) =
+                        self.active_account.clone().filter(|a| fleet.holds.get(a) == Some(&fleet.host))
+                    {
+                        self.unfence(&account, now, fx);
+                    }
+                }
             }
             Report::Changed(change) => self.fleet_change(change, true, now, fx),
             Report::Garbage(g) => {
@@ -346,6 +392,9 @@ impl Coordinator {
                     let running = self.pool.sessions.values().any(|s| s.account.is_some());
                     match free {
                         Some(free) if running => {
+                            // Not one more call where another host works:
+                            // stopped now, moved once a claim of its own wins.
+                            self.fence("held_elsewhere", now, fx);
                             self.swap.pending =
                                 Some(PendingSwap { to: free, reason: SwapCause::Consolidate, decided: now.at })
                         }
@@ -458,17 +507,18 @@ impl Coordinator {
                 Some(r) => {
                     // A record is written at every renewal (seconds apart):
                     // its time says how far that host's clock is off.
+                    // Only a record that just came by the watch is fresh; one
+                    // read on joining may be a lease's TTL old.
                     let skew = r.seen_at - crate::time::unix_secs(now.wall);
-                    if skew.abs() > crate::status::CLOCK_SKEW_SHOWN && host != fleet.host {
-                        if fleet.skews.insert(host.clone(), skew).is_none() {
-                            log::warn!(
-                                "fleet: {host}'s clock is {} s {} this host's; times it stamps are shown as it \
-                                 stamps them and never taken as later than this host's now",
-                                skew.abs(),
-                                if skew > 0 { "ahead of" } else { "behind" }
-                            );
-                        }
-                    } else {
+                    let off = skew.abs() > crate::status::CLOCK_SKEW_SHOWN && host != fleet.host;
+                    if live && off && fleet.skews.insert(host.clone(), skew).is_none() {
+                        log::warn!(
+                            "fleet: {host}'s clock is {} s {} this host's; times it stamps are shown as it \
+                             stamps them and never taken as later than this host's now",
+                            skew.abs(),
+                            if skew > 0 { "ahead of" } else { "behind" }
+                        );
+                    } else if live && !off {
                         fleet.skews.remove(&host);
                     }
                     fleet.hosts.insert(host, r);
@@ -484,7 +534,8 @@ impl Coordinator {
                     Some(h) => fleet.holds.insert(account.clone(), h),
                     None => fleet.holds.remove(&account),
                 };
-                let ours = self.active_account.as_ref().is_none_or(|a| *a == account);
+                // A fenced host takes any account let go: it works on none.
+                let ours = self.active_account.as_ref().is_none_or(|a| *a == account) || fleet.fenced_since.is_some();
                 if freed && live && ours && fleet.asking.is_none() {
                     // A host waiting for a free account tries this one; one
                     // whose account another host took (while it was cut
@@ -758,11 +809,11 @@ impl Coordinator {
         }
     }
 
-    /// `exclusive`, cut off: fenced once its lease may have run out.
+    /// `exclusive`: fenced once its lease may run out (cut off, or its
+    /// renewals late), while it works on an account.
     pub(super) fn fence_due(&mut self, now: Now, fx: &mut Effects) {
-        let due =
-            self.fleet.as_ref().is_some_and(|f| f.fenced_since.is_none() && f.fence_at.is_some_and(|t| t <= now.at));
-        if due {
+        let due = self.fleet.as_ref().and_then(Fleet::fence_moment).is_some_and(|t| t <= now.at);
+        if due && self.active_account.is_some() {
             self.fence("lease", now, fx);
         }
     }
@@ -778,18 +829,21 @@ impl Coordinator {
             return;
         }
         fleet.fenced_since = Some(now.wall);
+        fleet.fenced_why = if why == "lease" { "lease" } else { "held_elsewhere" };
         fleet.fence_at = None;
         let host = fleet.host.clone();
-        fleet.holds.retain(|_, h| *h != host);
         let mut stopped = Vec::new();
+        // Only running turns: an idle session makes no call, and its task
+        // settles, retries or goes on by the usual rules once work may.
         for s in self.pool.sessions.values_mut().filter(|s| s.account.is_some()) {
+            if s.activity != crate::sessions::model::Activity::Busy {
+                continue;
+            }
             if let Some(w) = s.work.as_mut().filter(|w| !w.finishing) {
                 w.fence(now.at);
             }
-            if s.activity == crate::sessions::model::Activity::Busy {
-                stopped.push(s.name.clone());
-                fx.sessions(crate::sessions::Command::Interrupt { session: s.name.clone() });
-            }
+            stopped.push(s.name.clone());
+            fx.sessions(crate::sessions::Command::Interrupt { session: s.name.clone() });
         }
         let account = account.unwrap_or_default();
         let cause = match why {
@@ -839,6 +893,11 @@ impl Coordinator {
     /// `exclusive`: fenced, so nothing runs.
     pub(super) fn fenced(&self) -> bool {
         self.fleet.as_ref().is_some_and(|f| f.fenced_since.is_some())
+    }
+
+    /// When the loop must wake to fence on time (its tick may be a second).
+    pub(super) fn fence_wake(&self) -> Option<Instant> {
+        self.fleet.as_ref().and_then(Fleet::fence_moment)
     }
 
     pub(super) fn fleet_status(&self) -> Option<FleetStatus> {

@@ -130,7 +130,7 @@ impl Coordinator {
             Report::RateLimitFailure { session } => {
                 self.limit_sighting(&session, Sighting::bare(LimitSource::Hook), now, fx)
             }
-            Report::TurnStarted { session } => self.turn_started(&session),
+            Report::TurnStarted { session } => self.turn_started(&session, now),
             Report::TurnEnded { session, end } => self.turn_ended(&session, end, now, fx),
             Report::Usage { account, message_id, model, tokens, .. } => {
                 self.usage(&account, &message_id, &model, tokens, now, fx)

@@ -1427,10 +1427,12 @@ mod fleet_decisions {
         report(&mut rig, Report::Claimed { to: "alpha".into(), won: true, holder: Some("h1".into()) });
         working(&mut rig, "s1", "t1.md");
 
-        // Cut off with 6 s left on its lease: it works on for 5 s.
+        // Cut off with 6 s left on its lease: it works on for 4 s (the
+        // margin is a fifth of the 10 s TTL).
         let fx = report(&mut rig, unreachable("timed out", 6));
         assert!(interrupts(&fx).is_empty());
-        rig.wait(Duration::from_millis(4900));
+        assert_eq!(rig.c.wake_at(rig.now.at), Some(rig.now.at + Duration::from_secs(4)), "the loop wakes for it");
+        rig.wait(Duration::from_millis(3900));
         let fx = rig.tick();
         assert!(interrupts(&fx).is_empty() && fx.events.is_empty(), "not before the lease may run out");
         rig.wait(Duration::from_millis(200));
@@ -1483,6 +1485,49 @@ mod fleet_decisions {
             [("s1".into(), "t1.md".into(), "a pause while this host could not vouch for its account")]
         );
         assert_eq!(rig.c.status(rig.now.wall).fleet.unwrap().state, "connected");
+    }
+
+    #[test]
+    fn exclusive_renewals_that_come_late_fence_and_a_renewal_of_the_same_lease_lifts_it() {
+        let mut rig = Rig::running_on(&fleet_config("h1", "exclusive"), "alpha");
+        report(&mut rig, joined(3, Vec::new()));
+        report(&mut rig, Report::Claimed { to: "alpha".into(), won: true, holder: Some("h1".into()) });
+        let alive = |rig: &mut Rig, secs: u64, renewed: bool| {
+            let until = rig.now.at + Duration::from_secs(secs);
+            report(rig, Report::LeaseAlive { until, renewed })
+        };
+        alive(&mut rig, 10, true);
+        working(&mut rig, "s1", "t1.md");
+        // The fleet thread is stuck (no renewal, no word of an outage): the
+        // coordinator fences by itself 2 s before the lease may run out.
+        rig.wait(Duration::from_millis(7900));
+        assert!(rig.tick().events.is_empty());
+        rig.wait(Duration::from_millis(200));
+        let fx = rig.tick();
+        assert_eq!(fx.kinds(), [Kind::FleetFenced]);
+        assert_eq!(interrupts(&fx), ["s1"]);
+        // The turn's start is read from the transcript only now: it stays
+        // stopped, and never settles as it stands.
+        rig.session(sessions::Report::TurnStarted { session: "s1".into() });
+        rig.session(seen("s1", Seen::Idle));
+        rig.wait(Duration::from_secs(30));
+        let fx = rig.tick();
+        assert!(dispatcher_orders(&fx).is_empty(), "{:?}", dispatcher_orders(&fx));
+        // A new lease (a rejoin) vouches for nothing: still fenced.
+        let fx = alive(&mut rig, 10, false);
+        assert!(fx.events.is_empty());
+        // The renewal comes after all, of the lease the holds are on: the
+        // holds never lapsed; the fence lifts and the task goes on, once.
+        let fx = alive(&mut rig, 10, true);
+        assert_eq!(fx.kinds(), [Kind::FleetUnfenced]);
+        let mut continued = continues(&fx);
+        for _ in 0..12 {
+            rig.wait(Duration::from_secs(1));
+            continued.extend(continues(&rig.tick()));
+            alive(&mut rig, 10, true);
+        }
+        assert_eq!(continued.len(), 1, "{continued:?}");
+        assert_eq!(rig.c.status(rig.now.wall).fleet.unwrap().holds.get("alpha").map(String::as_str), Some("h1"));
     }
 
     #[test]

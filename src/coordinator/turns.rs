@@ -20,7 +20,8 @@ pub const REPAIR_AFTER: Duration = Duration::from_secs(30);
 impl Coordinator {
     /// A new user turn began in `session`: a prompt typed, or Claude Code's
     /// own continue at a reset. Whatever stopped the task is behind it.
-    pub(super) fn turn_started(&mut self, session: &str) {
+    pub(super) fn turn_started(&mut self, session: &str, now: Now) {
+        let fenced = self.fenced();
         let Some(s) = self.pool.sessions.get_mut(session).filter(|s| !s.moving) else { return };
         if let Some(w) = &mut s.work {
             w.failure = None;
@@ -29,6 +30,12 @@ impl Coordinator {
             w.limit_taken_over = false;
             w.takeover_offered = false;
             w.turn_seen = true;
+            if fenced {
+                // Begun while this host may not work (and stopped as it
+                // went busy): it goes on once the fence lifts, never
+                // settles as it stands.
+                w.fence(now.at);
+            }
         }
     }
 
@@ -195,6 +202,7 @@ impl Coordinator {
             .values()
             .filter(|s| !s.offered)
             .filter_map(|s| s.work.as_ref().filter(|w| w.limited)?.resume_at)
+            .chain(self.fence_wake())
             .filter(|t| *t > now)
             .min()
     }

@@ -308,7 +308,9 @@ impl Etcd {
 /// etcd's answer when the token sent is stale (expired, or the member
 /// restarted and forgot it) or missing.
 fn stale_token(why: &str) -> bool {
-    why.contains("invalid auth token") || why.contains("user name is empty")
+    why.contains("invalid auth token")
+        || why.contains("user name is empty")
+        || why.contains("revision of auth store is old")
 }
 
 impl Etcd {
@@ -343,9 +345,15 @@ impl Etcd {
             request = request.header("Authorization", token);
         }
         let response = request.send(body.to_string()).map_err(|e| EtcdError::Unreachable(format!("{url}: {e}")))?;
-        let outcome = read_watch(&url, response, start_revision, &mut seen);
+        if response.status().as_u16() != 200 {
+            return Err(EtcdError::Refused(format!("{url}: status {}", response.status())));
+        }
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        let outcome = read_watch(&url, reader, start_revision, &mut seen);
         if let Err(EtcdError::Refused(why)) = &outcome {
-            if stale_token(why) {
+            // etcd 3.4 cancels a watch with a stale token as "permission
+            // denied": signing in again costs one call and settles which.
+            if stale_token(why) || why.contains("permission denied") {
                 self.token = None;
             }
         }
@@ -353,17 +361,14 @@ impl Etcd {
     }
 }
 
+/// Reads a watch's answer, one JSON object a line, until it ends.
 fn read_watch(
     url: &str,
-    response: ureq::http::Response<ureq::Body>,
+    reader: impl BufRead,
     start_revision: i64,
     seen: &mut impl FnMut(WatchEvent) -> bool,
 ) -> Result<i64, EtcdError> {
-    if response.status().as_u16() != 200 {
-        return Err(EtcdError::Refused(format!("{url}: status {}", response.status())));
-    }
     let mut next = start_revision;
-    let reader = std::io::BufReader::new(response.into_body().into_reader());
     for line in reader.lines() {
         // The timeout (or a member going away) ends the stream: the caller
         // takes up again from `next`, nothing missed.
@@ -508,6 +513,34 @@ mod tests {
         let all: Vec<u8> = (0..=255).collect();
         assert_eq!(decode(&encode(&all)), Some(all));
         assert_eq!(decode("not base64!"), None);
+    }
+
+    #[test]
+    fn a_watch_stream_is_read_to_its_end_and_a_compacted_start_says_so() {
+        let url = "http://127.0.0.1:2379/v3/watch";
+        let stream = concat!(
+            r#"{"result":{"header":{"revision":"9"},"created":true}}"#,
+            "\n",
+            r#"{"result":{"header":{"revision":"11"},"events":[{"kv":{"key":"L2NmL3g=","mod_revision":"10","value":"eA=="}},"#,
+            r#"{"type":"DELETE","kv":{"key":"L2NmL3k=","mod_revision":"11"}}]}}"#,
+            "\n",
+        );
+        let mut seen = Vec::new();
+        let next = read_watch(url, stream.as_bytes(), 5, &mut |e| {
+            seen.push((e.kv.key, e.deleted));
+            true
+        });
+        assert_eq!(next, Ok(12));
+        assert_eq!(seen, [("/cf/x".to_string(), false), ("/cf/y".to_string(), true)]);
+
+        // Started before what etcd compacted away: only a full read catches up.
+        let compacted =
+            r#"{"result":{"header":{"revision":"40"},"created":true,"canceled":true,"compact_revision":"30"}}"#;
+        assert_eq!(read_watch(url, compacted.as_bytes(), 5, &mut |_| true), Err(EtcdError::Compacted(30)));
+        let denied = r#"{"result":{"header":{},"canceled":true,"cancel_reason":"permission denied"}}"#;
+        let refused = read_watch(url, denied.as_bytes(), 5, &mut |_| true);
+        assert!(matches!(&refused, Err(EtcdError::Refused(why)) if why.contains("permission denied")), "{refused:?}");
+        assert!(stale_token("etcdserver: revision of auth store is old"));
     }
 
     #[test]

@@ -65,6 +65,15 @@ pub enum Report {
         error: String,
         lease_left: Option<Duration>,
     },
+    /// `exclusive`: the lease carrying this host's keys lives at least until
+    /// `until` (this host's monotonic clock): sent on every grant and
+    /// renewal, so the coordinator can fence on time even while this thread
+    /// is stuck in a call. `renewed`: a renewal of the lease that already
+    /// carried the holds (so they are still there), not a new grant.
+    LeaseAlive {
+        until: Instant,
+        renewed: bool,
+    },
     Changed(Change),
     /// A value under the prefix that is not the fleet's; ignored.
     Garbage(Garbage),
@@ -212,7 +221,7 @@ impl Role {
     }
 
     fn renew_every(&self) -> Duration {
-        (self.config.lease_ttl() / 3).clamp(Duration::from_millis(300), Duration::from_secs(5))
+        (self.config.lease_ttl() / 4).clamp(Duration::from_millis(300), Duration::from_secs(5))
     }
 
     fn key(&self, key: Key) -> String {
@@ -278,6 +287,7 @@ impl Role {
         self.lease = Some(lease);
         self.last_renewal = Instant::now();
         self.lease_from = Some((sent, Duration::from_secs(ttl).min(self.config.lease_ttl())));
+        self.lease_alive(false);
         self.put_host()?;
         let (_, kvs) = self.etcd.range_prefix(&self.config.prefix)?;
         for account in self.accounts.clone() {
@@ -320,6 +330,15 @@ impl Role {
         Ok(())
     }
 
+    fn lease_alive(&mut self, renewed: bool) {
+        if self.config.policy() != crate::config::FleetPolicy::Exclusive {
+            return;
+        }
+        if let Some((from, ttl)) = self.lease_from {
+            self.out.send(Report::LeaseAlive { until: from + ttl, renewed });
+        }
+    }
+
     /// Lets the usage poll of `account` go if this host holds it (only if
     /// it is still this host's: a transaction on the revision read).
     fn release_poll(&mut self, account: &str) -> Result<(), EtcdError> {
@@ -345,6 +364,7 @@ impl Role {
                 if let Some((from, _)) = &mut self.lease_from {
                     *from = sent;
                 }
+                self.lease_alive(true);
                 if let Err(e) = self.put_host() {
                     self.lost(e);
                 }
@@ -522,16 +542,18 @@ impl Role {
     }
 
     fn lost(&mut self, e: EtcdError) {
-        self.drop_link();
         // The lease is given up (a new one is granted on joining again): it
-        // lives on in etcd only until its TTL runs out.
+        // lives on in etcd only until its TTL runs out. Said before the watch
+        // thread is stopped, which may take a watch span.
         let lease_left =
             self.lease_from.take().map(|(from, ttl)| (from + ttl).saturating_duration_since(Instant::now()));
+        self.lease = None;
         if self.reported_up != Some(false) {
             log::warn!("fleet: {e}; working on alone until it answers");
             self.reported_up = Some(false);
             self.out.send(Report::Unreachable { error: e.to_string(), lease_left });
         }
+        self.drop_link();
     }
 
     /// A clean stop: the lease goes, and with it this host's keys.

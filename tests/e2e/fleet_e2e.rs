@@ -463,24 +463,6 @@ fn etcd_users_a_host_signs_in_again_after_etcd_forgot_its_token_and_a_wrong_pass
 }
 
 #[test]
-fn a_watch_behind_a_compaction_reads_the_whole_state_afresh() {
-    let _lock = kit::claude_turn();
-    let mut rig = FleetRig::new(FleetOptions { hosts: vec!["h1".into()], sessions: 0, ..FleetOptions::default() });
-    rig.start_all();
-    joined(&rig);
-    let revision = rig.etcd.compact();
-    wait_until(LONG, "h1 joined again after the compaction", || {
-        (rig.hosts[0].count_events("fleet_joined") == 2).then_some(())
-    });
-    let log = rig.hosts[0].log_text();
-    assert!(log.contains(&format!("compacted the watched history up to revision {revision}")), "{log}");
-    rig.hosts[0].wait_fleet_state("connected", LONG);
-    // It still hears of changes.
-    rig.etcd.put(&format!("{PREFIX}accounts/beta"), b"{not json");
-    wait_until(LONG, "the watch goes on", || (rig.hosts[0].count_events("fleet_garbage") == 1).then_some(()));
-}
-
-#[test]
 fn a_host_whose_login_of_an_account_is_refused_lets_another_host_poll_it_for_the_fleet() {
     let _lock = kit::claude_turn();
     let mut rig = FleetRig::new(FleetOptions { sessions: 0, ..FleetOptions::default() });

@@ -264,19 +264,6 @@ impl EtcdCluster {
         self.post(self.any_port(), "/v3/kv/put", &body).unwrap_or_else(|| panic!("etcd put {key}"));
     }
 
-    /// Writes a key outside any fleet's prefix and compacts etcd's history
-    /// up to that revision: a watch that has seen nothing since before then
-    /// cannot be taken up again.
-    pub fn compact(&self) -> i64 {
-        let answer = self
-            .post(self.any_port(), "/v3/kv/put", &json!({"key": b64(b"kit-compaction"), "value": b64(b"x")}))
-            .expect("etcd put");
-        let revision: i64 = answer["header"]["revision"].as_str().and_then(|r| r.parse().ok()).expect("a revision");
-        let body = json!({"revision": revision.to_string(), "physical": true});
-        self.post(self.any_port(), "/v3/kv/compaction", &body).expect("etcd compaction");
-        revision
-    }
-
     /// Every key under `prefix` with its value as text.
     pub fn get_prefix(&self, prefix: &str) -> Vec<(String, String)> {
         let mut end = prefix.as_bytes().to_vec();
