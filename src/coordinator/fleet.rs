@@ -299,6 +299,7 @@ impl Coordinator {
                         self.active_account.clone().filter(|a| fleet.holds.get(a) == Some(&fleet.host))
                     {
                         self.unfence(&account, now, fx);
+                        self.launch_deferred(now, fx);
                     }
                 }
             }
@@ -359,9 +360,6 @@ impl Coordinator {
                         fleet.holds.remove(&old);
                     }
                     self.unfence(&to, now, fx);
-                    let Some(fleet) = self.fleet.as_mut() else { return };
-                    let deferred = std::mem::take(&mut fleet.deferred);
-                    let restarts = std::mem::take(&mut fleet.deferred_restarts);
                     // A claim made on joining or while waiting (no account
                     // yet) moves nothing: the account simply becomes this
                     // host's to work on.
@@ -375,14 +373,7 @@ impl Coordinator {
                             }
                         }
                     }
-                    for name in deferred {
-                        self.launch(&name, now, fx);
-                    }
-                    for name in restarts {
-                        if let Some(account) = self.active_account.clone() {
-                            self.restart(&name, &account, now, fx);
-                        }
-                    }
+                    self.launch_deferred(now, fx);
                 } else if self.active_account.as_deref() == Some(to.as_str()) && holder.is_some() {
                     // Another host took the account this host meant to work
                     // on (at start, or while this host was cut off): move to
@@ -888,6 +879,22 @@ impl Coordinator {
             format!("{host} holds {account} in the fleet again after {secs} s; the stopped tasks go on"),
             json!({"host": host, "account": account, "fenced_secs": secs}),
         );
+    }
+
+    /// `exclusive`: the launches and restarts that waited for this host to
+    /// hold an account (or to be unfenced) go now.
+    fn launch_deferred(&mut self, now: Now, fx: &mut Effects) {
+        let Some(fleet) = self.fleet.as_mut() else { return };
+        let deferred = std::mem::take(&mut fleet.deferred);
+        let restarts = std::mem::take(&mut fleet.deferred_restarts);
+        for name in deferred {
+            self.launch(&name, now, fx);
+        }
+        for name in restarts {
+            if let Some(account) = self.active_account.clone() {
+                self.restart(&name, &account, now, fx);
+            }
+        }
     }
 
     /// `exclusive`: fenced, so nothing runs.

@@ -1516,10 +1516,17 @@ mod fleet_decisions {
         // A new lease (a rejoin) vouches for nothing: still fenced.
         let fx = alive(&mut rig, 10, false);
         assert!(fx.events.is_empty());
+        // s2 dies meanwhile: no launch while fenced.
+        let fx = rig.session(seen("s2", Seen::Missing));
+        let wait = fx.events[0].details["relaunch_in_secs"].as_u64().expect("a backoff");
+        rig.wait(Duration::from_secs(wait + 1));
+        assert!(session_orders(&rig.tick()).is_empty(), "no launch while fenced");
         // The renewal comes after all, of the lease the holds are on: the
-        // holds never lapsed; the fence lifts and the task goes on, once.
+        // holds never lapsed; the fence lifts, s2 is launched again and the
+        // task goes on, once.
         let fx = alive(&mut rig, 10, true);
         assert_eq!(fx.kinds(), [Kind::FleetUnfenced]);
+        assert_eq!(session_orders(&fx), ["launch s2 on alpha"]);
         let mut continued = continues(&fx);
         for _ in 0..12 {
             rig.wait(Duration::from_secs(1));
