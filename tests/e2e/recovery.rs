@@ -237,6 +237,10 @@ fn twenty_sessions_resume_after_a_wait_spread_over_the_window() {
         rig.drop_task(&format!("t{i:02}.md"), &format!("+++\nsession = \"s{i}\"\n+++\nWrite report {i:02}\n"));
     }
     wait_until(LONG, "every task handed out", || (rig.count_events("task_dispatched") == SESSIONS).then_some(()));
+    // Every turn is out at the API before the limit comes (on a busy machine
+    // a stand-in may ask a while after its task was handed out; one asking
+    // only after the reset would simply not be limited).
+    wait_until(LONG, "every turn at the API", || (rig.api.turns_arrived() >= SESSIONS).then_some(()));
     let reset = unix_now() + 35;
     rig.api.set_mode(&token("alpha"), Mode::HardLimit { claim: "five_hour".into(), reset_unix: reset });
     wait_until(LONG, "all_accounts_exhausted", || (rig.count_events("all_accounts_exhausted") == 1).then_some(()));

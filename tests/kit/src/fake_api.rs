@@ -162,6 +162,9 @@ struct State {
     usage_calls: HashMap<String, u64>,
     /// Every request seen as (method, url, token), for debugging a test.
     log: Vec<(String, String, String)>,
+    /// User turns that have arrived, answered or not (a turn is recorded in
+    /// `requests` only when it is answered, after any delay).
+    turns_arrived: usize,
     /// When each token was first answered a hard limit's 429.
     first_limit: HashMap<String, std::time::Instant>,
     answer_usage: HashMap<String, AnswerUsage>,
@@ -255,6 +258,13 @@ impl FakeApi {
     /// The results of scripted tool calls, in the order they arrived.
     pub fn tool_results(&self) -> Vec<ToolResult> {
         self.lock().tool_results.clone()
+    }
+
+    /// User turns that have reached the API so far, even those still waiting
+    /// out a [`FakeApi::set_delay`] (which [`FakeApi::requests`] lists only
+    /// once answered).
+    pub fn turns_arrived(&self) -> usize {
+        self.lock().turns_arrived
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
@@ -485,6 +495,9 @@ fn messages(state: &Mutex<State>, token: &str, api_key: bool, session_header: Op
     let turn = user_text.is_some() && is_conversation(&req);
     let results = last_tool_results(&req);
     let arrived = std::time::SystemTime::now();
+    if turn {
+        lock(state).turns_arrived += 1;
+    }
     // The wait comes first, so the answer follows the token's mode as it is
     // when the answer goes out (a limit set meanwhile meets requests in flight).
     let delay = lock(state).delay;
