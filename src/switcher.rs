@@ -339,7 +339,7 @@ fn move_session(config: &Config, tmux: &Tmux, plan: &Plan, m: &Mover, began: Ins
         match crate::dispatcher::delivery::deliver(
             tmux,
             &spawned.pane_id,
-            &launch::continuation_prompt(task, "a usage limit (the session has moved to another account)"),
+            &launch::continuation_prompt(task, interrupted_by(plan.reason)),
             &transcript,
             confirm,
             &|| beat.beat(),
@@ -533,9 +533,34 @@ fn wait_idle(
     Err(MoveError::NotReady { account: account.into(), within_secs: config.claude.startup_timeout_secs, last })
 }
 
+/// What the continuation prompt of a moved task says stopped it.
+fn interrupted_by(reason: SwapCause) -> &'static str {
+    match reason {
+        SwapCause::HardLimit => "a usage limit (the session has moved to another account)",
+        SwapCause::LoginRevoked => "a login that stopped working (the session has moved to another account)",
+        SwapCause::SpendCap => "the API key's daily spending cap (the session has moved to another account)",
+        SwapCause::Threshold | SwapCause::Projected => "a move to another account before this one's quota ran out",
+        SwapCause::Failback | SwapCause::Manual | SwapCause::Consolidate | SwapCause::BackToSubscription => {
+            "a move of the session to another account"
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_moved_task_is_told_what_stopped_it() {
+        let prompt = |reason| launch::continuation_prompt("a.md", interrupted_by(reason));
+        assert!(prompt(SwapCause::HardLimit).contains("interrupted by a usage limit"));
+        assert!(prompt(SwapCause::LoginRevoked).contains("a login that stopped working"));
+        for reason in [SwapCause::Manual, SwapCause::Consolidate, SwapCause::Threshold, SwapCause::Failback] {
+            let text = prompt(reason);
+            assert!(!text.contains("usage limit") && text.contains("another account"), "{reason:?}: {text}");
+            assert!(text.contains("Continue that task") && text.contains("a.md"), "{text}");
+        }
+    }
 
     fn plan() -> Plan {
         Plan {
