@@ -165,6 +165,8 @@ struct State {
     /// User turns that have arrived, answered or not (a turn is recorded in
     /// `requests` only when it is answered, after any delay).
     turns_arrived: usize,
+    /// User turns answered with a hard limit's 429.
+    turns_limited: usize,
     /// When each token was first answered a hard limit's 429.
     first_limit: HashMap<String, std::time::Instant>,
     answer_usage: HashMap<String, AnswerUsage>,
@@ -265,6 +267,11 @@ impl FakeApi {
     /// once answered).
     pub fn turns_arrived(&self) -> usize {
         self.lock().turns_arrived
+    }
+
+    /// User turns answered with a hard limit's 429 so far.
+    pub fn turns_limited(&self) -> usize {
+        self.lock().turns_limited
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
@@ -521,6 +528,9 @@ fn messages(state: &Mutex<State>, token: &str, api_key: bool, session_header: Op
         }
         if matches!(mode, Mode::HardLimit { .. }) {
             st.first_limit.entry(token.to_string()).or_insert_with(std::time::Instant::now);
+            if turn {
+                st.turns_limited += 1;
+            }
         }
         if turn {
             let session_id = session_header.or_else(|| session_from_metadata(&req));
