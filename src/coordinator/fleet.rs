@@ -32,6 +32,24 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
 
+/// Why a host fenced itself (`fleet_fenced`'s `why`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FenceCause {
+    /// Its lease may have run out (cut off, or renewals late).
+    Lease,
+    /// Another host holds the account it works on.
+    HeldElsewhere,
+}
+
+impl FenceCause {
+    fn as_str(self) -> &'static str {
+        match self {
+            FenceCause::Lease => "lease",
+            FenceCause::HeldElsewhere => "held_elsewhere",
+        }
+    }
+}
+
 /// A host stops its turns this long before its lease may run out (a fifth
 /// of the TTL, at least half a second): stopping a turn takes a moment,
 /// and another host may claim the account the instant etcd drops the
@@ -84,7 +102,7 @@ pub(super) struct Fleet {
     /// `exclusive`: fenced since then (it works on nothing until a claim
     /// wins, or its lease is renewed after all), and why.
     pub(super) fenced_since: Option<SystemTime>,
-    pub(super) fenced_why: &'static str,
+    pub(super) fenced_why: Option<FenceCause>,
     /// The accounts the fleet role was last told this host cannot poll.
     pub(super) logins_out: Option<BTreeSet<String>>,
     /// Hosts whose clock is off this one's by more than
@@ -115,7 +133,7 @@ impl Fleet {
             lease_until: None,
             margin: fence_margin(config.lease_ttl()),
             fenced_since: None,
-            fenced_why: "",
+            fenced_why: None,
             logins_out: None,
             skews: BTreeMap::new(),
         }
@@ -294,7 +312,11 @@ impl Coordinator {
                 fleet.lease_until = Some(until);
                 // A renewal of the very lease the holds are on: they never
                 // lapsed, so a fence for fear of that lifts.
-                if renewed && fleet.fenced_since.is_some() && fleet.fenced_why == "lease" && fleet.connected() {
+                if renewed
+                    && fleet.fenced_since.is_some()
+                    && fleet.fenced_why == Some(FenceCause::Lease)
+                    && fleet.connected()
+                {
                     if let Some(account) =
                         self.active_account.clone().filter(|a| fleet.holds.get(a) == Some(&fleet.host))
                     {
@@ -385,7 +407,7 @@ impl Coordinator {
                         Some(free) if running => {
                             // Not one more call where another host works:
                             // stopped now, moved once a claim of its own wins.
-                            self.fence("held_elsewhere", now, fx);
+                            self.fence(FenceCause::HeldElsewhere, now, fx);
                             self.swap.pending =
                                 Some(PendingSwap { to: free, reason: SwapCause::Consolidate, decided: now.at })
                         }
@@ -395,7 +417,7 @@ impl Coordinator {
                         }
                         None if !running => self.active_account = None,
                         // Its sessions may not go on where another host works.
-                        None => self.fence("held_elsewhere", now, fx),
+                        None => self.fence(FenceCause::HeldElsewhere, now, fx),
                     }
                 } else if self.active_account.is_none() {
                     // Waiting for an account: another one nobody holds, if any.
@@ -805,41 +827,39 @@ impl Coordinator {
     pub(super) fn fence_due(&mut self, now: Now, fx: &mut Effects) {
         let due = self.fleet.as_ref().and_then(Fleet::fence_moment).is_some_and(|t| t <= now.at);
         if due && self.active_account.is_some() {
-            self.fence("lease", now, fx);
+            self.fence(FenceCause::Lease, now, fx);
         }
     }
 
-    /// This host may not use its account any more (`why`: `lease`, its
-    /// lease may have run out while cut off; `held_elsewhere`, another host
-    /// holds it): every running turn is stopped, the tasks wait as after a
-    /// limit, and nothing is dispatched until a claim wins.
-    fn fence(&mut self, why: &str, now: Now, fx: &mut Effects) {
+    /// This host may not use its account any more (`why`): every running
+    /// turn is stopped, the tasks wait as after a limit, and nothing is
+    /// dispatched until a claim wins.
+    fn fence(&mut self, why: FenceCause, now: Now, fx: &mut Effects) {
         let account = self.active_account.clone();
         let Some(fleet) = self.fleet.as_mut() else { return };
         if fleet.fenced_since.is_some() {
             return;
         }
         fleet.fenced_since = Some(now.wall);
-        fleet.fenced_why = if why == "lease" { "lease" } else { "held_elsewhere" };
+        fleet.fenced_why = Some(why);
         fleet.fence_at = None;
         let host = fleet.host.clone();
-        let mut stopped = Vec::new();
         // Only running turns: an idle session makes no call, and its task
         // settles, retries or goes on by the usual rules once work may.
-        for s in self.pool.sessions.values_mut().filter(|s| s.account.is_some()) {
-            if s.activity != crate::sessions::model::Activity::Busy {
-                continue;
-            }
-            if let Some(w) = s.work.as_mut().filter(|w| !w.finishing) {
-                w.fence(now.at);
-            }
-            stopped.push(s.name.clone());
-            fx.sessions(crate::sessions::Command::Interrupt { session: s.name.clone() });
+        let stopped: Vec<String> = self
+            .pool
+            .sessions
+            .values()
+            .filter(|s| s.account.is_some() && s.activity == crate::sessions::model::Activity::Busy)
+            .map(|s| s.name.clone())
+            .collect();
+        for name in &stopped {
+            self.stop_turn(name, now, fx);
         }
         let account = account.unwrap_or_default();
         let cause = match why {
-            "lease" => "cut off from etcd past its lease, another host may take it".to_string(),
-            _ => "another host holds it".to_string(),
+            FenceCause::Lease => "cut off from etcd past its lease, another host may take it",
+            FenceCause::HeldElsewhere => "another host holds it",
         };
         fx.count("claude_failover_fleet_fenced_total", &[]);
         fx.emit(
@@ -849,20 +869,24 @@ impl Coordinator {
                 "{host} stopped working on {account} ({cause}): {} turn(s) stopped, nothing dispatched until it holds an account again",
                 stopped.len()
             ),
-            json!({"host": host, "account": account, "why": why, "sessions": stopped}),
+            json!({"host": host, "account": account, "why": why.as_str(), "sessions": stopped}),
         );
     }
 
     /// `session` began a turn while this host is fenced: it is stopped.
     pub(super) fn fenced_turn(&mut self, session: &str, now: Now, fx: &mut Effects) {
-        if !self.fenced() {
-            return;
+        if self.fenced() {
+            log::warn!("{session}: a turn began while this host is fenced; stopping it");
+            self.stop_turn(session, now, fx);
         }
+    }
+
+    /// Stops the turn in `session` (Escape); its task waits for the fence to lift.
+    fn stop_turn(&mut self, session: &str, now: Now, fx: &mut Effects) {
         let Some(s) = self.pool.sessions.get_mut(session) else { return };
         if let Some(w) = s.work.as_mut().filter(|w| !w.finishing) {
             w.fence(now.at);
         }
-        log::warn!("{session}: a turn began while this host is fenced; stopping it");
         fx.sessions(crate::sessions::Command::Interrupt { session: session.into() });
     }
 
